@@ -1,0 +1,126 @@
+//! Assembling the API process: database, migrations, NATS topology, the HTTP server and the
+//! background loops (relay, process manager, projection).
+
+use crate::database;
+use crate::environments::Environments;
+use crate::http::{self, AppState, auth::Tokens};
+use crate::jetstream::ensure_streams;
+use crate::process_manager::ProcessManager;
+use crate::relay::Relay;
+use crate::settings::Settings;
+use crate::store::{self, EventStore};
+use anyhow::Context;
+use domain::wire::Subjects;
+use std::net::SocketAddr;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// A built, bound, not yet running API process.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    store: EventStore,
+}
+
+impl Application {
+    /// Connects to Postgres (running migrations) and NATS (creating the streams), and binds the
+    /// listen address (port 0 picks a free port).
+    pub async fn build(settings: &Settings, admin_token: &str) -> anyhow::Result<Self> {
+        let pool = database::connect(&settings.database_url, settings.database_max_connections)
+            .await
+            .context("failed to connect to postgres")?;
+        store::migrate(&pool)
+            .await
+            .context("failed to run database migrations")?;
+        let nats = async_nats::ConnectOptions::new()
+            .name("provisioner-api")
+            .retry_on_initial_connect()
+            .connect(&settings.nats_url)
+            .await
+            .context("failed to connect to nats")?;
+        let js = async_nats::jetstream::new(nats.clone());
+        let subjects = Subjects::new(settings.subject_prefix.clone());
+        ensure_streams(&js, &subjects)
+            .await
+            .context("failed to create jetstream streams (is this NATS >= 2.10 with JetStream?)")?;
+        let store = EventStore::new(pool.clone());
+        let state = AppState {
+            environments: Environments::new(store.clone(), settings.enabled_providers.clone()),
+            pool,
+            nats,
+            js,
+            subjects,
+            auth: Tokens::new(admin_token),
+            sse_keep_alive: settings.sse_keep_alive,
+            shutdown: CancellationToken::new(),
+        };
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("failed to bind {}", settings.listen))?;
+        Ok(Self {
+            listener,
+            state,
+            store,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves HTTP and runs the background loops until `shutdown`, then drains them.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let tasks = TaskTracker::new();
+        let state = self.state;
+        // Open SSE streams end when the process shuts down, so the server can drain.
+        let streams_end = state.shutdown.clone();
+        let shutdown_seen = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown_seen.cancelled().await;
+            streams_end.cancel();
+        });
+        tasks.spawn(
+            Relay::new(
+                state.pool.clone(),
+                state.js.clone(),
+                state.subjects.clone(),
+                self.store.committed(),
+            )
+            .run(shutdown.clone()),
+        );
+        tasks.spawn(
+            ProcessManager::new(self.store.clone(), state.js.clone(), state.subjects.clone())
+                .run(shutdown.clone()),
+        );
+        {
+            let (js, subjects, pool, shutdown) = (
+                state.js.clone(),
+                state.subjects.clone(),
+                state.pool.clone(),
+                shutdown.clone(),
+            );
+            tasks.spawn(async move {
+                if let Err(error) = projections::consumer::run(js, subjects, pool, shutdown).await {
+                    tracing::error!(error = %error, "projection stopped");
+                }
+            });
+        }
+        tasks.close();
+        let router = http::router(state);
+        let server_shutdown = shutdown.clone();
+        let result = axum::serve(self.listener, router)
+            .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
+            .await
+            .context("http server failed");
+        shutdown.cancel();
+        tasks.wait().await;
+        result
+    }
+}

@@ -1,0 +1,175 @@
+//! A small typed client of the REST API, used by the CLI verbs and the demo.
+
+use domain::aggregate::{Environment, Status};
+use domain::wire::EventEnvelope;
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the provisioner at {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{status}: {body}")]
+    Api { status: StatusCode, body: String },
+    #[error("unexpected response")]
+    Decode(#[source] reqwest::Error),
+    #[error("the event stream broke")]
+    Stream(String),
+}
+
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(base: impl Into<String>, token: impl Into<String>) -> Self {
+        Self {
+            base: base.into().trim_end_matches('/').to_owned(),
+            token: token.into(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+    }
+
+    async fn send(&self, request: RequestBuilder) -> Result<reqwest::Response, ClientError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|source| ClientError::Connect {
+                url: self.base.clone(),
+                source,
+            })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        Err(ClientError::Api { status, body })
+    }
+
+    async fn json(&self, request: RequestBuilder) -> Result<Value, ClientError> {
+        self.send(request)
+            .await?
+            .json()
+            .await
+            .map_err(ClientError::Decode)
+    }
+
+    /// Submits a MetaConfig document (YAML or JSON, by `content_type`).
+    pub async fn create(
+        &self,
+        document: String,
+        content_type: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<Value, ClientError> {
+        let mut request = self
+            .request(Method::POST, "/v1/environments")
+            .header("content-type", content_type)
+            .body(document);
+        if let Some(key) = idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
+        self.json(request).await
+    }
+
+    pub async fn list(
+        &self,
+        status: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<Value, ClientError> {
+        let mut query = Vec::new();
+        if let Some(status) = status {
+            query.push(("status", status));
+        }
+        if let Some(name) = name {
+            query.push(("name", name));
+        }
+        self.json(self.request(Method::GET, "/v1/environments").query(&query))
+            .await
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Value, ClientError> {
+        self.json(self.request(Method::GET, &format!("/v1/environments/{id}")))
+            .await
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<Value, ClientError> {
+        self.json(self.request(Method::DELETE, &format!("/v1/environments/{id}")))
+            .await
+    }
+
+    pub async fn retry(&self, id: &str) -> Result<Value, ClientError> {
+        self.json(self.request(Method::POST, &format!("/v1/environments/{id}/retry")))
+            .await
+    }
+
+    pub async fn history(&self, id: &str) -> Result<Vec<EventEnvelope>, ClientError> {
+        let items = self
+            .json(self.request(Method::GET, &format!("/v1/environments/{id}/history")))
+            .await?;
+        let items: Vec<Value> = serde_json::from_value(items).unwrap_or_default();
+        Ok(items
+            .into_iter()
+            .filter_map(|mut item| {
+                item["environment_id"] = Value::String(id.to_owned());
+                serde_json::from_value(item).ok()
+            })
+            .collect())
+    }
+
+    /// Follows an environment's live events after `after`, calling `on_event` for each, until
+    /// its status settles (ready, failed, destroyed) or the stream ends. Returns the status.
+    pub async fn watch(
+        &self,
+        id: &str,
+        mut on_event: impl FnMut(&EventEnvelope, Status),
+    ) -> Result<Status, ClientError> {
+        let history = self.history(id).await?;
+        let mut state = Environment::default();
+        for envelope in &history {
+            if let Ok(event) = envelope.event() {
+                state.apply(&event);
+            }
+            on_event(envelope, state.status);
+        }
+        if state.status.is_settled() && state.in_flight.is_none() && state.pending.is_none() {
+            return Ok(state.status);
+        }
+        let after = history.last().map(|e| e.sequence).unwrap_or(0);
+        let response = self
+            .send(
+                self.request(Method::GET, &format!("/v1/environments/{id}/events"))
+                    .query(&[("after", after)]),
+            )
+            .await?;
+        let mut events = response.bytes_stream().eventsource();
+        while let Some(event) = events.next().await {
+            let event = event.map_err(|e| ClientError::Stream(e.to_string()))?;
+            let Ok(envelope) = serde_json::from_str::<EventEnvelope>(&event.data) else {
+                continue;
+            };
+            if let Ok(domain_event) = envelope.event() {
+                state.apply(&domain_event);
+            }
+            on_event(&envelope, state.status);
+            if state.status.is_settled() && state.in_flight.is_none() && state.pending.is_none() {
+                return Ok(state.status);
+            }
+        }
+        Ok(state.status)
+    }
+}

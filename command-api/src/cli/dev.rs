@@ -1,0 +1,275 @@
+//! The process-running subcommands: `serve`, `executor`, `dev`, `demo`, `replay`.
+
+use super::client::Client;
+use super::verbs::event_line;
+use crate::app::Application;
+use crate::database;
+use crate::local_nats::LocalNats;
+use crate::settings::Settings;
+use anyhow::Context;
+use executors::settings::ExecutorSettings;
+use std::path::PathBuf;
+use tokio_util::sync::CancellationToken;
+
+/// The sandbox example the demo walks through when no file is given.
+const DEMO_CONFIG: &str = r#"name: NAME
+cloud:
+  provider: sandbox
+  simulate:
+    apply_seconds: 1
+cluster:
+  profile: medium
+data:
+  postgres: {size: medium, multi_az: true}
+  redis: {size: medium, ha: true}
+beta9:
+  domain: NAME.beta9.example.com
+  workers: {gpu_enabled: true}
+"#;
+
+fn say(line: impl AsRef<str>) {
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{}", line.as_ref());
+    }
+}
+
+/// Cancels the token on Ctrl-C or SIGTERM.
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async {
+                match terminate.as_mut() {
+                    Some(signal) => { signal.recv().await; }
+                    None => std::future::pending().await,
+                }
+            } => {}
+        }
+        tracing::info!("shutting down");
+        trigger.cancel();
+    });
+    token
+}
+
+fn require_token(settings: &Settings) -> anyhow::Result<String> {
+    settings.admin_token.clone().context(
+        "PROVISIONER_ADMIN_TOKEN is not set: `serve` needs the admin bearer token (`dev` generates one)",
+    )
+}
+
+fn generate_token() -> String {
+    use rand::Rng;
+    let bytes: [u8; 24] = rand::rng().random();
+    format!(
+        "pvt_{}",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+pub async fn serve() -> anyhow::Result<i32> {
+    let settings = Settings::from_env()?;
+    let token = require_token(&settings)?;
+    let app = Application::build(&settings, &token).await?;
+    tracing::info!(listen = %app.local_addr(), "serving");
+    app.run(shutdown_on_signal()).await?;
+    Ok(0)
+}
+
+pub async fn executor() -> anyhow::Result<i32> {
+    let settings = ExecutorSettings::from_env()?;
+    executors::runner::run(settings, shutdown_on_signal()).await?;
+    Ok(0)
+}
+
+/// A whole stack in this process: private NATS unless `NATS_URL` is set, API, executor.
+struct DevStack {
+    _nats: Option<LocalNats>,
+    base_url: String,
+    token: String,
+    shutdown: CancellationToken,
+    tasks: tokio_util::task::TaskTracker,
+}
+
+impl DevStack {
+    async fn start(mut settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let nats = if std::env::var("NATS_URL").is_ok() {
+            None
+        } else {
+            let server = LocalNats::start().await?;
+            settings.nats_url = server.url();
+            Some(server)
+        };
+        let token = settings.admin_token.clone().unwrap_or_else(generate_token);
+        let app = Application::build(&settings, &token).await?;
+        let base_url = format!("http://{}", app.local_addr());
+        let mut executor = ExecutorSettings::from_env()?;
+        executor.nats_url = settings.nats_url.clone();
+        executor.subject_prefix = settings.subject_prefix.clone();
+        let tasks = tokio_util::task::TaskTracker::new();
+        {
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                if let Err(error) = app.run(shutdown.clone()).await {
+                    tracing::error!("api stopped: {error:#}");
+                    shutdown.cancel();
+                }
+            });
+        }
+        {
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                if let Err(error) = executors::runner::run(executor, shutdown.clone()).await {
+                    tracing::error!("executor stopped: {error:#}");
+                    shutdown.cancel();
+                }
+            });
+        }
+        tasks.close();
+        Ok(Self {
+            _nats: nats,
+            base_url,
+            token,
+            shutdown,
+            tasks,
+        })
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.tasks.wait().await;
+    }
+}
+
+pub async fn dev() -> anyhow::Result<i32> {
+    let settings = Settings::from_env()?;
+    let shutdown = shutdown_on_signal();
+    let stack = DevStack::start(settings, shutdown.clone()).await?;
+    say(format!("provisioner dev is running at {}", stack.base_url));
+    say(format!("export PROVISIONER_API_URL={}", stack.base_url));
+    say(format!("export PROVISIONER_TOKEN={}", stack.token));
+    say("press Ctrl-C to stop");
+    shutdown.cancelled().await;
+    stack.stop().await;
+    Ok(0)
+}
+
+pub async fn demo(file: Option<PathBuf>) -> anyhow::Result<i32> {
+    let mut settings = Settings::from_env()?;
+    settings.listen = "127.0.0.1:0".parse()?;
+    let shutdown = shutdown_on_signal();
+    let stack = DevStack::start(settings, shutdown.clone()).await?;
+    let client = Client::new(stack.base_url.clone(), stack.token.clone());
+    let result = walk_through(&client, file).await;
+    stack.stop().await;
+    result
+}
+
+async fn walk_through(client: &Client, file: Option<PathBuf>) -> anyhow::Result<i32> {
+    let (document, content_type) = match &file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("failed to read {}", path.display()))?;
+            let json = path.extension().is_some_and(|e| e == "json");
+            (
+                text,
+                if json {
+                    "application/json"
+                } else {
+                    "application/yaml"
+                },
+            )
+        }
+        None => {
+            let suffix: u16 = rand::random();
+            let name = format!("demo-{suffix:04x}");
+            (DEMO_CONFIG.replace("NAME", &name), "application/yaml")
+        }
+    };
+    say("== 1. create a sandbox environment: POST /v1/environments");
+    let created = client.create(document, content_type, None).await?;
+    say(serde_json::to_string_pretty(&created)?);
+    let id = created["id"]
+        .as_str()
+        .context("no id in the response")?
+        .to_owned();
+
+    say("\n== 2. live lifecycle events: GET /v1/environments/{id}/events");
+    let status = client
+        .watch(&id, |envelope, status| say(event_line(envelope, status)))
+        .await?;
+    say(format!("status: {status}"));
+    if status != domain::Status::Ready {
+        say("the environment did not become ready; see its history below");
+    }
+
+    say("\n== 3. the environment with its outputs: GET /v1/environments/{id}");
+    let view = wait_for_projection(client, &id, status.as_str()).await?;
+    say(serde_json::to_string_pretty(&view)?);
+
+    say("\n== 4. destroy it: DELETE /v1/environments/{id}");
+    say(serde_json::to_string_pretty(&client.delete(&id).await?)?);
+    let status = client
+        .watch(&id, |envelope, status| say(event_line(envelope, status)))
+        .await?;
+    say(format!("status: {status}"));
+
+    say("\n== 5. the audit trail: GET /v1/environments/{id}/history");
+    for envelope in client.history(&id).await? {
+        say(format!(
+            "#{:<3} {:<22} actor={:<24} correlation={} at {}",
+            envelope.sequence,
+            envelope.event_type,
+            envelope.metadata.actor,
+            envelope.metadata.correlation_id,
+            envelope.recorded_at
+        ));
+    }
+    Ok(if status == domain::Status::Destroyed {
+        0
+    } else {
+        1
+    })
+}
+
+/// The read model is eventually consistent; wait briefly until it shows `status`.
+async fn wait_for_projection(
+    client: &Client,
+    id: &str,
+    status: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let mut view = client.get(id).await?;
+    for _ in 0..50 {
+        if view["status"] == status {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        view = client.get(id).await?;
+    }
+    Ok(view)
+}
+
+pub async fn replay() -> anyhow::Result<i32> {
+    let settings = Settings::from_env()?;
+    let pool = database::connect(&settings.database_url, 4).await?;
+    crate::store::migrate(&pool).await?;
+    let report = projections::replay::replay(&pool).await?;
+    say(format!(
+        "replayed {} events of {} environments into environments_view_replay",
+        report.events, report.environments
+    ));
+    if report.is_consistent() {
+        say("read models match the event history");
+        Ok(0)
+    } else {
+        for mismatch in &report.mismatches {
+            say(format!("mismatch: {mismatch:?}"));
+        }
+        say(format!("{} environment(s) differ", report.mismatches.len()));
+        Ok(1)
+    }
+}

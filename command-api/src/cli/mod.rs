@@ -1,0 +1,54 @@
+//! The `provisioner` command line: the server processes and the client verbs.
+
+pub mod client;
+mod dev;
+mod verbs;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "provisioner",
+    version,
+    about = "Beta9 environments in customer clouds, event-sourced"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Commands,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Commands {
+    /// Run the API, relay, process manager and projections.
+    Serve,
+    /// Run an executor: consumes jobs, runs terraform and helm, reports results.
+    Executor,
+    /// Run everything in one process for one machine (starts its own nats-server unless
+    /// NATS_URL is set; prints an admin token unless PROVISIONER_ADMIN_TOKEN is set).
+    Dev,
+    /// Walk one sandbox environment through its whole life against a private dev stack:
+    /// create, live events, ready with outputs, delete, history.
+    Demo {
+        /// A MetaConfig file to use instead of the built-in sandbox example.
+        #[arg(short, long)]
+        file: Option<PathBuf>,
+    },
+    /// Rebuild the read models from the event history into fresh tables and compare them with
+    /// the live ones; exits 1 when they differ.
+    Replay,
+    /// Client verbs against a running provisioner.
+    Env(verbs::EnvArgs),
+}
+
+/// Runs the parsed command; returns the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Commands::Serve => dev::serve().await,
+        Commands::Executor => dev::executor().await,
+        Commands::Dev => dev::dev().await,
+        Commands::Demo { file } => dev::demo(file).await,
+        Commands::Replay => dev::replay().await,
+        Commands::Env(args) => verbs::run(args).await,
+    }
+}

@@ -1,0 +1,129 @@
+//! `provisioner env …`: the client verbs.
+
+use super::client::Client;
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct EnvArgs {
+    /// Base URL of the provisioner API.
+    #[arg(
+        long,
+        env = "PROVISIONER_API_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    api_url: String,
+    /// Bearer token (defaults to PROVISIONER_ADMIN_TOKEN).
+    #[arg(long, env = "PROVISIONER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+#[derive(Debug, Subcommand)]
+enum Verb {
+    /// Request an environment from a MetaConfig file (YAML or JSON).
+    Create {
+        #[arg(short, long)]
+        file: PathBuf,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// List environments.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Show one environment.
+    Get { id: String },
+    /// Destroy an environment.
+    Delete { id: String },
+    /// Resume a failed environment from its failed phase.
+    Retry { id: String },
+    /// Follow an environment's events until its status settles.
+    Watch { id: String },
+    /// Print an environment's complete audit history.
+    History { id: String },
+}
+
+fn print_json(value: &impl serde::Serialize) {
+    let text = serde_json::to_string_pretty(value).unwrap_or_default();
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{text}");
+    }
+}
+
+/// One line per event, for humans.
+pub fn event_line(envelope: &domain::wire::EventEnvelope, status: domain::Status) -> String {
+    let operation = envelope
+        .payload
+        .get("operation_id")
+        .and_then(|v| v.as_str())
+        .map(|op| format!(" {op}"))
+        .unwrap_or_default();
+    let error = envelope
+        .payload
+        .get("error")
+        .and_then(|v| v.as_str())
+        .map(|e| format!(" error={e:?}"))
+        .unwrap_or_default();
+    format!(
+        "#{:<3} {:<22} -> {:<14}{operation}{error}",
+        envelope.sequence, envelope.event_type, status
+    )
+}
+
+pub async fn run(args: EnvArgs) -> anyhow::Result<i32> {
+    let token = args
+        .token
+        .or_else(|| std::env::var("PROVISIONER_ADMIN_TOKEN").ok())
+        .ok_or_else(|| anyhow::anyhow!("no token: set PROVISIONER_TOKEN or pass --token"))?;
+    let client = Client::new(args.api_url, token);
+    match args.verb {
+        Verb::Create {
+            file,
+            idempotency_key,
+        } => {
+            let document = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            let is_json = file.extension().is_some_and(|e| e == "json");
+            let content_type = if is_json {
+                "application/json"
+            } else {
+                "application/yaml"
+            };
+            print_json(
+                &client
+                    .create(document, content_type, idempotency_key.as_deref())
+                    .await?,
+            );
+        }
+        Verb::List { status, name } => {
+            print_json(&client.list(status.as_deref(), name.as_deref()).await?)
+        }
+        Verb::Get { id } => print_json(&client.get(&id).await?),
+        Verb::Delete { id } => print_json(&client.delete(&id).await?),
+        Verb::Retry { id } => print_json(&client.retry(&id).await?),
+        Verb::History { id } => print_json(&client.history(&id).await?),
+        Verb::Watch { id } => {
+            let status = client
+                .watch(&id, |envelope, status| {
+                    let line = event_line(envelope, status);
+                    #[allow(clippy::print_stdout)]
+                    {
+                        println!("{line}");
+                    }
+                })
+                .await?;
+            return Ok(if status == domain::Status::Failed {
+                2
+            } else {
+                0
+            });
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,236 @@
+//! The application service behind the REST commands: validation at the edge, idempotency,
+//! retries on optimistic-concurrency conflicts, and the command metadata.
+
+use crate::http::error::AppError;
+use crate::process_manager::now;
+use crate::store::{EventStore, StoreError};
+use domain::aggregate::{Command, DomainError, Environment, Status};
+use domain::config::{self, FieldError, Format};
+use domain::ids::EnvironmentId;
+use domain::spec::{EnvironmentSpec, Provider};
+use domain::wire::EventMetadata;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+
+/// How often a command is retried after losing an optimistic-concurrency race (e.g. with the
+/// process manager) before the caller gets a 503.
+const CONFLICT_ATTEMPTS: usize = 5;
+
+/// Who is asking, and under which request.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub actor: String,
+    pub tenant: Option<String>,
+    pub request_id: String,
+}
+
+impl Caller {
+    fn metadata(&self, correlation_id: &str) -> EventMetadata {
+        EventMetadata {
+            actor: self.actor.clone(),
+            tenant: self.tenant.clone(),
+            request_id: self.request_id.clone(),
+            correlation_id: correlation_id.to_owned(),
+            causation_id: format!("request:{}", self.request_id),
+            recorded_at: now(),
+        }
+    }
+}
+
+/// A command's visible result.
+#[derive(Clone, Debug)]
+pub struct Accepted {
+    pub id: EnvironmentId,
+    pub name: String,
+    pub status: Status,
+}
+
+#[derive(Clone)]
+pub struct Environments {
+    store: EventStore,
+    enabled_providers: Vec<Provider>,
+}
+
+impl Environments {
+    pub fn new(store: EventStore, enabled_providers: Vec<Provider>) -> Self {
+        Self {
+            store,
+            enabled_providers,
+        }
+    }
+
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    fn pool(&self) -> &PgPool {
+        self.store.pool()
+    }
+
+    /// Validates a MetaConfig document and requests the environment. With an idempotency key,
+    /// the first request decides the environment id and repeats answer the same.
+    #[tracing::instrument(skip_all, fields(request_id = %caller.request_id, env_id))]
+    pub async fn create(
+        &self,
+        caller: &Caller,
+        document: &str,
+        format: Format,
+        idempotency_key: Option<&str>,
+    ) -> Result<Accepted, AppError> {
+        let spec = config::parse(document, format)?;
+        self.check_provider_enabled(&spec)?;
+        let id = match idempotency_key {
+            Some(key) => self.claim_idempotency_key(caller, key, document).await?,
+            None => EnvironmentId::generate(),
+        };
+        tracing::Span::current().record("env_id", id.as_str());
+        let name = spec.name.to_string();
+        let command = Command::Request {
+            id: id.clone(),
+            spec,
+        };
+        match self
+            .store
+            .execute(id.as_str(), command, &caller.metadata(&caller.request_id))
+            .await
+        {
+            Ok(()) => Ok(Accepted {
+                id,
+                name,
+                status: Status::Queued,
+            }),
+            // The same idempotency key again: answer with the environment it created.
+            Err(StoreError::Rejected(DomainError::AlreadyExists)) if idempotency_key.is_some() => {
+                let status = self.status(&id).await?;
+                Ok(Accepted { id, name, status })
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Resumes a failed environment from its failed phase.
+    #[tracing::instrument(skip_all, fields(request_id = %caller.request_id, env_id = %id))]
+    pub async fn retry(&self, caller: &Caller, id: &EnvironmentId) -> Result<Accepted, AppError> {
+        self.run(caller, id, Command::Retry).await
+    }
+
+    /// Destroys an environment, cancelling its in-flight step first.
+    #[tracing::instrument(skip_all, fields(request_id = %caller.request_id, env_id = %id))]
+    pub async fn destroy(&self, caller: &Caller, id: &EnvironmentId) -> Result<Accepted, AppError> {
+        self.run(caller, id, Command::Destroy).await
+    }
+
+    async fn run(
+        &self,
+        caller: &Caller,
+        id: &EnvironmentId,
+        command: Command,
+    ) -> Result<Accepted, AppError> {
+        let metadata = caller.metadata(&caller.request_id);
+        let mut attempt = 1;
+        loop {
+            match self
+                .store
+                .execute(id.as_str(), command.clone(), &metadata)
+                .await
+            {
+                Ok(()) => break,
+                Err(StoreError::Conflict) if attempt < CONFLICT_ATTEMPTS => attempt += 1,
+                Err(StoreError::Rejected(DomainError::NotFound)) => {
+                    return Err(AppError::NotFound(id.to_string()));
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        let state = self.load(id).await?;
+        Ok(Accepted {
+            id: id.clone(),
+            name: state
+                .requested
+                .map(|r| r.spec.name.to_string())
+                .unwrap_or_default(),
+            status: state.status,
+        })
+    }
+
+    /// The aggregate's current state, folded from its history (read-your-writes).
+    pub async fn load(&self, id: &EnvironmentId) -> Result<Environment, AppError> {
+        let history = self.store.history(id.as_str()).await?;
+        if history.is_empty() {
+            return Err(AppError::NotFound(id.to_string()));
+        }
+        let mut state = Environment::default();
+        for envelope in &history {
+            let event = envelope.event().map_err(AppError::internal)?;
+            state.apply(&event);
+        }
+        Ok(state)
+    }
+
+    async fn status(&self, id: &EnvironmentId) -> Result<Status, AppError> {
+        Ok(self.load(id).await?.status)
+    }
+
+    fn check_provider_enabled(&self, spec: &EnvironmentSpec) -> Result<(), AppError> {
+        let provider = spec.cloud.provider();
+        if self.enabled_providers.contains(&provider) {
+            return Ok(());
+        }
+        let enabled: Vec<_> = self.enabled_providers.iter().map(|p| p.as_str()).collect();
+        Err(AppError::Validation(vec![FieldError {
+            path: "cloud.provider".into(),
+            message: format!(
+                "provider {} is not enabled on this provisioner (enabled: {}; see PROVISIONER_PROVIDERS)",
+                provider.as_str(),
+                enabled.join(", ")
+            ),
+        }]))
+    }
+
+    /// Binds an idempotency key to an environment id, or returns the id it is already bound to.
+    /// A key reused with a different document is refused.
+    async fn claim_idempotency_key(
+        &self,
+        caller: &Caller,
+        key: &str,
+        document: &str,
+    ) -> Result<EnvironmentId, AppError> {
+        let request_hash = format!("{:x}", Sha256::digest(document.as_bytes()));
+        let fresh = EnvironmentId::generate();
+        // A concurrent first use of the same key can commit between the INSERT and the SELECT
+        // of one statement's snapshot; a second statement then sees it.
+        let mut bound = None;
+        for _ in 0..2 {
+            bound = sqlx::query_as::<_, (String, String)>(
+                "WITH inserted AS (
+                     INSERT INTO idempotency_keys (principal, key, request_hash, environment_id)
+                     VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (principal, key) DO NOTHING
+                     RETURNING environment_id, request_hash)
+                 SELECT environment_id, request_hash FROM inserted
+                 UNION ALL
+                 SELECT environment_id, request_hash FROM idempotency_keys
+                  WHERE principal = $1 AND key = $2
+                 LIMIT 1",
+            )
+            .bind(&caller.actor)
+            .bind(key)
+            .bind(&request_hash)
+            .bind(fresh.as_str())
+            .fetch_optional(self.pool())
+            .await?;
+            if bound.is_some() {
+                break;
+            }
+        }
+        let (bound_id, bound_hash) = bound.ok_or_else(|| {
+            AppError::Unavailable("idempotency key is being claimed concurrently".into())
+        })?;
+        if bound_hash != request_hash {
+            return Err(AppError::IdempotencyKeyReused(format!(
+                "idempotency key {key:?} was already used with a different request body"
+            )));
+        }
+        EnvironmentId::parse(&bound_id).map_err(AppError::internal)
+    }
+}

@@ -1,0 +1,139 @@
+//! Live lifecycle streams over Server-Sent Events, read from the JetStream events stream.
+//!
+//! Each client gets its own ordered consumer, so a slow client only slows itself: JetStream
+//! holds what it has not read yet, and no shared buffer can fill up.
+//!
+//! * `/v1/environments/{id}/events`: `id:` is the event's sequence in the environment's history;
+//!   resumes after `Last-Event-ID` or `?after=N`; ends after `InfraDestroyed`.
+//! * `/v1/events`: every environment; `id:` is the position in the events stream (sequences are
+//!   per environment, so they cannot order a merged stream); without `Last-Event-ID`/`?after`
+//!   it starts with new events.
+
+use super::AppState;
+use super::error::AppError;
+use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use domain::ids::EnvironmentId;
+use domain::wire::EventEnvelope;
+use futures::{Stream, StreamExt, stream};
+use serde::Deserialize;
+use std::convert::Infallible;
+
+#[derive(Debug, Deserialize)]
+pub struct ResumeParams {
+    after: Option<u64>,
+}
+
+/// The resume point: `?after=N` wins over `Last-Event-ID`.
+fn resume_after(headers: &HeaderMap, params: &ResumeParams) -> Result<Option<u64>, AppError> {
+    if let Some(after) = params.after {
+        return Ok(Some(after));
+    }
+    match headers.get("last-event-id") {
+        None => Ok(None),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .map(Some)
+            .ok_or_else(|| AppError::BadRequest("Last-Event-ID must be a number".into())),
+    }
+}
+
+fn sse_event(id: u64, envelope: &EventEnvelope) -> SseEvent {
+    SseEvent::default()
+        .id(id.to_string())
+        .event(envelope.event_type.clone())
+        .data(serde_json::to_string(envelope).unwrap_or_default())
+}
+
+async fn ordered_messages(
+    state: &AppState,
+    filter_subject: String,
+    deliver_policy: DeliverPolicy,
+) -> Result<impl Stream<Item = (u64, EventEnvelope)> + use<>, AppError> {
+    let stream = state
+        .js
+        .get_stream(state.subjects.events_stream())
+        .await
+        .map_err(|e| AppError::Unavailable(Box::new(e)))?;
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            filter_subject,
+            deliver_policy,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| AppError::Unavailable(Box::new(e)))?;
+    let messages = consumer
+        .messages()
+        .await
+        .map_err(|e| AppError::Unavailable(Box::new(e)))?;
+    Ok(messages
+        .take_until(state.shutdown.clone().cancelled_owned())
+        .filter_map(|message| async move {
+            let message = message
+                .inspect_err(|error| tracing::warn!(%error, "sse consumer error"))
+                .ok()?;
+            let stream_sequence = message
+                .info()
+                .map(|i| i.stream_sequence)
+                .unwrap_or_default();
+            let envelope = serde_json::from_slice::<EventEnvelope>(&message.payload).ok()?;
+            Some((stream_sequence, envelope))
+        }))
+}
+
+/// `GET /v1/environments/{id}/events`
+pub async fn environment_events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Query(params): Query<ResumeParams>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, AppError> {
+    let id = EnvironmentId::parse(&id).map_err(|_| AppError::NotFound(id.clone()))?;
+    let after = resume_after(&headers, &params)?.unwrap_or(0);
+    // 404 for an environment that was never requested, rather than an empty stream forever.
+    state.environments.load(&id).await?;
+    let messages = ordered_messages(
+        &state,
+        state.subjects.environment_events(id.as_str()),
+        DeliverPolicy::All,
+    )
+    .await?;
+    let remaining = Box::pin(
+        messages.filter(move |(_, envelope)| std::future::ready(envelope.sequence > after)),
+    );
+    // Ends the stream right after the last event an environment can have.
+    let events = stream::unfold((remaining, false), |(mut remaining, ended)| async move {
+        if ended {
+            return None;
+        }
+        let (_, envelope) = remaining.next().await?;
+        let last = envelope.event_type == "InfraDestroyed";
+        Some((
+            Ok(sse_event(envelope.sequence, &envelope)),
+            (remaining, last),
+        ))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(state.sse_keep_alive)))
+}
+
+/// `GET /v1/events`
+pub async fn all_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Query<ResumeParams>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, AppError> {
+    let deliver_policy = match resume_after(&headers, &params)? {
+        Some(after) => DeliverPolicy::ByStartSequence {
+            start_sequence: after + 1,
+        },
+        None => DeliverPolicy::New,
+    };
+    let messages = ordered_messages(&state, state.subjects.all_events(), deliver_policy).await?;
+    let events = messages.map(|(position, envelope)| Ok(sse_event(position, &envelope)));
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(state.sse_keep_alive)))
+}

@@ -1,0 +1,19 @@
+//! The provisioner's command side and query API.
+//!
+//! REST commands are validated at the edge ([`environments`]) and executed against the
+//! `Environment` aggregate in the Postgres event store ([`store`]); the [`relay`] publishes every
+//! committed event to JetStream; the [`process_manager`] turns events into next steps and
+//! executor results into commands; [`http`] serves the API including live SSE streams.
+
+pub mod app;
+pub mod cli;
+pub mod database;
+pub mod environments;
+pub mod http;
+pub mod jetstream;
+pub mod local_nats;
+pub mod process_manager;
+pub mod relay;
+pub mod settings;
+pub mod store;
+pub mod telemetry;

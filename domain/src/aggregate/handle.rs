@@ -1,0 +1,150 @@
+//! Deciding: one arm per command, each a small named helper.
+
+use super::DomainError;
+use super::commands::{Command, OperationOutcome};
+use super::events::{Event, OperationJob};
+use super::state::{Environment, Requested, Status};
+use crate::ids::{EnvironmentId, OperationId};
+use crate::infra_model::InfraModel;
+use crate::spec::{EnvironmentSpec, Step};
+
+impl Environment {
+    /// Decides what a command means for this environment: the events to record, or why not.
+    /// An empty list means "nothing to do" (e.g. a late result), which is not an error.
+    pub fn handle(&self, command: Command) -> Result<Vec<Event>, DomainError> {
+        match command {
+            Command::Request { id, spec } => self.request(id, spec),
+            Command::StartPendingOperation { operation_id } => self.start_pending(operation_id),
+            Command::CompleteOperation {
+                operation_id,
+                outcome,
+            } => self.complete(operation_id, outcome),
+            Command::Retry => self.retry(),
+            Command::Destroy => self.destroy(),
+        }
+    }
+
+    fn request(&self, id: EnvironmentId, spec: EnvironmentSpec) -> Result<Vec<Event>, DomainError> {
+        if self.exists() {
+            return Err(DomainError::AlreadyExists);
+        }
+        let infra_model = InfraModel::for_spec(&spec);
+        Ok(vec![Event::EnvironmentRequested {
+            id,
+            spec,
+            infra_model,
+        }])
+    }
+
+    fn start_pending(&self, operation_id: OperationId) -> Result<Vec<Event>, DomainError> {
+        let requested = self.require_exists()?;
+        if self.in_flight.is_some() {
+            return Ok(vec![]);
+        }
+        let Some(step) = self.pending else {
+            return Ok(vec![]);
+        };
+        let job = self.job(requested, step);
+        Ok(vec![match step {
+            Step::Infra => Event::InfraApplyStarted { operation_id, job },
+            Step::Bootstrap => Event::BootstrapStarted { operation_id, job },
+            Step::Destroy => Event::DestroyStarted { operation_id, job },
+        }])
+    }
+
+    fn complete(
+        &self,
+        operation_id: OperationId,
+        outcome: OperationOutcome,
+    ) -> Result<Vec<Event>, DomainError> {
+        self.require_exists()?;
+        let Some(in_flight) = self
+            .in_flight
+            .as_ref()
+            .filter(|op| op.operation_id == operation_id)
+        else {
+            // A late, duplicate or cancelled operation's result: harmless, ignored.
+            return Ok(vec![]);
+        };
+        let event = match (in_flight.step, outcome) {
+            (Step::Infra, OperationOutcome::Succeeded { outputs }) => Event::InfraApplied {
+                operation_id,
+                outputs,
+            },
+            (Step::Infra, OperationOutcome::Failed { error }) => Event::InfraApplyFailed {
+                operation_id,
+                error,
+            },
+            (Step::Bootstrap, OperationOutcome::Succeeded { outputs }) => {
+                Event::BootstrapCompleted {
+                    operation_id,
+                    outputs,
+                }
+            }
+            (Step::Bootstrap, OperationOutcome::Failed { error }) => Event::BootstrapFailed {
+                operation_id,
+                error,
+            },
+            (Step::Destroy, OperationOutcome::Succeeded { .. }) => {
+                Event::InfraDestroyed { operation_id }
+            }
+            (Step::Destroy, OperationOutcome::Failed { error }) => Event::DestroyFailed {
+                operation_id,
+                error,
+            },
+        };
+        Ok(vec![event])
+    }
+
+    fn retry(&self) -> Result<Vec<Event>, DomainError> {
+        self.require_exists()?;
+        match (&self.failure, self.status) {
+            (Some(failure), Status::Failed) => Ok(vec![Event::RetryRequested {
+                phase: failure.phase,
+            }]),
+            _ => Err(DomainError::NotFailed {
+                status: self.status,
+            }),
+        }
+    }
+
+    fn destroy(&self) -> Result<Vec<Event>, DomainError> {
+        self.require_exists()?;
+        match self.status {
+            // Already on its way out (or gone): asking again changes nothing.
+            Status::DestroyQueued | Status::Destroying | Status::Destroyed => Ok(vec![]),
+            Status::Queued
+            | Status::Provisioning
+            | Status::Bootstrapping
+            | Status::Ready
+            | Status::Updating
+            | Status::Failed => {
+                let mut events = Vec::with_capacity(2);
+                if let Some(in_flight) = &self.in_flight {
+                    events.push(Event::OperationCancelled {
+                        operation_id: in_flight.operation_id.clone(),
+                        reason: "destroy requested".to_owned(),
+                    });
+                }
+                events.push(Event::DestroyRequested {});
+                Ok(events)
+            }
+        }
+    }
+
+    fn require_exists(&self) -> Result<&Requested, DomainError> {
+        self.requested.as_ref().ok_or(DomainError::NotFound)
+    }
+
+    fn job(&self, requested: &Requested, step: Step) -> OperationJob {
+        OperationJob {
+            environment_id: requested.id.clone(),
+            name: requested.spec.name.clone(),
+            step,
+            infra_model: requested.infra_model.clone(),
+            beta9: requested.spec.beta9.clone(),
+            simulate: requested.spec.cloud.simulation().cloned(),
+            infra_outputs: self.infra_outputs.clone(),
+        }
+    }
+}

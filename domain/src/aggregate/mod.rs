@@ -1,0 +1,33 @@
+//! The `Environment` aggregate: commands in, events out, one status machine.
+//!
+//! `handle` decides (pure, may reject); `apply` only assigns fields and never fails.
+//! At most one operation is in flight; a result is accepted only for that operation, so late or
+//! redelivered results are ignored (no events, no error).
+
+mod commands;
+mod events;
+mod handle;
+mod state;
+
+pub use commands::{Command, OperationOutcome};
+pub use events::{EVENT_VERSION, Event, FailureInfo, OperationJob, Outputs};
+pub use state::{Environment, InFlight, Requested, Status};
+
+/// Why a command was refused. Each variant maps to one HTTP status at the edge.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    #[error("the environment already exists")]
+    AlreadyExists,
+    #[error("the environment does not exist")]
+    NotFound,
+    #[error("the environment is {status}, only a failed environment can be retried")]
+    NotFailed { status: Status },
+    #[error("the environment is {status}; {action} is not allowed now")]
+    NotAllowed {
+        action: &'static str,
+        status: Status,
+    },
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,194 @@
+use super::events::{Event, FailureInfo, Outputs};
+use crate::ids::{EnvironmentId, OperationId};
+use crate::infra_model::InfraModel;
+use crate::spec::{EnvironmentSpec, Step};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The status words the API shows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    #[default]
+    Queued,
+    Provisioning,
+    Bootstrapping,
+    Ready,
+    Updating,
+    Failed,
+    DestroyQueued,
+    Destroying,
+    Destroyed,
+}
+
+impl Status {
+    pub const ALL: [Status; 9] = [
+        Status::Queued,
+        Status::Provisioning,
+        Status::Bootstrapping,
+        Status::Ready,
+        Status::Updating,
+        Status::Failed,
+        Status::DestroyQueued,
+        Status::Destroying,
+        Status::Destroyed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Provisioning => "provisioning",
+            Status::Bootstrapping => "bootstrapping",
+            Status::Ready => "ready",
+            Status::Updating => "updating",
+            Status::Failed => "failed",
+            Status::DestroyQueued => "destroy_queued",
+            Status::Destroying => "destroying",
+            Status::Destroyed => "destroyed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|status| status.as_str() == s)
+    }
+
+    /// Statuses a `watch` can stop at: nothing more happens without a new command.
+    pub fn is_settled(self) -> bool {
+        matches!(self, Status::Ready | Status::Failed | Status::Destroyed)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The operation currently running.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InFlight {
+    pub operation_id: OperationId,
+    pub step: Step,
+}
+
+/// The identity and spec fixed at request time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Requested {
+    pub id: EnvironmentId,
+    pub spec: EnvironmentSpec,
+    pub infra_model: InfraModel,
+}
+
+/// The state of one environment, rebuilt by applying its events in order.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Environment {
+    /// What was asked for; `None` until `EnvironmentRequested`.
+    pub requested: Option<Requested>,
+    pub status: Status,
+    /// The step waiting to be started by the process manager.
+    pub pending: Option<Step>,
+    pub in_flight: Option<InFlight>,
+    pub failure: Option<FailureInfo>,
+    pub infra_outputs: Outputs,
+    pub outputs: Outputs,
+}
+
+impl Environment {
+    /// Whether `EnvironmentRequested` has been applied.
+    pub fn exists(&self) -> bool {
+        self.requested.is_some()
+    }
+
+    /// Folds one event into the state. Never fails, does no I/O.
+    pub fn apply(&mut self, event: &Event) {
+        match event {
+            Event::EnvironmentRequested {
+                id,
+                spec,
+                infra_model,
+            } => {
+                self.requested = Some(Requested {
+                    id: id.clone(),
+                    spec: spec.clone(),
+                    infra_model: infra_model.clone(),
+                });
+                self.status = Status::Queued;
+                self.pending = Some(Step::Infra);
+            }
+            Event::InfraApplyStarted { operation_id, .. } => {
+                self.start(operation_id, Step::Infra, Status::Provisioning)
+            }
+            Event::BootstrapStarted { operation_id, .. } => {
+                self.start(operation_id, Step::Bootstrap, Status::Bootstrapping)
+            }
+            Event::DestroyStarted { operation_id, .. } => {
+                self.start(operation_id, Step::Destroy, Status::Destroying)
+            }
+            Event::InfraApplied { outputs, .. } => {
+                self.in_flight = None;
+                self.infra_outputs = outputs.clone();
+                self.outputs = outputs.clone();
+                self.pending = Some(Step::Bootstrap);
+            }
+            Event::BootstrapCompleted { outputs, .. } => {
+                self.in_flight = None;
+                self.outputs.extend(outputs.clone());
+                self.status = Status::Ready;
+            }
+            Event::InfraDestroyed { .. } => {
+                self.in_flight = None;
+                self.infra_outputs.clear();
+                self.outputs.clear();
+                self.status = Status::Destroyed;
+            }
+            Event::InfraApplyFailed {
+                operation_id,
+                error,
+            } => self.fail(operation_id, Step::Infra, error),
+            Event::BootstrapFailed {
+                operation_id,
+                error,
+            } => self.fail(operation_id, Step::Bootstrap, error),
+            Event::DestroyFailed {
+                operation_id,
+                error,
+            } => self.fail(operation_id, Step::Destroy, error),
+            Event::RetryRequested { phase } => {
+                self.failure = None;
+                self.pending = Some(*phase);
+                self.status = match phase {
+                    Step::Infra => Status::Provisioning,
+                    Step::Bootstrap => Status::Bootstrapping,
+                    Step::Destroy => Status::DestroyQueued,
+                };
+            }
+            Event::OperationCancelled { .. } => {
+                self.in_flight = None;
+            }
+            Event::DestroyRequested {} => {
+                self.failure = None;
+                self.pending = Some(Step::Destroy);
+                self.status = Status::DestroyQueued;
+            }
+        }
+    }
+
+    fn start(&mut self, operation_id: &OperationId, step: Step, status: Status) {
+        self.pending = None;
+        self.in_flight = Some(InFlight {
+            operation_id: operation_id.clone(),
+            step,
+        });
+        self.status = status;
+    }
+
+    fn fail(&mut self, operation_id: &OperationId, phase: Step, error: &str) {
+        self.in_flight = None;
+        self.status = Status::Failed;
+        self.failure = Some(FailureInfo {
+            phase,
+            message: error.to_owned(),
+            operation_id: Some(operation_id.clone()),
+        });
+    }
+}

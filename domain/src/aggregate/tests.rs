@@ -1,0 +1,459 @@
+//! Given/when/then tests for every command and every rejection.
+
+use super::*;
+use crate::ids::{EnvironmentId, OperationId};
+use crate::infra_model::InfraModel;
+use crate::spec::*;
+
+fn spec() -> EnvironmentSpec {
+    EnvironmentSpec {
+        name: EnvironmentName::new_unchecked("production"),
+        cloud: CloudSpec::Sandbox(SandboxCloud {
+            region: Region::new_unchecked("sandbox-local"),
+            simulate: Simulation::default(),
+        }),
+        cluster: ClusterSpec {
+            profile: Profile::Small,
+        },
+        data: DataSpec {
+            postgres: PostgresSpec {
+                size: Size::Small,
+                multi_az: false,
+            },
+            redis: RedisSpec {
+                size: Size::Small,
+                ha: false,
+            },
+        },
+        beta9: Beta9Spec {
+            domain: DomainName::new_unchecked("production.beta9.local"),
+            workers: WorkersSpec { gpu_enabled: false },
+        },
+    }
+}
+
+fn env_id() -> EnvironmentId {
+    EnvironmentId::parse("env_01jd0000000000000000000000").unwrap()
+}
+
+fn op(n: u8) -> OperationId {
+    OperationId::parse(&format!("op_01jd00000000000000000000{n:02}")).unwrap()
+}
+
+/// A tiny given/when/then harness over the pure aggregate.
+struct Scenario {
+    state: Environment,
+}
+
+fn given(events: &[Event]) -> Scenario {
+    let mut state = Environment::default();
+    for event in events {
+        state.apply(event);
+    }
+    Scenario { state }
+}
+
+impl Scenario {
+    fn when(self, command: Command) -> Outcome {
+        Outcome {
+            result: self.state.handle(command),
+            state: self.state,
+        }
+    }
+}
+
+struct Outcome {
+    state: Environment,
+    result: Result<Vec<Event>, DomainError>,
+}
+
+impl Outcome {
+    fn then_expect_events(self, expected: &[Event]) -> Environment {
+        let events = self.result.expect("command was rejected");
+        assert_eq!(events, expected);
+        let mut state = self.state;
+        for event in &events {
+            state.apply(event);
+        }
+        state
+    }
+
+    fn then_expect_error(self, expected: DomainError) {
+        assert_eq!(self.result, Err(expected));
+    }
+}
+
+fn requested() -> Event {
+    let spec = spec();
+    Event::EnvironmentRequested {
+        id: env_id(),
+        infra_model: InfraModel::for_spec(&spec),
+        spec,
+    }
+}
+
+fn job(step: Step, infra_outputs: Outputs) -> OperationJob {
+    let spec = spec();
+    OperationJob {
+        environment_id: env_id(),
+        name: spec.name.clone(),
+        step,
+        infra_model: InfraModel::for_spec(&spec),
+        beta9: spec.beta9.clone(),
+        simulate: Some(Simulation::default()),
+        infra_outputs,
+    }
+}
+
+fn infra_outputs() -> Outputs {
+    Outputs::from([("cluster_name".to_owned(), "beta9-production".to_owned())])
+}
+
+fn infra_started(n: u8) -> Event {
+    Event::InfraApplyStarted {
+        operation_id: op(n),
+        job: job(Step::Infra, Outputs::new()),
+    }
+}
+
+fn infra_applied(n: u8) -> Event {
+    Event::InfraApplied {
+        operation_id: op(n),
+        outputs: infra_outputs(),
+    }
+}
+
+fn bootstrap_started(n: u8) -> Event {
+    Event::BootstrapStarted {
+        operation_id: op(n),
+        job: job(Step::Bootstrap, infra_outputs()),
+    }
+}
+
+fn succeeded(pairs: &[(&str, &str)]) -> OperationOutcome {
+    OperationOutcome::Succeeded {
+        outputs: pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    }
+}
+
+fn failed(error: &str) -> OperationOutcome {
+    OperationOutcome::Failed {
+        error: error.to_owned(),
+    }
+}
+
+fn complete(n: u8, outcome: OperationOutcome) -> Command {
+    Command::CompleteOperation {
+        operation_id: op(n),
+        outcome,
+    }
+}
+
+fn start(n: u8) -> Command {
+    Command::StartPendingOperation {
+        operation_id: op(n),
+    }
+}
+
+#[test]
+fn request_records_the_spec_and_infra_model_and_queues_the_environment() {
+    let state = given(&[])
+        .when(Command::Request {
+            id: env_id(),
+            spec: spec(),
+        })
+        .then_expect_events(&[requested()]);
+    assert_eq!(state.status, Status::Queued);
+    assert_eq!(state.pending, Some(Step::Infra));
+}
+
+#[test]
+fn request_is_rejected_when_the_environment_already_exists() {
+    given(&[requested()])
+        .when(Command::Request {
+            id: env_id(),
+            spec: spec(),
+        })
+        .then_expect_error(DomainError::AlreadyExists);
+}
+
+#[test]
+fn commands_on_a_missing_environment_are_rejected_as_not_found() {
+    for command in [
+        start(1),
+        complete(1, failed("x")),
+        Command::Retry,
+        Command::Destroy,
+    ] {
+        given(&[])
+            .when(command)
+            .then_expect_error(DomainError::NotFound);
+    }
+}
+
+#[test]
+fn start_pending_starts_the_infra_apply_with_a_job_carrying_what_the_executor_needs() {
+    let state = given(&[requested()])
+        .when(start(1))
+        .then_expect_events(&[infra_started(1)]);
+    assert_eq!(state.status, Status::Provisioning);
+    assert_eq!(state.in_flight.unwrap().operation_id, op(1));
+}
+
+#[test]
+fn start_pending_does_nothing_while_an_operation_is_in_flight() {
+    given(&[requested(), infra_started(1)])
+        .when(start(2))
+        .then_expect_events(&[]);
+}
+
+#[test]
+fn start_pending_does_nothing_when_no_step_is_pending() {
+    let completed = Event::BootstrapCompleted {
+        operation_id: op(2),
+        outputs: Outputs::new(),
+    };
+    given(&[
+        requested(),
+        infra_started(1),
+        infra_applied(1),
+        bootstrap_started(2),
+        completed,
+    ])
+    .when(start(3))
+    .then_expect_events(&[]);
+}
+
+#[test]
+fn infra_success_records_outputs_and_leaves_bootstrap_pending() {
+    let state = given(&[requested(), infra_started(1)])
+        .when(complete(
+            1,
+            succeeded(&[("cluster_name", "beta9-production")]),
+        ))
+        .then_expect_events(&[infra_applied(1)]);
+    assert_eq!(state.pending, Some(Step::Bootstrap));
+    assert!(state.in_flight.is_none());
+}
+
+#[test]
+fn bootstrap_job_carries_the_infra_outputs() {
+    given(&[requested(), infra_started(1), infra_applied(1)])
+        .when(start(2))
+        .then_expect_events(&[bootstrap_started(2)]);
+}
+
+#[test]
+fn bootstrap_success_makes_the_environment_ready_with_all_outputs() {
+    let state = given(&[
+        requested(),
+        infra_started(1),
+        infra_applied(1),
+        bootstrap_started(2),
+    ])
+    .when(complete(
+        2,
+        succeeded(&[("endpoint", "https://production.beta9.local")]),
+    ))
+    .then_expect_events(&[Event::BootstrapCompleted {
+        operation_id: op(2),
+        outputs: Outputs::from([(
+            "endpoint".to_owned(),
+            "https://production.beta9.local".to_owned(),
+        )]),
+    }]);
+    assert_eq!(state.status, Status::Ready);
+    assert_eq!(
+        state.outputs.len(),
+        2,
+        "infra and bootstrap outputs together"
+    );
+}
+
+#[test]
+fn infra_failure_fails_the_environment_and_keeps_the_error() {
+    let state = given(&[requested(), infra_started(1)])
+        .when(complete(1, failed("quota exceeded")))
+        .then_expect_events(&[Event::InfraApplyFailed {
+            operation_id: op(1),
+            error: "quota exceeded".to_owned(),
+        }]);
+    assert_eq!(state.status, Status::Failed);
+    let failure = state.failure.unwrap();
+    assert_eq!(failure.phase, Step::Infra);
+    assert_eq!(failure.message, "quota exceeded");
+}
+
+#[test]
+fn a_result_for_another_operation_is_ignored() {
+    given(&[requested(), infra_started(2)])
+        .when(complete(1, succeeded(&[])))
+        .then_expect_events(&[]);
+}
+
+#[test]
+fn a_duplicate_result_is_ignored() {
+    given(&[requested(), infra_started(1), infra_applied(1)])
+        .when(complete(1, succeeded(&[])))
+        .then_expect_events(&[]);
+}
+
+#[test]
+fn a_late_result_of_a_cancelled_operation_is_ignored() {
+    let cancelled = Event::OperationCancelled {
+        operation_id: op(1),
+        reason: "destroy requested".to_owned(),
+    };
+    given(&[
+        requested(),
+        infra_started(1),
+        cancelled,
+        Event::DestroyRequested {},
+    ])
+    .when(complete(1, succeeded(&[])))
+    .then_expect_events(&[]);
+}
+
+#[test]
+fn retry_after_a_bootstrap_failure_resumes_at_bootstrap_not_infra() {
+    let bootstrap_failed = Event::BootstrapFailed {
+        operation_id: op(2),
+        error: "chart timeout".to_owned(),
+    };
+    let state = given(&[
+        requested(),
+        infra_started(1),
+        infra_applied(1),
+        bootstrap_started(2),
+        bootstrap_failed,
+    ])
+    .when(Command::Retry)
+    .then_expect_events(&[Event::RetryRequested {
+        phase: Step::Bootstrap,
+    }]);
+    assert_eq!(state.pending, Some(Step::Bootstrap));
+    assert_eq!(state.status, Status::Bootstrapping);
+    assert!(state.failure.is_none());
+}
+
+#[test]
+fn retry_after_an_infra_failure_resumes_at_infra() {
+    let infra_failed = Event::InfraApplyFailed {
+        operation_id: op(1),
+        error: "boom".to_owned(),
+    };
+    let state = given(&[requested(), infra_started(1), infra_failed])
+        .when(Command::Retry)
+        .then_expect_events(&[Event::RetryRequested { phase: Step::Infra }]);
+    assert_eq!(state.pending, Some(Step::Infra));
+}
+
+#[test]
+fn retry_is_rejected_unless_the_environment_failed() {
+    given(&[requested(), infra_started(1)])
+        .when(Command::Retry)
+        .then_expect_error(DomainError::NotFailed {
+            status: Status::Provisioning,
+        });
+}
+
+#[test]
+fn destroy_while_applying_cancels_the_operation_first() {
+    let state = given(&[requested(), infra_started(1)])
+        .when(Command::Destroy)
+        .then_expect_events(&[
+            Event::OperationCancelled {
+                operation_id: op(1),
+                reason: "destroy requested".to_owned(),
+            },
+            Event::DestroyRequested {},
+        ]);
+    assert_eq!(state.status, Status::DestroyQueued);
+    assert!(state.in_flight.is_none());
+    assert_eq!(state.pending, Some(Step::Destroy));
+}
+
+#[test]
+fn destroy_of_a_queued_environment_needs_no_cancellation() {
+    given(&[requested()])
+        .when(Command::Destroy)
+        .then_expect_events(&[Event::DestroyRequested {}]);
+}
+
+#[test]
+fn destroy_again_while_destroying_changes_nothing() {
+    let destroy_started = Event::DestroyStarted {
+        operation_id: op(2),
+        job: job(Step::Destroy, Outputs::new()),
+    };
+    given(&[requested(), Event::DestroyRequested {}, destroy_started])
+        .when(Command::Destroy)
+        .then_expect_events(&[]);
+}
+
+#[test]
+fn destroy_runs_and_ends_destroyed_with_outputs_cleared() {
+    let state = given(&[
+        requested(),
+        infra_started(1),
+        infra_applied(1),
+        Event::DestroyRequested {},
+    ])
+    .when(start(2))
+    .then_expect_events(&[Event::DestroyStarted {
+        operation_id: op(2),
+        job: job(Step::Destroy, infra_outputs()),
+    }]);
+    assert_eq!(state.status, Status::Destroying);
+    let mut state = state;
+    let events = state.handle(complete(2, succeeded(&[]))).unwrap();
+    assert_eq!(
+        events,
+        [Event::InfraDestroyed {
+            operation_id: op(2)
+        }]
+    );
+    state.apply(&events[0]);
+    assert_eq!(state.status, Status::Destroyed);
+    assert!(state.outputs.is_empty());
+}
+
+#[test]
+fn a_failed_destroy_can_be_retried_as_a_destroy() {
+    let destroy_failed = Event::DestroyFailed {
+        operation_id: op(2),
+        error: "dependency violation".to_owned(),
+    };
+    let destroy_started = Event::DestroyStarted {
+        operation_id: op(2),
+        job: job(Step::Destroy, Outputs::new()),
+    };
+    let state = given(&[
+        requested(),
+        Event::DestroyRequested {},
+        destroy_started,
+        destroy_failed,
+    ])
+    .when(Command::Retry)
+    .then_expect_events(&[Event::RetryRequested {
+        phase: Step::Destroy,
+    }]);
+    assert_eq!(state.status, Status::DestroyQueued);
+}
+
+#[test]
+fn events_round_trip_through_json_with_their_type_name() {
+    let event = infra_applied(1);
+    let json = serde_json::to_value(&event).unwrap();
+    assert_eq!(json["type"], "InfraApplied");
+    assert_eq!(event.event_type(), "InfraApplied");
+    assert_eq!(
+        event.payload()["outputs"]["cluster_name"],
+        "beta9-production"
+    );
+    let back: Event = serde_json::from_value(json).unwrap();
+    assert_eq!(back, event);
+}

@@ -1,0 +1,224 @@
+//! The validated environment spec. Every value here has passed [`crate::config::parse`];
+//! commands and events carry only these types.
+//!
+//! Deserialization is deliberately lenient (no re-validation): specs are stored inside events
+//! forever, and tightening a rule later must not make old events unreadable. Rules are enforced
+//! once, at the edge, by the constructors in `config`.
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! string_newtype {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Wraps a value that a `config` validator has already checked.
+            pub(crate) fn new_unchecked(value: impl Into<String>) -> Self {
+                Self(value.into())
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+string_newtype!(
+    /// 1-40 chars of `[a-z0-9-]`, starting with a letter.
+    EnvironmentName
+);
+string_newtype!(
+    /// A region from the allowed list.
+    Region
+);
+string_newtype!(
+    /// 12 digits.
+    AwsAccountId
+);
+string_newtype!(
+    /// `arn:aws:iam::<account>:role/<path/name>`, account equal to the spec's account id.
+    RoleArn
+);
+string_newtype!(
+    /// The optional STS external id (2-1224 chars of `[\w+=,.@:/-]`).
+    ExternalId
+);
+string_newtype!(
+    /// A DNS name for the Beta9 API.
+    DomainName
+);
+
+/// Cluster size class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Profile {
+    Small,
+    Medium,
+    Large,
+}
+
+/// Size class of a managed data service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Size {
+    Small,
+    Medium,
+    Large,
+}
+
+/// A step of the pipeline; also the phase a failure happened in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    Infra,
+    Bootstrap,
+    Destroy,
+}
+
+impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Infra => "infra",
+            Step::Bootstrap => "bootstrap",
+            Step::Destroy => "destroy",
+        }
+    }
+}
+
+/// Which cloud, and how to reach it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "provider", rename_all = "snake_case")]
+pub enum CloudSpec {
+    Aws(AwsCloud),
+    Sandbox(SandboxCloud),
+}
+
+impl CloudSpec {
+    pub fn provider(&self) -> Provider {
+        match self {
+            CloudSpec::Aws(_) => Provider::Aws,
+            CloudSpec::Sandbox(_) => Provider::Sandbox,
+        }
+    }
+
+    pub fn region(&self) -> &Region {
+        match self {
+            CloudSpec::Aws(aws) => &aws.region,
+            CloudSpec::Sandbox(sandbox) => &sandbox.region,
+        }
+    }
+
+    /// The fault-injection knobs; only the sandbox has them.
+    pub fn simulation(&self) -> Option<&Simulation> {
+        match self {
+            CloudSpec::Aws(_) => None,
+            CloudSpec::Sandbox(sandbox) => Some(&sandbox.simulate),
+        }
+    }
+}
+
+/// The provider name alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Provider {
+    Aws,
+    Sandbox,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Aws => "aws",
+            Provider::Sandbox => "sandbox",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AwsCloud {
+    pub region: Region,
+    pub account_id: AwsAccountId,
+    pub role_arn: RoleArn,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<ExternalId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SandboxCloud {
+    pub region: Region,
+    #[serde(default)]
+    pub simulate: Simulation,
+}
+
+/// Sandbox fault injection: how long each step takes, which step fails and how often.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Simulation {
+    /// Seconds each apply/bootstrap/destroy step takes; `None` means the stand-ins' small default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apply_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail: Option<Step>,
+    /// How many times `fail` fails before it succeeds; `None` means always.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_times: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSpec {
+    pub profile: Profile,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostgresSpec {
+    pub size: Size,
+    pub multi_az: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedisSpec {
+    pub size: Size,
+    pub ha: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataSpec {
+    pub postgres: PostgresSpec,
+    pub redis: RedisSpec,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkersSpec {
+    pub gpu_enabled: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Beta9Spec {
+    pub domain: DomainName,
+    pub workers: WorkersSpec,
+}
+
+/// A complete, validated request for an environment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EnvironmentSpec {
+    pub name: EnvironmentName,
+    pub cloud: CloudSpec,
+    pub cluster: ClusterSpec,
+    pub data: DataSpec,
+    pub beta9: Beta9Spec,
+}

@@ -1,0 +1,120 @@
+//! The provider seam: a [`StepDriver`] runs one step (infra, bootstrap, destroy) of one
+//! operation in the environment's workdir and returns its non-secret outputs.
+//!
+//! The runner picks a driver per provider ([`Drivers`]); tests can put in their own.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use domain::OperationId;
+use domain::aggregate::{OperationJob, Outputs};
+use domain::spec::Provider;
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+use crate::logs::LogSink;
+use crate::process::ProcessError;
+use crate::settings::ExecutorSettings;
+use crate::terraform_helm::TerraformHelmDriver;
+
+/// Everything a driver needs to run one step.
+#[derive(Debug)]
+pub struct StepContext {
+    pub operation_id: OperationId,
+    pub job: OperationJob,
+    /// The environment's own directory; it exists, and no other step of this environment runs
+    /// in it at the same time (within this process).
+    pub workdir: PathBuf,
+    /// Fires when the operation is cancelled; the driver stops its tools and returns
+    /// [`StepError::Cancelled`].
+    pub cancel: CancellationToken,
+    pub logs: LogSink,
+}
+
+/// Why a step did not succeed; each variant is a different decision for the runner.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// The step failed: reported as the operation's failure, with `message` (the tool's last
+    /// lines of stderr) kept on the environment.
+    #[error("{message}")]
+    Failed { message: String },
+    /// The operation was cancelled; nothing is reported.
+    #[error("the operation was cancelled")]
+    Cancelled,
+    /// This executor could not do its part (a file could not be written): the job is handed
+    /// back to run again, here or elsewhere.
+    #[error("failed to {context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl StepError {
+    pub fn failed(message: impl Into<String>) -> Self {
+        StepError::Failed {
+            message: message.into(),
+        }
+    }
+
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        StepError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+impl From<ProcessError> for StepError {
+    fn from(error: ProcessError) -> Self {
+        match error {
+            ProcessError::Cancelled => StepError::Cancelled,
+            // A missing tool is a deployment problem the operator must fix: say so plainly.
+            not_found @ ProcessError::NotFound { .. } => StepError::failed(not_found.to_string()),
+            ProcessError::Io { program, source } => {
+                StepError::io(format!("run {}", program.display()), source)
+            }
+        }
+    }
+}
+
+/// Runs the steps of one provider.
+pub trait StepDriver: Send + Sync {
+    fn run(&self, ctx: StepContext) -> BoxFuture<'_, Result<Outputs, StepError>>;
+}
+
+/// The driver for each provider.
+#[derive(Clone)]
+pub struct Drivers {
+    pub aws: Arc<dyn StepDriver>,
+    /// `None` when no stand-in directory is configured: sandbox jobs then fail with a clear
+    /// message instead of silently using anything else.
+    pub sandbox: Option<Arc<dyn StepDriver>>,
+}
+
+impl Drivers {
+    /// Real `terraform`/`helm` for `aws`; the stand-ins in `standin_dir` for `sandbox`.
+    pub fn from_settings(settings: &ExecutorSettings) -> Self {
+        Drivers {
+            aws: Arc::new(TerraformHelmDriver::aws(settings)),
+            sandbox: settings.standin_dir.as_deref().map(|dir| {
+                Arc::new(TerraformHelmDriver::sandbox(dir, settings)) as Arc<dyn StepDriver>
+            }),
+        }
+    }
+
+    /// The driver for `provider`, or why there is none.
+    pub fn for_provider(&self, provider: Provider) -> Result<&dyn StepDriver, StepError> {
+        match provider {
+            Provider::Aws => Ok(self.aws.as_ref()),
+            Provider::Sandbox => self.sandbox.as_deref().ok_or_else(|| {
+                StepError::failed(
+                    "the sandbox provider is not available on this executor: \
+                     PROVISIONER_STANDIN_DIR is not set",
+                )
+            }),
+        }
+    }
+}

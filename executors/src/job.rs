@@ -1,0 +1,336 @@
+//! One job message, from delivery to acknowledgement: decode, skip what is cancelled or
+//! superseded, heartbeat, run the step under the environment's lock, publish the result, ack.
+//!
+//! The result is published (and its JetStream ack awaited) *before* the job is acked, so a crash
+//! in between redelivers the job; the result's message id `result:<operation_id>` lets
+//! JetStream drop the duplicate, and the aggregate ignores results it no longer expects.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::{self, AckKind};
+use domain::aggregate::{OperationJob, OperationOutcome, Outputs};
+use domain::wire::{EventEnvelope, OperationResult, Subjects};
+use domain::{Event, OperationId};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::driver::{Drivers, StepContext, StepError};
+use crate::inflight::{EnvironmentLocks, RunningOperations};
+use crate::logs::{LogReceiver, LogSink};
+use crate::settings::ExecutorSettings;
+
+/// The event types that carry a job.
+pub const JOB_EVENTS: [&str; 3] = ["InfraApplyStarted", "BootstrapStarted", "DestroyStarted"];
+
+/// How long a nak'd job waits before it is delivered again.
+const RETRY_DELAY: Duration = Duration::from_secs(5);
+/// How long the log forwarder may take to flush after a step ended.
+const LOG_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What every job shares.
+pub struct Runtime {
+    pub settings: ExecutorSettings,
+    pub subjects: Subjects,
+    pub jetstream: jetstream::Context,
+    pub events: jetstream::stream::Stream,
+    pub drivers: Drivers,
+    pub running: RunningOperations,
+    pub environments: EnvironmentLocks,
+}
+
+/// How a job message was settled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Settle {
+    Ack,
+    /// Handed back to run again at once, elsewhere (this executor is shutting down).
+    HandBack,
+    /// Handed back to run again after [`RETRY_DELAY`] (something failed on this executor).
+    Retry,
+    /// Never deliver again (undecodable).
+    Term,
+}
+
+/// Handles one delivered job message to its end. `hand_back` fires when the executor shuts
+/// down and stops waiting for in-flight jobs: the step is interrupted and the job nak'd.
+pub async fn handle(
+    runtime: Arc<Runtime>,
+    message: jetstream::Message,
+    hand_back: CancellationToken,
+) {
+    let message = Arc::new(message);
+    let Some((operation_id, job)) = decode(&message) else {
+        settle(&message, Settle::Term).await;
+        return;
+    };
+    let span = tracing::info_span!(
+        "executor_job",
+        env_id = %job.environment_id,
+        op_id = %operation_id,
+        step = job.step.as_str(),
+    );
+    async move {
+        let heartbeat = spawn_heartbeat(Arc::clone(&message), runtime.settings.heartbeat);
+        let settle_as = run_job(&runtime, &message, operation_id, job, &hand_back).await;
+        heartbeat.abort();
+        settle(&message, settle_as).await;
+    }
+    .instrument(span)
+    .await;
+}
+
+fn decode(message: &jetstream::Message) -> Option<(OperationId, OperationJob)> {
+    let envelope: EventEnvelope = match serde_json::from_slice(&message.payload) {
+        Ok(envelope) => envelope,
+        Err(e) => {
+            tracing::error!(subject = %message.subject, error = %e, "job message is not an event envelope; dropping it");
+            return None;
+        }
+    };
+    match envelope.event() {
+        Ok(event) => match event.job() {
+            Some((operation_id, job)) => Some((operation_id.clone(), job.clone())),
+            None => {
+                tracing::error!(event_type = %envelope.event_type, "event carries no job; dropping it");
+                None
+            }
+        },
+        Err(e) => {
+            tracing::error!(event_type = %envelope.event_type, error = %e, "undecodable job event; dropping it");
+            None
+        }
+    }
+}
+
+async fn run_job(
+    runtime: &Runtime,
+    message: &jetstream::Message,
+    operation_id: OperationId,
+    job: OperationJob,
+    hand_back: &CancellationToken,
+) -> Settle {
+    let environment_id = job.environment_id.clone();
+    // Registered before the look-up below, so a cancellation is either seen there or delivered
+    // to this token: there is no gap.
+    let registration = runtime.running.register(operation_id.as_str());
+    let stream_sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+    if let Some(reason) = obsolete(runtime, &environment_id, &operation_id, stream_sequence).await {
+        tracing::info!(reason, "skipping job");
+        return Settle::Ack;
+    }
+
+    let _environment = tokio::select! {
+        guard = runtime.environments.lock(environment_id.as_str()) => guard,
+        () = hand_back.cancelled() => return Settle::HandBack,
+    };
+    // A job that waited for another of its environment may have been cancelled meanwhile.
+    if registration.token().is_cancelled() {
+        tracing::info!("operation cancelled before it started");
+        return Settle::Ack;
+    }
+    let workdir = runtime.settings.workdir(environment_id.as_str());
+    if let Err(e) = tokio::fs::create_dir_all(&workdir).await {
+        tracing::error!(error = %e, workdir = %workdir.display(), "cannot create the workdir");
+        return Settle::Retry;
+    }
+
+    let (logs, log_rx) = LogSink::channel(environment_id.clone(), operation_id.clone());
+    let forwarder = tokio::spawn(forward_logs(
+        runtime.jetstream.clone(),
+        runtime
+            .subjects
+            .logs(environment_id.as_str(), operation_id.as_str()),
+        log_rx,
+    ));
+    let step_cancel = registration.token().child_token();
+    let ctx = StepContext {
+        operation_id: operation_id.clone(),
+        job,
+        workdir,
+        cancel: step_cancel.clone(),
+        logs,
+    };
+    tracing::info!("step started");
+    let outcome = run_step(&runtime.drivers, ctx, &step_cancel, hand_back).await;
+    let _ = tokio::time::timeout(LOG_FLUSH_TIMEOUT, forwarder).await;
+
+    let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+    let outcome = match outcome {
+        Ok(outputs) => OperationOutcome::Succeeded { outputs },
+        Err(StepError::Failed { message }) => OperationOutcome::Failed { error: message },
+        Err(StepError::Cancelled) if registration.token().is_cancelled() => {
+            tracing::info!("operation cancelled; no result is reported");
+            return Settle::Ack;
+        }
+        Err(StepError::Cancelled) => {
+            tracing::info!("interrupted by shutdown; handing the job back");
+            return Settle::HandBack;
+        }
+        Err(error @ StepError::Io { .. }) if delivered < runtime.settings.max_deliver => {
+            tracing::warn!(%error, delivered, "executor error; handing the job back");
+            return Settle::Retry;
+        }
+        Err(error @ StepError::Io { .. }) => OperationOutcome::Failed {
+            error: format!("executor error after {delivered} attempts: {error}"),
+        },
+    };
+    let result = OperationResult {
+        environment_id,
+        operation_id,
+        outcome,
+    };
+    match publish_result(runtime, &result).await {
+        Ok(()) => Settle::Ack,
+        Err(e) => {
+            tracing::error!(error = %e, "failed to publish the result; the job will run again");
+            Settle::Retry
+        }
+    }
+}
+
+/// Runs the step; on `hand_back` the step is cancelled and awaited (its tools get SIGINT).
+async fn run_step(
+    drivers: &Drivers,
+    ctx: StepContext,
+    step_cancel: &CancellationToken,
+    hand_back: &CancellationToken,
+) -> Result<Outputs, StepError> {
+    let driver = drivers.for_provider(ctx.job.infra_model.provider)?;
+    let step = driver.run(ctx);
+    tokio::pin!(step);
+    tokio::select! {
+        result = &mut step => result,
+        () = hand_back.cancelled() => {
+            step_cancel.cancel();
+            step.await
+        }
+    }
+}
+
+/// Why the job must not run, if it must not: its operation was cancelled, or a newer step of
+/// the environment has started since (a stale redelivery).
+async fn obsolete(
+    runtime: &Runtime,
+    environment_id: &domain::EnvironmentId,
+    operation_id: &OperationId,
+    stream_sequence: u64,
+) -> Option<&'static str> {
+    let env = environment_id.as_str();
+    let cancelled = runtime.subjects.event(env, "OperationCancelled");
+    if let Some((_, envelope)) = last_event(runtime, &cancelled).await
+        && let Ok(Event::OperationCancelled {
+            operation_id: cancelled,
+            ..
+        }) = envelope.event()
+        && &cancelled == operation_id
+    {
+        return Some("the operation was cancelled");
+    }
+    for event_type in JOB_EVENTS {
+        let subject = runtime.subjects.event(env, event_type);
+        if let Some((sequence, _)) = last_event(runtime, &subject).await
+            && sequence > stream_sequence
+        {
+            return Some("a newer step of the environment has started");
+        }
+    }
+    None
+}
+
+/// The last event on `subject` with its stream sequence; `None` when there is none (or the
+/// look-up failed: the guard is best effort, the aggregate has the last word).
+async fn last_event(runtime: &Runtime, subject: &str) -> Option<(u64, EventEnvelope)> {
+    match runtime
+        .events
+        .get_last_raw_message_by_subject(subject)
+        .await
+    {
+        Ok(message) => {
+            let envelope = serde_json::from_slice(&message.payload).ok()?;
+            Some((message.sequence, envelope))
+        }
+        Err(e)
+            if e.kind()
+                == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+        {
+            None
+        }
+        Err(e) => {
+            tracing::warn!(subject, error = %e, "could not look up the last event");
+            None
+        }
+    }
+}
+
+/// Publishes the result and waits for JetStream to store it.
+async fn publish_result(runtime: &Runtime, result: &OperationResult) -> anyhow::Result<()> {
+    let payload = serde_json::to_vec(result)?;
+    let subject = runtime.subjects.result(result.environment_id.as_str());
+    let ack = runtime
+        .jetstream
+        .send_publish(
+            subject,
+            PublishMessage::build()
+                .payload(payload.into())
+                .message_id(format!("result:{}", result.operation_id)),
+        )
+        .await?
+        .await?;
+    tracing::info!(
+        outcome = match &result.outcome {
+            OperationOutcome::Succeeded { .. } => "succeeded",
+            OperationOutcome::Failed { .. } => "failed",
+        },
+        duplicate = ack.duplicate,
+        "result published"
+    );
+    Ok(())
+}
+
+/// Publishes each log line to the operation's log subject; best effort: errors are logged once.
+async fn forward_logs(jetstream: jetstream::Context, subject: String, mut lines: LogReceiver) {
+    let mut warned = false;
+    while let Some(line) = lines.recv().await {
+        let Ok(payload) = serde_json::to_vec(&line) else {
+            continue;
+        };
+        // Only the send is awaited, not the stream's ack: logs must never slow a step down.
+        if let Err(e) = jetstream.publish(subject.clone(), payload.into()).await
+            && !warned
+        {
+            warned = true;
+            tracing::warn!(error = %e, "failed to publish log lines");
+        }
+    }
+}
+
+/// Tells JetStream the job is alive every `every`, so it is not redelivered while it runs.
+fn spawn_heartbeat(
+    message: Arc<jetstream::Message>,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.tick().await; // the first tick is immediate
+        loop {
+            ticks.tick().await;
+            if let Err(e) = message.ack_with(AckKind::Progress).await {
+                tracing::warn!(error = %e, "heartbeat failed");
+            }
+        }
+    })
+}
+
+async fn settle(message: &jetstream::Message, how: Settle) {
+    let result = match how {
+        // Wait for the server to confirm: an ack lost here would redeliver a finished job.
+        Settle::Ack => message.double_ack().await,
+        Settle::HandBack => message.ack_with(AckKind::Nak(None)).await,
+        Settle::Retry => message.ack_with(AckKind::Nak(Some(RETRY_DELAY))).await,
+        Settle::Term => message.ack_with(AckKind::Term).await,
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, settle = ?how, "failed to settle the job message");
+    }
+}

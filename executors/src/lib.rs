@@ -1,0 +1,11 @@
+pub mod driver;
+mod inflight;
+mod job;
+pub mod kubeconfig;
+pub mod logs;
+pub mod process;
+pub mod runner;
+pub mod settings;
+pub mod standin;
+pub mod terraform_helm;
+pub mod terraform_render;

@@ -1,0 +1,203 @@
+//! Fault injection: `simulate.json` in the workdir says how long a step takes and which step
+//! fails how often; `.standin/faults.json` counts the failures so far, e.g. `{"infra": 1}`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::fsutil::{WorkdirMutex, read_json, standin_path, write_json_atomic};
+use super::{Error, Result};
+
+/// The input file, written by the executor from the environment's `cloud.simulate` block.
+pub const SIMULATE_FILE: &str = "simulate.json";
+/// The failure counts, kept by the stand-ins.
+pub const FAULTS_FILE: &str = "faults.json";
+/// How long a step takes when `apply_seconds` is not given.
+pub const DEFAULT_STEP: Duration = Duration::from_millis(200);
+
+/// The step that [`Simulate::fail`] names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Step {
+    /// `terraform apply`.
+    Infra,
+    /// `helm upgrade --install` of the `beta9` release.
+    Bootstrap,
+    /// `terraform destroy`.
+    Destroy,
+}
+
+impl Step {
+    pub fn key(self) -> &'static str {
+        match self {
+            Step::Infra => "infra",
+            Step::Bootstrap => "bootstrap",
+            Step::Destroy => "destroy",
+        }
+    }
+}
+
+/// The contents of `simulate.json`; every field optional, unknown fields ignored.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct Simulate {
+    /// How long each apply, bootstrap (beta9 release) and destroy step takes.
+    pub apply_seconds: Option<f64>,
+    /// The step that fails ...
+    pub fail: Option<Step>,
+    /// ... this many times, then succeeds; absent: it always fails.
+    pub fail_times: Option<u32>,
+}
+
+impl Simulate {
+    /// Reads `simulate.json` from the workdir; no file means no faults and default timing.
+    pub fn load(workdir: &Path) -> Result<Self> {
+        let path = workdir.join(SIMULATE_FILE);
+        let simulate: Simulate = read_json(&path)?.unwrap_or_default();
+        if let Some(seconds) = simulate.apply_seconds
+            && !(seconds.is_finite() && seconds >= 0.0)
+        {
+            return Err(Error::failed(format!(
+                "invalid {SIMULATE_FILE}: apply_seconds must be a non-negative number, got {seconds}"
+            )));
+        }
+        Ok(simulate)
+    }
+
+    /// The duration of a simulated step.
+    pub fn step_duration(&self) -> Duration {
+        self.apply_seconds
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .unwrap_or(DEFAULT_STEP)
+    }
+}
+
+/// A failure the stand-in was told to inject; its `Display` is the error message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InjectedFailure {
+    pub step: Step,
+    /// 1 for the first failure of this step in this workdir.
+    pub attempt: u32,
+    pub fail_times: Option<u32>,
+}
+
+impl fmt::Display for InjectedFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let step = self.step.key();
+        match self.fail_times {
+            Some(times) => write!(
+                f,
+                "simulated {step} failure (attempt {} of {times})",
+                self.attempt
+            ),
+            None => write!(
+                f,
+                "simulated {step} failure (attempt {}; fails every time)",
+                self.attempt
+            ),
+        }
+    }
+}
+
+/// Decides, at the end of a step, whether it fails: when `simulate.fail` names the step and the
+/// failures counted so far are fewer than `fail_times`. A failure is counted before it is
+/// returned, under the workdir mutex, so concurrent processes count each failure once.
+pub fn take_failure(
+    workdir: &Path,
+    simulate: &Simulate,
+    step: Step,
+) -> Result<Option<InjectedFailure>> {
+    if simulate.fail != Some(step) {
+        return Ok(None);
+    }
+    let _mutex = WorkdirMutex::lock(workdir)?;
+    let path = standin_path(workdir, FAULTS_FILE)?;
+    let mut counts: BTreeMap<String, u32> = read_json(&path)?.unwrap_or_default();
+    let count = counts.entry(step.key().to_owned()).or_default();
+    if simulate.fail_times.is_some_and(|times| *count >= times) {
+        return Ok(None);
+    }
+    *count += 1;
+    let attempt = *count;
+    write_json_atomic(&path, &counts)?;
+    Ok(Some(InjectedFailure {
+        step,
+        attempt,
+        fail_times: simulate.fail_times,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn simulate(json: &str) -> Simulate {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn missing_simulate_file_means_default_timing_and_no_faults() {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = Simulate::load(dir.path()).unwrap();
+        assert_eq!(sim, Simulate::default());
+        assert_eq!(sim.step_duration(), DEFAULT_STEP);
+        assert_eq!(take_failure(dir.path(), &sim, Step::Infra).unwrap(), None);
+    }
+
+    #[test]
+    fn simulate_file_ignores_unknown_fields_and_rejects_negative_durations() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(SIMULATE_FILE),
+            r#"{"apply_seconds": 2, "fail": "bootstrap", "extra": true}"#,
+        )
+        .unwrap();
+        let sim = Simulate::load(dir.path()).unwrap();
+        assert_eq!(sim.step_duration(), Duration::from_secs(2));
+        assert_eq!(sim.fail, Some(Step::Bootstrap));
+
+        std::fs::write(dir.path().join(SIMULATE_FILE), r#"{"apply_seconds": -1}"#).unwrap();
+        assert!(Simulate::load(dir.path()).is_err());
+        std::fs::write(dir.path().join(SIMULATE_FILE), r#"{"fail": "hang"}"#).unwrap();
+        assert!(Simulate::load(dir.path()).is_err());
+    }
+
+    #[test]
+    fn a_step_fails_fail_times_then_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = simulate(r#"{"fail": "infra", "fail_times": 2}"#);
+        let first = take_failure(dir.path(), &sim, Step::Infra)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            first.to_string(),
+            "simulated infra failure (attempt 1 of 2)"
+        );
+        let second = take_failure(dir.path(), &sim, Step::Infra)
+            .unwrap()
+            .unwrap();
+        assert_eq!(second.attempt, 2);
+        assert_eq!(take_failure(dir.path(), &sim, Step::Infra).unwrap(), None);
+        assert_eq!(take_failure(dir.path(), &sim, Step::Infra).unwrap(), None);
+    }
+
+    #[test]
+    fn other_steps_never_fail_and_absent_fail_times_fails_always() {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = simulate(r#"{"fail": "destroy"}"#);
+        assert_eq!(take_failure(dir.path(), &sim, Step::Infra).unwrap(), None);
+        for attempt in 1..=3 {
+            let failure = take_failure(dir.path(), &sim, Step::Destroy)
+                .unwrap()
+                .unwrap();
+            assert_eq!(failure.attempt, attempt);
+        }
+        let counts: BTreeMap<String, u32> =
+            read_json(&dir.path().join(".standin").join(FAULTS_FILE))
+                .unwrap()
+                .unwrap();
+        assert_eq!(counts, BTreeMap::from([("destroy".to_owned(), 3)]));
+    }
+}

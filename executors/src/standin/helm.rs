@@ -1,0 +1,1096 @@
+//! The helm stand-in: `version`, `upgrade --install`, `uninstall`, `status`, `list`, with releases
+//! kept in `.standin/helm-releases.json` of the working directory.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::faults::{Simulate, Step, take_failure};
+use super::fsutil::{WorkdirMutex, now_rfc3339, read_json, standin_path, write_json_atomic};
+use super::interrupt::Interrupt;
+use super::overlap::{Outcome, Registration};
+use super::{Console, Error, Result, parse_go_duration};
+
+/// The helm version the stand-in claims to be.
+pub const VERSION: &str = "v3.16.2+standin";
+pub const RELEASES_FILE: &str = "helm-releases.json";
+/// The release whose install is the bootstrap step: it takes `apply_seconds` and fails when
+/// `simulate.fail` is `bootstrap`.
+pub const BOOTSTRAP_RELEASE: &str = "beta9";
+/// How long installing or removing any other release takes.
+pub const QUICK_STEP: Duration = Duration::from_millis(50);
+/// Helm's default `--timeout`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+/// Namespaces every cluster has.
+const BUILTIN_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+
+const USAGE: &str = "\
+Usage: helm-standin <command> [flags]
+
+Commands:
+  version [--short]
+  upgrade [--install|-i] RELEASE CHART [--namespace|-n NS] [--create-namespace]
+          [--values|-f FILE]... [--set k=v]... [--version V] [--wait] [--atomic]
+          [--timeout D] [--kubeconfig PATH]
+  uninstall RELEASE [--namespace|-n NS] [--kubeconfig PATH] [--wait] [--timeout D]
+            [--ignore-not-found]
+  status RELEASE [--namespace|-n NS] [--kubeconfig PATH] [-o|--output json|table]
+  list [--all-namespaces|-A] [--namespace|-n NS] [--kubeconfig PATH] [-o|--output json|table]
+
+Flags take their value as the next argument or after '='. D is a Go duration (5m0s).
+Timing and fault injection: simulate.json in the working directory.";
+
+/// One installed release.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    pub release: String,
+    pub namespace: String,
+    /// The chart's name (`beta9` for `beta9/beta9`, `./charts/beta9` or `beta9-1.0.0.tgz`).
+    pub chart: String,
+    /// The chart as given on the command line.
+    pub chart_ref: String,
+    pub chart_version: String,
+    pub revision: u32,
+    /// `deployed` or `failed`.
+    pub status: String,
+    pub values_files: Vec<String>,
+    pub set: Vec<String>,
+    pub first_deployed: String,
+    pub updated: String,
+    pub description: String,
+}
+
+/// The contents of `.standin/helm-releases.json`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Store {
+    #[serde(default)]
+    pub releases: Vec<Release>,
+    /// Namespaces created with `--create-namespace`.
+    #[serde(default)]
+    pub namespaces: BTreeSet<String>,
+}
+
+impl Store {
+    pub fn load(workdir: &Path) -> Result<Self> {
+        Ok(read_json(&standin_path(workdir, RELEASES_FILE)?)?.unwrap_or_default())
+    }
+
+    fn save(&self, workdir: &Path) -> Result<()> {
+        write_json_atomic(&standin_path(workdir, RELEASES_FILE)?, self)
+    }
+
+    pub fn find(&self, namespace: &str, release: &str) -> Option<&Release> {
+        self.releases
+            .iter()
+            .find(|r| r.namespace == namespace && r.release == release)
+    }
+
+    fn namespace_exists(&self, namespace: &str) -> bool {
+        BUILTIN_NAMESPACES.contains(&namespace) || self.namespaces.contains(namespace)
+    }
+
+    /// Loads, changes and saves the store under the workdir mutex.
+    fn update<T>(workdir: &Path, change: impl FnOnce(&mut Store) -> T) -> Result<T> {
+        let _mutex = WorkdirMutex::lock(workdir)?;
+        let mut store = Store::load(workdir)?;
+        let result = change(&mut store);
+        store.save(workdir)?;
+        Ok(result)
+    }
+}
+
+/// `helm upgrade` arguments.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Upgrade {
+    pub release: String,
+    pub chart: String,
+    pub namespace: String,
+    pub install: bool,
+    pub create_namespace: bool,
+    pub values: Vec<PathBuf>,
+    pub set: Vec<String>,
+    pub chart_version: Option<String>,
+    pub wait: bool,
+    pub atomic: bool,
+    pub timeout: Duration,
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// A parsed command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    Version {
+        short: bool,
+    },
+    Help,
+    Upgrade(Upgrade),
+    Uninstall {
+        release: String,
+        namespace: String,
+        kubeconfig: Option<PathBuf>,
+        ignore_not_found: bool,
+    },
+    Status {
+        release: String,
+        namespace: String,
+        kubeconfig: Option<PathBuf>,
+        json: bool,
+    },
+    List {
+        all_namespaces: bool,
+        namespace: String,
+        kubeconfig: Option<PathBuf>,
+        json: bool,
+    },
+}
+
+/// Runs one helm command line in `cwd`; returns 0 on success, 1 on any error.
+pub fn run(args: &[String], cwd: &Path, interrupt: &Interrupt, console: &mut Console<'_>) -> u8 {
+    let result = parse(args).and_then(|command| execute(command, cwd, interrupt, console));
+    match result {
+        Ok(()) => 0,
+        Err(Error::Usage(message)) => {
+            console.err(format!("Error: {message}"));
+            console.err("");
+            console.err(USAGE);
+            1
+        }
+        Err(Error::Interrupted) => {
+            console.err("Error: context canceled");
+            1
+        }
+        Err(Error::Failed { summary, detail }) => {
+            console.err(format!("Error: {summary}"));
+            for line in detail {
+                console.err(line);
+            }
+            1
+        }
+        Err(other) => {
+            console.err(format!("Error: {other}"));
+            1
+        }
+    }
+}
+
+/// Flags that take a value: (long name, short name).
+const VALUE_FLAGS: [(&str, Option<&str>); 7] = [
+    ("namespace", Some("n")),
+    ("values", Some("f")),
+    ("set", None),
+    ("timeout", None),
+    ("kubeconfig", None),
+    ("version", None),
+    ("output", Some("o")),
+];
+/// Boolean flags: (long name, short name).
+const BOOL_FLAGS: [(&str, Option<&str>); 7] = [
+    ("install", Some("i")),
+    ("create-namespace", None),
+    ("wait", None),
+    ("atomic", None),
+    ("all-namespaces", Some("A")),
+    ("short", None),
+    ("ignore-not-found", None),
+];
+
+/// The command line split into positional arguments and flags (by long name), flags anywhere.
+#[derive(Default)]
+struct Args {
+    positional: Vec<String>,
+    flags: Vec<(&'static str, Option<String>)>,
+}
+
+impl Args {
+    fn split(args: &[String]) -> Result<Self> {
+        let mut parsed = Args::default();
+        let mut iter = args.iter();
+        while let Some(arg) = iter.next() {
+            let (name, inline) = if let Some(long) = arg.strip_prefix("--") {
+                match long.split_once('=') {
+                    Some((name, value)) => (name, Some(value.to_owned())),
+                    None => (long, None),
+                }
+            } else if let Some(short) = arg.strip_prefix('-').filter(|s| !s.is_empty()) {
+                match short.split_once('=') {
+                    Some((name, value)) => (name, Some(value.to_owned())),
+                    None => (short, None),
+                }
+            } else {
+                parsed.positional.push(arg.clone());
+                continue;
+            };
+            let lookup = |table: &[(&'static str, Option<&str>)]| {
+                table
+                    .iter()
+                    .find(|(long, short)| {
+                        if arg.starts_with("--") {
+                            *long == name
+                        } else {
+                            *short == Some(name)
+                        }
+                    })
+                    .map(|(long, _)| *long)
+            };
+            if let Some(long) = lookup(&VALUE_FLAGS) {
+                let value = match inline {
+                    Some(value) => value,
+                    None => iter
+                        .next()
+                        .cloned()
+                        .ok_or_else(|| Error::Usage(format!("flag needs an argument: {arg}")))?,
+                };
+                parsed.flags.push((long, Some(value)));
+            } else if let Some(long) = lookup(&BOOL_FLAGS) {
+                match inline.as_deref() {
+                    None | Some("true") => parsed.flags.push((long, None)),
+                    Some("false") => {}
+                    Some(_) => return Err(Error::Usage(format!("invalid flag value: {arg}"))),
+                }
+            } else {
+                return Err(Error::Usage(format!("unknown flag: {arg}")));
+            }
+        }
+        Ok(parsed)
+    }
+
+    /// Fails on any flag the command does not take.
+    fn allow(&self, command: &str, allowed: &[&str]) -> Result<()> {
+        match self.flags.iter().find(|(name, _)| !allowed.contains(name)) {
+            Some((name, _)) => Err(Error::Usage(format!(
+                "unknown flag for {command}: --{name}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.flags.iter().any(|(n, _)| *n == name)
+    }
+
+    /// The last value of a flag, as with helm.
+    fn value(&self, name: &str) -> Option<&str> {
+        self.flags
+            .iter()
+            .rev()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| v.as_deref())
+    }
+
+    fn values(&self, name: &str) -> Vec<String> {
+        self.flags
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .filter_map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    fn namespace(&self) -> String {
+        self.value("namespace").unwrap_or("default").to_owned()
+    }
+
+    fn kubeconfig(&self) -> Option<PathBuf> {
+        self.value("kubeconfig").map(PathBuf::from)
+    }
+
+    /// `-o json` → true, `-o table` or none → false.
+    fn json_output(&self) -> Result<bool> {
+        match self.value("output") {
+            None | Some("table") => Ok(false),
+            Some("json") => Ok(true),
+            Some(other) => Err(Error::Usage(format!(
+                "invalid output format {other:?}: the stand-in supports json and table"
+            ))),
+        }
+    }
+
+    /// The positional arguments after the command; exactly `N` of them.
+    fn exactly<const N: usize>(&self, usage: &str) -> Result<[String; N]> {
+        <[String; N]>::try_from(self.positional[1..].to_vec())
+            .map_err(|_| Error::Usage(format!("expected: {usage}")))
+    }
+}
+
+/// Parses the arguments after the program name.
+pub fn parse(args: &[String]) -> Result<Command> {
+    let args = Args::split(args)?;
+    let Some(command) = args.positional.first() else {
+        return Err(Error::Usage("no command given".to_owned()));
+    };
+    let command = match command.as_str() {
+        "version" => {
+            args.allow("version", &["short"])?;
+            args.exactly::<0>("version [--short]")?;
+            Command::Version {
+                short: args.has("short"),
+            }
+        }
+        "help" => Command::Help,
+        "upgrade" => {
+            args.allow(
+                "upgrade",
+                &[
+                    "install",
+                    "namespace",
+                    "create-namespace",
+                    "values",
+                    "set",
+                    "version",
+                    "wait",
+                    "atomic",
+                    "timeout",
+                    "kubeconfig",
+                ],
+            )?;
+            let [release, chart] = args.exactly::<2>("upgrade RELEASE CHART [flags]")?;
+            let timeout = match args.value("timeout") {
+                None => DEFAULT_TIMEOUT,
+                Some(text) => parse_go_duration(text).ok_or_else(|| {
+                    Error::Usage(format!("invalid --timeout {text:?}: expected e.g. 10m0s"))
+                })?,
+            };
+            Command::Upgrade(Upgrade {
+                release,
+                chart,
+                namespace: args.namespace(),
+                install: args.has("install"),
+                create_namespace: args.has("create-namespace"),
+                values: args
+                    .values("values")
+                    .into_iter()
+                    .map(PathBuf::from)
+                    .collect(),
+                set: args.values("set"),
+                chart_version: args.value("version").map(str::to_owned),
+                wait: args.has("wait"),
+                atomic: args.has("atomic"),
+                timeout,
+                kubeconfig: args.kubeconfig(),
+            })
+        }
+        "uninstall" => {
+            args.allow(
+                "uninstall",
+                &[
+                    "namespace",
+                    "kubeconfig",
+                    "wait",
+                    "timeout",
+                    "ignore-not-found",
+                ],
+            )?;
+            let [release] = args.exactly::<1>("uninstall RELEASE [flags]")?;
+            Command::Uninstall {
+                release,
+                namespace: args.namespace(),
+                kubeconfig: args.kubeconfig(),
+                ignore_not_found: args.has("ignore-not-found"),
+            }
+        }
+        "status" => {
+            args.allow("status", &["namespace", "kubeconfig", "output"])?;
+            let [release] = args.exactly::<1>("status RELEASE [flags]")?;
+            Command::Status {
+                release,
+                namespace: args.namespace(),
+                kubeconfig: args.kubeconfig(),
+                json: args.json_output()?,
+            }
+        }
+        "list" | "ls" => {
+            args.allow(
+                "list",
+                &["all-namespaces", "namespace", "kubeconfig", "output"],
+            )?;
+            args.exactly::<0>("list [flags]")?;
+            Command::List {
+                all_namespaces: args.has("all-namespaces"),
+                namespace: args.namespace(),
+                kubeconfig: args.kubeconfig(),
+                json: args.json_output()?,
+            }
+        }
+        other => return Err(Error::Usage(format!("unknown command {other:?}"))),
+    };
+    Ok(command)
+}
+
+fn execute(
+    command: Command,
+    workdir: &Path,
+    interrupt: &Interrupt,
+    console: &mut Console<'_>,
+) -> Result<()> {
+    match command {
+        Command::Version { short: true } => console.out(VERSION),
+        Command::Version { short: false } => console.out(format!(
+            "version.BuildInfo{{Version:\"{VERSION}\", GitCommit:\"\", GitTreeState:\"clean\", GoVersion:\"go1.22.7\"}}"
+        )),
+        Command::Help => console.out(USAGE),
+        Command::Upgrade(upgrade) => return upgrade_install(&upgrade, workdir, interrupt, console),
+        Command::Uninstall {
+            release,
+            namespace,
+            kubeconfig,
+            ignore_not_found,
+        } => {
+            reach_cluster(workdir, kubeconfig.as_deref())?;
+            return uninstall(
+                workdir,
+                &release,
+                &namespace,
+                ignore_not_found,
+                interrupt,
+                console,
+            );
+        }
+        Command::Status {
+            release,
+            namespace,
+            kubeconfig,
+            json,
+        } => {
+            reach_cluster(workdir, kubeconfig.as_deref())?;
+            let store = Store::load(workdir)?;
+            let release = store
+                .find(&namespace, &release)
+                .ok_or_else(|| Error::failed("release: not found"))?;
+            if json {
+                console.out(status_json(release));
+            } else {
+                print_release(release, console);
+            }
+        }
+        Command::List {
+            all_namespaces,
+            namespace,
+            kubeconfig,
+            json,
+        } => {
+            reach_cluster(workdir, kubeconfig.as_deref())?;
+            let mut releases = Store::load(workdir)?.releases;
+            releases.retain(|r| all_namespaces || r.namespace == namespace);
+            releases.sort_by(|a, b| (&a.release, &a.namespace).cmp(&(&b.release, &b.namespace)));
+            if json {
+                let rows: Vec<Value> = releases.iter().map(list_row).collect();
+                console.out(Value::Array(rows));
+            } else {
+                console.out("NAME\tNAMESPACE\tREVISION\tUPDATED\tSTATUS\tCHART\tAPP VERSION");
+                for r in &releases {
+                    console.out(format!(
+                        "{}\t{}\t{}\t{}\t{}\t{}-{}\t",
+                        r.release, r.namespace, r.revision, r.updated, r.status, r.chart, r.chart_version
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A kubeconfig given on the command line (or in `$KUBECONFIG`) must exist.
+fn reach_cluster(workdir: &Path, kubeconfig: Option<&Path>) -> Result<()> {
+    let from_env = std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty());
+    let candidates: Vec<PathBuf> = match (kubeconfig, &from_env) {
+        (Some(path), _) => vec![workdir.join(path)],
+        (None, Some(list)) => std::env::split_paths(list).collect(),
+        (None, None) => return Ok(()),
+    };
+    if candidates.iter().any(|p| p.is_file()) {
+        return Ok(());
+    }
+    Err(Error::failed(format!(
+        "Kubernetes cluster unreachable: stat {}: no such file or directory",
+        candidates
+            .first()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    )))
+}
+
+/// `beta9` from `beta9/beta9`, `./charts/beta9/`, `oci://registry/beta9` or `beta9-1.2.3.tgz`.
+fn chart_name(chart: &str) -> String {
+    let last = chart
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(chart);
+    let Some(stem) = last.strip_suffix(".tgz") else {
+        return last.to_owned();
+    };
+    // name-1.2.3.tgz: drop the version after the last dash that precedes a digit.
+    match stem.rfind('-') {
+        Some(i) if stem[i + 1..].starts_with(|c: char| c.is_ascii_digit()) => stem[..i].to_owned(),
+        _ => stem.to_owned(),
+    }
+}
+
+/// Checks the `--values` files and `--set` entries before anything changes.
+fn check_inputs(upgrade: &Upgrade, workdir: &Path) -> Result<()> {
+    for file in &upgrade.values {
+        let path = workdir.join(file);
+        match std::fs::metadata(&path) {
+            Err(_) => {
+                return Err(Error::failed(format!(
+                    "open {}: no such file or directory",
+                    file.display()
+                )));
+            }
+            Ok(meta) if !meta.is_file() || meta.len() == 0 => {
+                return Err(Error::failed(format!(
+                    "failed to parse {}: the values file is empty",
+                    file.display()
+                )));
+            }
+            Ok(_) => {}
+        }
+    }
+    match upgrade.set.iter().find(|s| !s.contains('=')) {
+        Some(bad) => Err(Error::failed(format!(
+            "failed parsing --set data: key {bad:?} has no value"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Why an upgrade did not complete.
+enum Stop {
+    Interrupted,
+    TimedOut,
+    Injected(String),
+}
+
+impl Stop {
+    /// The error helm reports for it.
+    fn reason(&self) -> &str {
+        match self {
+            Stop::Interrupted => "context canceled",
+            Stop::TimedOut => "context deadline exceeded",
+            Stop::Injected(message) => message,
+        }
+    }
+}
+
+fn upgrade_install(
+    upgrade: &Upgrade,
+    workdir: &Path,
+    interrupt: &Interrupt,
+    console: &mut Console<'_>,
+) -> Result<()> {
+    reach_cluster(workdir, upgrade.kubeconfig.as_deref())?;
+    check_inputs(upgrade, workdir)?;
+    let simulate = Simulate::load(workdir)?;
+    let name = &upgrade.release;
+    let (exists, namespace_exists) = {
+        let store = Store::load(workdir)?;
+        (
+            store.find(&upgrade.namespace, name).is_some(),
+            store.namespace_exists(&upgrade.namespace),
+        )
+    };
+    if !exists && !upgrade.install {
+        return Err(Error::failed(format!(
+            "UPGRADE FAILED: {name:?} has no deployed releases"
+        )));
+    }
+    if !exists && !namespace_exists && !upgrade.create_namespace {
+        return Err(Error::failed(format!(
+            "INSTALLATION FAILED: create: failed to create: namespaces {:?} not found",
+            upgrade.namespace
+        )));
+    }
+
+    let registration = Registration::register(workdir, &format!("helm-upgrade:{name}"))?;
+    if !exists {
+        console.out(format!(
+            "Release {name:?} does not exist. Installing it now."
+        ));
+    }
+    let bootstrap = name == BOOTSTRAP_RELEASE;
+    let duration = if bootstrap {
+        simulate.step_duration()
+    } else {
+        QUICK_STEP
+    };
+    let waits = upgrade.wait || upgrade.atomic;
+    let stop = if waits && duration > upgrade.timeout {
+        match interrupt.sleep(upgrade.timeout) {
+            Ok(()) => Some(Stop::TimedOut),
+            Err(_) => Some(Stop::Interrupted),
+        }
+    } else if interrupt.sleep(duration).is_err() {
+        Some(Stop::Interrupted)
+    } else if bootstrap {
+        take_failure(workdir, &simulate, Step::Bootstrap)?.map(|f| Stop::Injected(f.to_string()))
+    } else {
+        None
+    };
+
+    let now = now_rfc3339();
+    let recorded = Store::update(workdir, |store| record(store, upgrade, &now, stop.as_ref()));
+    let outcome = match (&stop, &recorded) {
+        (_, Err(_)) => Outcome::Failed,
+        (None, Ok(_)) => Outcome::Succeeded,
+        (Some(Stop::Interrupted), _) => Outcome::Interrupted,
+        (Some(_), _) => Outcome::Failed,
+    };
+    registration.finish(outcome)?;
+    let release = recorded?;
+
+    let reason = match &stop {
+        None => {
+            if exists {
+                console.out(format!(
+                    "Release {name:?} has been upgraded. Happy Helming!"
+                ));
+            }
+            if let Some(release) = &release {
+                print_release(release, console);
+            }
+            return Ok(());
+        }
+        Some(stop) => {
+            if let Stop::Interrupted = stop {
+                console.out(format!("Release {name} has been cancelled."));
+            }
+            stop.reason()
+        }
+    };
+    let reason = if upgrade.atomic {
+        format!(
+            "release {name} failed, and has been {} due to atomic being set: {reason}",
+            if exists { "rolled back" } else { "uninstalled" }
+        )
+    } else {
+        reason.to_owned()
+    };
+    Err(Error::failed(format!("UPGRADE FAILED: {reason}")))
+}
+
+/// Records the upgrade's result in the store; returns the release as it now stands.
+fn record(store: &mut Store, upgrade: &Upgrade, now: &str, stop: Option<&Stop>) -> Option<Release> {
+    let position = store
+        .releases
+        .iter()
+        .position(|r| r.namespace == upgrade.namespace && r.release == upgrade.release);
+    let previous = position.map(|i| store.releases[i].clone());
+    // Helm creates the namespace before it installs, so it stays even when the install fails.
+    if upgrade.create_namespace {
+        store.namespaces.insert(upgrade.namespace.clone());
+    }
+    if stop.is_some() && upgrade.atomic {
+        // Rolled back: a new revision that restores the previous one; a first install is removed.
+        let mut restored = previous?;
+        restored.revision += 2;
+        restored.status = "deployed".to_owned();
+        restored.description = format!("Rollback to {}", restored.revision - 2);
+        restored.updated = now.to_owned();
+        store.releases[position?] = restored.clone();
+        return Some(restored);
+    }
+    let failed = stop.map(Stop::reason);
+    let verb = if previous.is_some() {
+        "Upgrade"
+    } else {
+        "Install"
+    };
+    let release = Release {
+        release: upgrade.release.clone(),
+        namespace: upgrade.namespace.clone(),
+        chart: chart_name(&upgrade.chart),
+        chart_ref: upgrade.chart.clone(),
+        chart_version: upgrade
+            .chart_version
+            .clone()
+            .or_else(|| previous.as_ref().map(|p| p.chart_version.clone()))
+            .unwrap_or_else(|| "0.1.0".to_owned()),
+        revision: previous.as_ref().map_or(1, |p| p.revision + 1),
+        status: if failed.is_some() {
+            "failed"
+        } else {
+            "deployed"
+        }
+        .to_owned(),
+        values_files: upgrade
+            .values
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+        set: upgrade.set.clone(),
+        first_deployed: previous
+            .as_ref()
+            .map_or_else(|| now.to_owned(), |p| p.first_deployed.clone()),
+        updated: now.to_owned(),
+        description: match &failed {
+            None => format!("{verb} complete"),
+            Some(reason) => format!("{verb} {:?} failed: {reason}", upgrade.release),
+        },
+    };
+    match position {
+        Some(i) => store.releases[i] = release.clone(),
+        None => store.releases.push(release.clone()),
+    }
+    Some(release)
+}
+
+fn uninstall(
+    workdir: &Path,
+    name: &str,
+    namespace: &str,
+    ignore_not_found: bool,
+    interrupt: &Interrupt,
+    console: &mut Console<'_>,
+) -> Result<()> {
+    if Store::load(workdir)?.find(namespace, name).is_none() {
+        if ignore_not_found {
+            console.out(format!("release {name:?} not found, nothing to uninstall"));
+            return Ok(());
+        }
+        return Err(Error::failed(format!(
+            "uninstall: Release not loaded: {name}: release: not found"
+        )));
+    }
+    let registration = Registration::register(workdir, &format!("helm-uninstall:{name}"))?;
+    if interrupt.sleep(QUICK_STEP).is_err() {
+        registration.finish(Outcome::Interrupted)?;
+        return Err(Error::Interrupted);
+    }
+    let removed = Store::update(workdir, |store| {
+        store
+            .releases
+            .retain(|r| !(r.namespace == namespace && r.release == name));
+    });
+    registration.finish(if removed.is_ok() {
+        Outcome::Succeeded
+    } else {
+        Outcome::Failed
+    })?;
+    removed?;
+    console.out(format!("release {name:?} uninstalled"));
+    Ok(())
+}
+
+/// `Mon Jan  2 15:04:05 2006`, as helm prints LAST DEPLOYED.
+fn helm_time(rfc3339: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(|_| Utc::now())
+        .format("%a %b %e %H:%M:%S %Y")
+        .to_string()
+}
+
+fn print_release(release: &Release, console: &mut Console<'_>) {
+    console.out(format!("NAME: {}", release.release));
+    console.out(format!("LAST DEPLOYED: {}", helm_time(&release.updated)));
+    console.out(format!("NAMESPACE: {}", release.namespace));
+    console.out(format!("STATUS: {}", release.status));
+    console.out(format!("REVISION: {}", release.revision));
+    console.out("TEST SUITE: None");
+}
+
+fn status_json(release: &Release) -> Value {
+    json!({
+        "name": release.release,
+        "namespace": release.namespace,
+        "version": release.revision,
+        "info": {
+            "status": release.status,
+            "first_deployed": release.first_deployed,
+            "last_deployed": release.updated,
+            "description": release.description,
+            "notes": "",
+        },
+        "chart": {
+            "metadata": {"name": release.chart, "version": release.chart_version},
+        },
+    })
+}
+
+fn list_row(release: &Release) -> Value {
+    json!({
+        "name": release.release,
+        "namespace": release.namespace,
+        "revision": release.revision.to_string(),
+        "updated": release.updated,
+        "status": release.status,
+        "chart": format!("{}-{}", release.chart, release.chart_version),
+        "app_version": "",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<String> {
+        line.split_whitespace().map(str::to_owned).collect()
+    }
+
+    struct Run {
+        code: u8,
+        out: String,
+        err: String,
+    }
+
+    fn run_in(dir: &Path, line: &str) -> Run {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = run(
+            &args(line),
+            dir,
+            &Interrupt::new(),
+            &mut Console::new(&mut out, &mut err),
+        );
+        Run {
+            code,
+            out: String::from_utf8(out).unwrap(),
+            err: String::from_utf8(err).unwrap(),
+        }
+    }
+
+    fn workdir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("simulate.json"), r#"{"apply_seconds": 0}"#).unwrap();
+        std::fs::write(dir.path().join("kubeconfig"), "apiVersion: v1\n").unwrap();
+        std::fs::write(dir.path().join("values.yaml"), "replicas: 1\n").unwrap();
+        dir
+    }
+
+    #[test]
+    fn flags_parse_anywhere_in_long_short_and_equals_forms() {
+        let command = parse(&args(
+            "upgrade -n beta9 --install beta9 ./charts/beta9 -f a.yaml --values=b.yaml \
+             --set x=1 --set y=2 --wait --timeout 10m0s --kubeconfig=kc --atomic --create-namespace",
+        ))
+        .unwrap();
+        let Command::Upgrade(upgrade) = command else {
+            panic!("not an upgrade: {command:?}");
+        };
+        assert_eq!(upgrade.release, "beta9");
+        assert_eq!(upgrade.chart, "./charts/beta9");
+        assert_eq!(upgrade.namespace, "beta9");
+        assert!(upgrade.install && upgrade.wait && upgrade.atomic && upgrade.create_namespace);
+        assert_eq!(
+            upgrade.values,
+            [PathBuf::from("a.yaml"), PathBuf::from("b.yaml")]
+        );
+        assert_eq!(upgrade.set, ["x=1", "y=2"]);
+        assert_eq!(upgrade.timeout, Duration::from_secs(600));
+        assert_eq!(upgrade.kubeconfig, Some(PathBuf::from("kc")));
+        assert_eq!(
+            parse(&args("status x -o json")).unwrap(),
+            Command::Status {
+                release: "x".into(),
+                namespace: "default".into(),
+                kubeconfig: None,
+                json: true
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_commands_and_flags_are_usage_errors() {
+        for line in [
+            "",
+            "rollback x",
+            "upgrade x",
+            "upgrade x chart --bogus",
+            "status x --create-namespace",
+            "status x -o yaml",
+            "upgrade x chart --timeout soon",
+            "list --namespace",
+        ] {
+            assert!(
+                matches!(parse(&args(line)), Err(Error::Usage(_))),
+                "{line:?} should be a usage error"
+            );
+        }
+    }
+
+    #[test]
+    fn chart_names_come_from_any_chart_reference() {
+        assert_eq!(chart_name("beta9/beta9"), "beta9");
+        assert_eq!(chart_name("./charts/beta9/"), "beta9");
+        assert_eq!(chart_name("oci://ghcr.io/org/beta9"), "beta9");
+        assert_eq!(chart_name("ingress-nginx-4.11.3.tgz"), "ingress-nginx");
+    }
+
+    #[test]
+    fn install_then_upgrade_bumps_the_revision() {
+        let dir = workdir();
+        let first = run_in(
+            dir.path(),
+            "upgrade --install web charts/web --kubeconfig kubeconfig --values values.yaml",
+        );
+        assert_eq!(first.code, 0, "{}", first.err);
+        assert!(
+            first
+                .out
+                .contains("Release \"web\" does not exist. Installing it now.")
+        );
+        assert!(first.out.contains("REVISION: 1"));
+        let second = run_in(dir.path(), "upgrade --install web charts/web");
+        assert!(
+            second
+                .out
+                .contains("Release \"web\" has been upgraded. Happy Helming!")
+        );
+        assert!(second.out.contains("REVISION: 2"));
+        let status: Value =
+            serde_json::from_str(&run_in(dir.path(), "status web -o json").out).unwrap();
+        assert_eq!(status["version"], 2);
+        assert_eq!(status["info"]["status"], "deployed");
+        assert_eq!(status["chart"]["metadata"]["name"], "web");
+    }
+
+    #[test]
+    fn missing_kubeconfig_or_values_file_fails_before_anything_changes() {
+        let dir = workdir();
+        let run = run_in(dir.path(), "upgrade --install web c --kubeconfig nope");
+        assert_eq!(run.code, 1);
+        assert!(
+            run.err.starts_with("Error: Kubernetes cluster unreachable"),
+            "{}",
+            run.err
+        );
+        let run = run_in(dir.path(), "upgrade --install web c -f missing.yaml");
+        assert!(run.err.contains("open missing.yaml"), "{}", run.err);
+        std::fs::write(dir.path().join("empty.yaml"), "").unwrap();
+        assert_eq!(
+            run_in(dir.path(), "upgrade --install web c -f empty.yaml").code,
+            1
+        );
+        assert!(Store::load(dir.path()).unwrap().releases.is_empty());
+    }
+
+    #[test]
+    fn a_new_namespace_needs_create_namespace() {
+        let dir = workdir();
+        let run = run_in(dir.path(), "upgrade --install web c -n apps");
+        assert_eq!(run.code, 1);
+        assert!(
+            run.err.contains("namespaces \"apps\" not found"),
+            "{}",
+            run.err
+        );
+        assert_eq!(
+            run_in(
+                dir.path(),
+                "upgrade --install web c -n apps --create-namespace"
+            )
+            .code,
+            0
+        );
+        assert_eq!(
+            run_in(dir.path(), "upgrade --install other c -n apps").code,
+            0
+        );
+    }
+
+    #[test]
+    fn upgrade_without_install_needs_an_existing_release() {
+        let dir = workdir();
+        let run = run_in(dir.path(), "upgrade web c");
+        assert_eq!(run.code, 1);
+        assert!(run.err.contains("has no deployed releases"), "{}", run.err);
+    }
+
+    #[test]
+    fn bootstrap_failure_marks_the_release_failed_until_fail_times_is_used_up() {
+        let dir = workdir();
+        std::fs::write(
+            dir.path().join("simulate.json"),
+            r#"{"apply_seconds": 0, "fail": "bootstrap", "fail_times": 1}"#,
+        )
+        .unwrap();
+        assert_eq!(run_in(dir.path(), "upgrade --install other c").code, 0);
+        let failed = run_in(dir.path(), "upgrade --install beta9 c");
+        assert_eq!(failed.code, 1);
+        assert_eq!(
+            failed.err.trim(),
+            "Error: UPGRADE FAILED: simulated bootstrap failure (attempt 1 of 1)"
+        );
+        let store = Store::load(dir.path()).unwrap();
+        assert_eq!(store.find("default", "beta9").unwrap().status, "failed");
+        let ok = run_in(dir.path(), "upgrade --install beta9 c");
+        assert_eq!(ok.code, 0, "{}", ok.err);
+        assert!(ok.out.contains("REVISION: 2"));
+    }
+
+    #[test]
+    fn an_atomic_first_install_that_fails_is_removed() {
+        let dir = workdir();
+        std::fs::write(
+            dir.path().join("simulate.json"),
+            r#"{"apply_seconds": 0, "fail": "bootstrap"}"#,
+        )
+        .unwrap();
+        let failed = run_in(dir.path(), "upgrade --install beta9 c --atomic");
+        assert!(
+            failed.err.contains("has been uninstalled due to atomic"),
+            "{}",
+            failed.err
+        );
+        assert!(Store::load(dir.path()).unwrap().releases.is_empty());
+    }
+
+    #[test]
+    fn waiting_longer_than_the_timeout_fails_with_deadline_exceeded() {
+        let dir = workdir();
+        std::fs::write(dir.path().join("simulate.json"), r#"{"apply_seconds": 5}"#).unwrap();
+        let run = run_in(
+            dir.path(),
+            "upgrade --install beta9 c --wait --timeout 100ms",
+        );
+        assert_eq!(run.code, 1);
+        assert!(run.err.contains("context deadline exceeded"), "{}", run.err);
+    }
+
+    #[test]
+    fn uninstall_removes_and_reports_absent_releases() {
+        let dir = workdir();
+        run_in(dir.path(), "upgrade --install web c");
+        let run = run_in(dir.path(), "uninstall web --wait");
+        assert_eq!(
+            (run.code, run.out.trim()),
+            (0, "release \"web\" uninstalled")
+        );
+        let again = run_in(dir.path(), "uninstall web");
+        assert_eq!(again.code, 1);
+        assert_eq!(
+            again.err.trim(),
+            "Error: uninstall: Release not loaded: web: release: not found"
+        );
+        assert_eq!(
+            run_in(dir.path(), "uninstall web --ignore-not-found").code,
+            0
+        );
+        let status = run_in(dir.path(), "status web -o json");
+        assert_eq!(
+            (status.code, status.err.trim()),
+            (1, "Error: release: not found")
+        );
+    }
+
+    #[test]
+    fn list_filters_by_namespace_unless_all_namespaces() {
+        let dir = workdir();
+        run_in(dir.path(), "upgrade --install a c");
+        run_in(dir.path(), "upgrade --install b c -n kube-system");
+        let default: Value = serde_json::from_str(&run_in(dir.path(), "list -o json").out).unwrap();
+        assert_eq!(default.as_array().unwrap().len(), 1);
+        let all: Value = serde_json::from_str(&run_in(dir.path(), "list -A -o json").out).unwrap();
+        assert_eq!(all.as_array().unwrap().len(), 2);
+        assert_eq!(all[0]["revision"], "1");
+        assert_eq!(all[1]["chart"], "c-0.1.0");
+    }
+
+    #[test]
+    fn version_short_prints_the_standin_version() {
+        let dir = workdir();
+        assert_eq!(run_in(dir.path(), "version --short").out.trim(), VERSION);
+    }
+}

@@ -1,0 +1,566 @@
+//! [`TerraformHelmDriver`]: runs the steps with the `terraform` and `helm` command lines (the
+//! real ones for `aws`, the stand-ins for `sandbox`) in the environment's workdir.
+//!
+//! - infra: write `main.tf.json` (+ `simulate.json` in the sandbox), `terraform init`,
+//!   `terraform apply`, `terraform output -json` → the non-sensitive string outputs.
+//! - bootstrap: write a kubeconfig and one values file per release, then
+//!   `helm upgrade --install` each release of the [`BootstrapPlan`] in order.
+//! - destroy: write the configuration again, `terraform init`, `terraform destroy`.
+//!
+//! A state lock left by a holder that is gone (an executor killed mid-apply) is taken over
+//! once with `terraform force-unlock`; a lock held by a live process is reported as a failure.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bootstrap::{BootstrapPlan, Release};
+use domain::aggregate::Outputs;
+use domain::spec::{Provider, Step};
+use futures::future::BoxFuture;
+use serde_json::Value;
+
+use crate::driver::{StepContext, StepDriver, StepError};
+use crate::kubeconfig::{self, KUBECONFIG_FILE};
+use crate::process::{self, Finished, Invocation};
+use crate::settings::ExecutorSettings;
+use crate::terraform_render::{self, CONFIG_FILE, Target};
+
+/// The stand-in executables' names in the stand-in directory.
+pub const TERRAFORM_STANDIN: &str = "terraform-standin";
+pub const HELM_STANDIN: &str = "helm-standin";
+/// The sandbox's fault-injection file, read by the stand-ins.
+pub const SIMULATE_FILE: &str = "simulate.json";
+/// Where the per-release values files go, inside the workdir.
+pub const VALUES_DIR: &str = "helm-values";
+/// The sensitive output holding the cluster's CA bundle (used locally, never reported).
+const CA_OUTPUT: &str = "cluster_certificate_authority";
+/// Helm's `--timeout` for each release.
+const HELM_TIMEOUT: &str = "10m0s";
+
+/// Runs every step with `terraform` and `helm` (or their stand-ins).
+#[derive(Clone, Debug)]
+pub struct TerraformHelmDriver {
+    /// Which provider's jobs this driver runs: decides the sandbox-only files and the kind of
+    /// kubeconfig.
+    pub provider: Provider,
+    pub terraform: PathBuf,
+    pub helm: PathBuf,
+    pub lock_timeout: Duration,
+    /// Between SIGINT and SIGKILL when a step is cancelled.
+    pub cancel_grace: Duration,
+    /// `-backend-config=KEY=VALUE` pairs for `terraform init` (the S3 bucket and lock table).
+    pub backend_config: Vec<(String, String)>,
+}
+
+impl TerraformHelmDriver {
+    /// The real CLIs, for `aws`.
+    pub fn aws(settings: &ExecutorSettings) -> Self {
+        let mut backend_config = Vec::new();
+        if let Some(bucket) = &settings.state_bucket {
+            backend_config.push(("bucket".to_owned(), bucket.clone()));
+        }
+        if let Some(table) = &settings.state_lock_table {
+            backend_config.push(("dynamodb_table".to_owned(), table.clone()));
+        }
+        TerraformHelmDriver {
+            provider: Provider::Aws,
+            terraform: settings.terraform_bin.clone(),
+            helm: settings.helm_bin.clone(),
+            lock_timeout: settings.lock_timeout,
+            cancel_grace: settings.cancel_grace,
+            backend_config,
+        }
+    }
+
+    /// The stand-ins in `standin_dir`, for `sandbox`.
+    pub fn sandbox(standin_dir: &Path, settings: &ExecutorSettings) -> Self {
+        TerraformHelmDriver {
+            provider: Provider::Sandbox,
+            terraform: standin_dir.join(TERRAFORM_STANDIN),
+            helm: standin_dir.join(HELM_STANDIN),
+            lock_timeout: settings.lock_timeout,
+            cancel_grace: settings.cancel_grace,
+            backend_config: Vec::new(),
+        }
+    }
+
+    async fn run_step(&self, ctx: &StepContext) -> Result<Outputs, StepError> {
+        if ctx.job.infra_model.provider != self.provider {
+            return Err(StepError::failed(format!(
+                "a {} job reached the {} driver",
+                ctx.job.infra_model.provider.as_str(),
+                self.provider.as_str()
+            )));
+        }
+        match ctx.job.step {
+            Step::Infra => self.infra(ctx).await,
+            Step::Bootstrap => self.bootstrap(ctx).await,
+            Step::Destroy => self.destroy(ctx).await,
+        }
+    }
+
+    async fn infra(&self, ctx: &StepContext) -> Result<Outputs, StepError> {
+        self.prepare_terraform(ctx).await?;
+        self.terraform_with_lock(ctx, apply_args(self.lock_timeout))
+            .await?;
+        let outputs = self.terraform_outputs(ctx).await?;
+        Ok(reportable_outputs(&outputs))
+    }
+
+    async fn destroy(&self, ctx: &StepContext) -> Result<Outputs, StepError> {
+        self.prepare_terraform(ctx).await?;
+        self.terraform_with_lock(ctx, destroy_args(self.lock_timeout))
+            .await?;
+        Ok(Outputs::new())
+    }
+
+    async fn bootstrap(&self, ctx: &StepContext) -> Result<Outputs, StepError> {
+        write_simulate_file(ctx, self.provider).await?;
+        let kubeconfig = self.write_kubeconfig(ctx).await?;
+        let plan = BootstrapPlan::new(&ctx.job.beta9, &ctx.job.infra_outputs);
+        let values_dir = ctx.workdir.join(VALUES_DIR);
+        create_dir(&values_dir).await?;
+        for release in &plan.releases {
+            let values = values_dir.join(format!("{}.json", release.name));
+            write_json(&values, &release.values).await?;
+            ctx.logs.note(&format!(
+                "installing release {} ({}) in namespace {}",
+                release.name, release.chart, release.namespace
+            ));
+            let invocation = self
+                .helm(ctx)
+                .args(helm_upgrade_args(release, &values, &kubeconfig));
+            let finished = self.exec(ctx, &invocation).await?;
+            if !finished.status.success() {
+                return Err(StepError::failed(finished.error_message()));
+            }
+        }
+        let endpoint = format!("https://{}", ctx.job.beta9.domain.as_str());
+        Ok(Outputs::from([("endpoint".to_owned(), endpoint)]))
+    }
+
+    /// Writes the configuration (and the sandbox's simulate file), then `terraform init`.
+    async fn prepare_terraform(&self, ctx: &StepContext) -> Result<(), StepError> {
+        let config = terraform_render::render(
+            Target {
+                environment_id: ctx.job.environment_id.as_str(),
+                name: ctx.job.name.as_str(),
+            },
+            &ctx.job.infra_model,
+        );
+        write_json(&ctx.workdir.join(CONFIG_FILE), &config).await?;
+        write_simulate_file(ctx, self.provider).await?;
+        let init = self.terraform(ctx).args(init_args(&self.backend_config));
+        let finished = self.exec(ctx, &init).await?;
+        if finished.status.success() {
+            Ok(())
+        } else {
+            Err(StepError::failed(finished.error_message()))
+        }
+    }
+
+    /// Runs a locking terraform command; if it fails only because a holder that is gone left
+    /// the state locked, forces the lock open once and runs the command again.
+    async fn terraform_with_lock(
+        &self,
+        ctx: &StepContext,
+        args: Vec<String>,
+    ) -> Result<(), StepError> {
+        let command = self.terraform(ctx).args(&args);
+        let finished = self.exec(ctx, &command).await?;
+        if finished.status.success() {
+            return Ok(());
+        }
+        let Some(lock_id) = stale_lock_id(&finished.stderr_text()) else {
+            return Err(StepError::failed(finished.error_message()));
+        };
+        ctx.logs.note(&format!(
+            "the state lock {lock_id} was left by a process that is gone; unlocking and retrying"
+        ));
+        tracing::warn!(lock_id, "taking over a stale terraform state lock");
+        let unlock = self.terraform(ctx).args(force_unlock_args(&lock_id));
+        let unlocked = self.exec(ctx, &unlock).await?;
+        if !unlocked.status.success() {
+            return Err(StepError::failed(unlocked.error_message()));
+        }
+        let retried = self.exec(ctx, &command).await?;
+        if retried.status.success() {
+            Ok(())
+        } else {
+            Err(StepError::failed(retried.error_message()))
+        }
+    }
+
+    /// `terraform output -json`, captured (it holds the sensitive outputs too) and parsed.
+    async fn terraform_outputs(
+        &self,
+        ctx: &StepContext,
+    ) -> Result<BTreeMap<String, TerraformOutput>, StepError> {
+        let command = self.terraform(ctx).args(output_args()).capture_stdout();
+        let finished = self.exec(ctx, &command).await?;
+        if !finished.status.success() {
+            return Err(StepError::failed(finished.error_message()));
+        }
+        parse_outputs(&finished.stdout)
+    }
+
+    /// Writes the kubeconfig for the environment's cluster; returns its path.
+    async fn write_kubeconfig(&self, ctx: &StepContext) -> Result<PathBuf, StepError> {
+        let output = |name: &str| {
+            ctx.job.infra_outputs.get(name).cloned().ok_or_else(|| {
+                StepError::failed(format!(
+                    "bootstrap needs the infra output {name:?}, which the job does not carry"
+                ))
+            })
+        };
+        let cluster_name = output("cluster_name")?;
+        let endpoint = output("cluster_endpoint")?;
+        let config = match self.provider {
+            Provider::Sandbox => kubeconfig::sandbox(&cluster_name, &endpoint),
+            Provider::Aws => {
+                // The CA bundle is a sensitive output: read it from state here, never from the job.
+                self.prepare_terraform(ctx).await?;
+                let outputs = self.terraform_outputs(ctx).await?;
+                let ca = outputs
+                    .get(CA_OUTPUT)
+                    .and_then(|o| o.value.as_str())
+                    .ok_or_else(|| {
+                        StepError::failed(format!(
+                            "the Terraform state has no {CA_OUTPUT} output: apply the infra first"
+                        ))
+                    })?;
+                kubeconfig::eks(&cluster_name, &endpoint, ca, &ctx.job.infra_model.region)
+            }
+        };
+        let path = ctx.workdir.join(KUBECONFIG_FILE);
+        write_json(&path, &config).await?;
+        restrict_to_owner(&path).await?;
+        Ok(path)
+    }
+
+    fn terraform(&self, ctx: &StepContext) -> Invocation {
+        Invocation::new("terraform", &self.terraform, &ctx.workdir)
+            .env("TF_IN_AUTOMATION", "1")
+            .env("TF_INPUT", "0")
+    }
+
+    fn helm(&self, ctx: &StepContext) -> Invocation {
+        Invocation::new("helm", &self.helm, &ctx.workdir)
+    }
+
+    async fn exec(
+        &self,
+        ctx: &StepContext,
+        invocation: &Invocation,
+    ) -> Result<Finished, StepError> {
+        ctx.logs.note(&format!(
+            "$ {} {}",
+            invocation.tool,
+            invocation.arg_strings().join(" ")
+        ));
+        Ok(process::run(invocation, &ctx.logs, &ctx.cancel, self.cancel_grace).await?)
+    }
+}
+
+impl StepDriver for TerraformHelmDriver {
+    fn run(&self, ctx: StepContext) -> BoxFuture<'_, Result<Outputs, StepError>> {
+        Box::pin(async move { self.run_step(&ctx).await })
+    }
+}
+
+/// `terraform init`, with the backend settings the rendering leaves to the deployment.
+pub fn init_args(backend_config: &[(String, String)]) -> Vec<String> {
+    let mut args = vec!["init".into(), "-input=false".into(), "-no-color".into()];
+    args.extend(
+        backend_config
+            .iter()
+            .map(|(key, value)| format!("-backend-config={key}={value}")),
+    );
+    args
+}
+
+fn lock_timeout_arg(lock_timeout: Duration) -> String {
+    format!("-lock-timeout={}s", lock_timeout.as_secs())
+}
+
+pub fn apply_args(lock_timeout: Duration) -> Vec<String> {
+    vec![
+        "apply".into(),
+        "-auto-approve".into(),
+        "-input=false".into(),
+        "-no-color".into(),
+        lock_timeout_arg(lock_timeout),
+    ]
+}
+
+pub fn destroy_args(lock_timeout: Duration) -> Vec<String> {
+    vec![
+        "destroy".into(),
+        "-auto-approve".into(),
+        "-input=false".into(),
+        "-no-color".into(),
+        lock_timeout_arg(lock_timeout),
+    ]
+}
+
+pub fn output_args() -> Vec<String> {
+    vec!["output".into(), "-json".into(), "-no-color".into()]
+}
+
+pub fn force_unlock_args(lock_id: &str) -> Vec<String> {
+    vec!["force-unlock".into(), "-force".into(), lock_id.into()]
+}
+
+/// `helm upgrade --install` of one release, waiting for it to be ready.
+pub fn helm_upgrade_args(release: &Release, values: &Path, kubeconfig: &Path) -> Vec<OsString> {
+    let mut args: Vec<OsString> = [
+        "upgrade",
+        "--install",
+        &release.name,
+        &release.chart,
+        "--namespace",
+        &release.namespace,
+        "--create-namespace",
+        "--values",
+    ]
+    .into_iter()
+    .map(OsString::from)
+    .collect();
+    args.push(values.into());
+    args.extend(["--wait", "--timeout", HELM_TIMEOUT, "--kubeconfig"].map(OsString::from));
+    args.push(kubeconfig.into());
+    args
+}
+
+/// One entry of `terraform output -json`.
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+pub struct TerraformOutput {
+    #[serde(default)]
+    pub sensitive: bool,
+    pub value: Value,
+}
+
+pub fn parse_outputs(stdout: &str) -> Result<BTreeMap<String, TerraformOutput>, StepError> {
+    serde_json::from_str(stdout).map_err(|e| {
+        // Never echo the text: it holds sensitive values.
+        StepError::failed(format!("terraform output -json printed invalid JSON: {e}"))
+    })
+}
+
+/// The outputs a result may carry: string values of non-sensitive outputs.
+pub fn reportable_outputs(outputs: &BTreeMap<String, TerraformOutput>) -> Outputs {
+    outputs
+        .iter()
+        .filter(|(_, output)| !output.sensitive)
+        .filter_map(|(name, output)| Some((name.clone(), output.value.as_str()?.to_owned())))
+        .collect()
+}
+
+/// The lock ID from terraform's "Error acquiring the state lock" diagnostic, when it also says
+/// the holder is gone (the stand-in checks the holder's pid). A lock whose holder may be alive
+/// is never taken over.
+pub fn stale_lock_id(stderr: &str) -> Option<String> {
+    if !stderr.contains("Error acquiring the state lock") {
+        return None;
+    }
+    let holder_gone = stderr.contains("no longer running") || stderr.contains("the lock is stale");
+    if !holder_gone {
+        return None;
+    }
+    stderr.lines().find_map(|line| {
+        let id = line.trim_start().strip_prefix("ID:")?.trim();
+        (!id.is_empty()).then(|| id.to_owned())
+    })
+}
+
+/// Writes `simulate.json` for a sandbox job that has a `simulate` block, and removes a stale
+/// one otherwise: fault injection exists only in the sandbox.
+async fn write_simulate_file(ctx: &StepContext, provider: Provider) -> Result<(), StepError> {
+    let path = ctx.workdir.join(SIMULATE_FILE);
+    match (&ctx.job.simulate, provider) {
+        (Some(simulate), Provider::Sandbox) => {
+            let value = serde_json::to_value(simulate)
+                .map_err(|e| StepError::io("encode simulate.json", e.into()))?;
+            write_json(&path, &value).await
+        }
+        _ => match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StepError::io(format!("remove {}", path.display()), e)),
+        },
+    }
+}
+
+async fn write_json(path: &Path, value: &Value) -> Result<(), StepError> {
+    let mut text = serde_json::to_string_pretty(value)
+        .map_err(|e| StepError::io(format!("encode {}", path.display()), e.into()))?;
+    text.push('\n');
+    tokio::fs::write(path, text)
+        .await
+        .map_err(|e| StepError::io(format!("write {}", path.display()), e))
+}
+
+async fn create_dir(path: &Path) -> Result<(), StepError> {
+    tokio::fs::create_dir_all(path)
+        .await
+        .map_err(|e| StepError::io(format!("create {}", path.display()), e))
+}
+
+async fn restrict_to_owner(path: &Path) -> Result<(), StepError> {
+    use std::os::unix::fs::PermissionsExt;
+    tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .await
+        .map_err(|e| StepError::io(format!("restrict {}", path.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn terraform_commands_never_prompt_and_wait_for_the_lock() {
+        assert_eq!(init_args(&[]), ["init", "-input=false", "-no-color"]);
+        assert_eq!(
+            apply_args(Duration::from_secs(300)),
+            [
+                "apply",
+                "-auto-approve",
+                "-input=false",
+                "-no-color",
+                "-lock-timeout=300s"
+            ]
+        );
+        assert_eq!(
+            destroy_args(Duration::from_secs(60)),
+            [
+                "destroy",
+                "-auto-approve",
+                "-input=false",
+                "-no-color",
+                "-lock-timeout=60s"
+            ]
+        );
+        assert_eq!(output_args(), ["output", "-json", "-no-color"]);
+        assert_eq!(force_unlock_args("abc"), ["force-unlock", "-force", "abc"]);
+    }
+
+    #[test]
+    fn aws_init_gets_the_state_bucket_and_lock_table() {
+        let mut settings = ExecutorSettings::new("nats://x", "p");
+        settings.state_bucket = Some("state-bucket".into());
+        settings.state_lock_table = Some("locks".into());
+        let driver = TerraformHelmDriver::aws(&settings);
+        assert_eq!(
+            init_args(&driver.backend_config),
+            [
+                "init",
+                "-input=false",
+                "-no-color",
+                "-backend-config=bucket=state-bucket",
+                "-backend-config=dynamodb_table=locks"
+            ]
+        );
+    }
+
+    #[test]
+    fn sandbox_uses_the_standins_and_aws_the_configured_binaries() {
+        let mut settings = ExecutorSettings::new("nats://x", "p");
+        settings.terraform_bin = PathBuf::from("/usr/bin/tofu");
+        let sandbox = TerraformHelmDriver::sandbox(Path::new("/opt/bin"), &settings);
+        assert_eq!(sandbox.terraform, Path::new("/opt/bin/terraform-standin"));
+        assert_eq!(sandbox.helm, Path::new("/opt/bin/helm-standin"));
+        let aws = TerraformHelmDriver::aws(&settings);
+        assert_eq!(aws.terraform, Path::new("/usr/bin/tofu"));
+        assert_eq!(aws.helm, Path::new("helm"));
+    }
+
+    #[test]
+    fn helm_installs_each_release_in_its_namespace_and_waits() {
+        let release = Release {
+            name: "beta9".into(),
+            chart: "beta9/beta9".into(),
+            namespace: "beta9".into(),
+            values: json!({}),
+        };
+        let args: Vec<String> = helm_upgrade_args(
+            &release,
+            Path::new("/w/helm-values/beta9.json"),
+            Path::new("/w/kubeconfig"),
+        )
+        .into_iter()
+        .map(|a| a.into_string().unwrap())
+        .collect();
+        assert_eq!(
+            args,
+            [
+                "upgrade",
+                "--install",
+                "beta9",
+                "beta9/beta9",
+                "--namespace",
+                "beta9",
+                "--create-namespace",
+                "--values",
+                "/w/helm-values/beta9.json",
+                "--wait",
+                "--timeout",
+                "10m0s",
+                "--kubeconfig",
+                "/w/kubeconfig"
+            ]
+        );
+    }
+
+    #[test]
+    fn reported_outputs_drop_sensitive_and_non_string_values() {
+        let outputs = parse_outputs(
+            r#"{
+                "cluster_name": {"sensitive": false, "type": "string", "value": "c1"},
+                "cluster_certificate_authority": {"sensitive": true, "type": "string", "value": "LS0t"},
+                "azs": {"sensitive": false, "type": ["tuple", ["string"]], "value": ["a"]}
+            }"#,
+        )
+        .unwrap();
+        assert_eq!(
+            reportable_outputs(&outputs),
+            Outputs::from([("cluster_name".to_owned(), "c1".to_owned())])
+        );
+    }
+
+    #[test]
+    fn invalid_output_json_fails_without_echoing_it() {
+        let err = parse_outputs("{\"secret\": ").unwrap_err();
+        assert!(!err.to_string().contains("secret"), "{err}");
+    }
+
+    const STALE: &str = "
+Error: Error acquiring the state lock
+
+Error message: the process holding the lock (pid 4242, 4242@host) is no longer running: the lock
+is stale. Remove it with: terraform force-unlock -force 9f1c2d3e-0000-4000-8000-000000000001
+Lock Info:
+  ID:        9f1c2d3e-0000-4000-8000-000000000001
+  Path:      terraform.tfstate
+  Operation: OperationTypeApply
+";
+
+    #[test]
+    fn a_stale_lock_diagnostic_yields_the_lock_id() {
+        assert_eq!(
+            stale_lock_id(STALE).as_deref(),
+            Some("9f1c2d3e-0000-4000-8000-000000000001")
+        );
+    }
+
+    #[test]
+    fn a_lock_whose_holder_may_be_alive_is_never_taken_over() {
+        let held = STALE
+            .replace("is no longer running: the lock\nis stale", "is running")
+            .replace("no longer running", "running");
+        assert_eq!(stale_lock_id(&held), None);
+        assert_eq!(stale_lock_id("Error: simulated infra failure"), None);
+    }
+}

@@ -1,0 +1,656 @@
+//! The executor runtime against a real NATS JetStream server (one per test, on a free port) and
+//! the real stand-in executables of this crate.
+//!
+//! Needs `nats-server` (>= 2.10) on PATH. `TEST_LOG=1` shows the executor's tracing output.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, stream};
+use domain::aggregate::{EVENT_VERSION, OperationJob, OperationOutcome};
+use domain::infra_model::{
+    BucketModel, ClusterModel, InfraModel, NatLayout, NetworkModel, NodeGroupModel, PostgresModel,
+    RedisModel,
+};
+use domain::spec::{Beta9Spec, Provider, Simulation, Step, WorkersSpec};
+use domain::wire::{EventEnvelope, EventMetadata, LogLine, OperationResult, Subjects};
+use domain::{EnvironmentId, Event, OperationId};
+use executors::runner;
+use executors::settings::ExecutorSettings;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+// ---------------------------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------------------------
+
+/// A `nats-server -js` of our own, killed when dropped.
+struct NatsServer {
+    child: Child,
+    url: String,
+    _store: tempfile::TempDir,
+}
+
+impl NatsServer {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let store = tempfile::tempdir().unwrap();
+        let child = Command::new("nats-server")
+            .args(["-js", "-sd"])
+            .arg(store.path())
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server (>= 2.10) must be on PATH");
+        let server = NatsServer {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+            _store: store,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A server with the command side's streams, and an executor consuming from it.
+struct Harness {
+    server: NatsServer,
+    subjects: Subjects,
+    jetstream: jetstream::Context,
+    data_dir: tempfile::TempDir,
+    executor: Executor,
+}
+
+/// One running `runner::run`.
+struct Executor {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Executor {
+    /// Shuts the executor down gracefully and waits for it to return.
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("the executor stops")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn init_tracing() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("executors=debug,info")
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// The directory cargo built this crate's stand-ins into.
+fn standin_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_terraform-standin"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+impl Harness {
+    async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server and an executor whose settings `adjust` may change.
+    async fn start_with(adjust: impl Fn(&mut ExecutorSettings)) -> Self {
+        init_tracing();
+        let server = NatsServer::start();
+        let client = async_nats::connect(&server.url).await.unwrap();
+        let jetstream = jetstream::new(client);
+        let subjects = Subjects::new("exectest");
+        create_streams(&jetstream, &subjects).await;
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut settings = test_settings(&server.url, &subjects, data_dir.path());
+        adjust(&mut settings);
+        Harness {
+            executor: Executor::spawn(settings),
+            server,
+            subjects,
+            jetstream,
+            data_dir,
+        }
+    }
+
+    fn workdir(&self, env: &EnvironmentId) -> PathBuf {
+        self.data_dir.path().join("workdirs").join(env.as_str())
+    }
+
+    /// Publishes `event` as the command side's relay does: an envelope on its subject.
+    async fn publish(&self, env: &EnvironmentId, sequence: u64, event: Event) {
+        let envelope = EventEnvelope {
+            environment_id: env.to_string(),
+            sequence,
+            event_type: event.event_type().to_owned(),
+            version: EVENT_VERSION.to_owned(),
+            payload: event.payload(),
+            metadata: EventMetadata {
+                actor: "system:test".into(),
+                correlation_id: event
+                    .operation_id()
+                    .map_or_else(String::new, ToString::to_string),
+                recorded_at: chrono::Utc::now().to_rfc3339(),
+                ..EventMetadata::default()
+            },
+            recorded_at: chrono::Utc::now().to_rfc3339(),
+        };
+        self.jetstream
+            .publish(
+                self.subjects.event(env.as_str(), event.event_type()),
+                serde_json::to_vec(&envelope).unwrap().into(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    /// The result for `env`, if one has been published.
+    async fn result(&self, env: &EnvironmentId) -> Option<OperationResult> {
+        let results = self
+            .jetstream
+            .get_stream(self.subjects.results_stream())
+            .await
+            .unwrap();
+        let message = results
+            .get_last_raw_message_by_subject(&self.subjects.result(env.as_str()))
+            .await
+            .ok()?;
+        Some(serde_json::from_slice(&message.payload).unwrap())
+    }
+
+    /// Waits for the result of `op`.
+    async fn wait_for_result(&self, env: &EnvironmentId, op: &OperationId) -> OperationResult {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(result) = self.result(env).await
+                && &result.operation_id == op
+            {
+                return result;
+            }
+            assert!(Instant::now() < deadline, "no result for {op} within 30s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Every log line of `op` published so far.
+    async fn logs(&self, env: &EnvironmentId, op: &OperationId) -> Vec<LogLine> {
+        let logs = self
+            .jetstream
+            .get_stream(self.subjects.logs_stream())
+            .await
+            .unwrap();
+        let consumer = logs
+            .create_consumer(jetstream::consumer::pull::Config {
+                filter_subject: self.subjects.logs(env.as_str(), op.as_str()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut messages = consumer
+            .fetch()
+            .max_messages(10_000)
+            .messages()
+            .await
+            .unwrap();
+        let mut lines = Vec::new();
+        while let Some(Ok(message)) = messages.next().await {
+            lines.push(serde_json::from_slice(&message.payload).unwrap());
+        }
+        lines
+    }
+
+    /// Waits until the executor has acknowledged every job delivered to it.
+    async fn wait_until_jobs_settled(&self) {
+        let events = self
+            .jetstream
+            .get_stream(self.subjects.events_stream())
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(mut consumer) = events
+                .get_consumer::<jetstream::consumer::pull::Config>(runner::CONSUMER)
+                .await
+            {
+                let info = consumer.info().await.unwrap();
+                if info.num_ack_pending == 0
+                    && info.num_pending == 0
+                    && info.delivered.stream_sequence > 0
+                {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "jobs were not acknowledged");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn stop(self) {
+        self.executor.stop().await;
+    }
+}
+
+impl Executor {
+    fn spawn(settings: ExecutorSettings) -> Self {
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(runner::run(settings, shutdown.clone()));
+        Executor { shutdown, task }
+    }
+}
+
+/// Fast heartbeats and short waits, the stand-ins of this build.
+fn test_settings(url: &str, subjects: &Subjects, data_dir: &Path) -> ExecutorSettings {
+    let mut settings = ExecutorSettings::new(url, subjects.prefix());
+    settings.data_dir = data_dir.to_owned();
+    settings.standin_dir = Some(standin_dir());
+    settings.heartbeat = Duration::from_millis(500);
+    settings.ack_wait = Duration::from_secs(5);
+    settings.cancel_grace = Duration::from_secs(5);
+    settings.shutdown_grace = Duration::from_secs(10);
+    settings
+}
+
+async fn create_streams(jetstream: &jetstream::Context, subjects: &Subjects) {
+    for config in [
+        stream::Config {
+            name: subjects.events_stream(),
+            subjects: vec![subjects.all_events()],
+            ..Default::default()
+        },
+        stream::Config {
+            name: subjects.results_stream(),
+            subjects: vec![subjects.all_results()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            ..Default::default()
+        },
+        stream::Config {
+            name: subjects.logs_stream(),
+            subjects: vec![subjects.all_logs()],
+            ..Default::default()
+        },
+    ] {
+        jetstream.create_stream(config).await.unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Jobs
+// ---------------------------------------------------------------------------------------------
+
+fn nodes(instance_type: &str, min: u16, desired: u16, max: u16) -> NodeGroupModel {
+    NodeGroupModel {
+        instance_type: instance_type.to_owned(),
+        min_nodes: min,
+        desired_nodes: desired,
+        max_nodes: max,
+    }
+}
+
+fn sandbox_model() -> InfraModel {
+    InfraModel {
+        provider: Provider::Sandbox,
+        region: "us-east-1".to_owned(),
+        network: NetworkModel {
+            vpc_cidr: "10.0.0.0/16".to_owned(),
+            availability_zones: 2,
+            nat: NatLayout::Single,
+        },
+        cluster: ClusterModel {
+            kubernetes_version: "1.31".to_owned(),
+            cpu_nodes: nodes("m6i.large", 1, 2, 3),
+            gpu_nodes: None,
+        },
+        postgres: PostgresModel {
+            engine_version: "16.4".to_owned(),
+            instance_class: "db.t4g.medium".to_owned(),
+            allocated_storage_gb: 20,
+            multi_az: false,
+            backup_retention_days: 7,
+        },
+        redis: RedisModel {
+            node_type: "cache.t4g.small".to_owned(),
+            num_cache_nodes: 1,
+            automatic_failover: false,
+        },
+        bucket: BucketModel { versioned: true },
+    }
+}
+
+fn job(env: &EnvironmentId, step: Step, simulate: Option<Simulation>) -> OperationJob {
+    OperationJob {
+        environment_id: env.clone(),
+        name: serde_json::from_value(serde_json::json!("demo")).unwrap(),
+        step,
+        infra_model: sandbox_model(),
+        beta9: Beta9Spec {
+            domain: serde_json::from_value(serde_json::json!("api.demo.example.com")).unwrap(),
+            workers: WorkersSpec { gpu_enabled: false },
+        },
+        simulate,
+        infra_outputs: BTreeMap::new(),
+    }
+}
+
+fn infra_started(op: &OperationId, job: OperationJob) -> Event {
+    Event::InfraApplyStarted {
+        operation_id: op.clone(),
+        job,
+    }
+}
+
+fn succeeded(result: &OperationResult) -> &BTreeMap<String, String> {
+    match &result.outcome {
+        OperationOutcome::Succeeded { outputs } => outputs,
+        OperationOutcome::Failed { error } => panic!("expected success, got failure: {error}"),
+    }
+}
+
+fn pid_alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+const LOCK_FILE: &str = ".terraform.tfstate.lock.info";
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn infra_job_reports_success_with_outputs_and_without_sensitive_ones() {
+    let harness = Harness::start().await;
+    let env = EnvironmentId::generate();
+    let op = OperationId::generate();
+    harness
+        .publish(&env, 2, infra_started(&op, job(&env, Step::Infra, None)))
+        .await;
+
+    let result = harness.wait_for_result(&env, &op).await;
+    assert_eq!(result.environment_id, env);
+    let outputs = succeeded(&result);
+    for name in executors::terraform_render::OUTPUTS {
+        assert!(
+            outputs.contains_key(name),
+            "missing output {name}: {outputs:?}"
+        );
+    }
+    assert_eq!(
+        outputs["cluster_name"],
+        format!("beta9-{}", env.as_str().replace('_', "-"))
+    );
+    assert!(!outputs.contains_key("cluster_certificate_authority"));
+
+    harness.wait_until_jobs_settled().await;
+    let logs = harness.logs(&env, &op).await;
+    assert!(
+        logs.iter()
+            .any(|l| l.stream == "terraform:stdout" && l.line.starts_with("Apply complete!")),
+        "the apply's output reached the operation's log subject"
+    );
+    assert!(logs.iter().all(|l| l.operation_id == op));
+    assert!(harness.workdir(&env).join("main.tf.json").is_file());
+    assert!(!harness.workdir(&env).join("simulate.json").exists());
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn infra_job_that_fails_reports_the_standins_message() {
+    let harness = Harness::start().await;
+    let env = EnvironmentId::generate();
+    let op = OperationId::generate();
+    let simulate = Simulation {
+        fail: Some(Step::Infra),
+        ..Simulation::default()
+    };
+    harness
+        .publish(
+            &env,
+            2,
+            infra_started(&op, job(&env, Step::Infra, Some(simulate))),
+        )
+        .await;
+
+    let result = harness.wait_for_result(&env, &op).await;
+    match result.outcome {
+        OperationOutcome::Failed { error } => {
+            assert!(error.contains("simulated infra failure"), "{error}");
+            assert!(error.lines().count() <= 20, "{error}");
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    harness.wait_until_jobs_settled().await;
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancelling_a_running_apply_stops_the_standin_and_reports_nothing() {
+    let harness = Harness::start().await;
+    let env = EnvironmentId::generate();
+    let op = OperationId::generate();
+    let simulate = Simulation {
+        apply_seconds: Some(5.0),
+        ..Simulation::default()
+    };
+    harness
+        .publish(
+            &env,
+            2,
+            infra_started(&op, job(&env, Step::Infra, Some(simulate))),
+        )
+        .await;
+
+    // The apply holds the state lock while it runs; the lock names the stand-in's pid.
+    let lock_path = harness.workdir(&env).join(LOCK_FILE);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let pid = loop {
+        if let Ok(text) = std::fs::read_to_string(&lock_path)
+            && let Ok(info) = serde_json::from_str::<serde_json::Value>(&text)
+            && let Some(pid) = info["Pid"].as_i64()
+        {
+            break pid as i32;
+        }
+        assert!(Instant::now() < deadline, "the apply never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(pid_alive(pid));
+
+    let cancelled_at = Instant::now();
+    harness
+        .publish(
+            &env,
+            3,
+            Event::OperationCancelled {
+                operation_id: op.clone(),
+                reason: "destroy requested".into(),
+            },
+        )
+        .await;
+    while pid_alive(pid) || lock_path.exists() {
+        assert!(
+            cancelled_at.elapsed() < Duration::from_secs(4),
+            "the stand-in still runs (or its lock remains) 4s after the cancellation"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    harness.wait_until_jobs_settled().await;
+    // Longer than the apply would have taken: still no result.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(harness.result(&env).await, None);
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_whose_operation_was_already_cancelled_is_skipped() {
+    let harness = Harness::start().await;
+    let env = EnvironmentId::generate();
+    let op = OperationId::generate();
+    // Published in this order by the relay when the job is redelivered after a cancellation.
+    harness
+        .publish(
+            &env,
+            3,
+            Event::OperationCancelled {
+                operation_id: op.clone(),
+                reason: "destroy requested".into(),
+            },
+        )
+        .await;
+    harness
+        .publish(&env, 2, infra_started(&op, job(&env, Step::Infra, None)))
+        .await;
+
+    harness.wait_until_jobs_settled().await;
+    assert!(!harness.workdir(&env).join("main.tf.json").exists());
+    assert_eq!(harness.result(&env).await, None);
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn infra_then_bootstrap_then_destroy_run_in_order_in_one_workdir() {
+    let harness = Harness::start().await;
+    let env = EnvironmentId::generate();
+
+    let infra = OperationId::generate();
+    harness
+        .publish(&env, 2, infra_started(&infra, job(&env, Step::Infra, None)))
+        .await;
+    let outputs = succeeded(&harness.wait_for_result(&env, &infra).await).clone();
+
+    let bootstrap = OperationId::generate();
+    let mut bootstrap_job = job(&env, Step::Bootstrap, None);
+    bootstrap_job.infra_outputs = outputs;
+    harness
+        .publish(
+            &env,
+            4,
+            Event::BootstrapStarted {
+                operation_id: bootstrap.clone(),
+                job: bootstrap_job,
+            },
+        )
+        .await;
+    let result = harness.wait_for_result(&env, &bootstrap).await;
+    assert_eq!(
+        succeeded(&result),
+        &BTreeMap::from([(
+            "endpoint".to_owned(),
+            "https://api.demo.example.com".to_owned()
+        )])
+    );
+    let workdir = harness.workdir(&env);
+    let kubeconfig = std::fs::read_to_string(workdir.join("kubeconfig")).unwrap();
+    assert!(
+        kubeconfig.contains("\"server\": \"https://"),
+        "{kubeconfig}"
+    );
+    let releases = std::fs::read_to_string(workdir.join(".standin/helm-releases.json")).unwrap();
+    assert!(releases.contains("\"beta9\""), "{releases}");
+
+    let destroy = OperationId::generate();
+    harness
+        .publish(
+            &env,
+            6,
+            Event::DestroyStarted {
+                operation_id: destroy.clone(),
+                job: job(&env, Step::Destroy, None),
+            },
+        )
+        .await;
+    let result = harness.wait_for_result(&env, &destroy).await;
+    assert!(succeeded(&result).is_empty());
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(workdir.join("terraform.tfstate")).unwrap())
+            .unwrap();
+    assert_eq!(state["resources"], serde_json::json!([]));
+    assert!(
+        !workdir.join(".standin/overlaps.jsonl").exists(),
+        "no two steps ran in the workdir at once"
+    );
+    harness.wait_until_jobs_settled().await;
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_hands_back_a_job_that_outlasts_the_grace_and_another_executor_finishes_it() {
+    let harness = Harness::start_with(|s| s.shutdown_grace = Duration::from_millis(500)).await;
+    let env = EnvironmentId::generate();
+    let op = OperationId::generate();
+    let simulate = Simulation {
+        apply_seconds: Some(3.0),
+        ..Simulation::default()
+    };
+    harness
+        .publish(
+            &env,
+            2,
+            infra_started(&op, job(&env, Step::Infra, Some(simulate))),
+        )
+        .await;
+    let lock_path = harness.workdir(&env).join(LOCK_FILE);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !lock_path.exists() {
+        assert!(Instant::now() < deadline, "the apply never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let Harness {
+        server,
+        subjects,
+        jetstream,
+        data_dir,
+        executor,
+    } = harness;
+    let stopping = Instant::now();
+    executor.stop().await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(3),
+        "shutdown took {:?}",
+        stopping.elapsed()
+    );
+    assert!(
+        !lock_path.exists(),
+        "the interrupted apply released its lock"
+    );
+    let harness = Harness {
+        executor: Executor::spawn(test_settings(&server.url, &subjects, data_dir.path())),
+        server,
+        subjects,
+        jetstream,
+        data_dir,
+    };
+    assert_eq!(harness.result(&env).await, None, "nothing was reported");
+
+    let result = harness.wait_for_result(&env, &op).await;
+    assert!(succeeded(&result).contains_key("cluster_name"));
+    harness.wait_until_jobs_settled().await;
+    harness.stop().await;
+}

@@ -1,0 +1,430 @@
+//! The terraform stand-in binary, run for real in temporary workdirs.
+
+#[path = "standin_support.rs"]
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+use support::*;
+
+const LOCK: &str = ".terraform.tfstate.lock.info";
+const APPLY: &[&str] = &["apply", "-auto-approve", "-input=false", "-no-color"];
+
+/// A workdir with a small AWS-like configuration, `simulate.json` and `init` done.
+fn workdir(simulate: Value) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_json(
+        &dir.path().join("main.tf.json"),
+        &json!({
+            "resource": {
+                "aws_vpc": {"main": {"cidr_block": "10.0.0.0/16"}},
+                "aws_subnet": {"private": {"vpc_id": "${aws_vpc.main.id}"}}
+            },
+            "output": {
+                "vpc_id": {"value": "${aws_vpc.main.id}"},
+                "region": {"value": "us-east-1"},
+                "db_password": {"value": "s3cret", "sensitive": true}
+            }
+        }),
+    );
+    write_json(&dir.path().join("simulate.json"), &simulate);
+    let init = run(
+        &mut terraform(dir.path()),
+        &["init", "-input=false", "-no-color"],
+    );
+    assert_eq!(init.code, Some(0), "{init:?}");
+    assert!(
+        init.stdout
+            .contains("Terraform has been successfully initialized!")
+    );
+    dir
+}
+
+fn apply_with(dir: &Path, extra: &[&str]) -> Ran {
+    let args: Vec<&str> = APPLY.iter().chain(extra).copied().collect();
+    run(&mut terraform(dir), &args)
+}
+
+fn lock_id(dir: &Path) -> String {
+    read_json(&dir.join(LOCK))["ID"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn version_prints_the_standin_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let ran = run(&mut terraform(dir.path()), &["version"]);
+    assert_eq!(ran.code, Some(0));
+    assert_eq!(ran.stdout.trim(), "Terraform v1.9.8 (standin)");
+}
+
+#[test]
+fn init_fails_without_main_tf_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let ran = run(&mut terraform(dir.path()), &["init", "-input=false"]);
+    assert_eq!(ran.code, Some(1));
+    assert!(
+        ran.stderr.contains("Error: No configuration files"),
+        "{ran:?}"
+    );
+}
+
+#[test]
+fn apply_then_output_json_shows_resolved_and_sensitive_outputs() {
+    let dir = workdir(json!({"apply_seconds": 0.2}));
+    let applied = apply_with(dir.path(), &["-lock-timeout=60s"]);
+    assert_eq!(applied.code, Some(0), "{applied:?}");
+    assert!(applied.stdout.contains("aws_vpc.main: Creating..."));
+    assert!(
+        applied
+            .stdout
+            .contains("aws_vpc.main: Creation complete after 0s [id=vpc-")
+    );
+    assert!(
+        applied
+            .stdout
+            .contains("Apply complete! Resources: 2 added, 0 changed, 0 destroyed.")
+    );
+
+    let output = run(
+        &mut terraform(dir.path()),
+        &["output", "-json", "-no-color"],
+    );
+    assert_eq!(output.code, Some(0));
+    let outputs: Value = serde_json::from_str(&output.stdout).unwrap();
+    let vpc_id = outputs["vpc_id"]["value"].as_str().unwrap();
+    assert!(vpc_id.starts_with("vpc-") && vpc_id.len() == 12, "{vpc_id}");
+    assert_eq!(outputs["vpc_id"]["type"], "string");
+    assert_eq!(outputs["region"]["value"], "us-east-1");
+    assert_eq!(
+        outputs["db_password"],
+        json!({"sensitive": true, "type": "string", "value": "s3cret"})
+    );
+    let state = read_json(&dir.path().join("terraform.tfstate"));
+    assert_eq!(state["version"], 4);
+    assert_eq!(
+        state["resources"][0]["instances"][0]["attributes"]["vpc_id"],
+        vpc_id
+    );
+    assert!(!dir.path().join(LOCK).exists());
+}
+
+#[test]
+fn a_second_apply_with_the_same_configuration_changes_nothing_and_succeeds() {
+    let dir = workdir(json!({"apply_seconds": 0.2}));
+    assert_eq!(apply_with(dir.path(), &[]).code, Some(0));
+    let state_before = read_json(&dir.path().join("terraform.tfstate"));
+    let again = apply_with(dir.path(), &[]);
+    assert_eq!(again.code, Some(0), "{again:?}");
+    assert!(
+        again
+            .stdout
+            .contains("Apply complete! Resources: 0 added, 0 changed, 0 destroyed.")
+    );
+    assert!(
+        again
+            .stdout
+            .contains("aws_vpc.main: Refreshing state... [id=vpc-")
+    );
+    let state_after = read_json(&dir.path().join("terraform.tfstate"));
+    assert_eq!(state_before["resources"], state_after["resources"]);
+    assert_eq!(state_before["outputs"], state_after["outputs"]);
+}
+
+#[test]
+fn destroy_removes_every_resource_and_output() {
+    let dir = workdir(json!({"apply_seconds": 0.2}));
+    assert_eq!(apply_with(dir.path(), &[]).code, Some(0));
+    let destroyed = run(
+        &mut terraform(dir.path()),
+        &[
+            "destroy",
+            "-auto-approve",
+            "-input=false",
+            "-no-color",
+            "-lock-timeout=60s",
+        ],
+    );
+    assert_eq!(destroyed.code, Some(0), "{destroyed:?}");
+    assert!(
+        destroyed
+            .stdout
+            .contains("Destroy complete! Resources: 2 destroyed.")
+    );
+    let state = read_json(&dir.path().join("terraform.tfstate"));
+    assert_eq!(state["resources"], json!([]));
+    assert_eq!(state["outputs"], json!({}));
+    let output = run(&mut terraform(dir.path()), &["output", "-json"]);
+    assert_eq!(output.stdout.trim(), "{}");
+}
+
+#[test]
+fn an_infra_failure_with_fail_times_one_fails_once_then_succeeds() {
+    let dir = workdir(json!({"apply_seconds": 0.2, "fail": "infra", "fail_times": 1}));
+    let started = Instant::now();
+    let failed = apply_with(dir.path(), &[]);
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "fails at the end of the step"
+    );
+    assert_eq!(failed.code, Some(1));
+    assert!(
+        failed
+            .stderr
+            .contains("Error: simulated infra failure (attempt 1 of 1)"),
+        "{failed:?}"
+    );
+    assert!(!dir.path().join(LOCK).exists());
+    assert_eq!(
+        read_json(&dir.path().join(".standin/faults.json")),
+        json!({"infra": 1})
+    );
+
+    let retried = apply_with(dir.path(), &[]);
+    assert_eq!(retried.code, Some(0), "{retried:?}");
+    let outcomes: Vec<Value> = json_lines(&dir.path().join(".standin/runs.jsonl"))
+        .into_iter()
+        .map(|run| run["outcome"].clone())
+        .collect();
+    assert_eq!(outcomes, [json!("failed"), json!("succeeded")]);
+}
+
+#[test]
+fn a_destroy_failure_without_fail_times_fails_every_time() {
+    let dir = workdir(json!({"apply_seconds": 0.05, "fail": "destroy"}));
+    assert_eq!(apply_with(dir.path(), &[]).code, Some(0));
+    for attempt in 1..=2 {
+        let ran = run(&mut terraform(dir.path()), &["destroy", "-auto-approve"]);
+        assert_eq!(ran.code, Some(1));
+        assert!(
+            ran.stderr
+                .contains(&format!("simulated destroy failure (attempt {attempt};")),
+            "{ran:?}"
+        );
+    }
+}
+
+#[test]
+fn an_apply_waits_for_a_live_lock_holder_and_fails_after_its_lock_timeout() {
+    let dir = workdir(json!({"apply_seconds": 1.5}));
+    let mut holder = spawn(&mut terraform(dir.path()), APPLY);
+    wait_for(
+        "the first apply to take the lock",
+        Duration::from_secs(5),
+        || dir.path().join(LOCK).exists(),
+    );
+    let id = lock_id(dir.path());
+
+    let started = Instant::now();
+    let blocked = apply_with(dir.path(), &["-lock-timeout=300ms"]);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(blocked.code, Some(1));
+    assert!(
+        blocked
+            .stderr
+            .contains("Error: Error acquiring the state lock"),
+        "{blocked:?}"
+    );
+    assert!(
+        blocked.stderr.contains(&format!("ID:        {id}")),
+        "{blocked:?}"
+    );
+    assert!(!blocked.stderr.contains("stale"));
+
+    let patient = apply_with(dir.path(), &["-lock-timeout=30s"]);
+    assert_eq!(patient.code, Some(0), "{patient:?}");
+    assert!(wait_exit(&mut holder, Duration::from_secs(10)).success());
+    assert!(!dir.path().join(LOCK).exists());
+}
+
+#[test]
+fn a_lock_left_by_a_dead_process_fails_at_once_naming_its_id_and_force_unlock_clears_it() {
+    let dir = workdir(json!({"apply_seconds": 0.1}));
+    let pid = dead_pid();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned());
+    let id = "0badc0de-0000-4000-8000-000000000001";
+    write_json(
+        &dir.path().join(LOCK),
+        &json!({
+            "ID": id, "Operation": "OperationTypeApply", "Info": "", "Who": format!("{pid}@{host}"),
+            "Version": "1.9.8", "Created": "2024-01-01T00:00:00Z", "Path": "terraform.tfstate",
+            "Pid": pid
+        }),
+    );
+
+    let started = Instant::now();
+    let blocked = apply_with(dir.path(), &["-lock-timeout=60s"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a stale lock is not waited for"
+    );
+    assert_eq!(blocked.code, Some(1));
+    assert!(
+        blocked
+            .stderr
+            .contains("Error: Error acquiring the state lock")
+    );
+    assert!(
+        blocked.stderr.contains(&format!("ID:        {id}")),
+        "{blocked:?}"
+    );
+    assert!(
+        blocked
+            .stderr
+            .contains("is no longer running: the lock is stale")
+    );
+
+    let wrong = run(
+        &mut terraform(dir.path()),
+        &["force-unlock", "-force", "not-the-id"],
+    );
+    assert_eq!(wrong.code, Some(1));
+    assert!(
+        wrong.stderr.contains("does not match existing lock ID"),
+        "{wrong:?}"
+    );
+    assert!(dir.path().join(LOCK).exists());
+
+    let unlocked = run(&mut terraform(dir.path()), &["force-unlock", "-force", id]);
+    assert_eq!(unlocked.code, Some(0), "{unlocked:?}");
+    assert!(
+        unlocked
+            .stdout
+            .contains("Terraform state has been successfully unlocked!")
+    );
+    assert_eq!(apply_with(dir.path(), &[]).code, Some(0));
+}
+
+#[test]
+fn sigint_during_a_slow_apply_exits_1_within_a_second_and_releases_the_lock() {
+    interrupting_a_slow_apply_stops_it(Signal::SIGINT);
+}
+
+#[test]
+fn sigterm_during_a_slow_apply_exits_1_within_a_second_and_releases_the_lock() {
+    interrupting_a_slow_apply_stops_it(Signal::SIGTERM);
+}
+
+fn interrupting_a_slow_apply_stops_it(signal: Signal) {
+    let dir = workdir(json!({"apply_seconds": 10}));
+    let mut child = spawn(&mut terraform(dir.path()), APPLY);
+    wait_for("the apply to register", Duration::from_secs(5), || {
+        dir.path().join(".standin/active.json").exists()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let signalled = Instant::now();
+    send_signal(&child, signal);
+    let status = wait_exit(&mut child, Duration::from_secs(5));
+    assert!(
+        signalled.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        signalled.elapsed()
+    );
+    assert_eq!(status.code(), Some(1));
+    assert!(!dir.path().join(LOCK).exists(), "the lock is released");
+    let runs = json_lines(&dir.path().join(".standin/runs.jsonl"));
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["outcome"], "interrupted");
+    assert_eq!(
+        read_json(&dir.path().join(".standin/active.json")),
+        json!([])
+    );
+    // The next apply resumes from the state the interrupted one left.
+    write_json(
+        &dir.path().join("simulate.json"),
+        &json!({"apply_seconds": 0}),
+    );
+    let resumed = apply_with(dir.path(), &[]);
+    assert_eq!(resumed.code, Some(0), "{resumed:?}");
+}
+
+#[test]
+fn concurrent_applies_with_a_lock_timeout_take_turns_and_never_overlap() {
+    let dir = workdir(json!({"apply_seconds": 0.4}));
+    let mut children: Vec<_> = (0..3)
+        .map(|_| {
+            spawn(
+                &mut terraform(dir.path()),
+                &[APPLY, &["-lock-timeout=30s"][..]].concat(),
+            )
+        })
+        .collect();
+    for child in &mut children {
+        assert!(wait_exit(child, Duration::from_secs(20)).success());
+    }
+    assert!(
+        !dir.path().join(".standin/overlaps.jsonl").exists(),
+        "no overlap recorded"
+    );
+    let mut runs = json_lines(&dir.path().join(".standin/runs.jsonl"));
+    assert_eq!(runs.len(), 3);
+    runs.sort_by_key(|run| run["started_at"].as_str().unwrap().to_owned());
+    for pair in runs.windows(2) {
+        assert!(
+            pair[0]["finished_at"].as_str() <= pair[1]["started_at"].as_str(),
+            "runs overlap in time: {pair:?}"
+        );
+    }
+}
+
+#[test]
+fn deleting_the_lock_under_a_running_apply_lets_a_second_in_and_the_overlap_is_recorded() {
+    let dir = workdir(json!({"apply_seconds": 1.0}));
+    let mut first = spawn(&mut terraform(dir.path()), APPLY);
+    wait_for(
+        "the first apply to register",
+        Duration::from_secs(5),
+        || {
+            std::fs::read_to_string(dir.path().join(".standin/active.json"))
+                .is_ok_and(|text| text.contains(&first.id().to_string()))
+        },
+    );
+    std::fs::remove_file(dir.path().join(LOCK)).unwrap();
+
+    let second = apply_with(dir.path(), &[]);
+    assert_eq!(second.code, Some(0), "{second:?}");
+    assert!(wait_exit(&mut first, Duration::from_secs(10)).success());
+
+    let overlaps = json_lines(&dir.path().join(".standin/overlaps.jsonl"));
+    assert_eq!(overlaps.len(), 1, "{overlaps:?}");
+    assert_eq!(
+        overlaps[0]["already_active"][0]["pid"],
+        json!(first.id()),
+        "{overlaps:?}"
+    );
+    assert_eq!(overlaps[0]["run"]["operation"], "apply");
+}
+
+#[test]
+fn unknown_commands_and_flags_exit_1_with_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["frobnicate"][..],
+        &["apply", "-auto-approve", "-turbo"],
+        &[],
+    ] {
+        let ran = run(&mut terraform(dir.path()), args);
+        assert_eq!(ran.code, Some(1), "{args:?}");
+        assert!(ran.stderr.contains("Usage: terraform-standin"), "{ran:?}");
+    }
+}
+
+#[test]
+fn chdir_points_every_command_at_another_workdir() {
+    let dir = workdir(json!({"apply_seconds": 0}));
+    let parent = dir.path().parent().unwrap();
+    let chdir = format!("-chdir={}", dir.path().display());
+    let ran = run(
+        &mut terraform(parent),
+        &[&chdir, "apply", "-auto-approve", "-no-color"],
+    );
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    assert!(dir.path().join("terraform.tfstate").exists());
+}

@@ -1,0 +1,315 @@
+//! Writing the environment read model: batches of events, one transaction, exactly-once effect.
+//!
+//! Each row's `version` column is the sequence of the last event folded into it: the projection's
+//! checkpoint, written in the same statement as the row. An event at or below it is a duplicate
+//! (skipped); one more than one above it is a gap (reported, not applied, so the caller retries it
+//! after the missing events arrive).
+//!
+//! Concurrency: several consumers may apply batches at once. Existing rows are locked
+//! (`SELECT … FOR UPDATE`, in id order) before folding; rows are written in id order with an
+//! upsert that only ever raises the version. A row at version `v` is always the fold of events
+//! `1..=v`, so when two transactions race to create the same row, keeping the higher version is
+//! correct.
+
+use crate::environment_view::{self, EnvironmentView};
+use crate::{Error, Result};
+use domain::wire::EventEnvelope;
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A validated read-model table name: a plain lower-case SQL identifier, so it can be spliced
+/// into statements safely.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ViewTable(String);
+
+impl ViewTable {
+    /// The live table the query API reads.
+    pub const LIVE: &'static str = "environments_view";
+    /// The scratch table [`crate::replay::replay`] rebuilds.
+    pub const REPLAY: &'static str = "environments_view_replay";
+
+    /// Accepts `[a-z_][a-z0-9_]*`, at most 63 bytes (Postgres' identifier limit).
+    pub fn new(name: &str) -> Result<Self> {
+        let mut chars = name.chars();
+        let valid = name.len() <= 63
+            && chars
+                .next()
+                .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if valid {
+            Ok(Self(name.to_owned()))
+        } else {
+            Err(Error::InvalidTableName(name.to_owned()))
+        }
+    }
+
+    /// `environments_view`.
+    pub fn live() -> Self {
+        Self(Self::LIVE.to_owned())
+    }
+
+    /// `environments_view_replay`.
+    pub fn replay() -> Self {
+        Self(Self::REPLAY.to_owned())
+    }
+
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+
+    /// The name quoted for SQL.
+    pub(crate) fn sql(&self) -> String {
+        format!("\"{}\"", self.0)
+    }
+}
+
+impl std::fmt::Display for ViewTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What happened to one envelope of a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Disposition {
+    /// Folded into the row, committed.
+    Applied,
+    /// At or below the row's version: already applied before. Safe to acknowledge.
+    Duplicate,
+    /// Events are missing before this one (`expected` is the next sequence the row needs).
+    /// Not applied; deliver it again later.
+    Gap { expected: u64 },
+    /// The event does not fold (undecodable payload, or a history that makes no sense). Not
+    /// applied; the environment's row stays where it is until a build that understands it.
+    Rejected { reason: String },
+}
+
+impl Disposition {
+    /// Whether the message carrying this envelope can be acknowledged.
+    pub fn is_done(&self) -> bool {
+        matches!(self, Disposition::Applied | Disposition::Duplicate)
+    }
+}
+
+/// The result of [`apply_batch`]: one disposition per input envelope, in input order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    pub dispositions: Vec<Disposition>,
+}
+
+impl BatchOutcome {
+    pub fn applied(&self) -> usize {
+        self.count(|d| matches!(d, Disposition::Applied))
+    }
+
+    pub fn duplicates(&self) -> usize {
+        self.count(|d| matches!(d, Disposition::Duplicate))
+    }
+
+    pub fn gaps(&self) -> usize {
+        self.count(|d| matches!(d, Disposition::Gap { .. }))
+    }
+
+    pub fn rejected(&self) -> usize {
+        self.count(|d| matches!(d, Disposition::Rejected { .. }))
+    }
+
+    fn count(&self, f: impl Fn(&Disposition) -> bool) -> usize {
+        self.dispositions.iter().filter(|d| f(d)).count()
+    }
+}
+
+/// The columns of a view table, in the order [`view_from_row`] and the upsert use.
+pub(crate) const COLUMNS: &str =
+    "id, name, status, provider, spec, outputs, error, operation, version, created_at, updated_at";
+
+pub(crate) fn view_from_row(row: &PgRow) -> Result<EnvironmentView, sqlx::Error> {
+    Ok(EnvironmentView {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        status: row.try_get("status")?,
+        provider: row.try_get("provider")?,
+        spec: row.try_get("spec")?,
+        outputs: row.try_get("outputs")?,
+        error: row.try_get("error")?,
+        operation: row.try_get("operation")?,
+        version: row.try_get("version")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+/// One environment's row while a batch is folded.
+struct Working {
+    view: Option<EnvironmentView>,
+    dirty: bool,
+}
+
+impl Working {
+    fn version(&self) -> u64 {
+        self.view
+            .as_ref()
+            .map_or(0, |view| u64::try_from(view.version).unwrap_or(0))
+    }
+}
+
+/// Applies `envelopes` (in order) to `table` in one transaction. Idempotent by
+/// (environment id, sequence): applying the same batch twice changes nothing the second time.
+///
+/// Returns an error only when the database fails; then nothing was written.
+pub async fn apply_batch(
+    pool: &PgPool,
+    table: &ViewTable,
+    envelopes: &[EventEnvelope],
+) -> Result<BatchOutcome> {
+    if envelopes.is_empty() {
+        return Ok(BatchOutcome::default());
+    }
+    let ids: Vec<String> = envelopes
+        .iter()
+        .map(|envelope| envelope.environment_id.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+
+    let mut tx = pool.begin().await?;
+
+    let select = format!(
+        "SELECT {COLUMNS} FROM {} WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        table.sql()
+    );
+    let rows = sqlx::query(&select).bind(&ids).fetch_all(&mut *tx).await?;
+    let mut working: BTreeMap<String, Working> = ids
+        .into_iter()
+        .map(|id| {
+            (
+                id,
+                Working {
+                    view: None,
+                    dirty: false,
+                },
+            )
+        })
+        .collect();
+    for row in &rows {
+        let view = view_from_row(row)?;
+        if let Some(entry) = working.get_mut(&view.id) {
+            entry.view = Some(view);
+        }
+    }
+
+    let mut dispositions = Vec::with_capacity(envelopes.len());
+    for envelope in envelopes {
+        let Some(entry) = working.get_mut(&envelope.environment_id) else {
+            // Every id was inserted above.
+            dispositions.push(Disposition::Rejected {
+                reason: "environment missing from the batch".to_owned(),
+            });
+            continue;
+        };
+        let version = entry.version();
+        let disposition = if envelope.sequence <= version {
+            Disposition::Duplicate
+        } else if envelope.sequence > version + 1 {
+            Disposition::Gap {
+                expected: version + 1,
+            }
+        } else {
+            match environment_view::apply(entry.view.clone(), envelope) {
+                Ok(next) => {
+                    entry.view = next;
+                    entry.dirty = true;
+                    Disposition::Applied
+                }
+                Err(err) => Disposition::Rejected {
+                    reason: error_chain(&err),
+                },
+            }
+        };
+        dispositions.push(disposition);
+    }
+
+    let upsert = format!(
+        "INSERT INTO {table} AS v ({COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         ON CONFLICT (id) DO UPDATE SET \
+           name = EXCLUDED.name, status = EXCLUDED.status, provider = EXCLUDED.provider, \
+           spec = EXCLUDED.spec, outputs = EXCLUDED.outputs, error = EXCLUDED.error, \
+           operation = EXCLUDED.operation, version = EXCLUDED.version, \
+           created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at \
+         WHERE v.version < EXCLUDED.version",
+        table = table.sql()
+    );
+    // BTreeMap: rows are written in id order, like they were locked.
+    for entry in working.values().filter(|entry| entry.dirty) {
+        let Some(view) = &entry.view else { continue };
+        sqlx::query(&upsert)
+            .bind(&view.id)
+            .bind(&view.name)
+            .bind(&view.status)
+            .bind(&view.provider)
+            .bind(&view.spec)
+            .bind(&view.outputs)
+            .bind(&view.error)
+            .bind(&view.operation)
+            .bind(view.version)
+            .bind(view.created_at)
+            .bind(view.updated_at)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+
+    Ok(BatchOutcome { dispositions })
+}
+
+/// An error and its sources, `: `-separated, for a one-line reason.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn view_table_accepts_plain_identifiers_only() {
+        assert!(ViewTable::new("environments_view").is_ok());
+        assert!(ViewTable::new("_scratch_2").is_ok());
+        for bad in [
+            "",
+            "2view",
+            "Environments",
+            "view; DROP TABLE events",
+            "a\"b",
+            "public.view",
+            &"x".repeat(64),
+        ] {
+            assert!(
+                matches!(ViewTable::new(bad), Err(Error::InvalidTableName(_))),
+                "{bad:?} was accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn only_applied_and_duplicate_messages_are_done() {
+        assert!(Disposition::Applied.is_done());
+        assert!(Disposition::Duplicate.is_done());
+        assert!(!Disposition::Gap { expected: 2 }.is_done());
+        assert!(
+            !Disposition::Rejected {
+                reason: String::new()
+            }
+            .is_done()
+        );
+    }
+}

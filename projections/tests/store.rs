@@ -1,0 +1,236 @@
+//! The batch writer against a real Postgres: idempotency, gaps, rejections, concurrency.
+
+mod support;
+
+use projections::environment_view::{self, EnvironmentView};
+use projections::queries;
+use projections::store::{self, Disposition, ViewTable};
+use support::{History, TestDb};
+
+fn fold(history: &History) -> EnvironmentView {
+    let mut view = None;
+    for envelope in history.envelopes() {
+        view = environment_view::apply(view, &envelope).unwrap();
+    }
+    view.unwrap()
+}
+
+async fn row(db: &TestDb, history: &History) -> Option<EnvironmentView> {
+    queries::get(&db.pool, history.env_id.as_str())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_batch_writes_the_folded_view_with_its_version() {
+    let db = TestDb::new().await;
+    let history = History::ready("alpha");
+
+    let outcome = store::apply_batch(&db.pool, &ViewTable::live(), &history.envelopes())
+        .await
+        .unwrap();
+
+    assert_eq!(outcome.applied(), 5);
+    assert_eq!(row(&db, &history).await, Some(fold(&history)));
+}
+
+#[tokio::test]
+async fn applying_the_same_batch_twice_changes_nothing() {
+    let db = TestDb::new().await;
+    let history = History::ready("alpha").destroy_requested();
+    let envelopes = history.envelopes();
+
+    store::apply_batch(&db.pool, &ViewTable::live(), &envelopes)
+        .await
+        .unwrap();
+    let first = row(&db, &history).await.unwrap();
+    let again = store::apply_batch(&db.pool, &ViewTable::live(), &envelopes)
+        .await
+        .unwrap();
+
+    assert!(
+        again
+            .dispositions
+            .iter()
+            .all(|d| *d == Disposition::Duplicate)
+    );
+    let second = row(&db, &history).await.unwrap();
+    assert_eq!(second, first);
+    assert_eq!(second.version, 6);
+}
+
+#[tokio::test]
+async fn overlapping_batches_apply_only_the_new_events() {
+    let db = TestDb::new().await;
+    let history = History::ready("alpha");
+    let envelopes = history.envelopes();
+
+    store::apply_batch(&db.pool, &ViewTable::live(), &envelopes[..3])
+        .await
+        .unwrap();
+    let outcome = store::apply_batch(&db.pool, &ViewTable::live(), &envelopes[1..])
+        .await
+        .unwrap();
+
+    assert_eq!(
+        outcome.dispositions,
+        [
+            Disposition::Duplicate,
+            Disposition::Duplicate,
+            Disposition::Applied,
+            Disposition::Applied
+        ]
+    );
+    assert_eq!(row(&db, &history).await, Some(fold(&history)));
+}
+
+#[tokio::test]
+async fn an_event_after_a_missing_one_is_reported_as_a_gap_and_not_applied() {
+    let db = TestDb::new().await;
+    let history = History::ready("alpha");
+    let envelopes = history.envelopes();
+    store::apply_batch(&db.pool, &ViewTable::live(), &envelopes[..2])
+        .await
+        .unwrap();
+
+    let outcome = store::apply_batch(&db.pool, &ViewTable::live(), &envelopes[3..])
+        .await
+        .unwrap();
+
+    assert_eq!(
+        outcome.dispositions,
+        [
+            Disposition::Gap { expected: 3 },
+            Disposition::Gap { expected: 3 }
+        ]
+    );
+    assert_eq!(row(&db, &history).await.unwrap().version, 2);
+
+    // Once the missing event arrives, the rest applies.
+    let outcome = store::apply_batch(&db.pool, &ViewTable::live(), &envelopes[2..])
+        .await
+        .unwrap();
+    assert_eq!(outcome.applied(), 3);
+    assert_eq!(row(&db, &history).await, Some(fold(&history)));
+}
+
+#[tokio::test]
+async fn an_event_for_an_environment_not_yet_requested_is_a_gap() {
+    let db = TestDb::new().await;
+    let history = History::ready("alpha");
+
+    let outcome = store::apply_batch(&db.pool, &ViewTable::live(), &[history.envelope(2)])
+        .await
+        .unwrap();
+
+    assert_eq!(outcome.dispositions, [Disposition::Gap { expected: 1 }]);
+    assert_eq!(row(&db, &history).await, None);
+}
+
+#[tokio::test]
+async fn an_event_that_does_not_decode_is_rejected_without_holding_up_others() {
+    let db = TestDb::new().await;
+    let broken = History::requested("alpha").infra_started(1);
+    let healthy = History::requested("beta");
+    store::apply_batch(&db.pool, &ViewTable::live(), &[broken.envelope(1)])
+        .await
+        .unwrap();
+    let mut bad = broken.envelope(2);
+    bad.event_type = "SomethingFromTheFuture".to_owned();
+
+    let outcome = store::apply_batch(&db.pool, &ViewTable::live(), &[bad, healthy.envelope(1)])
+        .await
+        .unwrap();
+
+    assert!(matches!(
+        outcome.dispositions[0],
+        Disposition::Rejected { .. }
+    ));
+    assert_eq!(outcome.dispositions[1], Disposition::Applied);
+    assert_eq!(row(&db, &broken).await.unwrap().version, 1);
+    assert_eq!(row(&db, &healthy).await.unwrap().version, 1);
+}
+
+#[tokio::test]
+async fn interleaved_environments_in_one_batch_each_apply_in_order() {
+    let db = TestDb::new().await;
+    let a = History::ready("alpha");
+    let b = History::requested("beta")
+        .infra_started(1)
+        .infra_failed(1, "boom");
+    let (ea, eb) = (a.envelopes(), b.envelopes());
+    let mut batch = Vec::new();
+    for i in 0..ea.len().max(eb.len()) {
+        batch.extend(eb.get(i).cloned());
+        batch.extend(ea.get(i).cloned());
+    }
+
+    let outcome = store::apply_batch(&db.pool, &ViewTable::live(), &batch)
+        .await
+        .unwrap();
+
+    assert_eq!(outcome.applied(), batch.len());
+    assert_eq!(row(&db, &a).await, Some(fold(&a)));
+    assert_eq!(row(&db, &b).await, Some(fold(&b)));
+}
+
+#[tokio::test]
+async fn concurrent_writers_of_the_same_events_converge() {
+    let db = TestDb::new().await;
+    let history = History::ready("alpha").destroy_requested();
+    let envelopes = history.envelopes();
+
+    let writers: Vec<_> = (0..6)
+        .map(|i| {
+            let pool = db.pool.clone();
+            // Different prefixes, so some writers create the row and others extend it.
+            let batch = envelopes[..envelopes.len() - (i % 3)].to_vec();
+            tokio::spawn(async move { store::apply_batch(&pool, &ViewTable::live(), &batch).await })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap().expect("no writer fails");
+    }
+    store::apply_batch(&db.pool, &ViewTable::live(), &envelopes)
+        .await
+        .unwrap();
+
+    assert_eq!(row(&db, &history).await, Some(fold(&history)));
+}
+
+#[tokio::test]
+async fn a_batch_writes_only_the_table_it_is_given() {
+    let db = TestDb::new().await;
+    sqlx::raw_sql("CREATE TABLE scratch_view (LIKE environments_view INCLUDING ALL)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let history = History::ready("alpha");
+    let scratch = ViewTable::new("scratch_view").unwrap();
+
+    store::apply_batch(&db.pool, &scratch, &history.envelopes())
+        .await
+        .unwrap();
+
+    assert_eq!(row(&db, &history).await, None);
+    let version: i64 = sqlx::query_scalar("SELECT version FROM scratch_view WHERE id = $1")
+        .bind(history.env_id.as_str())
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(version, 5);
+}
+
+#[tokio::test]
+async fn a_database_failure_is_an_error_and_writes_nothing() {
+    let db = TestDb::new().await;
+    let history = History::ready("alpha");
+    let missing = ViewTable::new("no_such_table").unwrap();
+
+    let err = store::apply_batch(&db.pool, &missing, &history.envelopes())
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, projections::Error::Database(_)), "{err:?}");
+    assert_eq!(row(&db, &history).await, None);
+}

@@ -1,0 +1,437 @@
+//! Shared test helpers: event histories, a throw-away Postgres database, a throw-away
+//! nats-server with JetStream.
+//!
+//! Postgres: `PROJECTIONS_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432`), a server
+//! where that user may create databases. NATS: `PROVISIONER_NATS_SERVER` (default `nats-server` on PATH),
+//! 2.10 or newer.
+
+#![allow(dead_code)]
+
+use chrono::{DateTime, Duration, SecondsFormat, TimeZone, Utc};
+use domain::aggregate::{EVENT_VERSION, Event, OperationJob};
+use domain::spec::{EnvironmentSpec, Step};
+use domain::wire::{EventEnvelope, EventMetadata};
+use domain::{EnvironmentId, OperationId};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
+
+// ---------------------------------------------------------------------------------------------
+// Event histories
+
+/// A sandbox spec named `name`.
+pub fn sandbox_spec(name: &str) -> EnvironmentSpec {
+    spec_from(
+        name,
+        serde_json::json!({"provider": "sandbox", "region": "sandbox-local", "simulate": {}}),
+    )
+}
+
+/// An AWS spec named `name`.
+pub fn aws_spec(name: &str) -> EnvironmentSpec {
+    spec_from(
+        name,
+        serde_json::json!({
+            "provider": "aws",
+            "region": "us-east-1",
+            "account_id": "123456789012",
+            "role_arn": "arn:aws:iam::123456789012:role/Beta9Provisioner",
+        }),
+    )
+}
+
+fn spec_from(name: &str, cloud: serde_json::Value) -> EnvironmentSpec {
+    serde_json::from_value(serde_json::json!({
+        "name": name,
+        "cloud": cloud,
+        "cluster": {"profile": "small"},
+        "data": {
+            "postgres": {"size": "small", "multi_az": false},
+            "redis": {"size": "small", "ha": false},
+        },
+        "beta9": {"domain": format!("{name}.beta9.local"), "workers": {"gpu_enabled": false}},
+    }))
+    .expect("test spec deserializes")
+}
+
+/// A fixed operation id; `n` tells them apart.
+pub fn op(n: u8) -> OperationId {
+    OperationId::parse(&format!("op_01jd00000000000000000000{n:02}")).unwrap()
+}
+
+pub fn outputs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// A time with a nanosecond part, so tests see the view truncate to what Postgres keeps.
+pub fn at(seconds: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_732_000_000 + seconds, 123_456_789)
+        .single()
+        .unwrap()
+}
+
+/// One environment's events, built in order. Event `i` (0-based) has sequence `i + 1` and is
+/// recorded `i` seconds after `start`.
+#[derive(Clone, Debug)]
+pub struct History {
+    pub env_id: EnvironmentId,
+    pub spec: EnvironmentSpec,
+    pub events: Vec<Event>,
+    pub start: DateTime<Utc>,
+}
+
+impl History {
+    /// A new environment: `EnvironmentRequested` for a sandbox spec named `name`.
+    pub fn requested(name: &str) -> Self {
+        Self::requested_with(sandbox_spec(name), at(0))
+    }
+
+    pub fn requested_with(spec: EnvironmentSpec, start: DateTime<Utc>) -> Self {
+        let env_id = EnvironmentId::generate();
+        let infra_model = domain::infra_model::InfraModel::for_spec(&spec);
+        Self {
+            events: vec![Event::EnvironmentRequested {
+                id: env_id.clone(),
+                spec: spec.clone(),
+                infra_model,
+            }],
+            env_id,
+            spec,
+            start,
+        }
+    }
+
+    /// Requested, infra applied, bootstrapped: `ready` at sequence 5.
+    pub fn ready(name: &str) -> Self {
+        Self::requested(name)
+            .infra_started(1)
+            .infra_applied(1, &[("vpc_id", "vpc-1"), ("cluster", "eks-1")])
+            .bootstrap_started(2)
+            .bootstrap_completed(2, &[("api_url", "https://api.example")])
+    }
+
+    pub fn then(mut self, event: Event) -> Self {
+        self.events.push(event);
+        self
+    }
+
+    pub fn job(&self, step: Step) -> OperationJob {
+        OperationJob {
+            environment_id: self.env_id.clone(),
+            name: self.spec.name.clone(),
+            step,
+            infra_model: domain::infra_model::InfraModel::for_spec(&self.spec),
+            beta9: self.spec.beta9.clone(),
+            simulate: None,
+            infra_outputs: BTreeMap::new(),
+        }
+    }
+
+    pub fn infra_started(self, n: u8) -> Self {
+        let job = self.job(Step::Infra);
+        self.then(Event::InfraApplyStarted {
+            operation_id: op(n),
+            job,
+        })
+    }
+
+    pub fn infra_applied(self, n: u8, pairs: &[(&str, &str)]) -> Self {
+        self.then(Event::InfraApplied {
+            operation_id: op(n),
+            outputs: outputs(pairs),
+        })
+    }
+
+    pub fn infra_failed(self, n: u8, error: &str) -> Self {
+        self.then(Event::InfraApplyFailed {
+            operation_id: op(n),
+            error: error.to_owned(),
+        })
+    }
+
+    pub fn bootstrap_started(self, n: u8) -> Self {
+        let job = self.job(Step::Bootstrap);
+        self.then(Event::BootstrapStarted {
+            operation_id: op(n),
+            job,
+        })
+    }
+
+    pub fn bootstrap_completed(self, n: u8, pairs: &[(&str, &str)]) -> Self {
+        self.then(Event::BootstrapCompleted {
+            operation_id: op(n),
+            outputs: outputs(pairs),
+        })
+    }
+
+    pub fn bootstrap_failed(self, n: u8, error: &str) -> Self {
+        self.then(Event::BootstrapFailed {
+            operation_id: op(n),
+            error: error.to_owned(),
+        })
+    }
+
+    pub fn retry(self, phase: Step) -> Self {
+        self.then(Event::RetryRequested { phase })
+    }
+
+    pub fn destroy_requested(self) -> Self {
+        self.then(Event::DestroyRequested {})
+    }
+
+    pub fn cancelled(self, n: u8) -> Self {
+        self.then(Event::OperationCancelled {
+            operation_id: op(n),
+            reason: "destroy requested".to_owned(),
+        })
+    }
+
+    pub fn destroy_started(self, n: u8) -> Self {
+        let job = self.job(Step::Destroy);
+        self.then(Event::DestroyStarted {
+            operation_id: op(n),
+            job,
+        })
+    }
+
+    pub fn destroyed(self, n: u8) -> Self {
+        self.then(Event::InfraDestroyed {
+            operation_id: op(n),
+        })
+    }
+
+    pub fn destroy_failed(self, n: u8, error: &str) -> Self {
+        self.then(Event::DestroyFailed {
+            operation_id: op(n),
+            error: error.to_owned(),
+        })
+    }
+
+    pub fn recorded_at(&self, sequence: u64) -> DateTime<Utc> {
+        self.start + Duration::seconds(sequence as i64 - 1)
+    }
+
+    /// The envelope of the event at `sequence` (1-based).
+    pub fn envelope(&self, sequence: u64) -> EventEnvelope {
+        let event = &self.events[sequence as usize - 1];
+        let recorded_at = self
+            .recorded_at(sequence)
+            .to_rfc3339_opts(SecondsFormat::Nanos, true);
+        EventEnvelope {
+            environment_id: self.env_id.to_string(),
+            sequence,
+            event_type: event.event_type().to_owned(),
+            version: EVENT_VERSION.to_owned(),
+            payload: event.payload(),
+            metadata: EventMetadata {
+                actor: "user:test".to_owned(),
+                tenant: None,
+                request_id: format!("req_{sequence}"),
+                correlation_id: format!("{}:corr", self.env_id),
+                causation_id: format!("{}:{}", self.env_id, sequence.saturating_sub(1)),
+                recorded_at: recorded_at.clone(),
+            },
+            recorded_at,
+        }
+    }
+
+    /// Every envelope, in order.
+    pub fn envelopes(&self) -> Vec<EventEnvelope> {
+        (1..=self.events.len() as u64)
+            .map(|sequence| self.envelope(sequence))
+            .collect()
+    }
+
+    pub fn last_sequence(&self) -> u64 {
+        self.events.len() as u64
+    }
+
+    /// Writes the events into the `events` table the way the event store does (tagged payload,
+    /// metadata object).
+    pub async fn record(&self, pool: &PgPool) {
+        for (index, event) in self.events.iter().enumerate() {
+            let envelope = self.envelope(index as u64 + 1);
+            sqlx::query(
+                "INSERT INTO events \
+                 (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+                 VALUES ('Environment', $1, $2, $3, $4, $5::json, $6::json)",
+            )
+            .bind(&envelope.environment_id)
+            .bind(envelope.sequence as i64)
+            .bind(&envelope.event_type)
+            .bind(&envelope.version)
+            .bind(serde_json::to_string(event).unwrap())
+            .bind(serde_json::to_string(&envelope.metadata).unwrap())
+            .execute(pool)
+            .await
+            .expect("insert event");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Postgres
+
+fn postgres_base_url() -> String {
+    std::env::var("PROJECTIONS_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+fn unique_suffix() -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+        % 1_000_000_000_000;
+    format!(
+        "{}_{nanos}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A fresh database with the command-api migrations applied; dropped (forcibly) on drop.
+pub struct TestDb {
+    pub pool: PgPool,
+    name: String,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let name = format!("projections_test_{}", unique_suffix());
+        let mut admin = PgConnection::connect(&format!("{}/postgres", postgres_base_url()))
+            .await
+            .expect("connect to the test Postgres");
+        sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        admin.close().await.ok();
+
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .connect(&format!("{}/{name}", postgres_base_url()))
+            .await
+            .expect("connect to the test database");
+        let migrations = concat!(env!("CARGO_MANIFEST_DIR"), "/../command-api/migrations");
+        for file in ["0001_event_store.sql", "0002_read_models.sql"] {
+            let sql = std::fs::read_to_string(format!("{migrations}/{file}"))
+                .unwrap_or_else(|err| panic!("read migration {file}: {err}"));
+            sqlx::raw_sql(&sql)
+                .execute(&pool)
+                .await
+                .unwrap_or_else(|err| panic!("run migration {file}: {err}"));
+        }
+        Self { pool, name }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // A plain thread with its own runtime: this may run inside the test's runtime.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                let mut admin =
+                    PgConnection::connect(&format!("{}/postgres", postgres_base_url())).await?;
+                sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await?;
+                admin.close().await
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop test database {}", self.name);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// NATS
+
+/// A nats-server with JetStream on a free port and a temporary store; killed on drop.
+pub struct NatsServer {
+    child: Child,
+    port: u16,
+    _store: tempfile::TempDir,
+}
+
+impl NatsServer {
+    pub async fn start() -> Self {
+        let binary =
+            std::env::var("PROVISIONER_NATS_SERVER").unwrap_or_else(|_| "nats-server".to_owned());
+        let store = tempfile::tempdir().expect("tempdir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("free port")
+            .port();
+        let child = Command::new(&binary)
+            .args(["-js", "-sd"])
+            .arg(store.path())
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|err| panic!("start {binary}: {err}"));
+        let server = Self {
+            child,
+            port,
+            _store: store,
+        };
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not listen on {port}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Waiting
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: std::time::Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

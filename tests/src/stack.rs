@@ -1,0 +1,314 @@
+//! A whole provisioner deployment for one test.
+
+use crate::processes::{ProviderProcess, binary_dir};
+use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+use command_api::local_nats::{LocalNats, free_port};
+use domain::wire::{EventEnvelope, Subjects};
+use futures::StreamExt;
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde_json::Value;
+use sqlx::{Connection, PgConnection, PgPool};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+const TOKEN: &str = "test-admin-token";
+
+/// What to start.
+#[derive(Clone, Debug)]
+pub struct StackOptions {
+    /// Start an executor process.
+    pub executor: bool,
+    /// Extra environment for the API process.
+    pub api_env: Vec<(String, String)>,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            executor: true,
+            api_env: Vec::new(),
+        }
+    }
+}
+
+pub struct Stack {
+    pub api: ProviderProcess,
+    pub executor: Option<ProviderProcess>,
+    pub nats: LocalNats,
+    pub pool: PgPool,
+    pub subjects: Subjects,
+    pub base_url: String,
+    pub http: reqwest::Client,
+    database: String,
+    data_dir: tempfile::TempDir,
+    /// Killed servers whose store directory the current one reuses.
+    retired_nats: Vec<LocalNats>,
+}
+
+fn random_suffix() -> String {
+    let n: u64 = rand::random();
+    format!("{n:016x}")
+}
+
+impl Stack {
+    pub async fn start() -> Self {
+        Self::start_with(StackOptions::default()).await
+    }
+
+    pub async fn start_with(options: StackOptions) -> Self {
+        let suffix = random_suffix();
+        let database = format!("provisioner_test_{suffix}");
+        let mut admin = PgConnection::connect(ADMIN_URL)
+            .await
+            .expect("postgres is running");
+        sqlx::query(&format!("CREATE DATABASE {database}"))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        let database_url = format!("postgres://postgres@127.0.0.1:5432/{database}");
+        let nats = LocalNats::start().await.expect("start nats-server >= 2.10");
+        let prefix = format!("t{}", &suffix[..8]);
+        let data_dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port().expect("free port");
+
+        let mut common = BTreeMap::new();
+        common.insert("NATS_URL".to_owned(), nats.url());
+        common.insert("PROVISIONER_NATS_PREFIX".to_owned(), prefix.clone());
+        let mut api_env = common.clone();
+        api_env.insert("DATABASE_URL".into(), database_url.clone());
+        api_env.insert("PROVISIONER_LISTEN".into(), format!("127.0.0.1:{port}"));
+        api_env.insert("PROVISIONER_ADMIN_TOKEN".into(), TOKEN.into());
+        api_env.insert("PROVISIONER_SSE_KEEPALIVE_MS".into(), "1000".into());
+        api_env.extend(options.api_env.iter().cloned());
+        let mut executor_env = common;
+        executor_env.insert(
+            "PROVISIONER_DATA_DIR".into(),
+            data_dir.path().display().to_string(),
+        );
+        executor_env.insert(
+            "PROVISIONER_STANDIN_DIR".into(),
+            binary_dir().display().to_string(),
+        );
+        executor_env.insert("PROVISIONER_EXECUTOR_HEARTBEAT_MS".into(), "500".into());
+        executor_env.insert("PROVISIONER_EXECUTOR_ACK_WAIT_MS".into(), "3000".into());
+
+        let api = ProviderProcess::spawn("serve", api_env);
+        let executor = options
+            .executor
+            .then(|| ProviderProcess::spawn("executor", executor_env));
+        let pool = PgPool::connect(&database_url)
+            .await
+            .expect("connect test db");
+        let stack = Self {
+            api,
+            executor,
+            nats,
+            pool,
+            subjects: Subjects::new(prefix),
+            base_url: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+            database,
+            data_dir,
+            retired_nats: Vec::new(),
+        };
+        stack.wait_ready().await;
+        stack
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let response = self
+                .http
+                .get(format!("{}/readyz", self.base_url))
+                .send()
+                .await;
+            if response.is_ok_and(|r| r.status() == StatusCode::OK) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the provisioner did not become ready within 30s");
+    }
+
+    pub fn token(&self) -> &'static str {
+        TOKEN
+    }
+
+    /// An authenticated request.
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base_url))
+            .bearer_auth(TOKEN)
+    }
+
+    pub async fn create(&self, yaml: &str) -> reqwest::Response {
+        self.request(Method::POST, "/v1/environments")
+            .header("content-type", "application/yaml")
+            .body(yaml.to_owned())
+            .send()
+            .await
+            .expect("POST /v1/environments")
+    }
+
+    /// Creates an environment and returns its id, asserting 202.
+    pub async fn create_ok(&self, yaml: &str) -> String {
+        let response = self.create(yaml).await;
+        let status = response.status();
+        let body: Value = response.json().await.expect("json body");
+        assert_eq!(status, StatusCode::ACCEPTED, "create failed: {body}");
+        body["id"].as_str().expect("id").to_owned()
+    }
+
+    pub async fn get(&self, id: &str) -> (StatusCode, Value) {
+        let response = self
+            .request(Method::GET, &format!("/v1/environments/{id}"))
+            .send()
+            .await
+            .expect("GET environment");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls the read model until the environment has `status` (panics after `timeout`).
+    pub async fn wait_for_status(&self, id: &str, status: &str, timeout: Duration) -> Value {
+        self.wait_for(id, timeout, |body| body["status"] == status)
+            .await
+    }
+
+    /// Polls the read model until `done` holds for the environment (panics after `timeout`).
+    pub async fn wait_for(
+        &self,
+        id: &str,
+        timeout: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + timeout;
+        let mut last = Value::Null;
+        while Instant::now() < deadline {
+            let (code, body) = self.get(id).await;
+            if code == StatusCode::OK && done(&body) {
+                return body;
+            }
+            last = body;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "environment {id} did not reach the expected state within {timeout:?}; last: {last}"
+        );
+    }
+
+    pub async fn history(&self, id: &str) -> Vec<Value> {
+        let response = self
+            .request(Method::GET, &format!("/v1/environments/{id}/history"))
+            .send()
+            .await
+            .expect("GET history");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("history json")
+    }
+
+    /// The event types of an environment's history, in order.
+    pub async fn history_types(&self, id: &str) -> Vec<String> {
+        self.history(id)
+            .await
+            .iter()
+            .map(|e| e["type"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    /// Every message on the events stream for one environment, read straight from JetStream.
+    pub async fn stream_events(&self, id: &str) -> Vec<EventEnvelope> {
+        let client = async_nats::connect(self.nats.url()).await.expect("nats");
+        let js = async_nats::jetstream::new(client);
+        let stream = js
+            .get_stream(self.subjects.events_stream())
+            .await
+            .expect("events stream");
+        let consumer = stream
+            .create_consumer(OrderedConfig {
+                filter_subject: self.subjects.environment_events(id),
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .expect("ordered consumer");
+        let mut messages = consumer.messages().await.expect("messages");
+        let mut events = Vec::new();
+        loop {
+            match tokio::time::timeout(Duration::from_millis(500), messages.next()).await {
+                Ok(Some(Ok(message))) => {
+                    events.push(serde_json::from_slice(&message.payload).expect("envelope"));
+                    let pending = message.info().map(|i| i.pending).unwrap_or(0);
+                    if pending == 0 {
+                        break;
+                    }
+                }
+                Ok(Some(Err(error))) => panic!("consumer error: {error}"),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        events
+    }
+
+    /// The executor's working directory for one environment.
+    pub fn workdir(&self, id: &str) -> PathBuf {
+        self.data_dir.path().join("workdirs").join(id)
+    }
+
+    pub async fn restart_api(&mut self, extra: &[(&str, &str)], remove: &[&str]) {
+        self.api.kill9().await;
+        self.api = self.api.respawn(extra, remove);
+        self.wait_ready().await;
+    }
+
+    pub async fn kill9_executor(&mut self) {
+        if let Some(executor) = self.executor.as_mut() {
+            executor.kill9().await;
+        }
+    }
+
+    /// Kills nats-server (SIGKILL) and starts it again on the same port and store.
+    pub async fn restart_nats(&mut self) {
+        self.nats.kill().await;
+        let store = self.nats.store().to_path_buf();
+        let restarted = LocalNats::start_with_store(&store, Some(self.nats.port()))
+            .await
+            .expect("restart nats-server");
+        let old = std::mem::replace(&mut self.nats, restarted);
+        self.retired_nats.push(old);
+    }
+
+    pub fn restart_executor(&mut self) {
+        let executor = self.executor.as_ref().expect("stack has an executor");
+        self.executor = Some(executor.respawn(&[], &[]));
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // Processes die with their handles; the database is dropped on a separate thread since
+        // Drop cannot await.
+        let database = self.database.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                if let Ok(mut admin) = PgConnection::connect(ADMIN_URL).await {
+                    let _ =
+                        sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+                            .execute(&mut admin)
+                            .await;
+                }
+            });
+        })
+        .join();
+    }
+}

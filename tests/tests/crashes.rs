@@ -1,0 +1,135 @@
+//! Nothing lost: kill -9 of the executor mid-step, of the API between commit and publish, and of
+//! nats-server; each ends with every committed event on the stream exactly once and the
+//! environment where the user expects it.
+
+use std::time::{Duration, Instant};
+use system_tests::{Stack, StackOptions, sandbox_yaml};
+
+const WITHIN: Duration = Duration::from_secs(90);
+
+fn count(types: &[String], wanted: &str) -> usize {
+    types.iter().filter(|t| *t == wanted).count()
+}
+
+/// Fails the test if the sandbox recorded two mutating runs of one environment at once.
+fn assert_no_overlap(stack: &Stack, id: &str) {
+    let overlaps = stack.workdir(id).join(".standin/overlaps.jsonl");
+    assert!(
+        !overlaps.exists(),
+        "two terraform/helm runs overlapped: {}",
+        std::fs::read_to_string(&overlaps).unwrap_or_default()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_the_executor_mid_apply_still_ends_ready_with_one_infra_applied() {
+    let mut stack = Stack::start().await;
+    let id = stack
+        .create_ok(&sandbox_yaml("survivor", "    apply_seconds: 3\n"))
+        .await;
+    stack.wait_for_status(&id, "provisioning", WITHIN).await;
+    // Let the apply get going, then crash the executor in the middle of it.
+    let runs = stack.workdir(&id).join(".standin");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !runs.join("active.json").exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stack.kill9_executor().await;
+    stack.restart_executor();
+
+    stack.wait_for_status(&id, "ready", WITHIN).await;
+    let types = stack.history_types(&id).await;
+    assert_eq!(count(&types, "InfraApplyStarted"), 1, "{types:?}");
+    assert_eq!(count(&types, "InfraApplied"), 1, "{types:?}");
+    assert_eq!(count(&types, "BootstrapCompleted"), 1, "{types:?}");
+    assert_no_overlap(&stack, &id);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_the_api_between_commit_and_publish_loses_nothing() {
+    let mut stack = Stack::start_with(StackOptions {
+        executor: true,
+        api_env: vec![("PROVISIONER_FAULT_RELAY_HOLD".into(), "1".into())],
+    })
+    .await;
+    let id = stack.create_ok(&sandbox_yaml("committed", "")).await;
+    // Committed (the request was answered) but held back from JetStream.
+    let pending: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM event_outbox WHERE aggregate_id = $1")
+            .bind(&id)
+            .fetch_one(&stack.pool)
+            .await
+            .unwrap();
+    assert_eq!(pending, 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        stack.stream_events(&id).await.is_empty(),
+        "nothing is published yet"
+    );
+
+    stack
+        .restart_api(&[], &["PROVISIONER_FAULT_RELAY_HOLD"])
+        .await;
+    stack.wait_for_status(&id, "ready", WITHIN).await;
+
+    let published = stack.stream_events(&id).await;
+    let sequences: Vec<u64> = published.iter().map(|e| e.sequence).collect();
+    let history = stack.history(&id).await;
+    assert_eq!(sequences, (1..=history.len() as u64).collect::<Vec<_>>());
+    assert_eq!(published[0].event_type, "EnvironmentRequested");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM event_outbox")
+        .fetch_one(&stack.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_published_twice_is_on_the_stream_once() {
+    let stack = Stack::start().await;
+    let id = stack.create_ok(&sandbox_yaml("twice", "")).await;
+    stack.wait_for_status(&id, "ready", WITHIN).await;
+    let before = stack.stream_events(&id).await.len();
+    // As if the relay died after JetStream's ack but before deleting the outbox row.
+    sqlx::query(
+        "INSERT INTO event_outbox (aggregate_type, aggregate_id, sequence)
+         VALUES ('Environment', $1, 1), ('Environment', $1, 2)",
+    )
+    .bind(&id)
+    .execute(&stack.pool)
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM event_outbox")
+            .fetch_one(&stack.pool)
+            .await
+            .unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the relay did not drain the outbox"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stack.stream_events(&id).await.len(), before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nats_restart_mid_lifecycle_loses_no_event() {
+    let mut stack = Stack::start().await;
+    let id = stack
+        .create_ok(&sandbox_yaml("weathered", "    apply_seconds: 2\n"))
+        .await;
+    stack.wait_for_status(&id, "provisioning", WITHIN).await;
+    stack.restart_nats().await;
+    stack.wait_for_status(&id, "ready", WITHIN).await;
+    let history = stack.history(&id).await;
+    let published = stack.stream_events(&id).await;
+    let sequences: Vec<u64> = published.iter().map(|e| e.sequence).collect();
+    assert_eq!(sequences, (1..=history.len() as u64).collect::<Vec<_>>());
+    assert_no_overlap(&stack, &id);
+}

@@ -1,0 +1,110 @@
+//! Live lifecycle streams over SSE: order, resume, the all-environments stream, and that a
+//! client that does not read does not hold anyone else up.
+
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use reqwest::Method;
+use std::time::Duration;
+use system_tests::{Stack, sandbox_yaml};
+
+const WITHIN: Duration = Duration::from_secs(60);
+
+/// Reads SSE events (id, type) until `until` appears.
+async fn read_until(response: reqwest::Response, until: &str) -> Vec<(String, String)> {
+    let mut events = response.bytes_stream().eventsource();
+    let mut seen = Vec::new();
+    let read = async {
+        while let Some(Ok(event)) = events.next().await {
+            let done = event.event == until;
+            seen.push((event.id.clone(), event.event.clone()));
+            if done {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(WITHIN, read)
+        .await
+        .unwrap_or_else(|_| panic!("no {until} within {WITHIN:?}; saw {seen:?}"));
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sse_delivers_an_environments_events_in_order_and_resumes_after_last_event_id() {
+    let stack = Stack::start().await;
+    let id = stack.create_ok(&sandbox_yaml("streamed", "")).await;
+    let path = format!("/v1/environments/{id}/events");
+    let response = stack.request(Method::GET, &path).send().await.unwrap();
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let seen = read_until(response, "BootstrapCompleted").await;
+    let ids: Vec<&str> = seen.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["1", "2", "3", "4", "5"]);
+    let types: Vec<&str> = seen.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "EnvironmentRequested",
+            "InfraApplyStarted",
+            "InfraApplied",
+            "BootstrapStarted",
+            "BootstrapCompleted"
+        ]
+    );
+
+    let resumed = stack
+        .request(Method::GET, &path)
+        .header("last-event-id", "3")
+        .send()
+        .await
+        .unwrap();
+    let seen = read_until(resumed, "BootstrapCompleted").await;
+    assert_eq!(seen[0], ("4".to_owned(), "BootstrapStarted".to_owned()));
+
+    let after = stack
+        .request(Method::GET, &format!("{path}?after=4"))
+        .send()
+        .await
+        .unwrap();
+    let seen = read_until(after, "BootstrapCompleted").await;
+    assert_eq!(seen.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_never_reads_does_not_stall_other_subscribers() {
+    let stack = Stack::start().await;
+    // This client subscribes to everything and then never reads.
+    let stalled = stack
+        .request(Method::GET, "/v1/events?after=0")
+        .send()
+        .await
+        .unwrap();
+    let all = stack
+        .request(Method::GET, "/v1/events")
+        .send()
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for name in ["one", "two", "three"] {
+        ids.push(stack.create_ok(&sandbox_yaml(name, "")).await);
+    }
+    // The reading client sees every environment's lifecycle, in stream order.
+    let mut events = all.bytes_stream().eventsource();
+    let mut completed = 0;
+    let mut last_position = 0u64;
+    let read = async {
+        while let Some(Ok(event)) = events.next().await {
+            let position: u64 = event.id.parse().unwrap();
+            assert!(position > last_position, "stream positions increase");
+            last_position = position;
+            if event.event == "BootstrapCompleted" {
+                completed += 1;
+                if completed == ids.len() {
+                    break;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(WITHIN, read)
+        .await
+        .expect("the reading client saw all three environments become ready");
+    drop(stalled);
+}
