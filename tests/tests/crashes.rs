@@ -44,6 +44,16 @@ async fn killing_the_executor_mid_apply_still_ends_ready_with_one_infra_applied(
     assert_eq!(count(&types, "InfraApplied"), 1, "{types:?}");
     assert_eq!(count(&types, "BootstrapCompleted"), 1, "{types:?}");
     assert_no_overlap(&stack, &id);
+    // The job really was redelivered: the crashed executor's apply and the new executor's.
+    let runs = std::fs::read_to_string(runs.join("runs.jsonl")).unwrap();
+    let applies = runs
+        .lines()
+        .filter(|l| l.contains(r#""operation":"apply""#))
+        .count();
+    assert!(
+        applies >= 2,
+        "expected a second apply after the crash; runs: {runs}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
