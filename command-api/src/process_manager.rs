@@ -5,11 +5,14 @@
 //!   The aggregate ignores it when a step is already running, so redelivery is harmless.
 //! * Executor results → `CompleteOperation`; the aggregate accepts only the in-flight
 //!   operation's result, so late and duplicate results are harmless too.
+//! * A job JetStream gave up on (its executor crashed or timed out on every delivery, reported by
+//!   the `MAX_DELIVERIES` advisory) → `CompleteOperation` with a failure, so the environment
+//!   ends `failed` — visible and retryable — instead of waiting forever.
 
 use crate::relay::error_chain;
 use crate::store::{EventStore, StoreError};
 use async_nats::jetstream::{self, AckKind, consumer::pull};
-use domain::aggregate::{Command, DomainError};
+use domain::aggregate::{Command, DomainError, OperationOutcome};
 use domain::ids::OperationId;
 use domain::wire::{EventEnvelope, EventMetadata, OperationResult, Subjects};
 use futures::StreamExt;
@@ -98,7 +101,100 @@ impl ProcessManager {
                 },
             )
         };
-        tokio::join!(triggers, results);
+        tokio::join!(
+            triggers,
+            results,
+            self.fail_abandoned_jobs(shutdown.clone())
+        );
+    }
+
+    /// Fails the operation of every job the executors' consumer stopped redelivering.
+    async fn fail_abandoned_jobs(&self, shutdown: CancellationToken) {
+        let subject = format!(
+            "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{}",
+            self.subjects.events_stream(),
+            executors::runner::CONSUMER
+        );
+        while !shutdown.is_cancelled() {
+            let mut advisories = match self.js.client().subscribe(subject.clone()).await {
+                Ok(subscription) => Box::pin(subscription.take_until(shutdown.cancelled())),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot watch for abandoned jobs; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(STREAM_WAIT) => continue,
+                    }
+                }
+            };
+            while let Some(message) = advisories.next().await {
+                self.on_abandoned_job(&message.payload).await;
+            }
+        }
+    }
+
+    async fn on_abandoned_job(&self, payload: &[u8]) {
+        #[derive(serde::Deserialize)]
+        struct MaxDeliveries {
+            stream_seq: u64,
+            deliveries: u64,
+        }
+        let Ok(advisory) = serde_json::from_slice::<MaxDeliveries>(payload) else {
+            tracing::warn!("undecodable max-deliveries advisory");
+            return;
+        };
+        let job = async {
+            let stream = self.js.get_stream(self.subjects.events_stream()).await?;
+            let message = stream.get_raw_message(advisory.stream_seq).await?;
+            let envelope: EventEnvelope = serde_json::from_slice(&message.payload)?;
+            Ok::<_, async_nats::Error>(envelope)
+        };
+        let envelope = match job.await {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                tracing::error!(%error, stream_seq = advisory.stream_seq, "cannot load abandoned job");
+                return;
+            }
+        };
+        let Some(operation_id) = envelope
+            .event()
+            .ok()
+            .and_then(|e| e.job().map(|(op, _)| op.clone()))
+        else {
+            return;
+        };
+        tracing::error!(
+            env_id = %envelope.environment_id,
+            op_id = %operation_id,
+            deliveries = advisory.deliveries,
+            "executors gave up on a job"
+        );
+        let metadata = EventMetadata {
+            actor: "system:process-manager".into(),
+            tenant: envelope.metadata.tenant.clone(),
+            request_id: envelope.metadata.request_id.clone(),
+            correlation_id: operation_id.to_string(),
+            causation_id: format!("advisory:max-deliveries:{}", advisory.stream_seq),
+            recorded_at: now(),
+        };
+        let error = format!(
+            "no executor finished this step after {} deliveries (each attempt crashed or timed out); retry to run it again",
+            advisory.deliveries
+        );
+        let command = Command::CompleteOperation {
+            operation_id,
+            outcome: OperationOutcome::Failed { error },
+        };
+        // Retried like any command; a result that arrived meanwhile wins (the operation is no
+        // longer in flight and this is ignored).
+        for _ in 0..5 {
+            match self
+                .execute(&envelope.environment_id, command.clone(), &metadata)
+                .await
+            {
+                Disposition::Retry => tokio::time::sleep(RETRY_DELAY).await,
+                Disposition::Done | Disposition::Poison => return,
+            }
+        }
     }
 
     async fn on_trigger(&self, payload: &[u8]) -> Disposition {

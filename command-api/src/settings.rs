@@ -17,8 +17,8 @@ pub struct SettingsError {
     pub reason: String,
 }
 
-/// The API process's settings.
-#[derive(Clone, Debug)]
+/// The API process's settings. `Debug` hides the admin token and the database password.
+#[derive(Clone)]
 pub struct Settings {
     /// `DATABASE_URL`
     pub database_url: String,
@@ -97,6 +97,28 @@ fn providers(value: &str) -> Result<Vec<Provider>, SettingsError> {
         .collect()
 }
 
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let database_url = match reqwest::Url::parse(&self.database_url) {
+            Ok(mut url) if url.password().is_some() => {
+                let _ = url.set_password(Some("***"));
+                url.to_string()
+            }
+            _ => self.database_url.clone(),
+        };
+        f.debug_struct("Settings")
+            .field("database_url", &database_url)
+            .field("database_max_connections", &self.database_max_connections)
+            .field("nats_url", &self.nats_url)
+            .field("subject_prefix", &self.subject_prefix)
+            .field("listen", &self.listen)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
+            .field("enabled_providers", &self.enabled_providers)
+            .field("sse_keep_alive", &self.sse_keep_alive)
+            .finish()
+    }
+}
+
 impl Settings {
     pub fn from_env() -> Result<Self, SettingsError> {
         let subject_prefix =
@@ -117,5 +139,39 @@ impl Settings {
             )?,
             sse_keep_alive: Duration::from_millis(parsed("PROVISIONER_SSE_KEEPALIVE_MS", 15_000)?),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_the_admin_token_and_database_password() {
+        let settings = Settings {
+            database_url: "postgres://app:hunter2@db:5432/provisioner".into(),
+            database_max_connections: 4,
+            nats_url: DEFAULT_NATS_URL.into(),
+            subject_prefix: DEFAULT_PREFIX.into(),
+            listen: DEFAULT_LISTEN.parse().unwrap(),
+            admin_token: Some("pvt_secret".into()),
+            enabled_providers: vec![Provider::Sandbox],
+            sse_keep_alive: Duration::from_secs(15),
+        };
+        let debug = format!("{settings:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(!debug.contains("pvt_secret"), "{debug}");
+        assert!(
+            debug.contains("postgres://app:***@db:5432/provisioner"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn a_prefix_must_be_a_single_lowercase_subject_token() {
+        assert!(validate_prefix("beta9-prov_1").is_ok());
+        for bad in ["", "Upper", "has.dot", "has space", "wild*"] {
+            assert!(validate_prefix(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -111,6 +111,10 @@ impl ExecutorSettings {
         if let Some(value) = get("PROVISIONER_EXECUTOR_ACK_WAIT_MS") {
             settings.ack_wait = parse_millis("PROVISIONER_EXECUTOR_ACK_WAIT_MS", value)?;
         }
+        if let Some(value) = get("PROVISIONER_EXECUTOR_MAX_DELIVER") {
+            let max = parse_positive("PROVISIONER_EXECUTOR_MAX_DELIVER", value)?;
+            settings.max_deliver = i64::try_from(max).unwrap_or(i64::MAX);
+        }
         if settings.heartbeat >= settings.ack_wait {
             return Err(SettingsError {
                 variable: "PROVISIONER_EXECUTOR_HEARTBEAT_MS",

@@ -22,6 +22,8 @@ pub struct StackOptions {
     pub executor: bool,
     /// Extra environment for the API process.
     pub api_env: Vec<(String, String)>,
+    /// Extra environment for the executor process.
+    pub executor_env: Vec<(String, String)>,
 }
 
 impl Default for StackOptions {
@@ -29,6 +31,7 @@ impl Default for StackOptions {
         Self {
             executor: true,
             api_env: Vec::new(),
+            executor_env: Vec::new(),
         }
     }
 }
@@ -93,6 +96,7 @@ impl Stack {
         );
         executor_env.insert("PROVISIONER_EXECUTOR_HEARTBEAT_MS".into(), "500".into());
         executor_env.insert("PROVISIONER_EXECUTOR_ACK_WAIT_MS".into(), "3000".into());
+        executor_env.extend(options.executor_env.iter().cloned());
 
         let api = ProviderProcess::spawn("serve", api_env);
         let executor = options

@@ -57,10 +57,51 @@ async fn killing_the_executor_mid_apply_still_ends_ready_with_one_infra_applied(
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_step_no_executor_finishes_fails_visibly_and_can_be_retried() {
+    let mut stack = Stack::start_with(StackOptions {
+        executor_env: vec![("PROVISIONER_EXECUTOR_MAX_DELIVER".into(), "1".into())],
+        ..Default::default()
+    })
+    .await;
+    let id = stack
+        .create_ok(&sandbox_yaml("abandoned", "    apply_seconds: 2\n"))
+        .await;
+    stack.wait_for_status(&id, "provisioning", WITHIN).await;
+    stack.kill9_executor().await;
+    // The only delivery died with its executor: JetStream gives up, and the user sees why.
+    let failed = stack.wait_for_status(&id, "failed", WITHIN).await;
+    assert_eq!(failed["error"]["phase"], "infra");
+    assert!(
+        failed["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no executor finished this step"),
+        "error: {}",
+        failed["error"]
+    );
+    stack.restart_executor();
+    let response = stack
+        .request(
+            reqwest::Method::POST,
+            &format!("/v1/environments/{id}/retry"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    stack.wait_for_status(&id, "ready", WITHIN).await;
+    let types = stack.history_types(&id).await;
+    assert_eq!(count(&types, "InfraApplyFailed"), 1, "{types:?}");
+    assert_eq!(count(&types, "InfraApplied"), 1, "{types:?}");
+    assert_no_overlap(&stack, &id);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn killing_the_api_between_commit_and_publish_loses_nothing() {
     let mut stack = Stack::start_with(StackOptions {
         executor: true,
         api_env: vec![("PROVISIONER_FAULT_RELAY_HOLD".into(), "1".into())],
+        ..Default::default()
     })
     .await;
     let id = stack.create_ok(&sandbox_yaml("committed", "")).await;

@@ -4,6 +4,7 @@ pub mod auth;
 mod environments;
 pub mod error;
 mod health;
+mod logs;
 mod sse;
 
 use crate::environments::Environments;
@@ -68,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/environments/{id}/retry", post(environments::retry))
         .route("/environments/{id}/history", get(environments::history))
         .route("/environments/{id}/events", get(sse::environment_events))
+        .route("/environments/{id}/logs", get(logs::logs))
         .route("/events", get(sse::all_events))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

@@ -19,15 +19,19 @@ use domain::ids::EnvironmentId;
 use domain::wire::EventEnvelope;
 use futures::{Stream, StreamExt, stream};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use std::convert::Infallible;
 
 #[derive(Debug, Deserialize)]
 pub struct ResumeParams {
-    after: Option<u64>,
+    pub after: Option<u64>,
 }
 
 /// The resume point: `?after=N` wins over `Last-Event-ID`.
-fn resume_after(headers: &HeaderMap, params: &ResumeParams) -> Result<Option<u64>, AppError> {
+pub(super) fn resume_after(
+    headers: &HeaderMap,
+    params: &ResumeParams,
+) -> Result<Option<u64>, AppError> {
     if let Some(after) = params.after {
         return Ok(Some(after));
     }
@@ -49,16 +53,29 @@ fn sse_event(id: u64, envelope: &EventEnvelope) -> SseEvent {
         .data(serde_json::to_string(envelope).unwrap_or_default())
 }
 
-async fn ordered_messages(
+/// One decoded message of an ordered consumer.
+pub(super) struct Delivered<T> {
+    /// Position in the stream.
+    pub position: u64,
+    /// Messages after this one that matched the filter when it was delivered.
+    pub pending: u64,
+    pub value: T,
+}
+
+/// A private ordered consumer over `stream_name` for one SSE client or read: messages that do
+/// not decode as `T` are skipped; the stream ends when the process shuts down.
+pub(super) async fn ordered_messages<T: DeserializeOwned>(
     state: &AppState,
+    stream_name: String,
     filter_subject: String,
     deliver_policy: DeliverPolicy,
-) -> Result<impl Stream<Item = (u64, EventEnvelope)> + use<>, AppError> {
+) -> Result<impl Stream<Item = Delivered<T>> + use<T>, AppError> {
+    let unavailable = |e: async_nats::Error| AppError::Unavailable(e);
     let stream = state
         .js
-        .get_stream(state.subjects.events_stream())
+        .get_stream(stream_name)
         .await
-        .map_err(|e| AppError::Unavailable(Box::new(e)))?;
+        .map_err(|e| unavailable(e.into()))?;
     let consumer = stream
         .create_consumer(OrderedConfig {
             filter_subject,
@@ -66,23 +83,27 @@ async fn ordered_messages(
             ..Default::default()
         })
         .await
-        .map_err(|e| AppError::Unavailable(Box::new(e)))?;
+        .map_err(|e| unavailable(e.into()))?;
     let messages = consumer
         .messages()
         .await
-        .map_err(|e| AppError::Unavailable(Box::new(e)))?;
+        .map_err(|e| unavailable(e.into()))?;
     Ok(messages
         .take_until(state.shutdown.clone().cancelled_owned())
         .filter_map(|message| async move {
             let message = message
-                .inspect_err(|error| tracing::warn!(%error, "sse consumer error"))
+                .inspect_err(|error| tracing::warn!(%error, "ordered consumer error"))
                 .ok()?;
-            let stream_sequence = message
+            let (position, pending) = message
                 .info()
-                .map(|i| i.stream_sequence)
+                .map(|i| (i.stream_sequence, i.pending))
                 .unwrap_or_default();
-            let envelope = serde_json::from_slice::<EventEnvelope>(&message.payload).ok()?;
-            Some((stream_sequence, envelope))
+            let value = serde_json::from_slice::<T>(&message.payload).ok()?;
+            Some(Delivered {
+                position,
+                pending,
+                value,
+            })
         }))
 }
 
@@ -97,21 +118,24 @@ pub async fn environment_events(
     let after = resume_after(&headers, &params)?.unwrap_or(0);
     // 404 for an environment that was never requested, rather than an empty stream forever.
     state.environments.load(&id).await?;
-    let messages = ordered_messages(
+    let messages = ordered_messages::<EventEnvelope>(
         &state,
+        state.subjects.events_stream(),
         state.subjects.environment_events(id.as_str()),
         DeliverPolicy::All,
     )
     .await?;
     let remaining = Box::pin(
-        messages.filter(move |(_, envelope)| std::future::ready(envelope.sequence > after)),
+        messages
+            .map(|delivered| delivered.value)
+            .filter(move |envelope| std::future::ready(envelope.sequence > after)),
     );
     // Ends the stream right after the last event an environment can have.
     let events = stream::unfold((remaining, false), |(mut remaining, ended)| async move {
         if ended {
             return None;
         }
-        let (_, envelope) = remaining.next().await?;
+        let envelope = remaining.next().await?;
         let last = envelope.event_type == "InfraDestroyed";
         Some((
             Ok(sse_event(envelope.sequence, &envelope)),
@@ -133,7 +157,13 @@ pub async fn all_events(
         },
         None => DeliverPolicy::New,
     };
-    let messages = ordered_messages(&state, state.subjects.all_events(), deliver_policy).await?;
-    let events = messages.map(|(position, envelope)| Ok(sse_event(position, &envelope)));
+    let messages = ordered_messages::<EventEnvelope>(
+        &state,
+        state.subjects.events_stream(),
+        state.subjects.all_events(),
+        deliver_policy,
+    )
+    .await?;
+    let events = messages.map(|d| Ok(sse_event(d.position, &d.value)));
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(state.sse_keep_alive)))
 }

@@ -1,0 +1,92 @@
+//! `GET /v1/environments/{id}/logs`: executor output, per operation, from the logs stream.
+//!
+//! Without `follow` it answers the lines recorded so far as JSON; with `?follow=true` it streams
+//! them as Server-Sent Events (`id:` = position in the logs stream, resumable like the event
+//! streams) until the client goes away.
+
+use super::AppState;
+use super::error::AppError;
+use super::sse::{Delivered, ordered_messages};
+use async_nats::jetstream::consumer::DeliverPolicy;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use domain::ids::{EnvironmentId, OperationId};
+use domain::wire::LogLine;
+use futures::StreamExt;
+use serde::Deserialize;
+use std::time::Duration;
+
+/// How long a non-follow read waits for the next line before answering with what it has.
+const READ_IDLE: Duration = Duration::from_millis(300);
+/// The most lines one non-follow read returns.
+const MAX_LINES: usize = 10_000;
+
+#[derive(Debug, Deserialize)]
+pub struct LogParams {
+    operation: Option<String>,
+    #[serde(default)]
+    follow: bool,
+    after: Option<u64>,
+}
+
+/// `GET /v1/environments/{id}/logs?operation=&follow=&after=`
+pub async fn logs(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(params): Query<LogParams>,
+) -> Result<Response, AppError> {
+    let id = EnvironmentId::parse(&id).map_err(|_| AppError::NotFound(id.clone()))?;
+    state.environments.load(&id).await?;
+    let filter = match &params.operation {
+        Some(operation) => {
+            let operation = OperationId::parse(operation).map_err(|_| {
+                AppError::BadRequest(format!("{operation:?} is not an operation id"))
+            })?;
+            state.subjects.logs(id.as_str(), operation.as_str())
+        }
+        None => state.subjects.environment_logs(id.as_str()),
+    };
+    let deliver_policy = match params.after {
+        Some(after) => DeliverPolicy::ByStartSequence {
+            start_sequence: after + 1,
+        },
+        None => DeliverPolicy::All,
+    };
+    let lines =
+        ordered_messages::<LogLine>(&state, state.subjects.logs_stream(), filter, deliver_policy)
+            .await?;
+    if params.follow {
+        let events = lines.map(
+            |Delivered {
+                 position, value, ..
+             }| {
+                Ok::<_, std::convert::Infallible>(
+                    SseEvent::default()
+                        .id(position.to_string())
+                        .event("log")
+                        .data(serde_json::to_string(&value).unwrap_or_default()),
+                )
+            },
+        );
+        return Ok(Sse::new(events)
+            .keep_alive(KeepAlive::new().interval(state.sse_keep_alive))
+            .into_response());
+    }
+    let mut lines = Box::pin(lines);
+    let mut collected = Vec::new();
+    while collected.len() < MAX_LINES {
+        match tokio::time::timeout(READ_IDLE, lines.next()).await {
+            Ok(Some(delivered)) => {
+                let last = delivered.pending == 0;
+                collected.push(delivered.value);
+                if last {
+                    break;
+                }
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    Ok(Json(serde_json::json!({"lines": collected})).into_response())
+}
