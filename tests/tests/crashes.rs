@@ -184,3 +184,27 @@ async fn a_nats_restart_mid_lifecycle_loses_no_event() {
     assert_eq!(sequences, (1..=history.len() as u64).collect::<Vec<_>>());
     assert_no_overlap(&stack, &id);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn losing_every_database_connection_mid_lifecycle_loses_no_event() {
+    let stack = Stack::start().await;
+    let id = stack
+        .create_ok(&sandbox_yaml("reconnected", "    apply_seconds: 1\n"))
+        .await;
+    stack.wait_for_status(&id, "provisioning", WITHIN).await;
+    // What a Postgres restart does to the provisioner: every connection it holds is cut,
+    // including the relay's leader lock.
+    let cut: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&stack.pool)
+    .await
+    .unwrap();
+    assert!(!cut.is_empty(), "the provisioner had connections to cut");
+    stack.wait_for_status(&id, "ready", WITHIN).await;
+    let history = stack.history(&id).await;
+    let published = stack.stream_events(&id).await;
+    let sequences: Vec<u64> = published.iter().map(|e| e.sequence).collect();
+    assert_eq!(sequences, (1..=history.len() as u64).collect::<Vec<_>>());
+}

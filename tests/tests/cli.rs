@@ -1,0 +1,65 @@
+//! The client verbs of the `provisioner` binary against a running deployment.
+
+use serde_json::Value;
+use std::process::Output;
+use system_tests::{Stack, binary_dir, sandbox_yaml};
+
+fn provisioner(stack: &Stack, args: &[&str]) -> Output {
+    std::process::Command::new(binary_dir().join("provisioner"))
+        .args(args)
+        .env("PROVISIONER_API_URL", &stack.base_url)
+        .env("PROVISIONER_TOKEN", stack.token())
+        .output()
+        .expect("run provisioner")
+}
+
+fn stdout_json(output: &Output) -> Value {
+    assert!(
+        output.status.success(),
+        "exit {:?}: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("json on stdout")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_creates_watches_lists_and_destroys_an_environment() {
+    let stack = Stack::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("env.yaml");
+    std::fs::write(&file, sandbox_yaml("from-cli", "")).unwrap();
+
+    let created = stdout_json(&provisioner(
+        &stack,
+        &["env", "create", "-f", file.to_str().unwrap()],
+    ));
+    let id = created["id"].as_str().unwrap().to_owned();
+
+    // watch follows the live stream and exits 0 once the environment is ready.
+    let watch = provisioner(&stack, &["env", "watch", &id]);
+    assert!(watch.status.success());
+    let watched = String::from_utf8_lossy(&watch.stdout);
+    assert!(watched.contains("BootstrapCompleted"), "{watched}");
+    assert!(watched.contains("-> ready"), "{watched}");
+
+    let list = stdout_json(&provisioner(&stack, &["env", "list", "--name", "from-cli"]));
+    assert_eq!(list["items"][0]["id"], id.as_str());
+
+    let deleted = stdout_json(&provisioner(&stack, &["env", "delete", &id]));
+    assert_eq!(deleted["status"], "destroy_queued");
+    let watch = provisioner(&stack, &["env", "watch", &id]);
+    assert!(String::from_utf8_lossy(&watch.stdout).contains("-> destroyed"));
+
+    let history = stdout_json(&provisioner(&stack, &["env", "history", &id]));
+    assert_eq!(
+        history.as_array().unwrap().last().unwrap()["type"],
+        "InfraDestroyed"
+    );
+
+    // A bad file is refused with the API's field errors and a non-zero exit.
+    std::fs::write(&file, "name: Bad Name\ncloud: {provider: sandbox}\n").unwrap();
+    let refused = provisioner(&stack, &["env", "create", "-f", file.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("validation_failed"));
+}
