@@ -188,10 +188,58 @@ async fn main() {
     shutdown.cancel();
     let _ = server.await;
 
-    let outbox_left: i64 = sqlx::query_scalar("SELECT count(*) FROM event_outbox")
+    // 4. the relay alone draining the backlog the phases above left (nothing else running),
+    //    against plain JetStream publishes (64 publishers, each awaiting its ack).
+    let backlog: i64 = sqlx::query_scalar("SELECT count(*) FROM event_outbox")
         .fetch_one(&pool)
         .await
-        .unwrap_or(-1);
+        .expect("outbox count");
+    let js_client = async_nats::connect(nats.url()).await.expect("nats");
+    let relay_stop = CancellationToken::new();
+    let relay = tokio::spawn(
+        command_api::relay::Relay::new(
+            pool.clone(),
+            async_nats::jetstream::new(js_client),
+            domain::wire::Subjects::new("bench"),
+            Arc::new(tokio::sync::Notify::new()),
+        )
+        .run(relay_stop.clone()),
+    );
+    let drain_started = Instant::now();
+    let mut left = backlog;
+    while left > 0 && drain_started.elapsed() < Duration::from_secs(120) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        left = sqlx::query_scalar("SELECT count(*) FROM event_outbox")
+            .fetch_one(&pool)
+            .await
+            .expect("outbox count");
+    }
+    let relay_rate = (backlog - left) as f64 / drain_started.elapsed().as_secs_f64();
+    relay_stop.cancel();
+    let _ = relay.await;
+
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("nats"));
+    js.get_or_create_stream(async_nats::jetstream::stream::Config {
+        name: "RAW".into(),
+        subjects: vec!["raw.>".into()],
+        ..Default::default()
+    })
+    .await
+    .expect("raw stream");
+    let payload = bytes::Bytes::from(serde_json::to_vec(&sample).expect("json"));
+    let publish_rate = measure(seconds, move |n| {
+        let js = js.clone();
+        let payload = payload.clone();
+        async move {
+            js.publish(format!("raw.{}", n % 1000), payload)
+                .await
+                .expect("publish")
+                .await
+                .expect("ack");
+        }
+    })
+    .await;
+
     println!("clients: {CLIENTS}, {seconds}s per phase");
     println!("raw durable inserts      {raw:>9.0} /s");
     println!(
@@ -202,6 +250,15 @@ async fn main() {
         "POST /v1/environments    {http_rate:>9.0} /s  ({:.2} of raw)",
         http_rate / raw
     );
-    println!("outbox rows not yet relayed at shutdown: {outbox_left}");
+    println!("plain JetStream publishes {publish_rate:>9.0} /s");
+    println!(
+        "relay drain ({backlog} events) {relay_rate:>9.0} /s  ({:.2} of plain publishes){}",
+        relay_rate / publish_rate,
+        if left > 0 {
+            format!(", {left} left after 120s")
+        } else {
+            String::new()
+        }
+    );
     pool.close().await;
 }
