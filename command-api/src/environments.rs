@@ -85,13 +85,9 @@ impl Environments {
         };
         tracing::Span::current().record("env_id", id.as_str());
         let name = spec.name.to_string();
-        let command = Command::Request {
-            id: id.clone(),
-            spec,
-        };
         match self
             .store
-            .execute(id.as_str(), command, &caller.metadata(&caller.request_id))
+            .request(&id, spec, &caller.metadata(&caller.request_id))
             .await
         {
             Ok(()) => Ok(Accepted {

@@ -33,6 +33,8 @@ pub enum LocalNatsError {
 /// A running private nats-server.
 pub struct LocalNats {
     child: Child,
+    /// The server's unique name, to tell it from another server on the same port.
+    name: String,
     port: u16,
     store: PathBuf,
     _tempdir: Option<tempfile::TempDir>,
@@ -50,26 +52,53 @@ impl LocalNats {
         Ok(server)
     }
 
-    /// Starts a server on `store` (kept by the caller), on `port` or a free one.
+    /// Starts a server on `store` (kept by the caller), on `port` or a free one. A free port can
+    /// be taken by someone else between choosing and binding it; then another is tried.
     pub async fn start_with_store(store: &Path, port: Option<u16>) -> Result<Self, LocalNatsError> {
         let binary = find_binary().await?;
-        let port = match port {
-            Some(port) => port,
-            None => free_port()?,
-        };
-        let child = Command::new(&binary)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        let attempts = if port.is_some() { 1 } else { 5 };
+        let mut last_error = None;
+        for _ in 0..attempts {
+            let port = match port {
+                Some(port) => port,
+                None => free_port()?,
+            };
+            match Self::spawn(&binary, store, port).await {
+                Ok(server) => return Ok(server),
+                Err(error) => last_error = Some(error),
+            }
+        }
+        Err(last_error.unwrap_or(LocalNatsError::NotReady {
+            port: port.unwrap_or_default(),
+            timeout: START_TIMEOUT,
+        }))
+    }
+
+    async fn spawn(binary: &Path, store: &Path, port: u16) -> Result<Self, LocalNatsError> {
+        let name = format!("provisioner-local-{}", ulid::Ulid::new());
+        let child = Command::new(binary)
+            .args([
+                "-n",
+                &name,
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(store)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .map_err(|source| LocalNatsError::Spawn {
-                binary: binary.clone(),
+                binary: binary.to_path_buf(),
                 source,
             })?;
-        let server = Self {
+        let mut server = Self {
             child,
+            name,
             port,
             store: store.to_path_buf(),
             _tempdir: None,
@@ -95,12 +124,18 @@ impl LocalNats {
         let _ = self.child.kill().await;
     }
 
-    async fn wait_ready(&self) -> Result<(), LocalNatsError> {
+    /// Waits until this server (not another one on the same port) answers JetStream requests.
+    async fn wait_ready(&mut self) -> Result<(), LocalNatsError> {
         let deadline = Instant::now() + START_TIMEOUT;
         while Instant::now() < deadline {
+            if self.child.try_wait()?.is_some() {
+                // It exited: most likely the port was taken after all.
+                break;
+            }
             if let Ok(client) = async_nats::connect(self.url()).await {
+                let ours = client.server_info().server_name == self.name;
                 let js = async_nats::jetstream::new(client);
-                if js.query_account().await.is_ok() {
+                if ours && js.query_account().await.is_ok() {
                     return Ok(());
                 }
             }

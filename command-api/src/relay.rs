@@ -6,9 +6,12 @@
 //! duplicate by its `Nats-Msg-Id = <env_id>:<sequence>`. One relay is active at a time (a
 //! Postgres advisory lock held on a dedicated connection); other replicas stand by.
 //!
-//! Ordering: per environment, sequence n+1 can only commit after n did (optimistic
-//! concurrency), so reading the outbox ordered by (environment, sequence) and publishing each
-//! environment's events one after another keeps their order on the stream.
+//! Ordering: per environment, sequence n+1 can only be written after n committed (optimistic
+//! concurrency), so its outbox id (allocated when the row is inserted) is larger. Reading the
+//! outbox in id order therefore never returns n+1 without n (unless n was already published),
+//! and publishing each environment's events one after another, each after the previous one's
+//! ack, keeps their order on the stream. Ids are not commit order *across* environments, so they
+//! are never used as a checkpoint: a row is forgotten only by deleting it after its ack.
 
 use crate::store::AGGREGATE_TYPE;
 use async_nats::jetstream::{self, message::PublishMessage};
@@ -220,13 +223,19 @@ impl Relay {
             serde_json::Value,
         );
         let rows: Vec<Row> = sqlx::query_as(
-            "SELECT o.id, e.aggregate_id, e.sequence, e.event_type, e.event_version,
+            // The batch is chosen first, on the outbox's primary key alone, so the join reads
+            // just those events however large the backlog or the events table is.
+            "WITH batch AS (
+                 SELECT id, aggregate_type, aggregate_id, sequence
+                   FROM event_outbox
+                  WHERE aggregate_type = $1
+                  ORDER BY id
+                  LIMIT $2)
+             SELECT b.id, e.aggregate_id, e.sequence, e.event_type, e.event_version,
                     e.payload::jsonb, e.metadata::jsonb
-               FROM event_outbox o
+               FROM batch b
                JOIN events e USING (aggregate_type, aggregate_id, sequence)
-              WHERE o.aggregate_type = $1
-              ORDER BY o.aggregate_id, o.sequence
-              LIMIT $2",
+              ORDER BY b.id",
         )
         .bind(AGGREGATE_TYPE)
         .bind(BATCH_SIZE)

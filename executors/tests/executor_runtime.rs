@@ -3,10 +3,9 @@
 //!
 //! Needs `nats-server` (>= 2.10) on PATH. `TEST_LOG=1` shows the executor's tracing output.
 
+use command_api::local_nats::LocalNats;
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
@@ -27,52 +26,9 @@ use tokio_util::sync::CancellationToken;
 // Harness
 // ---------------------------------------------------------------------------------------------
 
-/// A `nats-server -js` of our own, killed when dropped.
-struct NatsServer {
-    child: Child,
-    url: String,
-    _store: tempfile::TempDir,
-}
-
-impl NatsServer {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let store = tempfile::tempdir().unwrap();
-        let child = Command::new("nats-server")
-            .args(["-js", "-sd"])
-            .arg(store.path())
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server (>= 2.10) must be on PATH");
-        let server = NatsServer {
-            child,
-            url: format!("nats://127.0.0.1:{port}"),
-            _store: store,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A server with the command side's streams, and an executor consuming from it.
 struct Harness {
-    server: NatsServer,
+    server: LocalNats,
     subjects: Subjects,
     jetstream: jetstream::Context,
     data_dir: tempfile::TempDir,
@@ -122,13 +78,13 @@ impl Harness {
     /// Starts a server and an executor whose settings `adjust` may change.
     async fn start_with(adjust: impl Fn(&mut ExecutorSettings)) -> Self {
         init_tracing();
-        let server = NatsServer::start();
-        let client = async_nats::connect(&server.url).await.unwrap();
+        let server = LocalNats::start().await.expect("nats-server >= 2.10");
+        let client = async_nats::connect(server.url()).await.unwrap();
         let jetstream = jetstream::new(client);
         let subjects = Subjects::new("exectest");
         create_streams(&jetstream, &subjects).await;
         let data_dir = tempfile::tempdir().unwrap();
-        let mut settings = test_settings(&server.url, &subjects, data_dir.path());
+        let mut settings = test_settings(&server.url(), &subjects, data_dir.path());
         adjust(&mut settings);
         Harness {
             executor: Executor::spawn(settings),
@@ -641,7 +597,7 @@ async fn shutdown_hands_back_a_job_that_outlasts_the_grace_and_another_executor_
         "the interrupted apply released its lock"
     );
     let harness = Harness {
-        executor: Executor::spawn(test_settings(&server.url, &subjects, data_dir.path())),
+        executor: Executor::spawn(test_settings(&server.url(), &subjects, data_dir.path())),
         server,
         subjects,
         jetstream,

@@ -2,14 +2,18 @@
 //! environment's history.
 
 mod aggregate;
+mod repository;
 
-pub use aggregate::{AGGREGATE_TYPE, EnvironmentAggregate};
+pub use aggregate::{AGGREGATE_TYPE, EnvironmentAggregate, StoredEvent};
+pub use repository::EventRepository;
 
-use cqrs_es::AggregateError;
+use cqrs_es::persist::EventStoreAggregateContext;
 use cqrs_es::persist::PersistedEventStore;
-use domain::aggregate::{Command, DomainError};
+use cqrs_es::{AggregateError, CqrsFramework, EventStore as _};
+use domain::aggregate::{Command, DomainError, Environment};
+use domain::ids::EnvironmentId;
+use domain::spec::EnvironmentSpec;
 use domain::wire::{EventEnvelope, EventMetadata};
-use postgres_es::{PostgresCqrs, PostgresEventRepository};
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -46,21 +50,24 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
 }
 
+type Events = PersistedEventStore<EventRepository, EnvironmentAggregate>;
+
 /// Executes commands against environments and reads their history.
 #[derive(Clone)]
 pub struct EventStore {
-    cqrs: Arc<PostgresCqrs<EnvironmentAggregate>>,
+    cqrs: Arc<CqrsFramework<EnvironmentAggregate, Events>>,
+    events: Arc<Events>,
     pool: PgPool,
     committed: Arc<Notify>,
 }
 
 impl EventStore {
     pub fn new(pool: PgPool) -> Self {
-        let repo = PostgresEventRepository::new(pool.clone());
         // Snapshots stay off: cqrs-es 0.5.0 applies events twice when it builds one.
-        let store = PersistedEventStore::new_event_store(repo);
+        let store = || PersistedEventStore::new_event_store(EventRepository::new(pool.clone()));
         Self {
-            cqrs: Arc::new(cqrs_es::CqrsFramework::new(store, vec![], ())),
+            cqrs: Arc::new(CqrsFramework::new(store(), vec![], ())),
+            events: Arc::new(store()),
             pool,
             committed: Arc::new(Notify::new()),
         }
@@ -94,6 +101,45 @@ impl EventStore {
             Ok(()) => {
                 self.committed.notify_one();
                 Ok(())
+            }
+            Err(error) => Err(classify(error)),
+        }
+    }
+
+    /// Requests a new environment. A fresh id has no history, so unlike [`Self::execute`] this
+    /// does not load one: it commits the request at sequence 1 directly (one round trip). If the
+    /// id does exist (a repeated idempotent request), that insert conflicts and the answer is
+    /// `AlreadyExists`, exactly as the aggregate would have decided.
+    #[tracing::instrument(skip_all, fields(env_id = %id))]
+    pub async fn request(
+        &self,
+        id: &EnvironmentId,
+        spec: EnvironmentSpec,
+        metadata: &EventMetadata,
+    ) -> Result<()> {
+        let command = Command::Request {
+            id: id.clone(),
+            spec,
+        };
+        let events = Environment::default().handle(command)?;
+        let context = EventStoreAggregateContext {
+            aggregate_id: id.to_string(),
+            aggregate: EnvironmentAggregate::default(),
+            current_sequence: 0,
+            current_snapshot: None,
+        };
+        let events = events.into_iter().map(StoredEvent).collect();
+        match self
+            .events
+            .commit(events, context, metadata_map(metadata))
+            .await
+        {
+            Ok(_) => {
+                self.committed.notify_one();
+                Ok(())
+            }
+            Err(AggregateError::AggregateConflict) => {
+                Err(StoreError::Rejected(DomainError::AlreadyExists))
             }
             Err(error) => Err(classify(error)),
         }

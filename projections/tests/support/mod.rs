@@ -2,7 +2,7 @@
 //! nats-server with JetStream.
 //!
 //! Postgres: `PROJECTIONS_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432`), a server
-//! where that user may create databases. NATS: `PROVISIONER_NATS_SERVER` (default `nats-server` on PATH),
+//! where that user may create databases. NATS: `PROVISIONER_NATS_SERVER` or the first nats-server >= 2.10 on PATH,
 //! 2.10 or newer.
 
 #![allow(dead_code)]
@@ -15,7 +15,6 @@ use domain::{EnvironmentId, OperationId};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
@@ -361,59 +360,20 @@ impl Drop for TestDb {
 // ---------------------------------------------------------------------------------------------
 // NATS
 
-/// A nats-server with JetStream on a free port and a temporary store; killed on drop.
-pub struct NatsServer {
-    child: Child,
-    port: u16,
-    _store: tempfile::TempDir,
-}
+/// A private nats-server >= 2.10 (see `command_api::local_nats`), killed on drop.
+pub struct NatsServer(command_api::local_nats::LocalNats);
 
 impl NatsServer {
     pub async fn start() -> Self {
-        let binary =
-            std::env::var("PROVISIONER_NATS_SERVER").unwrap_or_else(|_| "nats-server".to_owned());
-        let store = tempfile::tempdir().expect("tempdir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("free port")
-            .port();
-        let child = Command::new(&binary)
-            .args(["-js", "-sd"])
-            .arg(store.path())
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|err| panic!("start {binary}: {err}"));
-        let server = Self {
-            child,
-            port,
-            _store: store,
-        };
-        let deadline = Instant::now() + std::time::Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(
-                Instant::now() < deadline,
-                "nats-server did not listen on {port}"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        server
+        Self(
+            command_api::local_nats::LocalNats::start()
+                .await
+                .expect("start nats-server >= 2.10"),
+        )
     }
 
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.url()
     }
 }
 
