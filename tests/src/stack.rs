@@ -123,6 +123,11 @@ impl Stack {
 
     /// Waits until `/readyz` answers 200.
     pub async fn wait_ready(&self) {
+        self.wait_readiness(StatusCode::OK).await;
+    }
+
+    /// Waits until `/readyz` answers `status` (panics after 30 s).
+    pub async fn wait_readiness(&self, status: StatusCode) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             let response = self
@@ -130,12 +135,12 @@ impl Stack {
                 .get(format!("{}/readyz", self.base_url))
                 .send()
                 .await;
-            if response.is_ok_and(|r| r.status() == StatusCode::OK) {
+            if response.is_ok_and(|r| r.status() == status) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("the provisioner did not become ready within 30s");
+        panic!("/readyz did not answer {status} within 30s");
     }
 
     pub fn token(&self) -> &'static str {
@@ -277,7 +282,17 @@ impl Stack {
 
     /// Kills nats-server (SIGKILL) and starts it again on the same port and store.
     pub async fn restart_nats(&mut self) {
+        self.stop_nats().await;
+        self.start_nats().await;
+    }
+
+    /// Kills nats-server (SIGKILL); [`Self::start_nats`] brings it back.
+    pub async fn stop_nats(&mut self) {
         self.nats.kill().await;
+    }
+
+    /// Starts nats-server again on the port and store of the stopped one.
+    pub async fn start_nats(&mut self) {
         let store = self.nats.store().to_path_buf();
         let restarted = LocalNats::start_with_store(&store, Some(self.nats.port()))
             .await

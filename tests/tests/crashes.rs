@@ -176,7 +176,13 @@ async fn a_nats_restart_mid_lifecycle_loses_no_event() {
         .create_ok(&sandbox_yaml("weathered", "    apply_seconds: 2\n"))
         .await;
     stack.wait_for_status(&id, "provisioning", WITHIN).await;
-    stack.restart_nats().await;
+    stack.stop_nats().await;
+    // Not ready without NATS, and says so; commands still commit to Postgres meanwhile.
+    stack
+        .wait_readiness(reqwest::StatusCode::SERVICE_UNAVAILABLE)
+        .await;
+    stack.start_nats().await;
+    stack.wait_ready().await;
     stack.wait_for_status(&id, "ready", WITHIN).await;
     let history = stack.history(&id).await;
     let published = stack.stream_events(&id).await;

@@ -108,3 +108,27 @@ async fn a_client_that_never_reads_does_not_stall_other_subscribers() {
         .expect("the reading client saw all three environments become ready");
     drop(stalled);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_stream_sends_keep_alive_comments() {
+    let stack = Stack::start().await;
+    // The harness sets PROVISIONER_SSE_KEEPALIVE_MS=1000; nothing happens on this stream.
+    let mut response = stack
+        .request(Method::GET, "/v1/events")
+        .send()
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    let read = async {
+        while let Some(chunk) = response.chunk().await.unwrap() {
+            received.extend_from_slice(&chunk);
+            if received.starts_with(b":") {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .expect("a keep-alive comment within 5s");
+    assert!(String::from_utf8_lossy(&received).starts_with(':'));
+}

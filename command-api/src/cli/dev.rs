@@ -97,17 +97,22 @@ struct DevStack {
 
 impl DevStack {
     async fn start(mut settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let mut executor = ExecutorSettings::from_env()?;
         let nats = if std::env::var("NATS_URL").is_ok() {
             None
         } else {
-            let server = LocalNats::start().await?;
+            // Kept beside the executor's workdirs, so the events stream outlives a restart just
+            // as the database does.
+            let store = executor.data_dir.join("nats");
+            std::fs::create_dir_all(&store)
+                .with_context(|| format!("failed to create {}", store.display()))?;
+            let server = LocalNats::start_with_store(&store, None).await?;
             settings.nats_url = server.url();
             Some(server)
         };
         let token = settings.admin_token.clone().unwrap_or_else(generate_token);
         let app = Application::build(&settings, &token).await?;
         let base_url = format!("http://{}", app.local_addr());
-        let mut executor = ExecutorSettings::from_env()?;
         executor.nats_url = settings.nats_url.clone();
         executor.subject_prefix = settings.subject_prefix.clone();
         let tasks = tokio_util::task::TaskTracker::new();

@@ -24,8 +24,9 @@ pub enum Commands {
     Serve,
     /// Run an executor: consumes jobs, runs terraform and helm, reports results.
     Executor,
-    /// Run everything in one process for one machine (starts its own nats-server unless
-    /// NATS_URL is set; prints an admin token unless PROVISIONER_ADMIN_TOKEN is set).
+    /// Run everything in one process for one machine (starts its own nats-server, storing under
+    /// PROVISIONER_DATA_DIR, unless NATS_URL is set; prints an admin token unless
+    /// PROVISIONER_ADMIN_TOKEN is set).
     Dev,
     /// Walk one sandbox environment through its whole life against a private dev stack:
     /// create, live events, ready with outputs, delete, history.
