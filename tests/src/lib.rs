@@ -23,3 +23,8 @@ pub fn sandbox_yaml(name: &str, simulate: &str) -> String {
         "name: {name}\ncloud:\n  provider: sandbox\n  simulate:\n{simulate}cluster:\n  profile: small\n"
     )
 }
+
+/// How many times `wanted` occurs in a list of event types.
+pub fn count(types: &[String], wanted: &str) -> usize {
+    types.iter().filter(|t| *t == wanted).count()
+}

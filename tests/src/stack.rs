@@ -263,6 +263,17 @@ impl Stack {
         events
     }
 
+    /// Fails the test if the sandbox recorded two mutating terraform/helm runs of one
+    /// environment at once.
+    pub fn assert_no_overlap(&self, id: &str) {
+        let overlaps = self.workdir(id).join(".standin/overlaps.jsonl");
+        assert!(
+            !overlaps.exists(),
+            "two terraform/helm runs overlapped: {}",
+            std::fs::read_to_string(&overlaps).unwrap_or_default()
+        );
+    }
+
     /// The executor's working directory for one environment.
     pub fn workdir(&self, id: &str) -> PathBuf {
         self.data_dir.path().join("workdirs").join(id)

@@ -3,23 +3,9 @@
 //! environment where the user expects it.
 
 use std::time::{Duration, Instant};
-use system_tests::{Stack, StackOptions, sandbox_yaml};
+use system_tests::{Stack, StackOptions, count, sandbox_yaml};
 
 const WITHIN: Duration = Duration::from_secs(90);
-
-fn count(types: &[String], wanted: &str) -> usize {
-    types.iter().filter(|t| *t == wanted).count()
-}
-
-/// Fails the test if the sandbox recorded two mutating runs of one environment at once.
-fn assert_no_overlap(stack: &Stack, id: &str) {
-    let overlaps = stack.workdir(id).join(".standin/overlaps.jsonl");
-    assert!(
-        !overlaps.exists(),
-        "two terraform/helm runs overlapped: {}",
-        std::fs::read_to_string(&overlaps).unwrap_or_default()
-    );
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killing_the_executor_mid_apply_still_ends_ready_with_one_infra_applied() {
@@ -43,7 +29,7 @@ async fn killing_the_executor_mid_apply_still_ends_ready_with_one_infra_applied(
     assert_eq!(count(&types, "InfraApplyStarted"), 1, "{types:?}");
     assert_eq!(count(&types, "InfraApplied"), 1, "{types:?}");
     assert_eq!(count(&types, "BootstrapCompleted"), 1, "{types:?}");
-    assert_no_overlap(&stack, &id);
+    stack.assert_no_overlap(&id);
     // The job really was redelivered: the crashed executor's apply and the new executor's.
     let runs = std::fs::read_to_string(runs.join("runs.jsonl")).unwrap();
     let applies = runs
@@ -93,7 +79,7 @@ async fn a_step_no_executor_finishes_fails_visibly_and_can_be_retried() {
     let types = stack.history_types(&id).await;
     assert_eq!(count(&types, "InfraApplyFailed"), 1, "{types:?}");
     assert_eq!(count(&types, "InfraApplied"), 1, "{types:?}");
-    assert_no_overlap(&stack, &id);
+    stack.assert_no_overlap(&id);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -188,7 +174,7 @@ async fn a_nats_restart_mid_lifecycle_loses_no_event() {
     let published = stack.stream_events(&id).await;
     let sequences: Vec<u64> = published.iter().map(|e| e.sequence).collect();
     assert_eq!(sequences, (1..=history.len() as u64).collect::<Vec<_>>());
-    assert_no_overlap(&stack, &id);
+    stack.assert_no_overlap(&id);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -4,13 +4,9 @@
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::time::Duration;
-use system_tests::{Stack, sandbox_yaml};
+use system_tests::{Stack, count, sandbox_yaml};
 
 const WITHIN: Duration = Duration::from_secs(60);
-
-fn count(types: &[String], wanted: &str) -> usize {
-    types.iter().filter(|t| *t == wanted).count()
-}
 
 async fn retry(stack: &Stack, id: &str) -> StatusCode {
     stack
@@ -108,10 +104,5 @@ async fn delete_during_an_apply_cancels_it_then_destroys_without_overlap() {
             "InfraDestroyed",
         ]
     );
-    let overlaps = stack.workdir(&id).join(".standin/overlaps.jsonl");
-    assert!(
-        !overlaps.exists(),
-        "apply and destroy overlapped: {}",
-        std::fs::read_to_string(&overlaps).unwrap_or_default()
-    );
+    stack.assert_no_overlap(&id);
 }
