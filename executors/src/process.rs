@@ -307,6 +307,31 @@ mod tests {
         Invocation::new("sh", Path::new("/bin/sh"), Path::new("/")).args(["-c", script])
     }
 
+    /// Runs `invocation` with nothing to cancel it (and a grace of one second).
+    async fn run_uncancelled(
+        invocation: &Invocation,
+        logs: &LogSink,
+    ) -> Result<Finished, ProcessError> {
+        run(
+            invocation,
+            logs,
+            &CancellationToken::new(),
+            Duration::from_secs(1),
+        )
+        .await
+    }
+
+    /// A token that a background task cancels after `delay`.
+    fn cancelled_after(delay: Duration) -> CancellationToken {
+        let cancel = CancellationToken::new();
+        let trigger = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            trigger.cancel();
+        });
+        cancel
+    }
+
     fn received(rx: &mut crate::logs::LogReceiver) -> Vec<(String, String)> {
         let mut lines = Vec::new();
         while let Ok(line) = rx.try_recv() {
@@ -318,14 +343,9 @@ mod tests {
     #[tokio::test]
     async fn output_lines_are_logged_with_their_stream_and_stderr_tail_kept() {
         let (logs, mut rx) = sink();
-        let finished = run(
-            &sh("echo out1; echo err1 >&2; echo out2; exit 3"),
-            &logs,
-            &CancellationToken::new(),
-            Duration::from_secs(1),
-        )
-        .await
-        .unwrap();
+        let finished = run_uncancelled(&sh("echo out1; echo err1 >&2; echo out2; exit 3"), &logs)
+            .await
+            .unwrap();
         assert_eq!(finished.status.code(), Some(3));
         assert_eq!(finished.error_message(), "err1");
         let mut lines = received(&mut rx);
@@ -343,14 +363,9 @@ mod tests {
     #[tokio::test]
     async fn captured_stdout_is_returned_and_never_logged() {
         let (logs, mut rx) = sink();
-        let finished = run(
-            &sh("echo '{\"secret\": 1}'").capture_stdout(),
-            &logs,
-            &CancellationToken::new(),
-            Duration::from_secs(1),
-        )
-        .await
-        .unwrap();
+        let finished = run_uncancelled(&sh("echo '{\"secret\": 1}'").capture_stdout(), &logs)
+            .await
+            .unwrap();
         assert!(finished.status.success());
         assert_eq!(finished.stdout, "{\"secret\": 1}\n");
         assert!(received(&mut rx).is_empty());
@@ -359,11 +374,9 @@ mod tests {
     #[tokio::test]
     async fn the_error_message_keeps_only_the_last_lines_of_stderr() {
         let (logs, _rx) = sink();
-        let finished = run(
+        let finished = run_uncancelled(
             &sh("for i in $(seq 1 50); do echo line$i >&2; done; exit 1"),
             &logs,
-            &CancellationToken::new(),
-            Duration::from_secs(1),
         )
         .await
         .unwrap();
@@ -380,14 +393,7 @@ mod tests {
             Path::new("/nonexistent/terraform"),
             Path::new("/"),
         );
-        let err = run(
-            &invocation,
-            &logs,
-            &CancellationToken::new(),
-            Duration::from_secs(1),
-        )
-        .await
-        .unwrap_err();
+        let err = run_uncancelled(&invocation, &logs).await.unwrap_err();
         assert_eq!(
             err.to_string(),
             "terraform not found at /nonexistent/terraform"
@@ -405,12 +411,7 @@ mod tests {
             "trap 'touch {m}; exit 130' INT; echo started; sleep 30",
             m = marker.display()
         );
-        let cancel = CancellationToken::new();
-        let trigger = cancel.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            trigger.cancel();
-        });
+        let cancel = cancelled_after(Duration::from_millis(300));
         let started = Instant::now();
         let err = run(&sh(&script), &logs, &cancel, Duration::from_secs(5))
             .await
@@ -436,12 +437,7 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, ProcessError::Cancelled));
 
-        let cancel = CancellationToken::new();
-        let trigger = cancel.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            trigger.cancel();
-        });
+        let cancel = cancelled_after(Duration::from_millis(300));
         let started = Instant::now();
         let err = run(
             &sh("trap '' INT; echo ready; sleep 30"),

@@ -1,66 +1,22 @@
 //! `TerraformHelmDriver` against this crate's real stand-in executables, without NATS.
 
-use std::collections::BTreeMap;
+mod support;
+
 use std::path::{Path, PathBuf};
 
-use domain::aggregate::{OperationJob, Outputs};
-use domain::infra_model::{
-    BucketModel, ClusterModel, InfraModel, NatLayout, NetworkModel, NodeGroupModel, PostgresModel,
-    RedisModel,
-};
-use domain::spec::{Beta9Spec, Provider, Simulation, Step, WorkersSpec};
+use domain::aggregate::Outputs;
+use domain::spec::{Simulation, Step};
 use domain::{EnvironmentId, OperationId};
 use executors::driver::{StepContext, StepDriver, StepError};
 use executors::logs::{LogReceiver, LogSink};
 use executors::settings::ExecutorSettings;
 use executors::standin::state_lock::LockInfo;
 use executors::terraform_helm::TerraformHelmDriver;
+use support::{LOCK_FILE, dead_pid, job, standin_dir};
 use tokio_util::sync::CancellationToken;
-
-fn standin_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_terraform-standin"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
 
 fn sandbox_driver() -> TerraformHelmDriver {
     TerraformHelmDriver::sandbox(&standin_dir(), &ExecutorSettings::new("nats://unused", "t"))
-}
-
-fn model() -> InfraModel {
-    InfraModel {
-        provider: Provider::Sandbox,
-        region: "us-east-1".to_owned(),
-        network: NetworkModel {
-            vpc_cidr: "10.0.0.0/16".to_owned(),
-            availability_zones: 2,
-            nat: NatLayout::Single,
-        },
-        cluster: ClusterModel {
-            kubernetes_version: "1.31".to_owned(),
-            cpu_nodes: NodeGroupModel {
-                instance_type: "m6i.large".to_owned(),
-                min_nodes: 1,
-                desired_nodes: 2,
-                max_nodes: 3,
-            },
-            gpu_nodes: None,
-        },
-        postgres: PostgresModel {
-            engine_version: "16.4".to_owned(),
-            instance_class: "db.t4g.medium".to_owned(),
-            allocated_storage_gb: 20,
-            multi_az: false,
-            backup_retention_days: 7,
-        },
-        redis: RedisModel {
-            node_type: "cache.t4g.small".to_owned(),
-            num_cache_nodes: 1,
-            automatic_failover: false,
-        },
-        bucket: BucketModel { versioned: true },
-    }
 }
 
 /// A step of a fresh environment whose workdir is `workdir`.
@@ -68,21 +24,9 @@ fn context(workdir: &Path, step: Step, simulate: Option<Simulation>) -> (StepCon
     let env = EnvironmentId::generate();
     let op = OperationId::generate();
     let (logs, rx) = LogSink::channel(env.clone(), op.clone());
-    let job = OperationJob {
-        environment_id: env,
-        name: serde_json::from_value(serde_json::json!("demo")).unwrap(),
-        step,
-        infra_model: model(),
-        beta9: Beta9Spec {
-            domain: serde_json::from_value(serde_json::json!("api.demo.example.com")).unwrap(),
-            workers: WorkersSpec { gpu_enabled: false },
-        },
-        simulate,
-        infra_outputs: BTreeMap::new(),
-    };
     let ctx = StepContext {
         operation_id: op,
-        job,
+        job: job(&env, step, simulate),
         workdir: workdir.to_owned(),
         cancel: CancellationToken::new(),
         logs,
@@ -103,23 +47,19 @@ async fn apply(driver: &TerraformHelmDriver, workdir: &Path) -> Result<Outputs, 
     driver.run(ctx).await
 }
 
-/// A pid that belonged to a process which has exited (and been reaped).
-fn dead_pid() -> i32 {
-    let mut child = std::process::Command::new("true").spawn().unwrap();
-    let pid = child.id() as i32;
-    child.wait().unwrap();
-    pid
+/// The message of a step that failed; panics on any other result.
+fn failure(result: Result<Outputs, StepError>) -> String {
+    match result {
+        Err(StepError::Failed { message }) => message,
+        other => panic!("expected a failure, got {other:?}"),
+    }
 }
 
-#[tokio::test]
-async fn a_lock_left_by_a_dead_process_is_forced_open_and_the_apply_succeeds() {
-    let dir = tempfile::tempdir().unwrap();
-    let driver = sandbox_driver();
-    apply(&driver, dir.path()).await.unwrap();
-
-    let pid = dead_pid();
-    let stale = LockInfo {
-        id: "11111111-2222-4333-8444-555555555555".into(),
+/// Writes the state lock of an apply by `pid` into `workdir`, as terraform would; returns its
+/// path.
+fn write_lock(workdir: &Path, id: &str, pid: i32) -> PathBuf {
+    let info = LockInfo {
+        id: id.into(),
         operation: "OperationTypeApply".into(),
         info: String::new(),
         who: format!("{pid}@{}", executors::standin::fsutil::hostname()),
@@ -128,8 +68,22 @@ async fn a_lock_left_by_a_dead_process_is_forced_open_and_the_apply_succeeds() {
         path: "terraform.tfstate".into(),
         pid,
     };
-    let lock_path = dir.path().join(".terraform.tfstate.lock.info");
-    std::fs::write(&lock_path, serde_json::to_string(&stale).unwrap()).unwrap();
+    let lock_path = workdir.join(LOCK_FILE);
+    std::fs::write(&lock_path, serde_json::to_string(&info).unwrap()).unwrap();
+    lock_path
+}
+
+#[tokio::test]
+async fn a_lock_left_by_a_dead_process_is_forced_open_and_the_apply_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = sandbox_driver();
+    apply(&driver, dir.path()).await.unwrap();
+
+    let lock_path = write_lock(
+        dir.path(),
+        "11111111-2222-4333-8444-555555555555",
+        dead_pid(),
+    );
 
     let (ctx, mut rx) = context(dir.path(), Step::Infra, None);
     let outputs = sandbox_driver().run(ctx).await.unwrap();
@@ -151,29 +105,13 @@ async fn a_lock_held_by_a_live_process_fails_the_step_after_the_lock_timeout() {
     driver.lock_timeout = std::time::Duration::from_secs(1);
     apply(&driver, dir.path()).await.unwrap();
 
-    let pid = std::process::id() as i32;
-    let held = LockInfo {
-        id: "live-lock".into(),
-        operation: "OperationTypeApply".into(),
-        info: String::new(),
-        who: format!("{pid}@{}", executors::standin::fsutil::hostname()),
-        version: "1.9.8".into(),
-        created: "2026-01-01T00:00:00Z".into(),
-        path: "terraform.tfstate".into(),
-        pid,
-    };
-    let lock_path = dir.path().join(".terraform.tfstate.lock.info");
-    std::fs::write(&lock_path, serde_json::to_string(&held).unwrap()).unwrap();
+    let lock_path = write_lock(dir.path(), "live-lock", std::process::id() as i32);
 
-    match apply(&driver, dir.path()).await {
-        Err(StepError::Failed { message }) => {
-            assert!(
-                message.contains("Error acquiring the state lock"),
-                "{message}"
-            )
-        }
-        other => panic!("expected a failure, got {other:?}"),
-    }
+    let message = failure(apply(&driver, dir.path()).await);
+    assert!(
+        message.contains("Error acquiring the state lock"),
+        "{message}"
+    );
     assert!(lock_path.exists(), "a live holder's lock is left alone");
 }
 
@@ -182,13 +120,10 @@ async fn a_missing_terraform_binary_fails_the_step_naming_its_path() {
     let dir = tempfile::tempdir().unwrap();
     let mut driver = sandbox_driver();
     driver.terraform = PathBuf::from("/nonexistent/terraform-standin");
-    match apply(&driver, dir.path()).await {
-        Err(StepError::Failed { message }) => assert_eq!(
-            message,
-            "terraform not found at /nonexistent/terraform-standin"
-        ),
-        other => panic!("expected a failure, got {other:?}"),
-    }
+    assert_eq!(
+        failure(apply(&driver, dir.path()).await),
+        "terraform not found at /nonexistent/terraform-standin"
+    );
 }
 
 #[tokio::test]
@@ -218,12 +153,8 @@ async fn simulate_json_holds_only_the_fields_the_job_sets() {
 async fn bootstrap_without_infra_outputs_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let (ctx, _rx) = context(dir.path(), Step::Bootstrap, None);
-    match sandbox_driver().run(ctx).await {
-        Err(StepError::Failed { message }) => {
-            assert!(message.contains("cluster_name"), "{message}")
-        }
-        other => panic!("expected a failure, got {other:?}"),
-    }
+    let message = failure(sandbox_driver().run(ctx).await);
+    assert!(message.contains("cluster_name"), "{message}");
 }
 
 #[tokio::test]
@@ -237,12 +168,8 @@ async fn a_failing_bootstrap_reports_helms_error() {
     };
     let (mut ctx, _rx) = context(dir.path(), Step::Bootstrap, Some(simulate.clone()));
     ctx.job.infra_outputs = outputs.clone();
-    match sandbox_driver().run(ctx).await {
-        Err(StepError::Failed { message }) => {
-            assert!(message.contains("simulated bootstrap failure"), "{message}")
-        }
-        other => panic!("expected a failure, got {other:?}"),
-    }
+    let message = failure(sandbox_driver().run(ctx).await);
+    assert!(message.contains("simulated bootstrap failure"), "{message}");
     // fail_times = 1: the retry succeeds.
     let (mut ctx, _rx) = context(dir.path(), Step::Bootstrap, Some(simulate));
     ctx.job.infra_outputs = outputs;

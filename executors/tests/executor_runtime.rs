@@ -3,23 +3,22 @@
 //!
 //! Needs `nats-server` (>= 2.10) on PATH. `TEST_LOG=1` shows the executor's tracing output.
 
+mod support;
+
 use command_api::local_nats::LocalNats;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
-use domain::aggregate::{EVENT_VERSION, OperationJob, OperationOutcome};
-use domain::infra_model::{
-    BucketModel, ClusterModel, InfraModel, NatLayout, NetworkModel, NodeGroupModel, PostgresModel,
-    RedisModel,
-};
-use domain::spec::{Beta9Spec, Provider, Simulation, Step, WorkersSpec};
+use domain::aggregate::{EVENT_VERSION, OperationOutcome};
+use domain::spec::{Simulation, Step};
 use domain::wire::{EventEnvelope, EventMetadata, LogLine, OperationResult, Subjects};
 use domain::{EnvironmentId, Event, OperationId};
 use executors::runner;
 use executors::settings::ExecutorSettings;
 use futures::StreamExt;
+use support::{LOCK_FILE, job, standin_dir};
 use tokio_util::sync::CancellationToken;
 
 // ---------------------------------------------------------------------------------------------
@@ -62,12 +61,21 @@ fn init_tracing() {
     }
 }
 
-/// The directory cargo built this crate's stand-ins into.
-fn standin_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_terraform-standin"))
-        .parent()
-        .unwrap()
-        .to_owned()
+/// Polls `check` every `every` until it gives a value; panics with `what` once `deadline` has
+/// passed.
+async fn eventually<T>(
+    what: &str,
+    deadline: Instant,
+    every: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(every).await;
+    }
 }
 
 impl Harness {
@@ -144,16 +152,17 @@ impl Harness {
 
     /// Waits for the result of `op`.
     async fn wait_for_result(&self, env: &EnvironmentId, op: &OperationId) -> OperationResult {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(result) = self.result(env).await
-                && &result.operation_id == op
-            {
-                return result;
-            }
-            assert!(Instant::now() < deadline, "no result for {op} within 30s");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        eventually(
+            &format!("no result for {op} within 30s"),
+            Instant::now() + Duration::from_secs(30),
+            Duration::from_millis(100),
+            async || {
+                self.result(env)
+                    .await
+                    .filter(|result| &result.operation_id == op)
+            },
+        )
+        .await
     }
 
     /// Every log line of `op` published so far.
@@ -190,23 +199,46 @@ impl Harness {
             .get_stream(self.subjects.events_stream())
             .await
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Ok(mut consumer) = events
-                .get_consumer::<jetstream::consumer::pull::Config>(runner::CONSUMER)
-                .await
-            {
+        eventually(
+            "jobs were not acknowledged",
+            Instant::now() + Duration::from_secs(15),
+            Duration::from_millis(100),
+            async || {
+                let mut consumer = events
+                    .get_consumer::<jetstream::consumer::pull::Config>(runner::CONSUMER)
+                    .await
+                    .ok()?;
                 let info = consumer.info().await.unwrap();
-                if info.num_ack_pending == 0
+                (info.num_ack_pending == 0
                     && info.num_pending == 0
-                    && info.delivered.stream_sequence > 0
-                {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "jobs were not acknowledged");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+                    && info.delivered.stream_sequence > 0)
+                    .then_some(())
+            },
+        )
+        .await
+    }
+
+    /// Publishes the start of the infra apply `op` of `env` (sequence 2), as the relay does.
+    async fn start_infra(
+        &self,
+        env: &EnvironmentId,
+        op: &OperationId,
+        simulate: Option<Simulation>,
+    ) {
+        let event = Event::InfraApplyStarted {
+            operation_id: op.clone(),
+            job: job(env, Step::Infra, simulate),
+        };
+        self.publish(env, 2, event).await;
+    }
+
+    /// Publishes the cancellation of `op` (at `sequence`), as a destroy request causes it.
+    async fn cancel(&self, env: &EnvironmentId, sequence: u64, op: &OperationId) {
+        let event = Event::OperationCancelled {
+            operation_id: op.clone(),
+            reason: "destroy requested".into(),
+        };
+        self.publish(env, sequence, event).await;
     }
 
     async fn stop(self) {
@@ -261,65 +293,12 @@ async fn create_streams(jetstream: &jetstream::Context, subjects: &Subjects) {
 // Jobs
 // ---------------------------------------------------------------------------------------------
 
-fn nodes(instance_type: &str, min: u16, desired: u16, max: u16) -> NodeGroupModel {
-    NodeGroupModel {
-        instance_type: instance_type.to_owned(),
-        min_nodes: min,
-        desired_nodes: desired,
-        max_nodes: max,
-    }
-}
-
-fn sandbox_model() -> InfraModel {
-    InfraModel {
-        provider: Provider::Sandbox,
-        region: "us-east-1".to_owned(),
-        network: NetworkModel {
-            vpc_cidr: "10.0.0.0/16".to_owned(),
-            availability_zones: 2,
-            nat: NatLayout::Single,
-        },
-        cluster: ClusterModel {
-            kubernetes_version: "1.31".to_owned(),
-            cpu_nodes: nodes("m6i.large", 1, 2, 3),
-            gpu_nodes: None,
-        },
-        postgres: PostgresModel {
-            engine_version: "16.4".to_owned(),
-            instance_class: "db.t4g.medium".to_owned(),
-            allocated_storage_gb: 20,
-            multi_az: false,
-            backup_retention_days: 7,
-        },
-        redis: RedisModel {
-            node_type: "cache.t4g.small".to_owned(),
-            num_cache_nodes: 1,
-            automatic_failover: false,
-        },
-        bucket: BucketModel { versioned: true },
-    }
-}
-
-fn job(env: &EnvironmentId, step: Step, simulate: Option<Simulation>) -> OperationJob {
-    OperationJob {
-        environment_id: env.clone(),
-        name: serde_json::from_value(serde_json::json!("demo")).unwrap(),
-        step,
-        infra_model: sandbox_model(),
-        beta9: Beta9Spec {
-            domain: serde_json::from_value(serde_json::json!("api.demo.example.com")).unwrap(),
-            workers: WorkersSpec { gpu_enabled: false },
-        },
-        simulate,
-        infra_outputs: BTreeMap::new(),
-    }
-}
-
-fn infra_started(op: &OperationId, job: OperationJob) -> Event {
-    Event::InfraApplyStarted {
-        operation_id: op.clone(),
-        job,
-    }
+/// An infra apply that takes `seconds`.
+fn slow_apply(seconds: f64) -> Option<Simulation> {
+    Some(Simulation {
+        apply_seconds: Some(seconds),
+        ..Simulation::default()
+    })
 }
 
 fn succeeded(result: &OperationResult) -> &BTreeMap<String, String> {
@@ -333,8 +312,6 @@ fn pid_alive(pid: i32) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
 }
 
-const LOCK_FILE: &str = ".terraform.tfstate.lock.info";
-
 // ---------------------------------------------------------------------------------------------
 // Tests
 // ---------------------------------------------------------------------------------------------
@@ -344,9 +321,7 @@ async fn infra_job_reports_success_with_outputs_and_without_sensitive_ones() {
     let harness = Harness::start().await;
     let env = EnvironmentId::generate();
     let op = OperationId::generate();
-    harness
-        .publish(&env, 2, infra_started(&op, job(&env, Step::Infra, None)))
-        .await;
+    harness.start_infra(&env, &op, None).await;
 
     let result = harness.wait_for_result(&env, &op).await;
     assert_eq!(result.environment_id, env);
@@ -385,13 +360,7 @@ async fn infra_job_that_fails_reports_the_standins_message() {
         fail: Some(Step::Infra),
         ..Simulation::default()
     };
-    harness
-        .publish(
-            &env,
-            2,
-            infra_started(&op, job(&env, Step::Infra, Some(simulate))),
-        )
-        .await;
+    harness.start_infra(&env, &op, Some(simulate)).await;
 
     let result = harness.wait_for_result(&env, &op).await;
     match result.outcome {
@@ -410,51 +379,32 @@ async fn cancelling_a_running_apply_stops_the_standin_and_reports_nothing() {
     let harness = Harness::start().await;
     let env = EnvironmentId::generate();
     let op = OperationId::generate();
-    let simulate = Simulation {
-        apply_seconds: Some(5.0),
-        ..Simulation::default()
-    };
-    harness
-        .publish(
-            &env,
-            2,
-            infra_started(&op, job(&env, Step::Infra, Some(simulate))),
-        )
-        .await;
+    harness.start_infra(&env, &op, slow_apply(5.0)).await;
 
     // The apply holds the state lock while it runs; the lock names the stand-in's pid.
     let lock_path = harness.workdir(&env).join(LOCK_FILE);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let pid = loop {
-        if let Ok(text) = std::fs::read_to_string(&lock_path)
-            && let Ok(info) = serde_json::from_str::<serde_json::Value>(&text)
-            && let Some(pid) = info["Pid"].as_i64()
-        {
-            break pid as i32;
-        }
-        assert!(Instant::now() < deadline, "the apply never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let pid = eventually(
+        "the apply never started",
+        Instant::now() + Duration::from_secs(15),
+        Duration::from_millis(50),
+        async || {
+            let text = std::fs::read_to_string(&lock_path).ok()?;
+            let info = serde_json::from_str::<serde_json::Value>(&text).ok()?;
+            Some(info["Pid"].as_i64()? as i32)
+        },
+    )
+    .await;
     assert!(pid_alive(pid));
 
     let cancelled_at = Instant::now();
-    harness
-        .publish(
-            &env,
-            3,
-            Event::OperationCancelled {
-                operation_id: op.clone(),
-                reason: "destroy requested".into(),
-            },
-        )
-        .await;
-    while pid_alive(pid) || lock_path.exists() {
-        assert!(
-            cancelled_at.elapsed() < Duration::from_secs(4),
-            "the stand-in still runs (or its lock remains) 4s after the cancellation"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    harness.cancel(&env, 3, &op).await;
+    eventually(
+        "the stand-in still runs (or its lock remains) 4s after the cancellation",
+        cancelled_at + Duration::from_secs(4),
+        Duration::from_millis(50),
+        async || (!pid_alive(pid) && !lock_path.exists()).then_some(()),
+    )
+    .await;
 
     harness.wait_until_jobs_settled().await;
     // Longer than the apply would have taken: still no result.
@@ -469,19 +419,8 @@ async fn a_job_whose_operation_was_already_cancelled_is_skipped() {
     let env = EnvironmentId::generate();
     let op = OperationId::generate();
     // Published in this order by the relay when the job is redelivered after a cancellation.
-    harness
-        .publish(
-            &env,
-            3,
-            Event::OperationCancelled {
-                operation_id: op.clone(),
-                reason: "destroy requested".into(),
-            },
-        )
-        .await;
-    harness
-        .publish(&env, 2, infra_started(&op, job(&env, Step::Infra, None)))
-        .await;
+    harness.cancel(&env, 3, &op).await;
+    harness.start_infra(&env, &op, None).await;
 
     harness.wait_until_jobs_settled().await;
     assert!(!harness.workdir(&env).join("main.tf.json").exists());
@@ -495,9 +434,7 @@ async fn infra_then_bootstrap_then_destroy_run_in_order_in_one_workdir() {
     let env = EnvironmentId::generate();
 
     let infra = OperationId::generate();
-    harness
-        .publish(&env, 2, infra_started(&infra, job(&env, Step::Infra, None)))
-        .await;
+    harness.start_infra(&env, &infra, None).await;
     let outputs = succeeded(&harness.wait_for_result(&env, &infra).await).clone();
 
     let bootstrap = OperationId::generate();
@@ -560,23 +497,15 @@ async fn shutdown_hands_back_a_job_that_outlasts_the_grace_and_another_executor_
     let harness = Harness::start_with(|s| s.shutdown_grace = Duration::from_millis(500)).await;
     let env = EnvironmentId::generate();
     let op = OperationId::generate();
-    let simulate = Simulation {
-        apply_seconds: Some(3.0),
-        ..Simulation::default()
-    };
-    harness
-        .publish(
-            &env,
-            2,
-            infra_started(&op, job(&env, Step::Infra, Some(simulate))),
-        )
-        .await;
+    harness.start_infra(&env, &op, slow_apply(3.0)).await;
     let lock_path = harness.workdir(&env).join(LOCK_FILE);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !lock_path.exists() {
-        assert!(Instant::now() < deadline, "the apply never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "the apply never started",
+        Instant::now() + Duration::from_secs(15),
+        Duration::from_millis(50),
+        async || lock_path.exists().then_some(()),
+    )
+    .await;
 
     let Harness {
         server,

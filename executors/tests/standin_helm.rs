@@ -1,6 +1,5 @@
 //! The helm stand-in binary, run for real in temporary workdirs.
 
-#[path = "standin_support.rs"]
 mod support;
 
 use std::path::Path;

@@ -1,6 +1,5 @@
 //! The terraform stand-in binary, run for real in temporary workdirs.
 
-#[path = "standin_support.rs"]
 mod support;
 
 use std::path::Path;
@@ -10,7 +9,6 @@ use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use support::*;
 
-const LOCK: &str = ".terraform.tfstate.lock.info";
 const APPLY: &[&str] = &["apply", "-auto-approve", "-input=false", "-no-color"];
 
 /// A workdir with a small AWS-like configuration, `simulate.json` and `init` done.
@@ -49,7 +47,7 @@ fn apply_with(dir: &Path, extra: &[&str]) -> Ran {
 }
 
 fn lock_id(dir: &Path) -> String {
-    read_json(&dir.join(LOCK))["ID"]
+    read_json(&dir.join(LOCK_FILE))["ID"]
         .as_str()
         .unwrap()
         .to_owned()
@@ -111,7 +109,7 @@ fn apply_then_output_json_shows_resolved_and_sensitive_outputs() {
         state["resources"][0]["instances"][0]["attributes"]["vpc_id"],
         vpc_id
     );
-    assert!(!dir.path().join(LOCK).exists());
+    assert!(!dir.path().join(LOCK_FILE).exists());
 }
 
 #[test]
@@ -179,7 +177,7 @@ fn an_infra_failure_with_fail_times_one_fails_once_then_succeeds() {
             .contains("Error: simulated infra failure (attempt 1 of 1)"),
         "{failed:?}"
     );
-    assert!(!dir.path().join(LOCK).exists());
+    assert!(!dir.path().join(LOCK_FILE).exists());
     assert_eq!(
         read_json(&dir.path().join(".standin/faults.json")),
         json!({"infra": 1})
@@ -216,7 +214,7 @@ fn an_apply_waits_for_a_live_lock_holder_and_fails_after_its_lock_timeout() {
     wait_for(
         "the first apply to take the lock",
         Duration::from_secs(5),
-        || dir.path().join(LOCK).exists(),
+        || dir.path().join(LOCK_FILE).exists(),
     );
     let id = lock_id(dir.path());
 
@@ -239,7 +237,7 @@ fn an_apply_waits_for_a_live_lock_holder_and_fails_after_its_lock_timeout() {
     let patient = apply_with(dir.path(), &["-lock-timeout=30s"]);
     assert_eq!(patient.code, Some(0), "{patient:?}");
     assert!(wait_exit(&mut holder, Duration::from_secs(10)).success());
-    assert!(!dir.path().join(LOCK).exists());
+    assert!(!dir.path().join(LOCK_FILE).exists());
 }
 
 #[test]
@@ -251,7 +249,7 @@ fn a_lock_left_by_a_dead_process_fails_at_once_naming_its_id_and_force_unlock_cl
         .unwrap_or_else(|_| "localhost".to_owned());
     let id = "0badc0de-0000-4000-8000-000000000001";
     write_json(
-        &dir.path().join(LOCK),
+        &dir.path().join(LOCK_FILE),
         &json!({
             "ID": id, "Operation": "OperationTypeApply", "Info": "", "Who": format!("{pid}@{host}"),
             "Version": "1.9.8", "Created": "2024-01-01T00:00:00Z", "Path": "terraform.tfstate",
@@ -290,7 +288,7 @@ fn a_lock_left_by_a_dead_process_fails_at_once_naming_its_id_and_force_unlock_cl
         wrong.stderr.contains("does not match existing lock ID"),
         "{wrong:?}"
     );
-    assert!(dir.path().join(LOCK).exists());
+    assert!(dir.path().join(LOCK_FILE).exists());
 
     let unlocked = run(&mut terraform(dir.path()), &["force-unlock", "-force", id]);
     assert_eq!(unlocked.code, Some(0), "{unlocked:?}");
@@ -328,7 +326,7 @@ fn interrupting_a_slow_apply_stops_it(signal: Signal) {
         signalled.elapsed()
     );
     assert_eq!(status.code(), Some(1));
-    assert!(!dir.path().join(LOCK).exists(), "the lock is released");
+    assert!(!dir.path().join(LOCK_FILE).exists(), "the lock is released");
     let runs = json_lines(&dir.path().join(".standin/runs.jsonl"));
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0]["outcome"], "interrupted");
@@ -386,7 +384,7 @@ fn deleting_the_lock_under_a_running_apply_lets_a_second_in_and_the_overlap_is_r
                 .is_ok_and(|text| text.contains(&first.id().to_string()))
         },
     );
-    std::fs::remove_file(dir.path().join(LOCK)).unwrap();
+    std::fs::remove_file(dir.path().join(LOCK_FILE)).unwrap();
 
     let second = apply_with(dir.path(), &[]);
     assert_eq!(second.code, Some(0), "{second:?}");

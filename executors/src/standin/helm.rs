@@ -825,35 +825,15 @@ fn list_row(release: &Release) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn args(line: &str) -> Vec<String> {
-        line.split_whitespace().map(str::to_owned).collect()
-    }
-
-    struct Run {
-        code: u8,
-        out: String,
-        err: String,
-    }
+    use crate::standin::test_support::{self, Run, args, assert_usage_errors, simulate};
 
     fn run_in(dir: &Path, line: &str) -> Run {
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let code = run(
-            &args(line),
-            dir,
-            &Interrupt::new(),
-            &mut Console::new(&mut out, &mut err),
-        );
-        Run {
-            code,
-            out: String::from_utf8(out).unwrap(),
-            err: String::from_utf8(err).unwrap(),
-        }
+        test_support::run_in(run, dir, line)
     }
 
+    /// An instant workdir with a kubeconfig and a values file.
     fn workdir() -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("simulate.json"), r#"{"apply_seconds": 0}"#).unwrap();
+        let dir = test_support::workdir();
         std::fs::write(dir.path().join("kubeconfig"), "apiVersion: v1\n").unwrap();
         std::fs::write(dir.path().join("values.yaml"), "replicas: 1\n").unwrap();
         dir
@@ -893,21 +873,19 @@ mod tests {
 
     #[test]
     fn unknown_commands_and_flags_are_usage_errors() {
-        for line in [
-            "",
-            "rollback x",
-            "upgrade x",
-            "upgrade x chart --bogus",
-            "status x --create-namespace",
-            "status x -o yaml",
-            "upgrade x chart --timeout soon",
-            "list --namespace",
-        ] {
-            assert!(
-                matches!(parse(&args(line)), Err(Error::Usage(_))),
-                "{line:?} should be a usage error"
-            );
-        }
+        assert_usage_errors(
+            parse,
+            &[
+                "",
+                "rollback x",
+                "upgrade x",
+                "upgrade x chart --bogus",
+                "status x --create-namespace",
+                "status x -o yaml",
+                "upgrade x chart --timeout soon",
+                "list --namespace",
+            ],
+        );
     }
 
     #[test]
@@ -1001,11 +979,10 @@ mod tests {
     #[test]
     fn bootstrap_failure_marks_the_release_failed_until_fail_times_is_used_up() {
         let dir = workdir();
-        std::fs::write(
-            dir.path().join("simulate.json"),
+        simulate(
+            dir.path(),
             r#"{"apply_seconds": 0, "fail": "bootstrap", "fail_times": 1}"#,
-        )
-        .unwrap();
+        );
         assert_eq!(run_in(dir.path(), "upgrade --install other c").code, 0);
         let failed = run_in(dir.path(), "upgrade --install beta9 c");
         assert_eq!(failed.code, 1);
@@ -1023,11 +1000,7 @@ mod tests {
     #[test]
     fn an_atomic_first_install_that_fails_is_removed() {
         let dir = workdir();
-        std::fs::write(
-            dir.path().join("simulate.json"),
-            r#"{"apply_seconds": 0, "fail": "bootstrap"}"#,
-        )
-        .unwrap();
+        simulate(dir.path(), r#"{"apply_seconds": 0, "fail": "bootstrap"}"#);
         let failed = run_in(dir.path(), "upgrade --install beta9 c --atomic");
         assert!(
             failed.err.contains("has been uninstalled due to atomic"),
@@ -1040,7 +1013,7 @@ mod tests {
     #[test]
     fn waiting_longer_than_the_timeout_fails_with_deadline_exceeded() {
         let dir = workdir();
-        std::fs::write(dir.path().join("simulate.json"), r#"{"apply_seconds": 5}"#).unwrap();
+        simulate(dir.path(), r#"{"apply_seconds": 5}"#);
         let run = run_in(
             dir.path(),
             "upgrade --install beta9 c --wait --timeout 100ms",

@@ -25,6 +25,8 @@ pub mod interrupt;
 pub mod overlap;
 pub mod state_lock;
 pub mod terraform;
+#[cfg(test)]
+pub(crate) mod test_support;
 pub mod tfmodel;
 
 use std::fmt::Display;

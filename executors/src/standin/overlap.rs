@@ -163,6 +163,7 @@ fn read_lines<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::standin::test_support::dead_pid;
 
     fn active(workdir: &Path) -> Vec<ActiveRun> {
         read_json(&workdir.join(".standin").join(ACTIVE_FILE))
@@ -203,10 +204,7 @@ mod tests {
     #[test]
     fn entries_of_dead_processes_are_pruned_not_reported() {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let dead = child.id() as i32;
-        child.wait().unwrap();
-        let ghost = Registration::register_pid(dir.path(), "apply", dead).unwrap();
+        let ghost = Registration::register_pid(dir.path(), "apply", dead_pid()).unwrap();
         std::mem::forget(ghost); // as if SIGKILLed: never deregisters
         let me = Registration::register(dir.path(), "apply").unwrap();
         assert!(overlaps(dir.path()).unwrap().is_empty());

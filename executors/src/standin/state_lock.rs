@@ -210,6 +210,7 @@ pub fn force_unlock(workdir: &Path, id: &str) -> Result<LockInfo, UnlockError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::standin::test_support::{dead_pid, interrupt_after};
 
     const APPLY: &str = "OperationTypeApply";
 
@@ -223,13 +224,6 @@ mod tests {
         )
         .unwrap();
         info
-    }
-
-    fn dead_pid() -> i32 {
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let pid = child.id() as i32;
-        child.wait().unwrap();
-        pid
     }
 
     #[test]
@@ -318,12 +312,7 @@ mod tests {
     fn waiting_stops_when_interrupted() {
         let dir = tempfile::tempdir().unwrap();
         write_lock(dir.path(), std::process::id() as i32);
-        let interrupt = Interrupt::new();
-        let setter = interrupt.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(150));
-            setter.trigger();
-        });
+        let interrupt = interrupt_after(Duration::from_millis(150));
         let started = Instant::now();
         let err =
             StateLock::acquire(dir.path(), APPLY, Duration::from_secs(10), &interrupt).unwrap_err();

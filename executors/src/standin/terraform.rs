@@ -1,6 +1,7 @@
 //! The terraform stand-in: `version`, `init`, `plan`, `apply`, `destroy`, `output`,
 //! `force-unlock`, over the files of a workdir (see the module docs of [`super`]).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,8 @@ use super::interrupt::{Interrupt, SLICE};
 use super::overlap::{Outcome, Registration};
 use super::state_lock::{LockError, LockInfo, StateLock, UnlockError, force_unlock};
 use super::tfmodel::{
-    Action, ActionKind, Config, Instance, Resolver, STATE_FILE, State, destroy_all, diff,
+    Action, ActionKind, Config, Instance, Resolver, STATE_FILE, State, StateOutput, destroy_all,
+    diff,
 };
 use super::{Console, Error, Result, parse_go_duration};
 
@@ -641,14 +643,7 @@ impl Changes<'_> {
             console.out("");
             console.out("Outputs:");
             console.out("");
-            for (name, output) in &state.outputs {
-                let shown = if output.sensitive {
-                    "<sensitive>".to_owned()
-                } else {
-                    output.value.to_string()
-                };
-                console.out(format!("{name} = {shown}"));
-            }
+            print_outputs(&state.outputs, console);
         }
         Ok(0)
     }
@@ -762,7 +757,13 @@ fn output(workdir: &Path, json: bool, name: Option<&str>, console: &mut Console<
         console.err("");
         return Ok(0);
     }
-    for (name, output) in &outputs {
+    print_outputs(&outputs, console);
+    Ok(0)
+}
+
+/// The `NAME = VALUE` lines of human-readable output, sensitive values hidden.
+fn print_outputs(outputs: &BTreeMap<String, StateOutput>, console: &mut Console<'_>) {
+    for (name, output) in outputs {
         let shown = if output.sensitive {
             "<sensitive>".to_owned()
         } else {
@@ -770,7 +771,6 @@ fn output(workdir: &Path, json: bool, name: Option<&str>, console: &mut Console<
         };
         console.out(format!("{name} = {shown}"));
     }
-    Ok(0)
 }
 
 fn unlock(workdir: &Path, id: &str, console: &mut Console<'_>) -> Result<u8> {
@@ -792,36 +792,18 @@ fn unlock(workdir: &Path, id: &str, console: &mut Console<'_>) -> Result<u8> {
 mod tests {
     use super::*;
     use crate::standin::state_lock::LOCK_FILE;
-
-    fn args(line: &str) -> Vec<String> {
-        line.split_whitespace().map(str::to_owned).collect()
-    }
-
-    struct Run {
-        code: u8,
-        out: String,
-        err: String,
-    }
+    use crate::standin::test_support::{
+        self, Run, args, assert_usage_errors, interrupt_after, simulate,
+    };
 
     fn run_in(dir: &Path, line: &str) -> Run {
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let code = run(
-            &args(line),
-            dir,
-            &Interrupt::new(),
-            &mut Console::new(&mut out, &mut err),
-        );
-        Run {
-            code,
-            out: String::from_utf8(out).unwrap(),
-            err: String::from_utf8(err).unwrap(),
-        }
+        test_support::run_in(run, dir, line)
     }
 
+    /// An instant workdir with `config` as its `main.tf.json`.
     fn workdir(config: Value) -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = test_support::workdir();
         std::fs::write(dir.path().join("main.tf.json"), config.to_string()).unwrap();
-        std::fs::write(dir.path().join("simulate.json"), r#"{"apply_seconds": 0}"#).unwrap();
         dir
     }
 
@@ -861,23 +843,21 @@ mod tests {
 
     #[test]
     fn unknown_commands_flags_and_missing_approval_are_usage_errors() {
-        for line in [
-            "",
-            "frobnicate",
-            "apply -auto-approve -bogus",
-            "apply",
-            "apply -auto-approve -lock-timeout=soon",
-            "apply -auto-approve -input=true",
-            "init extra",
-            "force-unlock abc",
-            "force-unlock -force",
-            "output a b",
-        ] {
-            assert!(
-                matches!(parse(&args(line)), Err(Error::Usage(_))),
-                "{line:?} should be a usage error"
-            );
-        }
+        assert_usage_errors(
+            parse,
+            &[
+                "",
+                "frobnicate",
+                "apply -auto-approve -bogus",
+                "apply",
+                "apply -auto-approve -lock-timeout=soon",
+                "apply -auto-approve -input=true",
+                "init extra",
+                "force-unlock abc",
+                "force-unlock -force",
+                "output a b",
+            ],
+        );
         let dir = tempfile::tempdir().unwrap();
         let run = run_in(dir.path(), "apply -wat");
         assert_eq!(run.code, 1);
@@ -1028,11 +1008,10 @@ mod tests {
             "aws_vpc": {"main": {}},
             "aws_subnet": {"a": {}}
         }}));
-        std::fs::write(
-            dir.path().join("simulate.json"),
+        simulate(
+            dir.path(),
             r#"{"apply_seconds": 0, "fail": "infra", "fail_times": 1}"#,
-        )
-        .unwrap();
+        );
         run_in(dir.path(), "init");
         let failed = run_in(dir.path(), "apply -auto-approve");
         assert_eq!(failed.code, 1);
@@ -1060,25 +1039,14 @@ mod tests {
             "aws_vpc": {"main": {}},
             "aws_subnet": {"a": {}, "b": {}}
         }}));
-        std::fs::write(dir.path().join("simulate.json"), r#"{"apply_seconds": 3}"#).unwrap();
+        simulate(dir.path(), r#"{"apply_seconds": 3}"#);
         run_in(dir.path(), "init");
-        let interrupt = Interrupt::new();
-        let setter = interrupt.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(1300));
-            setter.trigger();
-        });
-        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let interrupt = interrupt_after(Duration::from_millis(1300));
         let started = Instant::now();
-        let code = run(
-            &args("apply -auto-approve"),
-            dir.path(),
-            &interrupt,
-            &mut Console::new(&mut out, &mut err),
-        );
+        let Run { code, out, .. } =
+            test_support::run_with(run, dir.path(), "apply -auto-approve", &interrupt);
         assert_eq!(code, 1);
         assert!(started.elapsed() < Duration::from_millis(1600));
-        let out = String::from_utf8(out).unwrap();
         assert!(
             out.contains("Interrupt received. Gracefully shutting down..."),
             "{out}"

@@ -1,12 +1,32 @@
-//! Helpers for the stand-in integration tests, which run the real built binaries in temporary
-//! workdirs. Included by `standin_terraform.rs` and `standin_helm.rs` with `#[path]`.
+//! Helpers for the integration tests, which run this crate's real built stand-ins: starting
+//! them in temporary workdirs, and the jobs the executor gives them. Included with `mod support;`;
+//! each test binary uses a part of it.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use domain::EnvironmentId;
+use domain::aggregate::OperationJob;
+use domain::infra_model::{
+    BucketModel, ClusterModel, InfraModel, NatLayout, NetworkModel, NodeGroupModel, PostgresModel,
+    RedisModel,
+};
+use domain::spec::{Beta9Spec, Provider, Simulation, Step, WorkersSpec};
 use serde_json::Value;
+
+/// Terraform's state lock in a workdir.
+pub const LOCK_FILE: &str = ".terraform.tfstate.lock.info";
+
+/// The directory cargo built this crate's stand-ins into.
+pub fn standin_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_terraform-standin"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
 
 pub fn terraform(workdir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_terraform-standin"));
@@ -101,4 +121,56 @@ pub fn dead_pid() -> i32 {
 
 pub fn send_signal(child: &Child, signal: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+}
+
+/// A small sandbox environment: one CPU node group, no GPUs.
+pub fn sandbox_model() -> InfraModel {
+    InfraModel {
+        provider: Provider::Sandbox,
+        region: "us-east-1".to_owned(),
+        network: NetworkModel {
+            vpc_cidr: "10.0.0.0/16".to_owned(),
+            availability_zones: 2,
+            nat: NatLayout::Single,
+        },
+        cluster: ClusterModel {
+            kubernetes_version: "1.31".to_owned(),
+            cpu_nodes: NodeGroupModel {
+                instance_type: "m6i.large".to_owned(),
+                min_nodes: 1,
+                desired_nodes: 2,
+                max_nodes: 3,
+            },
+            gpu_nodes: None,
+        },
+        postgres: PostgresModel {
+            engine_version: "16.4".to_owned(),
+            instance_class: "db.t4g.medium".to_owned(),
+            allocated_storage_gb: 20,
+            multi_az: false,
+            backup_retention_days: 7,
+        },
+        redis: RedisModel {
+            node_type: "cache.t4g.small".to_owned(),
+            num_cache_nodes: 1,
+            automatic_failover: false,
+        },
+        bucket: BucketModel { versioned: true },
+    }
+}
+
+/// The job of `step` for the `demo` environment `env` on [`sandbox_model`], without infra outputs.
+pub fn job(env: &EnvironmentId, step: Step, simulate: Option<Simulation>) -> OperationJob {
+    OperationJob {
+        environment_id: env.clone(),
+        name: serde_json::from_value(serde_json::json!("demo")).unwrap(),
+        step,
+        infra_model: sandbox_model(),
+        beta9: Beta9Spec {
+            domain: serde_json::from_value(serde_json::json!("api.demo.example.com")).unwrap(),
+            workers: WorkersSpec { gpu_enabled: false },
+        },
+        simulate,
+        infra_outputs: BTreeMap::new(),
+    }
 }
