@@ -17,3 +17,9 @@ pub mod relay;
 pub mod settings;
 pub mod store;
 pub mod telemetry;
+
+/// Installs the process-wide TLS crypto provider (ring, as async-nats and sqlx use) that the
+/// HTTPS client needs. Idempotent; call it before building a `reqwest::Client`.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -6,6 +6,7 @@ use command_api::telemetry::init_tracing;
 
 #[tokio::main]
 async fn main() {
+    command_api::install_tls_provider();
     let cli = Cli::parse();
     let default_filter = match cli.command {
         Commands::Env(_) | Commands::Demo { .. } => "warn",

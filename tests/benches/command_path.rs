@@ -166,6 +166,7 @@ async fn main() {
     let base = format!("http://{}", app.local_addr());
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(app.run(shutdown.clone()));
+    command_api::install_tls_provider();
     let client = reqwest::Client::new();
     let http_rate = measure(seconds, move |n| {
         let client = client.clone();

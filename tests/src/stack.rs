@@ -61,6 +61,7 @@ impl Stack {
     }
 
     pub async fn start_with(options: StackOptions) -> Self {
+        command_api::install_tls_provider();
         let suffix = random_suffix();
         let database = format!("provisioner_test_{suffix}");
         let mut admin = PgConnection::connect(ADMIN_URL)

@@ -24,7 +24,7 @@ fn stdout_json(output: &Output) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_cli_creates_watches_lists_and_destroys_an_environment() {
+async fn the_cli_creates_watches_lists_shows_logs_and_destroys_an_environment() {
     let stack = Stack::start().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("env.yaml");
@@ -45,6 +45,11 @@ async fn the_cli_creates_watches_lists_and_destroys_an_environment() {
 
     let list = stdout_json(&provisioner(&stack, &["env", "list", "--name", "from-cli"]));
     assert_eq!(list["items"][0]["id"], id.as_str());
+
+    let logs = provisioner(&stack, &["env", "logs", &id]);
+    assert!(logs.status.success());
+    let logs = String::from_utf8_lossy(&logs.stdout);
+    assert!(logs.contains("Apply complete!"), "{logs}");
 
     let deleted = stdout_json(&provisioner(&stack, &["env", "delete", &id]));
     assert_eq!(deleted["status"], "destroy_queued");

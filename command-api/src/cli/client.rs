@@ -1,7 +1,7 @@
 //! A small typed client of the REST API, used by the CLI verbs and the demo.
 
 use domain::aggregate::{Environment, Status};
-use domain::wire::EventEnvelope;
+use domain::wire::{EventEnvelope, LogLine};
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use reqwest::{Method, RequestBuilder, StatusCode};
@@ -32,6 +32,7 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: impl Into<String>, token: impl Into<String>) -> Self {
+        crate::install_tls_provider();
         Self {
             base: base.into().trim_end_matches('/').to_owned(),
             token: token.into(),
@@ -129,6 +130,43 @@ impl Client {
                 serde_json::from_value(item).ok()
             })
             .collect())
+    }
+
+    /// Executor output so far (all operations, or one).
+    pub async fn logs(
+        &self,
+        id: &str,
+        operation: Option<&str>,
+    ) -> Result<Vec<LogLine>, ClientError> {
+        let mut request = self.request(Method::GET, &format!("/v1/environments/{id}/logs"));
+        if let Some(operation) = operation {
+            request = request.query(&[("operation", operation)]);
+        }
+        let body = self.json(request).await?;
+        Ok(serde_json::from_value(body["lines"].clone()).unwrap_or_default())
+    }
+
+    /// Follows executor output live, calling `on_line` for each line, until the stream ends.
+    pub async fn follow_logs(
+        &self,
+        id: &str,
+        operation: Option<&str>,
+        mut on_line: impl FnMut(&LogLine),
+    ) -> Result<(), ClientError> {
+        let mut request = self
+            .request(Method::GET, &format!("/v1/environments/{id}/logs"))
+            .query(&[("follow", "true")]);
+        if let Some(operation) = operation {
+            request = request.query(&[("operation", operation)]);
+        }
+        let mut events = self.send(request).await?.bytes_stream().eventsource();
+        while let Some(event) = events.next().await {
+            let event = event.map_err(|e| ClientError::Stream(e.to_string()))?;
+            if let Ok(line) = serde_json::from_str::<LogLine>(&event.data) {
+                on_line(&line);
+            }
+        }
+        Ok(())
     }
 
     /// Follows an environment's live events after `after`, calling `on_event` for each, until

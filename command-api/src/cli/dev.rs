@@ -1,6 +1,7 @@
 //! The process-running subcommands: `serve`, `executor`, `dev`, `demo`, `replay`.
 
 use super::client::Client;
+use super::say;
 use super::verbs::event_line;
 use crate::app::Application;
 use crate::database;
@@ -26,13 +27,6 @@ beta9:
   domain: NAME.beta9.example.com
   workers: {gpu_enabled: true}
 "#;
-
-fn say(line: impl AsRef<str>) {
-    #[allow(clippy::print_stdout)]
-    {
-        println!("{}", line.as_ref());
-    }
-}
 
 /// Cancels the token on Ctrl-C or SIGTERM.
 fn shutdown_on_signal() -> CancellationToken {

@@ -42,6 +42,14 @@ pub enum Commands {
     Env(verbs::EnvArgs),
 }
 
+/// Prints one line of a verb's output on stdout (logs go to stderr).
+pub(crate) fn say(line: impl AsRef<str>) {
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{}", line.as_ref());
+    }
+}
+
 /// Runs the parsed command; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {

@@ -1,6 +1,7 @@
 //! `provisioner env …`: the client verbs.
 
 use super::client::Client;
+use super::say;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
@@ -46,14 +47,19 @@ enum Verb {
     Watch { id: String },
     /// Print an environment's complete audit history.
     History { id: String },
+    /// Print executor output (terraform, helm), optionally of one operation, optionally live.
+    Logs {
+        id: String,
+        #[arg(long)]
+        operation: Option<String>,
+        /// Keep following new output (Ctrl-C to stop).
+        #[arg(short, long)]
+        follow: bool,
+    },
 }
 
 fn print_json(value: &impl serde::Serialize) {
-    let text = serde_json::to_string_pretty(value).unwrap_or_default();
-    #[allow(clippy::print_stdout)]
-    {
-        println!("{text}");
-    }
+    say(serde_json::to_string_pretty(value).unwrap_or_default());
 }
 
 /// One line per event, for humans.
@@ -108,15 +114,26 @@ pub async fn run(args: EnvArgs) -> anyhow::Result<i32> {
         Verb::Delete { id } => print_json(&client.delete(&id).await?),
         Verb::Retry { id } => print_json(&client.retry(&id).await?),
         Verb::History { id } => print_json(&client.history(&id).await?),
+        Verb::Logs {
+            id,
+            operation,
+            follow,
+        } => {
+            let print =
+                |line: &domain::wire::LogLine| say(format!("{} {}", line.stream, line.line));
+            if follow {
+                client.follow_logs(&id, operation.as_deref(), print).await?;
+            } else {
+                client
+                    .logs(&id, operation.as_deref())
+                    .await?
+                    .iter()
+                    .for_each(print);
+            }
+        }
         Verb::Watch { id } => {
             let status = client
-                .watch(&id, |envelope, status| {
-                    let line = event_line(envelope, status);
-                    #[allow(clippy::print_stdout)]
-                    {
-                        println!("{line}");
-                    }
-                })
+                .watch(&id, |envelope, status| say(event_line(envelope, status)))
                 .await?;
             return Ok(if status == domain::Status::Failed {
                 2
