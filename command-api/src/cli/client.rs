@@ -169,11 +169,13 @@ impl Client {
         Ok(())
     }
 
-    /// Follows an environment's live events after `after`, calling `on_event` for each, until
-    /// its status settles (ready, failed, destroyed) or the stream ends. Returns the status.
+    /// Follows an environment's events, calling `on_event` for each one after sequence
+    /// `shown` (0: all of them), until its status settles (ready, failed, destroyed) or the
+    /// stream ends. Returns the status.
     pub async fn watch(
         &self,
         id: &str,
+        shown: u64,
         mut on_event: impl FnMut(&EventEnvelope, Status),
     ) -> Result<Status, ClientError> {
         let history = self.history(id).await?;
@@ -182,7 +184,9 @@ impl Client {
             if let Ok(event) = envelope.event() {
                 state.apply(&event);
             }
-            on_event(envelope, state.status);
+            if envelope.sequence > shown {
+                on_event(envelope, state.status);
+            }
         }
         if state.status.is_settled() && state.in_flight.is_none() && state.pending.is_none() {
             return Ok(state.status);

@@ -198,8 +198,12 @@ async fn walk_through(client: &Client, file: Option<PathBuf>) -> anyhow::Result<
         .to_owned();
 
     say("\n== 2. live lifecycle events: GET /v1/environments/{id}/events");
+    let mut shown = 0;
     let status = client
-        .watch(&id, |envelope, status| say(event_line(envelope, status)))
+        .watch(&id, shown, |envelope, status| {
+            shown = envelope.sequence;
+            say(event_line(envelope, status));
+        })
         .await?;
     say(format!("status: {status}"));
     if status != domain::Status::Ready {
@@ -213,7 +217,9 @@ async fn walk_through(client: &Client, file: Option<PathBuf>) -> anyhow::Result<
     say("\n== 4. destroy it: DELETE /v1/environments/{id}");
     say(serde_json::to_string_pretty(&client.delete(&id).await?)?);
     let status = client
-        .watch(&id, |envelope, status| say(event_line(envelope, status)))
+        .watch(&id, shown, |envelope, status| {
+            say(event_line(envelope, status))
+        })
         .await?;
     say(format!("status: {status}"));
 

@@ -133,7 +133,7 @@ pub async fn run(args: EnvArgs) -> anyhow::Result<i32> {
         }
         Verb::Watch { id } => {
             let status = client
-                .watch(&id, |envelope, status| say(event_line(envelope, status)))
+                .watch(&id, 0, |envelope, status| say(event_line(envelope, status)))
                 .await?;
             return Ok(if status == domain::Status::Failed {
                 2
