@@ -206,3 +206,48 @@ async fn retry_is_refused_with_409_unless_the_environment_failed() {
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(body["error"]["code"], "not_failed");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_environments_are_404_everywhere_and_a_repeated_delete_changes_nothing() {
+    let stack = api_only().await;
+    let unknown = "env_01jd0000000000000000000000";
+    for (method, path) in [
+        (Method::GET, format!("/v1/environments/{unknown}/history")),
+        (Method::GET, format!("/v1/environments/{unknown}/events")),
+        (Method::GET, format!("/v1/environments/{unknown}/logs")),
+        (Method::DELETE, format!("/v1/environments/{unknown}")),
+        (Method::POST, format!("/v1/environments/{unknown}/retry")),
+        (Method::GET, "/v1/environments/not-an-id".to_owned()),
+    ] {
+        let response = stack.request(method.clone(), &path).send().await.unwrap();
+        let (status, body) = error_body(response).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}");
+        assert_eq!(body["error"]["code"], "not_found", "{method} {path}");
+    }
+
+    // Without an executor the destroy never finishes: a second DELETE answers 202 with where
+    // the destroy is, and records nothing more.
+    let id = stack.create_ok(&sandbox_yaml("twice-deleted", "")).await;
+    let delete = || {
+        stack
+            .request(Method::DELETE, &format!("/v1/environments/{id}"))
+            .send()
+    };
+    let first: Value = delete().await.unwrap().json().await.unwrap();
+    let second = delete().await.unwrap();
+    assert_eq!(second.status(), StatusCode::ACCEPTED);
+    let second: Value = second.json().await.unwrap();
+    assert_eq!(first["status"], "destroy_queued");
+    assert!(
+        ["destroy_queued", "destroying"].contains(&second["status"].as_str().unwrap()),
+        "{second}"
+    );
+    let destroy_requests: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE aggregate_id = $1 AND event_type = 'DestroyRequested'",
+    )
+    .bind(&id)
+    .fetch_one(&stack.pool)
+    .await
+    .unwrap();
+    assert_eq!(destroy_requests, 1);
+}

@@ -31,3 +31,6 @@ pub enum DomainError {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod proptests;
