@@ -7,19 +7,28 @@ use system_tests::{Stack, StackOptions, count, sandbox_yaml};
 
 const WITHIN: Duration = Duration::from_secs(90);
 
+/// Waits (bounded) until a file exists.
+async fn wait_for_file(path: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn killing_the_executor_mid_apply_still_ends_ready_with_one_infra_applied() {
     let mut stack = Stack::start().await;
     let id = stack
         .create_ok(&sandbox_yaml("survivor", "    apply_seconds: 3\n"))
         .await;
-    stack.wait_for_status(&id, "provisioning", WITHIN).await;
     // Let the apply get going, then crash the executor in the middle of it.
     let runs = stack.workdir(&id).join(".standin");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !runs.join("active.json").exists() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_file(&runs.join("active.json")).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     stack.kill9_executor().await;
     stack.restart_executor();
@@ -52,7 +61,8 @@ async fn a_step_no_executor_finishes_fails_visibly_and_can_be_retried() {
     let id = stack
         .create_ok(&sandbox_yaml("abandoned", "    apply_seconds: 2\n"))
         .await;
-    stack.wait_for_status(&id, "provisioning", WITHIN).await;
+    // Crash the executor once it has the job (its terraform is running).
+    wait_for_file(&stack.workdir(&id).join(".standin/active.json")).await;
     stack.kill9_executor().await;
     // The only delivery died with its executor: JetStream gives up, and the user sees why.
     let failed = stack.wait_for_status(&id, "failed", WITHIN).await;
