@@ -104,19 +104,12 @@ impl Environments {
         }
     }
 
-    /// Resumes a failed environment from its failed phase.
-    #[tracing::instrument(skip_all, fields(request_id = %caller.request_id, env_id = %id))]
-    pub async fn retry(&self, caller: &Caller, id: &EnvironmentId) -> Result<Accepted, AppError> {
-        self.run(caller, id, Command::Retry).await
-    }
-
-    /// Destroys an environment, cancelling its in-flight step first.
-    #[tracing::instrument(skip_all, fields(request_id = %caller.request_id, env_id = %id))]
-    pub async fn destroy(&self, caller: &Caller, id: &EnvironmentId) -> Result<Accepted, AppError> {
-        self.run(caller, id, Command::Destroy).await
-    }
-
-    async fn run(
+    /// Runs a user's command (`Retry`, `Destroy`) on an existing environment, retrying lost
+    /// optimistic-concurrency races, and answers with the environment's status after it.
+    /// `Retry` resumes a failed environment from its failed phase; `Destroy` cancels an in-flight
+    /// step first.
+    #[tracing::instrument(skip_all, fields(request_id = %caller.request_id, env_id = %id, command = command.name()))]
+    pub async fn run(
         &self,
         caller: &Caller,
         id: &EnvironmentId,

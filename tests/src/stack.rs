@@ -173,6 +173,22 @@ impl Stack {
         body["id"].as_str().expect("id").to_owned()
     }
 
+    /// `DELETE /v1/environments/{id}`
+    pub async fn delete(&self, id: &str) -> reqwest::Response {
+        self.request(Method::DELETE, &format!("/v1/environments/{id}"))
+            .send()
+            .await
+            .expect("DELETE environment")
+    }
+
+    /// `POST /v1/environments/{id}/retry`
+    pub async fn retry(&self, id: &str) -> reqwest::Response {
+        self.request(Method::POST, &format!("/v1/environments/{id}/retry"))
+            .send()
+            .await
+            .expect("POST retry")
+    }
+
     pub async fn get(&self, id: &str) -> (StatusCode, Value) {
         let response = self
             .request(Method::GET, &format!("/v1/environments/{id}"))

@@ -76,14 +76,7 @@ async fn a_step_no_executor_finishes_fails_visibly_and_can_be_retried() {
         failed["error"]
     );
     stack.restart_executor();
-    let response = stack
-        .request(
-            reqwest::Method::POST,
-            &format!("/v1/environments/{id}/retry"),
-        )
-        .send()
-        .await
-        .unwrap();
+    let response = stack.retry(&id).await;
     assert_eq!(response.status(), 202);
     stack.wait_for_status(&id, "ready", WITHIN).await;
     let types = stack.history_types(&id).await;

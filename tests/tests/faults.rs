@@ -1,21 +1,12 @@
 //! Failures and recovery: simulated step failures, retry from the failed phase, and destroy
 //! cancelling an in-flight step.
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::Value;
 use std::time::Duration;
 use system_tests::{Stack, count, sandbox_yaml};
 
 const WITHIN: Duration = Duration::from_secs(60);
-
-async fn retry(stack: &Stack, id: &str) -> StatusCode {
-    stack
-        .request(Method::POST, &format!("/v1/environments/{id}/retry"))
-        .send()
-        .await
-        .unwrap()
-        .status()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_bootstrap_is_retried_without_re_applying_infra() {
@@ -33,7 +24,7 @@ async fn a_failed_bootstrap_is_retried_without_re_applying_infra() {
         failed["error"]
     );
 
-    assert_eq!(retry(&stack, &id).await, StatusCode::ACCEPTED);
+    assert_eq!(stack.retry(&id).await.status(), StatusCode::ACCEPTED);
     let ready = stack.wait_for_status(&id, "ready", WITHIN).await;
     assert!(ready["error"].is_null());
 
@@ -60,11 +51,7 @@ async fn a_failed_infra_apply_keeps_its_error_until_a_retry_succeeds() {
             .await;
         assert_eq!(failed["error"]["phase"], "infra", "attempt {attempt}");
         seen_version = failed["version"].as_i64().unwrap();
-        let response = stack
-            .request(Method::POST, &format!("/v1/environments/{id}/retry"))
-            .send()
-            .await
-            .unwrap();
+        let response = stack.retry(&id).await;
         assert_eq!(response.status(), StatusCode::ACCEPTED);
         // The command's answer is read-your-writes: no longer failed.
         let body: Value = response.json().await.unwrap();
@@ -84,11 +71,7 @@ async fn delete_during_an_apply_cancels_it_then_destroys_without_overlap() {
         .await;
     stack.wait_for_status(&id, "provisioning", WITHIN).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let response = stack
-        .request(Method::DELETE, &format!("/v1/environments/{id}"))
-        .send()
-        .await
-        .unwrap();
+    let response = stack.delete(&id).await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     stack.wait_for_status(&id, "destroyed", WITHIN).await;
 

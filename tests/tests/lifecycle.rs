@@ -34,11 +34,7 @@ async fn an_environment_goes_from_request_to_ready_to_destroyed_with_a_complete_
     assert!(ready["operation"].is_null());
     assert_eq!(ready["spec"]["name"], "production");
 
-    let response = stack
-        .request(Method::DELETE, &format!("/v1/environments/{id}"))
-        .send()
-        .await
-        .unwrap();
+    let response = stack.delete(&id).await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["status"], "destroy_queued");

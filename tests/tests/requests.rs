@@ -180,11 +180,7 @@ async fn an_active_name_cannot_be_taken_twice_but_is_free_again_after_destroy() 
     stack
         .wait_for_status(&id, "ready", Duration::from_secs(60))
         .await;
-    let response = stack
-        .request(Method::DELETE, &format!("/v1/environments/{id}"))
-        .send()
-        .await
-        .unwrap();
+    let response = stack.delete(&id).await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     stack
         .wait_for_status(&id, "destroyed", Duration::from_secs(60))
@@ -197,11 +193,7 @@ async fn an_active_name_cannot_be_taken_twice_but_is_free_again_after_destroy() 
 async fn retry_is_refused_with_409_unless_the_environment_failed() {
     let stack = api_only().await;
     let id = stack.create_ok(&sandbox_yaml("healthy", "")).await;
-    let response = stack
-        .request(Method::POST, &format!("/v1/environments/{id}/retry"))
-        .send()
-        .await
-        .unwrap();
+    let response = stack.retry(&id).await;
     let (status, body) = error_body(response).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(body["error"]["code"], "not_failed");
@@ -228,13 +220,8 @@ async fn unknown_environments_are_404_everywhere_and_a_repeated_delete_changes_n
     // Without an executor the destroy never finishes: a second DELETE answers 202 with where
     // the destroy is, and records nothing more.
     let id = stack.create_ok(&sandbox_yaml("twice-deleted", "")).await;
-    let delete = || {
-        stack
-            .request(Method::DELETE, &format!("/v1/environments/{id}"))
-            .send()
-    };
-    let first: Value = delete().await.unwrap().json().await.unwrap();
-    let second = delete().await.unwrap();
+    let first: Value = stack.delete(&id).await.json().await.unwrap();
+    let second = stack.delete(&id).await;
     assert_eq!(second.status(), StatusCode::ACCEPTED);
     let second: Value = second.json().await.unwrap();
     for answer in [&first, &second] {

@@ -9,6 +9,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use domain::aggregate::Command;
 use domain::config::Format;
 use domain::ids::EnvironmentId;
 use projections::environment_view::EnvironmentView;
@@ -164,12 +165,7 @@ pub async fn delete(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
-    let id = parse_id(&id)?;
-    let result = state
-        .environments
-        .destroy(&caller(&principal, &headers), &id)
-        .await?;
-    Ok(accepted(result))
+    user_command(&state, &principal, &headers, &id, Command::Destroy).await
 }
 
 /// `POST /v1/environments/{id}/retry`
@@ -179,10 +175,21 @@ pub async fn retry(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
-    let id = parse_id(&id)?;
+    user_command(&state, &principal, &headers, &id, Command::Retry).await
+}
+
+/// Runs a user's command on an existing environment and answers 202 with its status.
+async fn user_command(
+    state: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    id: &str,
+    command: Command,
+) -> Result<Response, AppError> {
+    let id = parse_id(id)?;
     let result = state
         .environments
-        .retry(&caller(&principal, &headers), &id)
+        .run(&caller(principal, headers), &id, command)
         .await?;
     Ok(accepted(result))
 }

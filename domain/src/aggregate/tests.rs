@@ -5,31 +5,13 @@ use crate::ids::{EnvironmentId, OperationId};
 use crate::infra_model::InfraModel;
 use crate::spec::*;
 
+/// `production` on the sandbox, with every default.
 fn spec() -> EnvironmentSpec {
-    EnvironmentSpec {
-        name: EnvironmentName::new_unchecked("production"),
-        cloud: CloudSpec::Sandbox(SandboxCloud {
-            region: Region::new_unchecked("sandbox-local"),
-            simulate: Simulation::default(),
-        }),
-        cluster: ClusterSpec {
-            profile: Profile::Small,
-        },
-        data: DataSpec {
-            postgres: PostgresSpec {
-                size: Size::Small,
-                multi_az: false,
-            },
-            redis: RedisSpec {
-                size: Size::Small,
-                ha: false,
-            },
-        },
-        beta9: Beta9Spec {
-            domain: DomainName::new_unchecked("production.beta9.local"),
-            workers: WorkersSpec { gpu_enabled: false },
-        },
-    }
+    crate::config::parse(
+        "name: production\ncloud:\n  provider: sandbox\n",
+        crate::config::Format::Yaml,
+    )
+    .expect("a valid spec")
 }
 
 fn env_id() -> EnvironmentId {
