@@ -132,17 +132,21 @@ impl Client {
             .collect())
     }
 
+    fn logs_request(&self, id: &str, operation: Option<&str>) -> RequestBuilder {
+        let request = self.request(Method::GET, &format!("/v1/environments/{id}/logs"));
+        match operation {
+            Some(operation) => request.query(&[("operation", operation)]),
+            None => request,
+        }
+    }
+
     /// Executor output so far (all operations, or one).
     pub async fn logs(
         &self,
         id: &str,
         operation: Option<&str>,
     ) -> Result<Vec<LogLine>, ClientError> {
-        let mut request = self.request(Method::GET, &format!("/v1/environments/{id}/logs"));
-        if let Some(operation) = operation {
-            request = request.query(&[("operation", operation)]);
-        }
-        let body = self.json(request).await?;
+        let body = self.json(self.logs_request(id, operation)).await?;
         Ok(serde_json::from_value(body["lines"].clone()).unwrap_or_default())
     }
 
@@ -153,12 +157,9 @@ impl Client {
         operation: Option<&str>,
         mut on_line: impl FnMut(&LogLine),
     ) -> Result<(), ClientError> {
-        let mut request = self
-            .request(Method::GET, &format!("/v1/environments/{id}/logs"))
+        let request = self
+            .logs_request(id, operation)
             .query(&[("follow", "true")]);
-        if let Some(operation) = operation {
-            request = request.query(&[("operation", operation)]);
-        }
         let mut events = self.send(request).await?.bytes_stream().eventsource();
         while let Some(event) = events.next().await {
             let event = event.map_err(|e| ClientError::Stream(e.to_string()))?;

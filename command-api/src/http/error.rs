@@ -103,11 +103,10 @@ impl From<StoreError> for AppError {
 
 impl From<sqlx::Error> for AppError {
     fn from(error: sqlx::Error) -> Self {
-        match error {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                AppError::Unavailable(Box::new(error))
-            }
-            other => AppError::internal(other),
+        if crate::store::is_connection_error(&error) {
+            AppError::Unavailable(Box::new(error))
+        } else {
+            AppError::internal(error)
         }
     }
 }

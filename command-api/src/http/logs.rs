@@ -1,15 +1,16 @@
 //! `GET /v1/environments/{id}/logs`: executor output, per operation, from the logs stream.
 //!
 //! Without `follow` it answers the lines recorded so far as JSON; with `?follow=true` it streams
-//! them as Server-Sent Events (`id:` = position in the logs stream, resumable like the event
-//! streams) until the client goes away.
+//! them as Server-Sent Events (`id:` = position in the logs stream; like the event streams it
+//! resumes after `Last-Event-ID` or `?after=N`) until the client goes away.
 
 use super::AppState;
 use super::error::AppError;
-use super::sse::{Delivered, ordered_messages};
+use super::sse::{Delivered, ordered_messages, resume_after};
 use async_nats::jetstream::consumer::DeliverPolicy;
 use axum::Json;
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use domain::ids::{EnvironmentId, OperationId};
@@ -31,10 +32,11 @@ pub struct LogParams {
     after: Option<u64>,
 }
 
-/// `GET /v1/environments/{id}/logs?operation=&follow=&after=`
+/// `GET /v1/environments/{id}/logs?operation=&follow=&after=` (or `Last-Event-ID`)
 pub async fn logs(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     Query(params): Query<LogParams>,
 ) -> Result<Response, AppError> {
     let id = EnvironmentId::parse(&id).map_err(|_| AppError::NotFound(id.clone()))?;
@@ -48,7 +50,7 @@ pub async fn logs(
         }
         None => state.subjects.environment_logs(id.as_str()),
     };
-    let deliver_policy = match params.after {
+    let deliver_policy = match resume_after(&headers, params.after)? {
         Some(after) => DeliverPolicy::ByStartSequence {
             start_sequence: after + 1,
         },

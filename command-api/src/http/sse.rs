@@ -24,15 +24,15 @@ use std::convert::Infallible;
 
 #[derive(Debug, Deserialize)]
 pub struct ResumeParams {
-    pub after: Option<u64>,
+    after: Option<u64>,
 }
 
 /// The resume point: `?after=N` wins over `Last-Event-ID`.
 pub(super) fn resume_after(
     headers: &HeaderMap,
-    params: &ResumeParams,
+    after: Option<u64>,
 ) -> Result<Option<u64>, AppError> {
-    if let Some(after) = params.after {
+    if let Some(after) = after {
         return Ok(Some(after));
     }
     match headers.get("last-event-id") {
@@ -115,7 +115,7 @@ pub async fn environment_events(
     Query(params): Query<ResumeParams>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, AppError> {
     let id = EnvironmentId::parse(&id).map_err(|_| AppError::NotFound(id.clone()))?;
-    let after = resume_after(&headers, &params)?.unwrap_or(0);
+    let after = resume_after(&headers, params.after)?.unwrap_or(0);
     // 404 for an environment that was never requested, rather than an empty stream forever.
     state.environments.load(&id).await?;
     let messages = ordered_messages::<EventEnvelope>(
@@ -151,7 +151,7 @@ pub async fn all_events(
     headers: HeaderMap,
     Query(params): Query<ResumeParams>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, AppError> {
-    let deliver_policy = match resume_after(&headers, &params)? {
+    let deliver_policy = match resume_after(&headers, params.after)? {
         Some(after) => DeliverPolicy::ByStartSequence {
             start_sequence: after + 1,
         },

@@ -195,7 +195,12 @@ fn classify(error: AggregateError<DomainError>) -> StoreError {
         AggregateError::DatabaseConnectionError(source) => StoreError::Unavailable(source),
         AggregateError::UnexpectedError(source) => match name_taken(source.as_ref()) {
             Some(message) => StoreError::NameTaken(message),
-            None if is_connection_error(source.as_ref()) => StoreError::Unavailable(source),
+            None if source
+                .downcast_ref::<sqlx::Error>()
+                .is_some_and(is_connection_error) =>
+            {
+                StoreError::Unavailable(source)
+            }
             None => StoreError::Internal(source),
         },
         AggregateError::DeserializationError(source) => StoreError::Internal(source),
@@ -209,14 +214,15 @@ fn name_taken(error: &(dyn std::error::Error + Send + Sync + 'static)) -> Option
     (database.code().as_deref() == Some(NAME_TAKEN_SQLSTATE)).then(|| database.message().to_owned())
 }
 
-fn is_connection_error(error: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+/// Whether Postgres could not be reached (as opposed to refusing the statement): the answer is
+/// then "unavailable, retry", not an internal error.
+pub fn is_connection_error(error: &sqlx::Error) -> bool {
     matches!(
-        error.downcast_ref::<sqlx::Error>(),
-        Some(
-            sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
-                | sqlx::Error::Io(_)
-                | sqlx::Error::WorkerCrashed
-        )
+        error,
+        sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed
     )
 }

@@ -35,11 +35,9 @@ fn persistence_error(error: sqlx::Error) -> PersistenceError {
         sqlx::Error::Database(database) if database.code().as_deref() == Some(UNIQUE_VIOLATION) => {
             PersistenceError::OptimisticLockError
         }
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => PersistenceError::ConnectionError(Box::new(error)),
+        _ if super::is_connection_error(&error) => {
+            PersistenceError::ConnectionError(Box::new(error))
+        }
         _ => PersistenceError::UnknownError(Box::new(error)),
     }
 }
