@@ -205,6 +205,28 @@ impl Stack {
             .await
     }
 
+    /// Polls the read model until the environment is `failed`, and asserts its error names
+    /// `phase` and says `message`.
+    pub async fn wait_for_failure(
+        &self,
+        id: &str,
+        phase: &str,
+        message: &str,
+        timeout: Duration,
+    ) -> Value {
+        let failed = self.wait_for_status(id, "failed", timeout).await;
+        let error = &failed["error"];
+        assert_eq!(error["phase"], phase, "error: {error}");
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(message),
+            "error: {error}"
+        );
+        failed
+    }
+
     /// Polls the read model until `done` holds for the environment (panics after `timeout`).
     pub async fn wait_for(
         &self,

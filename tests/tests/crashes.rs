@@ -65,16 +65,9 @@ async fn a_step_no_executor_finishes_fails_visibly_and_can_be_retried() {
     wait_for_file(&stack.workdir(&id).join(".standin/active.json")).await;
     stack.kill9_executor().await;
     // The only delivery died with its executor: JetStream gives up, and the user sees why.
-    let failed = stack.wait_for_status(&id, "failed", WITHIN).await;
-    assert_eq!(failed["error"]["phase"], "infra");
-    assert!(
-        failed["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("no executor finished this step"),
-        "error: {}",
-        failed["error"]
-    );
+    stack
+        .wait_for_failure(&id, "infra", "no executor finished this step", WITHIN)
+        .await;
     stack.restart_executor();
     let response = stack.retry(&id).await;
     assert_eq!(response.status(), 202);

@@ -13,16 +13,9 @@ async fn a_failed_bootstrap_is_retried_without_re_applying_infra() {
     let stack = Stack::start().await;
     let simulate = "    apply_seconds: 0.2\n    fail: bootstrap\n    fail_times: 1\n";
     let id = stack.create_ok(&sandbox_yaml("flaky", simulate)).await;
-    let failed = stack.wait_for_status(&id, "failed", WITHIN).await;
-    assert_eq!(failed["error"]["phase"], "bootstrap");
-    assert!(
-        failed["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("simulated bootstrap failure"),
-        "error: {}",
-        failed["error"]
-    );
+    stack
+        .wait_for_failure(&id, "bootstrap", "simulated bootstrap failure", WITHIN)
+        .await;
 
     assert_eq!(stack.retry(&id).await.status(), StatusCode::ACCEPTED);
     let ready = stack.wait_for_status(&id, "ready", WITHIN).await;
