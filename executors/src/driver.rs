@@ -89,18 +89,18 @@ pub trait StepDriver: Send + Sync {
 #[derive(Clone)]
 pub struct Drivers {
     pub aws: Arc<dyn StepDriver>,
-    /// `None` when no stand-in directory is configured: sandbox jobs then fail with a clear
-    /// message instead of silently using anything else.
+    /// `None` when no stand-ins are configured: sandbox jobs then fail with a clear message
+    /// instead of silently using anything else.
     pub sandbox: Option<Arc<dyn StepDriver>>,
 }
 
 impl Drivers {
-    /// Real `terraform`/`helm` for `aws`; the stand-ins in `standin_dir` for `sandbox`.
+    /// Real `terraform`/`helm` for `aws`; the stand-ins for `sandbox`.
     pub fn from_settings(settings: &ExecutorSettings) -> Self {
         Drivers {
             aws: Arc::new(TerraformHelmDriver::aws(settings)),
-            sandbox: settings.standin_dir.as_deref().map(|dir| {
-                Arc::new(TerraformHelmDriver::sandbox(dir, settings)) as Arc<dyn StepDriver>
+            sandbox: settings.sandbox_tools.as_ref().map(|tools| {
+                Arc::new(TerraformHelmDriver::sandbox(tools, settings)) as Arc<dyn StepDriver>
             }),
         }
     }
@@ -111,8 +111,8 @@ impl Drivers {
             Provider::Aws => Ok(self.aws.as_ref()),
             Provider::Sandbox => self.sandbox.as_deref().ok_or_else(|| {
                 StepError::failed(
-                    "the sandbox provider is not available on this executor: \
-                     PROVISIONER_STANDIN_DIR is not set",
+                    "the sandbox provider is not available on this executor: it runs \
+                     outside the provisioner binary and PROVISIONER_STANDIN_DIR is not set",
                 )
             }),
         }

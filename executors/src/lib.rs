@@ -1,3 +1,4 @@
+pub mod child_process;
 pub mod driver;
 mod inflight;
 mod job;

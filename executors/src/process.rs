@@ -4,6 +4,9 @@
 //! (terraform's provider plugins): SIGINT to the group first, the way a user's Ctrl-C lets
 //! terraform release its state lock and save state, then SIGKILL to the group if it has not
 //! exited within the grace period. `kill_on_drop` covers the executor task being dropped.
+//!
+//! Children start as [`crate::child_process`] says: a minimal, explicit environment and a
+//! parent-death signal (SIGTERM: terraform then stops the way it does on Ctrl-C).
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -13,9 +16,11 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
+
+use crate::child_process;
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio_util::sync::CancellationToken;
 
 use crate::logs::LogSink;
@@ -39,27 +44,69 @@ pub enum Stdout {
     Capture,
 }
 
+/// A tool's executable: its path (or a name looked up on `PATH`), the arguments that come
+/// before the tool's own (`standin terraform` for the stand-ins built into `provisioner`), the
+/// variables it may take from the executor's environment beyond [`child_process::BASE_ENV`],
+/// and what to tell the operator when it is missing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Program {
+    pub path: PathBuf,
+    pub leading_args: Vec<OsString>,
+    pub inherit: &'static [&'static str],
+    pub install_hint: String,
+}
+
+impl Program {
+    /// A program run as it is, inheriting nothing beyond the base environment.
+    pub fn new(path: impl Into<PathBuf>, install_hint: impl Into<String>) -> Self {
+        Program {
+            path: path.into(),
+            leading_args: Vec::new(),
+            inherit: &[],
+            install_hint: install_hint.into(),
+        }
+    }
+
+    pub fn leading_args<I: IntoIterator<Item = S>, S: Into<OsString>>(mut self, args: I) -> Self {
+        self.leading_args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    pub fn inherit(mut self, names: &'static [&'static str]) -> Self {
+        self.inherit = names;
+        self
+    }
+}
+
 /// One command line to run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Invocation {
     /// The tool's short name, used to label its log lines (`terraform`, `helm`).
     pub tool: &'static str,
     pub program: PathBuf,
+    /// Everything after the program: the program's leading arguments, then the tool's own.
     pub args: Vec<OsString>,
     pub cwd: PathBuf,
+    /// Variables taken from the executor's environment (see [`Program::inherit`]).
+    pub inherit: &'static [&'static str],
+    /// Variables set explicitly.
     pub env: Vec<(OsString, OsString)>,
     pub stdout: Stdout,
+    /// Said when the program does not exist.
+    pub install_hint: String,
 }
 
 impl Invocation {
-    pub fn new(tool: &'static str, program: &Path, cwd: &Path) -> Self {
+    pub fn new(tool: &'static str, program: &Program, cwd: &Path) -> Self {
         Invocation {
             tool,
-            program: program.to_owned(),
-            args: Vec::new(),
+            program: program.path.clone(),
+            args: program.leading_args.clone(),
             cwd: cwd.to_owned(),
+            inherit: program.inherit,
             env: Vec::new(),
             stdout: Stdout::Log,
+            install_hint: program.install_hint.clone(),
         }
     }
 
@@ -145,10 +192,14 @@ fn trim_blank_lines<'a, 'b>(lines: &'b [&'a str]) -> &'b [&'a str] {
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
     /// The program does not exist (or is not executable) at the given path.
-    #[error("{tool} not found at {}", program.display())]
+    #[error(
+        "{tool} not found at {}: {install_hint}",
+        child_process::describe(program)
+    )]
     NotFound {
         tool: &'static str,
         program: PathBuf,
+        install_hint: String,
     },
     /// The token was cancelled; the process group was interrupted (and killed if it lingered).
     #[error("cancelled")]
@@ -208,7 +259,8 @@ pub async fn run(
 }
 
 fn spawn(invocation: &Invocation) -> Result<Child, ProcessError> {
-    let mut command = Command::new(&invocation.program);
+    let mut command =
+        child_process::command(&invocation.program, Signal::SIGTERM, invocation.inherit);
     command
         .args(&invocation.args)
         .envs(invocation.env.iter().map(|(k, v)| (k, v)))
@@ -216,14 +268,14 @@ fn spawn(invocation: &Invocation) -> Result<Child, ProcessError> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
+        .process_group(0);
     command.spawn().map_err(|source| {
         // A missing program and a missing workdir both say NotFound; only the first is "not found".
         if source.kind() == io::ErrorKind::NotFound && !invocation.program.is_file() {
             ProcessError::NotFound {
                 tool: invocation.tool,
                 program: invocation.program.clone(),
+                install_hint: invocation.install_hint.clone(),
             }
         } else {
             ProcessError::Io {
@@ -304,7 +356,12 @@ mod tests {
     }
 
     fn sh(script: &str) -> Invocation {
-        Invocation::new("sh", Path::new("/bin/sh"), Path::new("/")).args(["-c", script])
+        Invocation::new(
+            "sh",
+            &Program::new("/bin/sh", "install a shell"),
+            Path::new("/"),
+        )
+        .args(["-c", script])
     }
 
     /// Runs `invocation` with nothing to cancel it (and a grace of one second).
@@ -388,15 +445,19 @@ mod tests {
     #[tokio::test]
     async fn a_missing_program_is_reported_as_not_found_with_its_path() {
         let (logs, _rx) = sink();
-        let invocation = Invocation::new(
-            "terraform",
-            Path::new("/nonexistent/terraform"),
-            Path::new("/"),
-        );
+        let program = Program::new("/nonexistent/terraform", "set PROVISIONER_TERRAFORM_BIN");
+        let invocation = Invocation::new("terraform", &program, Path::new("/"));
         let err = run_uncancelled(&invocation, &logs).await.unwrap_err();
         assert_eq!(
             err.to_string(),
-            "terraform not found at /nonexistent/terraform"
+            "terraform not found at /nonexistent/terraform: set PROVISIONER_TERRAFORM_BIN"
+        );
+        let program = Program::new("no-such-tool-here", "install it");
+        let invocation = Invocation::new("terraform", &program, Path::new("/"));
+        let err = run_uncancelled(&invocation, &logs).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "terraform not found at no-such-tool-here (on PATH): install it"
         );
     }
 

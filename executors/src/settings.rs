@@ -1,6 +1,8 @@
 //! Executor settings, read from the environment once at startup.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use crate::process::Program;
 use std::time::Duration;
 
 /// Everything the executor runtime needs to know about its surroundings.
@@ -16,9 +18,10 @@ pub struct ExecutorSettings {
     pub terraform_bin: PathBuf,
     /// `PROVISIONER_HELM_BIN`: the real `helm` for the `aws` provider.
     pub helm_bin: PathBuf,
-    /// `PROVISIONER_STANDIN_DIR`: where `terraform-standin` and `helm-standin` live, the engine
-    /// of the `sandbox` provider. `None` means the sandbox provider is unavailable.
-    pub standin_dir: Option<PathBuf>,
+    /// The `sandbox` provider's engine: the stand-ins built into the `provisioner` binary (what
+    /// the binary sets), or `terraform-standin` and `helm-standin` in `PROVISIONER_STANDIN_DIR`.
+    /// `None` means the sandbox provider is unavailable.
+    pub sandbox_tools: Option<SandboxTools>,
     /// `PROVISIONER_TF_STATE_BUCKET`: the S3 bucket holding `aws` Terraform state, passed to
     /// `terraform init` as `-backend-config=bucket=...`.
     pub state_bucket: Option<String>,
@@ -59,7 +62,7 @@ impl ExecutorSettings {
             data_dir: PathBuf::from("./provisioner-data"),
             terraform_bin: PathBuf::from("terraform"),
             helm_bin: PathBuf::from("helm"),
-            standin_dir: default_standin_dir(),
+            sandbox_tools: None,
             state_bucket: None,
             state_lock_table: None,
             concurrency: 4,
@@ -98,7 +101,7 @@ impl ExecutorSettings {
             settings.helm_bin = PathBuf::from(bin);
         }
         if let Some(dir) = get("PROVISIONER_STANDIN_DIR") {
-            settings.standin_dir = Some(PathBuf::from(dir));
+            settings.sandbox_tools = Some(SandboxTools::Dir(PathBuf::from(dir)));
         }
         settings.state_bucket = get("PROVISIONER_TF_STATE_BUCKET");
         settings.state_lock_table = get("PROVISIONER_TF_LOCK_TABLE");
@@ -133,12 +136,39 @@ impl ExecutorSettings {
     }
 }
 
-/// The directory of the running executable, where cargo and the container image put the
-/// stand-ins next to `provisioner`.
-fn default_standin_dir() -> Option<PathBuf> {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(Path::to_path_buf))
+/// Where the `sandbox` provider's terraform and helm stand-ins come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SandboxTools {
+    /// `<provisioner> standin terraform|helm ...`: built into the `provisioner` binary at this
+    /// path, so they exist wherever the binary does.
+    BuiltIn(PathBuf),
+    /// The separate `terraform-standin` and `helm-standin` binaries in this directory.
+    Dir(PathBuf),
+}
+
+impl SandboxTools {
+    pub fn terraform(&self) -> Program {
+        self.program("terraform", "terraform-standin")
+    }
+
+    pub fn helm(&self) -> Program {
+        self.program("helm", "helm-standin")
+    }
+
+    fn program(&self, tool: &str, binary: &str) -> Program {
+        match self {
+            SandboxTools::BuiltIn(exe) => Program::new(
+                exe,
+                "the provisioner binary that runs this executor is gone; reinstall it",
+            )
+            .leading_args(["standin", tool]),
+            SandboxTools::Dir(dir) => Program::new(
+                dir.join(binary),
+                "build it with `cargo build -p executors --bins`, or unset \
+                 PROVISIONER_STANDIN_DIR to use the stand-ins built into provisioner",
+            ),
+        }
+    }
 }
 
 fn parse_prefix(value: String) -> Result<String, SettingsError> {
@@ -192,7 +222,7 @@ mod tests {
         assert_eq!(settings.data_dir, PathBuf::from("./provisioner-data"));
         assert_eq!(settings.terraform_bin, PathBuf::from("terraform"));
         assert_eq!(settings.helm_bin, PathBuf::from("helm"));
-        assert_eq!(settings.standin_dir, default_standin_dir());
+        assert_eq!(settings.sandbox_tools, None);
         assert_eq!(settings.concurrency, 4);
         assert_eq!(settings.heartbeat, Duration::from_secs(5));
         assert_eq!(settings.ack_wait, Duration::from_secs(30));
@@ -222,7 +252,10 @@ mod tests {
             PathBuf::from("/var/lib/provisioner/workdirs/env_1")
         );
         assert_eq!(settings.terraform_bin, PathBuf::from("/usr/bin/tofu"));
-        assert_eq!(settings.standin_dir, Some(PathBuf::from("/opt/standins")));
+        assert_eq!(
+            settings.sandbox_tools,
+            Some(SandboxTools::Dir(PathBuf::from("/opt/standins")))
+        );
         assert_eq!(settings.concurrency, 8);
         assert_eq!(settings.heartbeat, Duration::from_millis(250));
         assert_eq!(settings.ack_wait, Duration::from_secs(2));

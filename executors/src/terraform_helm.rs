@@ -23,13 +23,32 @@ use serde_json::Value;
 
 use crate::driver::{StepContext, StepDriver, StepError};
 use crate::kubeconfig::{self, KUBECONFIG_FILE};
-use crate::process::{self, Finished, Invocation};
-use crate::settings::ExecutorSettings;
+use crate::process::{self, Finished, Invocation, Program};
+use crate::settings::{ExecutorSettings, SandboxTools};
 use crate::terraform_render::{self, CONFIG_FILE, Target};
 
-/// The stand-in executables' names in the stand-in directory.
-pub const TERRAFORM_STANDIN: &str = "terraform-standin";
-pub const HELM_STANDIN: &str = "helm-standin";
+/// The variables the real CLIs may take from the executor's environment, beyond the base ones:
+/// proxies and CA bundles, where the AWS configuration is (never the credentials themselves),
+/// and terraform's plugin cache.
+pub const CLOUD_TOOL_ENV: &[&str] = &[
+    "HTTPS_PROXY",
+    "HTTP_PROXY",
+    "NO_PROXY",
+    "https_proxy",
+    "http_proxy",
+    "no_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "AWS_PROFILE",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_STS_REGIONAL_ENDPOINTS",
+    "TF_PLUGIN_CACHE_DIR",
+];
 /// The sandbox's fault-injection file, read by the stand-ins.
 pub const SIMULATE_FILE: &str = "simulate.json";
 /// Where the per-release values files go, inside the workdir.
@@ -45,8 +64,8 @@ pub struct TerraformHelmDriver {
     /// Which provider's jobs this driver runs: decides the sandbox-only files and the kind of
     /// kubeconfig.
     pub provider: Provider,
-    pub terraform: PathBuf,
-    pub helm: PathBuf,
+    pub terraform: Program,
+    pub helm: Program,
     pub lock_timeout: Duration,
     /// Between SIGINT and SIGKILL when a step is cancelled.
     pub cancel_grace: Duration,
@@ -66,20 +85,28 @@ impl TerraformHelmDriver {
         }
         TerraformHelmDriver {
             provider: Provider::Aws,
-            terraform: settings.terraform_bin.clone(),
-            helm: settings.helm_bin.clone(),
+            terraform: Program::new(
+                &settings.terraform_bin,
+                "install Terraform >= 1.10 (or OpenTofu) on PATH, or set PROVISIONER_TERRAFORM_BIN",
+            )
+            .inherit(CLOUD_TOOL_ENV),
+            helm: Program::new(
+                &settings.helm_bin,
+                "install Helm 3 on PATH, or set PROVISIONER_HELM_BIN",
+            )
+            .inherit(CLOUD_TOOL_ENV),
             lock_timeout: settings.lock_timeout,
             cancel_grace: settings.cancel_grace,
             backend_config,
         }
     }
 
-    /// The stand-ins in `standin_dir`, for `sandbox`.
-    pub fn sandbox(standin_dir: &Path, settings: &ExecutorSettings) -> Self {
+    /// The stand-ins, for `sandbox`.
+    pub fn sandbox(tools: &SandboxTools, settings: &ExecutorSettings) -> Self {
         TerraformHelmDriver {
             provider: Provider::Sandbox,
-            terraform: standin_dir.join(TERRAFORM_STANDIN),
-            helm: standin_dir.join(HELM_STANDIN),
+            terraform: tools.terraform(),
+            helm: tools.helm(),
             lock_timeout: settings.lock_timeout,
             cancel_grace: settings.cancel_grace,
             backend_config: Vec::new(),
@@ -469,12 +496,32 @@ mod tests {
     fn sandbox_uses_the_standins_and_aws_the_configured_binaries() {
         let mut settings = ExecutorSettings::new("nats://x", "p");
         settings.terraform_bin = PathBuf::from("/usr/bin/tofu");
-        let sandbox = TerraformHelmDriver::sandbox(Path::new("/opt/bin"), &settings);
-        assert_eq!(sandbox.terraform, Path::new("/opt/bin/terraform-standin"));
-        assert_eq!(sandbox.helm, Path::new("/opt/bin/helm-standin"));
+        let sandbox =
+            TerraformHelmDriver::sandbox(&SandboxTools::Dir(PathBuf::from("/opt/bin")), &settings);
+        assert_eq!(
+            sandbox.terraform.path,
+            Path::new("/opt/bin/terraform-standin")
+        );
+        assert_eq!(sandbox.helm.path, Path::new("/opt/bin/helm-standin"));
+        assert!(sandbox.terraform.leading_args.is_empty());
+        let built_in = TerraformHelmDriver::sandbox(
+            &SandboxTools::BuiltIn(PathBuf::from("/usr/local/bin/provisioner")),
+            &settings,
+        );
+        assert_eq!(
+            built_in.terraform.path,
+            Path::new("/usr/local/bin/provisioner")
+        );
+        assert_eq!(built_in.terraform.leading_args, ["standin", "terraform"]);
+        assert_eq!(built_in.helm.leading_args, ["standin", "helm"]);
+        assert!(
+            built_in.terraform.inherit.is_empty(),
+            "the sandbox needs nothing of ours"
+        );
         let aws = TerraformHelmDriver::aws(&settings);
-        assert_eq!(aws.terraform, Path::new("/usr/bin/tofu"));
-        assert_eq!(aws.helm, Path::new("helm"));
+        assert_eq!(aws.terraform.path, Path::new("/usr/bin/tofu"));
+        assert_eq!(aws.helm.path, Path::new("helm"));
+        assert!(!aws.terraform.inherit.contains(&"AWS_SECRET_ACCESS_KEY"));
     }
 
     #[test]

@@ -10,13 +10,17 @@ use domain::{EnvironmentId, OperationId};
 use executors::driver::{StepContext, StepDriver, StepError};
 use executors::logs::{LogReceiver, LogSink};
 use executors::settings::ExecutorSettings;
+use executors::settings::SandboxTools;
 use executors::standin::state_lock::LockInfo;
 use executors::terraform_helm::TerraformHelmDriver;
-use support::{LOCK_FILE, dead_pid, job, standin_dir};
+use support::{LOCK_FILE, dead_pid, job, sandbox_tools};
 use tokio_util::sync::CancellationToken;
 
 fn sandbox_driver() -> TerraformHelmDriver {
-    TerraformHelmDriver::sandbox(&standin_dir(), &ExecutorSettings::new("nats://unused", "t"))
+    TerraformHelmDriver::sandbox(
+        &sandbox_tools(),
+        &ExecutorSettings::new("nats://unused", "t"),
+    )
 }
 
 /// A step of a fresh environment whose workdir is `workdir`.
@@ -116,13 +120,23 @@ async fn a_lock_held_by_a_live_process_fails_the_step_after_the_lock_timeout() {
 }
 
 #[tokio::test]
-async fn a_missing_terraform_binary_fails_the_step_naming_its_path() {
+async fn a_missing_terraform_binary_fails_the_step_naming_its_path_and_how_to_get_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut driver = sandbox_driver();
-    driver.terraform = PathBuf::from("/nonexistent/terraform-standin");
+    driver.terraform = SandboxTools::Dir(PathBuf::from("/nonexistent")).terraform();
     assert_eq!(
         failure(apply(&driver, dir.path()).await),
-        "terraform not found at /nonexistent/terraform-standin"
+        "terraform not found at /nonexistent/terraform-standin: build it with \
+         `cargo build -p executors --bins`, or unset PROVISIONER_STANDIN_DIR to use the \
+         stand-ins built into provisioner"
+    );
+    let mut driver = TerraformHelmDriver::aws(&ExecutorSettings::new("nats://unused", "t"));
+    driver.provider = domain::spec::Provider::Sandbox;
+    driver.terraform.path = PathBuf::from("terraform-not-installed-here");
+    assert_eq!(
+        failure(apply(&driver, dir.path()).await),
+        "terraform not found at terraform-not-installed-here (on PATH): install Terraform \
+         >= 1.10 (or OpenTofu) on PATH, or set PROVISIONER_TERRAFORM_BIN"
     );
 }
 

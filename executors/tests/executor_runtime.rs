@@ -18,7 +18,7 @@ use domain::{EnvironmentId, Event, OperationId};
 use executors::runner;
 use executors::settings::ExecutorSettings;
 use futures::StreamExt;
-use support::{LOCK_FILE, job, standin_dir};
+use support::{LOCK_FILE, job, sandbox_tools};
 use tokio_util::sync::CancellationToken;
 
 // ---------------------------------------------------------------------------------------------
@@ -258,7 +258,7 @@ impl Executor {
 fn test_settings(url: &str, subjects: &Subjects, data_dir: &Path) -> ExecutorSettings {
     let mut settings = ExecutorSettings::new(url, subjects.prefix());
     settings.data_dir = data_dir.to_owned();
-    settings.standin_dir = Some(standin_dir());
+    settings.sandbox_tools = Some(sandbox_tools());
     settings.heartbeat = Duration::from_millis(500);
     settings.ack_wait = Duration::from_secs(5);
     settings.cancel_grace = Duration::from_secs(5);

@@ -1,6 +1,6 @@
 //! A whole provisioner deployment for one test.
 
-use crate::processes::{ProviderProcess, binary_dir};
+use crate::processes::ProviderProcess;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use command_api::local_nats::{LocalNats, free_port};
 use domain::wire::{EventEnvelope, Subjects};
@@ -90,10 +90,6 @@ impl Stack {
         executor_env.insert(
             "PROVISIONER_DATA_DIR".into(),
             data_dir.path().display().to_string(),
-        );
-        executor_env.insert(
-            "PROVISIONER_STANDIN_DIR".into(),
-            binary_dir().display().to_string(),
         );
         executor_env.insert("PROVISIONER_EXECUTOR_HEARTBEAT_MS".into(), "500".into());
         executor_env.insert("PROVISIONER_EXECUTOR_ACK_WAIT_MS".into(), "3000".into());

@@ -8,7 +8,7 @@ use crate::database;
 use crate::local_nats::LocalNats;
 use crate::settings::Settings;
 use anyhow::Context;
-use executors::settings::ExecutorSettings;
+use executors::settings::{ExecutorSettings, SandboxTools};
 use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 
@@ -74,8 +74,19 @@ pub async fn serve() -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// The executor's settings, with the sandbox stand-ins built into this binary unless
+/// `PROVISIONER_STANDIN_DIR` names others.
+fn executor_settings() -> anyhow::Result<ExecutorSettings> {
+    let mut settings = ExecutorSettings::from_env()?;
+    if settings.sandbox_tools.is_none() {
+        let exe = std::env::current_exe().context("failed to find the provisioner binary")?;
+        settings.sandbox_tools = Some(SandboxTools::BuiltIn(exe));
+    }
+    Ok(settings)
+}
+
 pub async fn executor() -> anyhow::Result<i32> {
-    let settings = ExecutorSettings::from_env()?;
+    let settings = executor_settings()?;
     executors::runner::run(settings, shutdown_on_signal()).await?;
     Ok(0)
 }
@@ -91,7 +102,7 @@ struct DevStack {
 
 impl DevStack {
     async fn start(mut settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
-        let mut executor = ExecutorSettings::from_env()?;
+        let mut executor = executor_settings()?;
         let nats = if std::env::var("NATS_URL").is_ok() {
             None
         } else {

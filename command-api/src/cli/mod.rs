@@ -40,6 +40,32 @@ pub enum Commands {
     Replay,
     /// Client verbs against a running provisioner.
     Env(verbs::EnvArgs),
+    /// The sandbox provider's terraform or helm stand-in; the executor runs these. They speak
+    /// the real tool's command line over files in the current directory.
+    #[command(hide = true, disable_help_flag = true)]
+    Standin {
+        tool: StandinTool,
+        /// The tool's own command line.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+/// The tools the sandbox provider runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StandinTool {
+    Terraform,
+    Helm,
+}
+
+impl StandinTool {
+    /// The stand-in's entry point.
+    pub fn entry(self) -> executors::standin::Tool {
+        match self {
+            StandinTool::Terraform => executors::standin::terraform::run,
+            StandinTool::Helm => executors::standin::helm::run,
+        }
+    }
 }
 
 /// Prints one line of a verb's output on stdout (logs go to stderr).
@@ -59,5 +85,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Commands::Demo { file } => dev::demo(file).await,
         Commands::Replay => dev::replay().await,
         Commands::Env(args) => verbs::run(args).await,
+        Commands::Standin { .. } => {
+            anyhow::bail!("the stand-ins run before the async runtime starts (see main)")
+        }
     }
 }

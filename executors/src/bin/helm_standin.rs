@@ -2,5 +2,8 @@
 //! See `executors::standin::helm`.
 
 fn main() -> std::process::ExitCode {
-    executors::standin::run_main(executors::standin::helm::run)
+    executors::standin::run_main(
+        executors::standin::helm::run,
+        executors::standin::process_args(),
+    )
 }

@@ -2,5 +2,8 @@
 //! directory. See `executors::standin::terraform`.
 
 fn main() -> std::process::ExitCode {
-    executors::standin::run_main(executors::standin::terraform::run)
+    executors::standin::run_main(
+        executors::standin::terraform::run,
+        executors::standin::process_args(),
+    )
 }

@@ -116,12 +116,21 @@ impl<'a> Console<'a> {
     }
 }
 
+/// The command line of a stand-in binary, after the program name.
+pub fn process_args() -> Vec<String> {
+    std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
+}
+
 /// A stand-in command: arguments (without the program name), the current directory, the
 /// interruption flag and where to write; returns the process exit code.
 pub type Tool = fn(&[String], &Path, &Interrupt, &mut Console<'_>) -> u8;
 
-/// The whole `main` of a stand-in binary: install the SIGINT/SIGTERM handlers first, then run.
-pub fn run_main(tool: Tool) -> ExitCode {
+/// The whole `main` of a stand-in: install the SIGINT/SIGTERM handlers first, then run `tool`
+/// with `args` (the command line after the program name).
+pub fn run_main(tool: Tool, args: Vec<String>) -> ExitCode {
     let interrupt = match Interrupt::install_signal_handlers() {
         Ok(interrupt) => interrupt,
         Err(e) => {
@@ -132,10 +141,6 @@ pub fn run_main(tool: Tool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let args: Vec<String> = std::env::args_os()
-        .skip(1)
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let (mut out, mut err) = (io::stdout().lock(), io::stderr().lock());
     let mut console = Console::new(&mut out, &mut err);

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,17 +15,20 @@ use domain::infra_model::{
     RedisModel,
 };
 use domain::spec::{Beta9Spec, Provider, Simulation, Step, WorkersSpec};
+use executors::settings::SandboxTools;
 use serde_json::Value;
 
 /// Terraform's state lock in a workdir.
 pub const LOCK_FILE: &str = ".terraform.tfstate.lock.info";
 
-/// The directory cargo built this crate's stand-ins into.
-pub fn standin_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_terraform-standin"))
-        .parent()
-        .unwrap()
-        .to_owned()
+/// This crate's stand-in binaries, in the directory cargo built them into.
+pub fn sandbox_tools() -> SandboxTools {
+    SandboxTools::Dir(
+        Path::new(env!("CARGO_BIN_EXE_terraform-standin"))
+            .parent()
+            .unwrap()
+            .to_owned(),
+    )
 }
 
 pub fn terraform(workdir: &Path) -> Command {

@@ -1,0 +1,168 @@
+//! How every child process of the provisioner starts (terraform, helm, their stand-ins,
+//! nats-server, PostgreSQL, Python's pip):
+//!
+//! - with an explicit, minimal environment: nothing of the provisioner's own (its admin token,
+//!   `DATABASE_URL`, credentials) reaches a child unless the caller names it;
+//! - with a parent-death signal, so a child dies with the provisioner even when that is killed
+//!   with SIGKILL and no shutdown code runs;
+//! - killed when its handle is dropped.
+//!
+//! Linux delivers the parent-death signal when the *thread* that started the child ends. Children
+//! are started from tokio's worker threads or the main thread, which live as long as the process;
+//! never start one from `spawn_blocking` (those threads end when idle).
+
+use std::ffi::OsStr;
+use std::path::Path;
+
+use nix::sys::signal::Signal;
+use tokio::process::Command;
+
+/// The variables every child gets from the provisioner's own environment, when they are set:
+/// where programs and home are, temporary files, locale and time zone.
+pub const BASE_ENV: &[&str] = &["PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "TZ"];
+
+/// What a child that talks to the network may also need: proxies and CA bundles.
+pub const NETWORK_ENV: &[&str] = &[
+    "HTTPS_PROXY",
+    "HTTP_PROXY",
+    "NO_PROXY",
+    "https_proxy",
+    "http_proxy",
+    "no_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+];
+
+/// A command for `program` with only [`BASE_ENV`] (plus `inherit`) taken from this process's
+/// environment, `signal` as its parent-death signal, and kill-on-drop.
+pub fn command(program: impl AsRef<OsStr>, signal: Signal, inherit: &[&str]) -> Command {
+    command_with_env(program, signal, inherit, |name| std::env::var_os(name))
+}
+
+/// [`command`] with the environment read through `lookup`, for tests.
+pub fn command_with_env(
+    program: impl AsRef<OsStr>,
+    signal: Signal,
+    inherit: &[&str],
+    lookup: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Command {
+    let mut command = Command::new(program);
+    command.env_clear();
+    for name in BASE_ENV.iter().chain(inherit) {
+        if let Some(value) = lookup(name) {
+            command.env(name, value);
+        }
+    }
+    set_parent_death_signal(&mut command, signal);
+    command.kill_on_drop(true);
+    command
+}
+
+/// The program's path for messages: a bare name is looked up on `PATH`.
+pub fn describe(program: &Path) -> String {
+    if program.components().count() == 1 {
+        format!("{} (on PATH)", program.display())
+    } else {
+        program.display().to_string()
+    }
+}
+
+/// Asks the kernel to send `signal` to the child when the thread that started it ends.
+#[allow(unsafe_code)]
+fn set_parent_death_signal(command: &mut Command, signal: Signal) {
+    let parent = nix::unistd::getpid();
+    let hook = move || -> std::io::Result<()> {
+        nix::sys::prctl::set_pdeathsig(signal)?;
+        // The parent may have died between fork and prctl: then nobody will send the signal.
+        if nix::unistd::getppid() != parent {
+            return Err(std::io::Error::other(
+                "the parent exited before the child started",
+            ));
+        }
+        Ok(())
+    };
+    // SAFETY: the hook runs in the forked child before exec, where only async-signal-safe
+    // operations are allowed. It makes two system calls (prctl, getppid) and, only on failure,
+    // builds an io::Error from an errno or a static message; it takes no locks and touches no
+    // state shared with other threads of the parent.
+    unsafe {
+        command.pre_exec(hook);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::ffi::OsString;
+
+    #[tokio::test]
+    async fn a_child_sees_only_the_base_variables_and_those_it_inherits() {
+        let parent: HashMap<&str, &str> = HashMap::from([
+            ("PATH", "/usr/bin:/bin"),
+            ("HOME", "/home/p"),
+            ("DATABASE_URL", "postgres://app:hunter2@db/provisioner"),
+            ("PROVISIONER_ADMIN_TOKEN", "pvt_secret"),
+            ("HTTPS_PROXY", "http://proxy:3128"),
+        ]);
+        let lookup = |name: &str| parent.get(name).map(OsString::from);
+        let output = command_with_env("/usr/bin/env", Signal::SIGTERM, NETWORK_ENV, lookup)
+            .output()
+            .await
+            .unwrap();
+        let mut seen: Vec<String> = String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                "HOME=/home/p",
+                "HTTPS_PROXY=http://proxy:3128",
+                "PATH=/usr/bin:/bin",
+            ]
+        );
+    }
+
+    /// The state letter of a process (`R`, `S`, `Z`, ...), or `None` once it is gone.
+    fn process_state(pid: u32) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit(") ").next()?.chars().next()
+    }
+
+    #[test]
+    fn a_child_gets_its_signal_when_the_thread_that_started_it_ends() {
+        // A thread starts a long sleep (not killed on drop) and ends; the sleep must end too.
+        let pid = std::thread::spawn(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let mut command = command("sleep", Signal::SIGTERM, &[]);
+                command.arg("30").kill_on_drop(false);
+                command.spawn().unwrap().id().unwrap()
+            })
+        })
+        .join()
+        .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        // Ended means gone or a zombie waiting to be reaped.
+        while !matches!(process_state(pid), None | Some('Z')) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pid {pid} outlived the thread that started it"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+    }
+
+    #[test]
+    fn bare_program_names_are_described_as_looked_up_on_path() {
+        assert_eq!(describe(Path::new("terraform")), "terraform (on PATH)");
+        assert_eq!(describe(Path::new("/usr/bin/helm")), "/usr/bin/helm");
+    }
+}

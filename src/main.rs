@@ -1,0 +1,38 @@
+//! `provisioner`: one binary for the servers, the executor, the sandbox stand-ins and the client
+//! verbs.
+
+use clap::Parser;
+use command_api::cli::{Cli, Commands, run};
+use command_api::telemetry::init_tracing;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The sandbox provider's terraform and helm: synchronous tools with their own signal
+    // handling, so they run before (and without) an async runtime.
+    if let Commands::Standin { tool, args } = cli.command {
+        return executors::standin::run_main(tool.entry(), args);
+    }
+    command_api::install_tls_provider();
+    let default_filter = match cli.command {
+        Commands::Env(_) | Commands::Demo { .. } => "warn",
+        _ => "info,sqlx=warn",
+    };
+    init_tracing(default_filter);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: failed to start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            1
+        }
+    };
+    // Exit now, as before: background tasks of the runtime must not hold the process.
+    std::process::exit(code);
+}
