@@ -11,12 +11,15 @@ pub mod database;
 pub mod environments;
 pub mod http;
 pub mod jetstream;
-pub mod local_nats;
+pub mod local;
 pub mod process_manager;
 pub mod relay;
 pub mod settings;
 pub mod store;
 pub mod telemetry;
+
+/// The private nats-server, where the tests and `dev` have always found it.
+pub use local::nats as local_nats;
 
 /// Installs the process-wide TLS crypto provider (ring, as async-nats and sqlx use) that the
 /// HTTPS client needs. Idempotent; call it before building a `reqwest::Client`.

@@ -1,11 +1,11 @@
 //! The process-running subcommands: `serve`, `executor`, `dev`, `demo`, `replay`.
 
 use super::client::Client;
+use super::dev_stack::DevStack;
 use super::say;
 use super::verbs::event_line;
 use crate::app::Application;
 use crate::database;
-use crate::local_nats::LocalNats;
 use crate::settings::Settings;
 use anyhow::Context;
 use executors::settings::{ExecutorSettings, SandboxTools};
@@ -56,15 +56,6 @@ fn require_token(settings: &Settings) -> anyhow::Result<String> {
     )
 }
 
-fn generate_token() -> String {
-    use rand::Rng;
-    let bytes: [u8; 24] = rand::rng().random();
-    format!(
-        "pvt_{}",
-        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    )
-}
-
 pub async fn serve() -> anyhow::Result<i32> {
     let settings = Settings::from_env()?;
     let token = require_token(&settings)?;
@@ -91,92 +82,35 @@ pub async fn executor() -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// A whole stack in this process: private NATS unless `NATS_URL` is set, API, executor.
-struct DevStack {
-    _nats: Option<LocalNats>,
-    base_url: String,
-    token: String,
-    shutdown: CancellationToken,
-    tasks: tokio_util::task::TaskTracker,
-}
-
-impl DevStack {
-    async fn start(mut settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
-        let mut executor = executor_settings()?;
-        let nats = if std::env::var("NATS_URL").is_ok() {
-            None
-        } else {
-            // Kept beside the executor's workdirs, so the events stream outlives a restart just
-            // as the database does.
-            let store = executor.data_dir.join("nats");
-            std::fs::create_dir_all(&store)
-                .with_context(|| format!("failed to create {}", store.display()))?;
-            let server = LocalNats::start_with_store(&store, None).await?;
-            settings.nats_url = server.url();
-            Some(server)
-        };
-        let token = settings.admin_token.clone().unwrap_or_else(generate_token);
-        let app = Application::build(&settings, &token).await?;
-        let base_url = format!("http://{}", app.local_addr());
-        executor.nats_url = settings.nats_url.clone();
-        executor.subject_prefix = settings.subject_prefix.clone();
-        let tasks = tokio_util::task::TaskTracker::new();
-        {
-            let shutdown = shutdown.clone();
-            tasks.spawn(async move {
-                if let Err(error) = app.run(shutdown.clone()).await {
-                    tracing::error!("api stopped: {error:#}");
-                    shutdown.cancel();
-                }
-            });
-        }
-        {
-            let shutdown = shutdown.clone();
-            tasks.spawn(async move {
-                if let Err(error) = executors::runner::run(executor, shutdown.clone()).await {
-                    tracing::error!("executor stopped: {error:#}");
-                    shutdown.cancel();
-                }
-            });
-        }
-        tasks.close();
-        Ok(Self {
-            _nats: nats,
-            base_url,
-            token,
-            shutdown,
-            tasks,
-        })
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        self.tasks.wait().await;
-    }
-}
-
 pub async fn dev() -> anyhow::Result<i32> {
     let settings = Settings::from_env()?;
     let shutdown = shutdown_on_signal();
-    let stack = DevStack::start(settings, shutdown.clone()).await?;
+    let stack = DevStack::start(settings, executor_settings()?, shutdown.clone()).await?;
     say(format!("provisioner dev is running at {}", stack.base_url));
     say(format!("export PROVISIONER_API_URL={}", stack.base_url));
-    say(format!("export PROVISIONER_TOKEN={}", stack.token));
+    if stack.token_generated {
+        say(format!("export PROVISIONER_TOKEN={}", stack.token));
+    } else {
+        say("export PROVISIONER_TOKEN=<the PROVISIONER_ADMIN_TOKEN you set>");
+    }
     say("press Ctrl-C to stop");
     shutdown.cancelled().await;
-    stack.stop().await;
-    Ok(0)
+    Ok(if stack.stop().await { 0 } else { 1 })
 }
 
 pub async fn demo(file: Option<PathBuf>) -> anyhow::Result<i32> {
     let mut settings = Settings::from_env()?;
     settings.listen = "127.0.0.1:0".parse()?;
     let shutdown = shutdown_on_signal();
-    let stack = DevStack::start(settings, shutdown.clone()).await?;
+    let stack = DevStack::start(settings, executor_settings()?, shutdown.clone()).await?;
     let client = Client::new(stack.base_url.clone(), stack.token.clone());
     let result = walk_through(&client, file).await;
-    stack.stop().await;
-    result
+    let servers_ok = stack.stop().await;
+    match result {
+        Ok(code) if servers_ok => Ok(code),
+        Ok(_) => Ok(1),
+        Err(error) => Err(error),
+    }
 }
 
 async fn walk_through(client: &Client, file: Option<PathBuf>) -> anyhow::Result<i32> {

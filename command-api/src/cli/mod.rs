@@ -2,6 +2,7 @@
 
 pub mod client;
 mod dev;
+mod dev_stack;
 mod verbs;
 
 use clap::{Parser, Subcommand};

