@@ -28,6 +28,11 @@ pub const CONSUMER: &str = "executor";
 const STREAM_POLL: Duration = Duration::from_millis(200);
 /// How long one pull request waits for a job; bounds how late a shutdown stops pulling.
 const PULL_EXPIRES: Duration = Duration::from_secs(1);
+/// How long the executor waits for a pull request's answer before it gives up on it: the
+/// server's expiry plus a margin for the trip.
+const PULL_DEADLINE: Duration = Duration::from_secs(PULL_EXPIRES.as_secs() + 5);
+/// How long a stopping executor waits for NATS to take what it still buffers.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause after a failed pull request.
 const PULL_RETRY: Duration = Duration::from_secs(1);
 
@@ -100,10 +105,12 @@ pub async fn run_with_drivers(
 
     listener_stop.cancel();
     let _ = listener.await;
-    client
-        .flush()
-        .await
-        .context("failed to flush the NATS connection")?;
+    // Bounded: with the server gone a flush never completes (results are acked publishes, so
+    // nothing that matters is left only in this buffer).
+    match tokio::time::timeout(FLUSH_TIMEOUT, client.flush()).await {
+        Ok(flushed) => flushed.context("failed to flush the NATS connection")?,
+        Err(_) => tracing::warn!("NATS did not take the last messages within {FLUSH_TIMEOUT:?}"),
+    }
     tracing::info!("executor stopped");
     Ok(())
 }
@@ -163,21 +170,26 @@ async fn pull_jobs(
         };
         // Not raced against shutdown: the pull expires within PULL_EXPIRES, and a job it
         // brings after shutdown is handed back below instead of being lost until ack_wait.
-        let mut batch = match consumer
+        let request = consumer
             .batch()
             .max_messages(1)
             .expires(PULL_EXPIRES)
-            .messages()
-            .await
-        {
-            Ok(batch) => batch,
-            Err(e) => {
+            .messages();
+        let mut batch = match tokio::time::timeout(PULL_DEADLINE, request).await {
+            Ok(Ok(batch)) => batch,
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "pull request failed");
                 pause(PULL_RETRY, shutdown).await;
                 continue;
             }
+            Err(_) => {
+                tracing::warn!("pull request unanswered within {PULL_DEADLINE:?}");
+                pause(PULL_RETRY, shutdown).await;
+                continue;
+            }
         };
-        while let Some(message) = batch.next().await {
+        // Bounded on this side too: while the server is unreachable no expiry ever arrives.
+        while let Ok(Some(message)) = tokio::time::timeout(PULL_DEADLINE, batch.next()).await {
             let message = match message {
                 Ok(message) => message,
                 Err(e) => {

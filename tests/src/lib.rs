@@ -5,7 +5,9 @@
 //!
 //! Set `TEST_LOG=1` to see the processes' logs.
 
+pub mod dev;
 mod processes;
+pub mod procfs;
 mod stack;
 
 pub use processes::{ProviderProcess, binary_dir};

@@ -135,7 +135,9 @@ impl DevStack {
     /// server was lost on the way (the stack stopped because of it).
     pub async fn stop(self) -> bool {
         self.shutdown.cancel();
+        tracing::info!("stopping the api and the executor");
         self.tasks.wait().await;
+        tracing::info!("stopping the private servers");
         self.servers_stop.cancel();
         self.servers.wait().await;
         !self.server_lost.is_cancelled()
