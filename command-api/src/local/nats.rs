@@ -307,3 +307,29 @@ async fn version(binary: &Path) -> Option<(u32, u32)> {
     let minor = parts.next()?.parse().ok()?;
     Some((major, minor))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_second_server_is_never_started_on_a_store_in_use() {
+        let first = LocalNats::start().await.expect("a nats-server >= 2.10");
+        let error = LocalNats::start_with_store(first.store(), None)
+            .await
+            .err()
+            .expect("a second server on the same store");
+        assert!(
+            matches!(error, LocalNatsError::StoreInUse { pid, .. } if Some(pid) == first.pid()),
+            "{error}"
+        );
+        // Once the first one is gone, its store is free again.
+        let store = first.store().to_path_buf();
+        let mut first = first;
+        first.kill().await;
+        let second = LocalNats::start_with_store(&store, None)
+            .await
+            .expect("free store");
+        second.stop().await;
+    }
+}
