@@ -58,6 +58,19 @@ pub fn command_with_env(
     command
 }
 
+/// Asks `child` to stop with `signal`; kills it if it has not exited within `grace`. Returns
+/// once it has exited.
+pub async fn stop(child: &mut tokio::process::Child, signal: Signal, grace: std::time::Duration) {
+    if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
+        if tokio::time::timeout(grace, child.wait()).await.is_ok() {
+            return;
+        }
+        tracing::warn!(pid, "a child ignored {signal} for {grace:?}; killing it");
+    }
+    let _ = child.kill().await;
+}
+
 /// The program's path for messages: a bare name is looked up on `PATH`.
 pub fn describe(program: &Path) -> String {
     if program.components().count() == 1 {

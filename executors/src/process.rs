@@ -52,7 +52,7 @@ pub enum Stdout {
 pub struct Program {
     pub path: PathBuf,
     pub leading_args: Vec<OsString>,
-    pub inherit: &'static [&'static str],
+    pub inherit: Vec<&'static str>,
     pub install_hint: String,
 }
 
@@ -62,7 +62,7 @@ impl Program {
         Program {
             path: path.into(),
             leading_args: Vec::new(),
-            inherit: &[],
+            inherit: Vec::new(),
             install_hint: install_hint.into(),
         }
     }
@@ -72,8 +72,9 @@ impl Program {
         self
     }
 
-    pub fn inherit(mut self, names: &'static [&'static str]) -> Self {
-        self.inherit = names;
+    /// Adds `names` to what the program takes from the executor's environment.
+    pub fn inherit(mut self, names: &[&'static str]) -> Self {
+        self.inherit.extend_from_slice(names);
         self
     }
 }
@@ -88,7 +89,7 @@ pub struct Invocation {
     pub args: Vec<OsString>,
     pub cwd: PathBuf,
     /// Variables taken from the executor's environment (see [`Program::inherit`]).
-    pub inherit: &'static [&'static str],
+    pub inherit: Vec<&'static str>,
     /// Variables set explicitly.
     pub env: Vec<(OsString, OsString)>,
     pub stdout: Stdout,
@@ -103,7 +104,7 @@ impl Invocation {
             program: program.path.clone(),
             args: program.leading_args.clone(),
             cwd: cwd.to_owned(),
-            inherit: program.inherit,
+            inherit: program.inherit.clone(),
             env: Vec::new(),
             stdout: Stdout::Log,
             install_hint: program.install_hint.clone(),
@@ -260,7 +261,7 @@ pub async fn run(
 
 fn spawn(invocation: &Invocation) -> Result<Child, ProcessError> {
     let mut command =
-        child_process::command(&invocation.program, Signal::SIGTERM, invocation.inherit);
+        child_process::command(&invocation.program, Signal::SIGTERM, &invocation.inherit);
     command
         .args(&invocation.args)
         .envs(invocation.env.iter().map(|(k, v)| (k, v)))

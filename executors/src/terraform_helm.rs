@@ -21,24 +21,17 @@ use domain::spec::{Provider, Step};
 use futures::future::BoxFuture;
 use serde_json::Value;
 
+use crate::child_process::NETWORK_ENV;
 use crate::driver::{StepContext, StepDriver, StepError};
 use crate::kubeconfig::{self, KUBECONFIG_FILE};
 use crate::process::{self, Finished, Invocation, Program};
 use crate::settings::{ExecutorSettings, SandboxTools};
 use crate::terraform_render::{self, CONFIG_FILE, Target};
 
-/// The variables the real CLIs may take from the executor's environment, beyond the base ones:
-/// proxies and CA bundles, where the AWS configuration is (never the credentials themselves),
-/// and terraform's plugin cache.
+/// The variables the real CLIs may take from the executor's environment beside the network's
+/// ([`NETWORK_ENV`]): where the AWS configuration is (never the credentials themselves), and
+/// terraform's plugin cache.
 pub const CLOUD_TOOL_ENV: &[&str] = &[
-    "HTTPS_PROXY",
-    "HTTP_PROXY",
-    "NO_PROXY",
-    "https_proxy",
-    "http_proxy",
-    "no_proxy",
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
     "AWS_PROFILE",
     "AWS_REGION",
     "AWS_DEFAULT_REGION",
@@ -89,11 +82,13 @@ impl TerraformHelmDriver {
                 &settings.terraform_bin,
                 "install Terraform >= 1.10 (or OpenTofu) on PATH, or set PROVISIONER_TERRAFORM_BIN",
             )
+            .inherit(NETWORK_ENV)
             .inherit(CLOUD_TOOL_ENV),
             helm: Program::new(
                 &settings.helm_bin,
                 "install Helm 3 on PATH, or set PROVISIONER_HELM_BIN",
             )
+            .inherit(NETWORK_ENV)
             .inherit(CLOUD_TOOL_ENV),
             lock_timeout: settings.lock_timeout,
             cancel_grace: settings.cancel_grace,

@@ -11,6 +11,12 @@ pub mod pypi;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+/// The last `count` non-blank lines of a tool's output, on one line: the reason in an error.
+fn last_lines(text: &str, count: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(count)..].join(" / ")
+}
+
 /// The lock file in the data directory.
 pub const LOCK_FILE: &str = "provisioner.lock";
 
@@ -78,6 +84,12 @@ impl DataDirLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_lines_skip_blank_ones() {
+        assert_eq!(last_lines("a\n\nb\n  \nc\n", 2), "b / c");
+        assert_eq!(last_lines("", 3), "");
+    }
 
     #[test]
     fn a_second_lock_on_a_data_dir_is_refused_naming_the_holder() {

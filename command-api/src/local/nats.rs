@@ -199,16 +199,7 @@ impl LocalNats {
 
     /// Stops the server cleanly (SIGTERM), bounded; kills it if it lingers.
     pub async fn stop(mut self) {
-        if let Some(pid) = self.child.id() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGTERM);
-            if tokio::time::timeout(START_TIMEOUT, self.child.wait())
-                .await
-                .is_ok()
-            {
-                return;
-            }
-        }
-        let _ = self.child.kill().await;
+        child_process::stop(&mut self.child, Signal::SIGTERM, START_TIMEOUT).await;
     }
 
     /// Waits until this server (not another one on the same port) answers JetStream requests.

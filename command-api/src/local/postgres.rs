@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use executors::child_process;
 use nix::sys::signal::Signal;
-use nix::unistd::{Gid, Pid, Uid, User};
+use nix::unistd::{Gid, Uid, User};
 use sqlx::Connection;
 use tokio::process::Child;
 
@@ -192,17 +192,7 @@ impl LocalPostgres {
 
     /// Fast shutdown (SIGINT: clients are disconnected, the cluster is left clean), bounded.
     pub async fn stop(mut self) {
-        if let Some(pid) = self.child.id() {
-            let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGINT);
-            if tokio::time::timeout(STOP_TIMEOUT, self.child.wait())
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            tracing::warn!("postgresql did not stop within {STOP_TIMEOUT:?}; killing it");
-        }
-        let _ = self.child.kill().await;
+        child_process::stop(&mut self.child, Signal::SIGINT, STOP_TIMEOUT).await;
     }
 
     async fn wait_ready(&mut self) -> Result<(), LocalPostgresError> {
@@ -239,9 +229,7 @@ impl LocalPostgres {
 
 /// The last lines of the server's log, for an error message.
 fn log_tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(5)..].join(" / ")
+    super::last_lines(&std::fs::read_to_string(log).unwrap_or_default(), 5)
 }
 
 /// The password, generated on first use (mode 0600).
@@ -363,11 +351,10 @@ async fn run_tool(
         Ok(())
     } else {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
         Err(fail(format!(
             "{}: {}",
             output.status,
-            lines[lines.len().saturating_sub(3)..].join(" / ")
+            super::last_lines(&stderr, 3)
         )))
     }
 }

@@ -244,9 +244,7 @@ async fn run(
     if output.status.success() {
         return Ok(());
     }
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let tail: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    let tail = tail[tail.len().saturating_sub(3)..].join(" / ");
+    let tail = super::last_lines(&String::from_utf8_lossy(&output.stderr), 3);
     Err(if tail.is_empty() {
         format!("exited with {}", output.status)
     } else {
