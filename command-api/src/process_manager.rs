@@ -256,6 +256,11 @@ impl ProcessManager {
                 tracing::warn!(env_id = environment_id, %rejected, "command rejected");
                 Disposition::Done
             }
+            // Retrying cannot shrink the event: drop the message, loudly.
+            Err(error @ StoreError::EventTooLarge(_)) => {
+                tracing::error!(env_id = environment_id, %error, "event too large to record; message dropped");
+                Disposition::Poison
+            }
             Err(error) => {
                 tracing::warn!(env_id = environment_id, error = %error_chain(&error), "will retry");
                 Disposition::Retry
