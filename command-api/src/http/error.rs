@@ -5,8 +5,9 @@
 
 use crate::relay::error_chain;
 use crate::store::StoreError;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::extract::OriginalUri;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use domain::aggregate::DomainError;
 use domain::config::{ConfigError, FieldError};
@@ -150,20 +151,8 @@ impl From<PathRejection> for AppError {
     }
 }
 
-impl From<BytesRejection> for AppError {
-    fn from(rejection: BytesRejection) -> Self {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            AppError::PayloadTooLarge {
-                limit: domain::config::MAX_DOCUMENT_BYTES,
-            }
-        } else {
-            AppError::bad_input("the request body could not be read", &rejection)
-        }
-    }
-}
-
 /// The router's fallback: 404 with the error body for a path no route matches.
-pub async fn no_route(method: Method, uri: Uri) -> AppError {
+pub async fn no_route(method: Method, OriginalUri(uri): OriginalUri) -> AppError {
     AppError::NotFound(format!(
         "no route for {} {}",
         method_name(&method),
@@ -173,7 +162,7 @@ pub async fn no_route(method: Method, uri: Uri) -> AppError {
 
 /// The routes' fallback for a method they do not serve: 405 with the error body (axum adds
 /// `Allow`).
-pub async fn method_not_allowed(method: Method, uri: Uri) -> AppError {
+pub async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> AppError {
     AppError::MethodNotAllowed(format!(
         "method {} is not allowed on {}",
         method_name(&method),
