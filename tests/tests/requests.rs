@@ -295,6 +295,35 @@ async fn an_invalid_request_id_is_replaced_by_a_generated_one_and_the_environmen
     }
 }
 
+/// The same wedge one level down: a step whose result (its outputs) would make an event too
+/// large to publish fails the step, visibly and retryably, instead of leaving it in flight.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_step_result_too_large_to_record_fails_the_step() {
+    let stack = api_only().await;
+    let id = stack.create_ok(&sandbox_yaml("bulky", "")).await;
+    let started = stack
+        .wait_for_status(&id, "provisioning", Duration::from_secs(30))
+        .await;
+    let operation_id = started["operation"]["id"].as_str().unwrap().to_owned();
+    let outputs = [("bulk".to_owned(), "x".repeat(domain::wire::MAX_EVENT_BYTES))].into();
+    let result = domain::wire::OperationResult {
+        environment_id: domain::EnvironmentId::parse(&id).unwrap(),
+        operation_id: domain::OperationId::parse(&operation_id).unwrap(),
+        outcome: domain::aggregate::OperationOutcome::Succeeded { outputs },
+    };
+    let client = async_nats::connect(stack.nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let payload = serde_json::to_vec(&result).unwrap();
+    let ack = js
+        .publish(stack.subjects.result(&id), payload.into())
+        .await
+        .unwrap();
+    ack.await.unwrap();
+    stack
+        .wait_for_failure(&id, "infra", "too large to record", Duration::from_secs(30))
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn query_string_route_and_method_errors_answer_the_error_body() {
     let stack = api_only().await;
@@ -369,6 +398,26 @@ async fn errors_echo_at_most_a_short_prefix_of_client_values() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let body = body.to_string();
     assert!(body.len() < 300, "{} bytes: {body:.100}", body.len());
+
+    let response = stack
+        .request(Method::POST, "/v1/environments")
+        .header("content-type", format!("text/{}", "x".repeat(10_000)))
+        .body(sandbox_yaml("typed", ""))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = error_body(response).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.len() < 150,
+        "{} bytes: {message:.100}",
+        message.len()
+    );
+    assert!(
+        message.starts_with("unsupported content type \"text/xxx"),
+        "{message}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

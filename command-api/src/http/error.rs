@@ -26,7 +26,8 @@ pub enum AppError {
     BadRequest(String),
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
-    #[error("unsupported content type {0:?}: use application/json or application/yaml")]
+    /// The client's content type, quoted and cut short.
+    #[error("unsupported content type {0}: use application/json or application/yaml")]
     UnsupportedMediaType(String),
     #[error("the document could not be parsed: {0}")]
     MalformedDocument(String),
