@@ -128,7 +128,7 @@ impl From<StoreError> for AppError {
             StoreError::Conflict => AppError::Unavailable(Box::new(StoreError::Conflict)),
             // Every client value is bounded before it reaches an event, so only a defect can
             // build an event this large: an internal error, and nothing was recorded.
-            error @ StoreError::EventTooLarge { .. } => AppError::internal(error),
+            error @ StoreError::EventTooLarge(_) => AppError::internal(error),
             StoreError::Unavailable(source) => AppError::Unavailable(source),
             StoreError::Internal(source) => AppError::Internal(source),
         }
