@@ -126,7 +126,7 @@ impl Environments {
                 Ok(()) => break,
                 Err(StoreError::Conflict) if attempt < CONFLICT_ATTEMPTS => attempt += 1,
                 Err(StoreError::Rejected(DomainError::NotFound)) => {
-                    return Err(AppError::NotFound(id.to_string()));
+                    return Err(AppError::environment_not_found(id.as_str()));
                 }
                 Err(error) => return Err(error.into()),
             }
@@ -146,7 +146,7 @@ impl Environments {
     pub async fn load(&self, id: &EnvironmentId) -> Result<Environment, AppError> {
         let history = self.store.history(id.as_str()).await?;
         if history.is_empty() {
-            return Err(AppError::NotFound(id.to_string()));
+            return Err(AppError::environment_not_found(id.as_str()));
         }
         let mut state = Environment::default();
         for envelope in &history {
@@ -217,7 +217,8 @@ impl Environments {
         })?;
         if bound_hash != request_hash {
             return Err(AppError::IdempotencyKeyReused(format!(
-                "idempotency key {key:?} was already used with a different request body"
+                "idempotency key {} was already used with a different request body",
+                domain::text::shown(key)
             )));
         }
         EnvironmentId::parse(&bound_id).map_err(AppError::internal)

@@ -1,7 +1,7 @@
 //! The JetStream topology the command side owns: the events, results and logs streams.
 
 use async_nats::jetstream::{self, stream};
-use domain::wire::Subjects;
+use domain::wire::{MAX_EVENT_MESSAGE_BYTES, Subjects};
 use std::time::Duration;
 
 /// How long JetStream remembers a `Nats-Msg-Id` to drop a republished duplicate.
@@ -32,6 +32,8 @@ pub async fn ensure_streams(
             retention: stream::RetentionPolicy::Limits,
             storage: stream::StorageType::File,
             duplicate_window: DUPLICATE_WINDOW,
+            // The event store refuses larger events at commit, so this only stops strangers.
+            max_message_size: i32::try_from(MAX_EVENT_MESSAGE_BYTES).unwrap_or(i32::MAX),
             ..Default::default()
         },
         stream::Config {

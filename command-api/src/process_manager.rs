@@ -8,13 +8,15 @@
 //! * A job JetStream gave up on (its executor crashed or timed out on every delivery, reported by
 //!   the `MAX_DELIVERIES` advisory) → `CompleteOperation` with a failure, so the environment
 //!   ends `failed` — visible and retryable — instead of waiting forever.
+//! * A result too large to record (its outputs would make an event over the size limit) →
+//!   `CompleteOperation` with a failure saying so, for the same reason.
 
 use crate::relay::error_chain;
 use crate::store::{EventStore, StoreError};
 use async_nats::jetstream::{self, AckKind, consumer::pull};
 use domain::aggregate::{Command, DomainError, OperationOutcome};
 use domain::ids::OperationId;
-use domain::wire::{EventEnvelope, EventMetadata, OperationResult, Subjects};
+use domain::wire::{EventEnvelope, EventMetadata, MAX_EVENT_BYTES, OperationResult, Subjects};
 use futures::StreamExt;
 use std::future::Future;
 use std::time::Duration;
@@ -40,6 +42,8 @@ enum Disposition {
     Retry,
     /// Undecodable: never redeliver it.
     Poison,
+    /// Its event would be too large to record: never redeliver it.
+    TooLarge,
 }
 
 #[derive(Clone)]
@@ -192,7 +196,7 @@ impl ProcessManager {
                 .await
             {
                 Disposition::Retry => tokio::time::sleep(RETRY_DELAY).await,
-                Disposition::Done | Disposition::Poison => return,
+                Disposition::Done | Disposition::Poison | Disposition::TooLarge => return,
             }
         }
     }
@@ -229,12 +233,24 @@ impl ProcessManager {
             causation_id: format!("result:{}", result.operation_id),
             recorded_at: now(),
         };
+        let environment_id = result.environment_id.as_str();
         let command = Command::CompleteOperation {
-            operation_id: result.operation_id,
+            operation_id: result.operation_id.clone(),
             outcome: result.outcome,
         };
-        self.execute(result.environment_id.as_str(), command, &metadata)
-            .await
+        match self.execute(environment_id, command, &metadata).await {
+            Disposition::TooLarge => {
+                let error = format!(
+                    "the step's result is too large to record (an event may be at most {MAX_EVENT_BYTES} bytes); retry to run it again"
+                );
+                let command = Command::CompleteOperation {
+                    operation_id: result.operation_id,
+                    outcome: OperationOutcome::Failed { error },
+                };
+                self.execute(environment_id, command, &metadata).await
+            }
+            other => other,
+        }
     }
 
     async fn execute(
@@ -255,6 +271,11 @@ impl ProcessManager {
             Err(StoreError::Rejected(rejected)) => {
                 tracing::warn!(env_id = environment_id, %rejected, "command rejected");
                 Disposition::Done
+            }
+            // Retrying cannot shrink the event.
+            Err(error @ StoreError::EventTooLarge(_)) => {
+                tracing::error!(env_id = environment_id, %error, "event too large to record");
+                Disposition::TooLarge
             }
             Err(error) => {
                 tracing::warn!(env_id = environment_id, error = %error_chain(&error), "will retry");
@@ -316,7 +337,7 @@ async fn consume<H, F>(
                     let ack = match handler(message.clone()).await {
                         Disposition::Done => AckKind::Ack,
                         Disposition::Retry => AckKind::Nak(Some(RETRY_DELAY)),
-                        Disposition::Poison => AckKind::Term,
+                        Disposition::Poison | Disposition::TooLarge => AckKind::Term,
                     };
                     if let Err(error) = message.ack_with(ack).await {
                         tracing::warn!(%error, "ack failed; the message will be redelivered");

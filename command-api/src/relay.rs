@@ -12,10 +12,21 @@
 //! and publishing each environment's events one after another, each after the previous one's
 //! ack, keeps their order on the stream. Ids are not commit order *across* environments, so they
 //! are never used as a checkpoint: a row is forgotten only by deleting it after its ack.
+//!
+//! Poison: a row that can never be published (its event row is missing, its subject is not a
+//! valid one, or it is larger than [`MAX_EVENT_BYTES`] or than what the server or stream accepts)
+//! must not stall the relay. It is quarantined: recorded in `event_outbox_quarantine` with the
+//! reason, logged as an error, and its environment is held — that row and every later row of the
+//! same environment stay in the outbox unpublished, so the environment's order is never broken —
+//! while every other environment keeps flowing. An operator fixes the cause and deletes the
+//! quarantine row; the relay then publishes the held rows in order. The event store refuses
+//! oversized events at commit, so this is for defects, hand edits and a server configured with a
+//! smaller `max_payload`.
 
 use crate::store::AGGREGATE_TYPE;
-use async_nats::jetstream::{self, message::PublishMessage};
-use domain::wire::{EventEnvelope, Subjects};
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::{self, ErrorCode, message::PublishMessage};
+use domain::wire::{EventEnvelope, MAX_EVENT_BYTES, MAX_EVENT_MESSAGE_BYTES, Subjects};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use sqlx::{PgPool, Postgres, pool::PoolConnection};
@@ -30,6 +41,8 @@ const RELAY_LOCK_KEY: i64 = 0x0072_656c_6179;
 const BATCH_SIZE: i64 = 1000;
 const IDLE_POLL: Duration = Duration::from_millis(100);
 const ERROR_BACKOFF: Duration = Duration::from_millis(500);
+/// How often the active relay repeats, while any environment is held, that some are.
+const QUARANTINE_REMINDER: Duration = Duration::from_secs(10 * 60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -110,6 +123,15 @@ impl Relay {
             }
         }
         tracing::info!("relay is active");
+        let max_payload = self.js.client().server_info().max_payload;
+        // 0 until the first connection has told us.
+        if max_payload != 0 && max_payload < MAX_EVENT_MESSAGE_BYTES {
+            tracing::error!(
+                max_payload,
+                needed = MAX_EVENT_MESSAGE_BYTES,
+                "the NATS server's max_payload is below the event size limit: larger events will be quarantined"
+            );
+        }
         let result = self.drain_until(shutdown, &mut lock_conn).await;
         // Closing the connection releases the session-level lock whatever happened.
         drop(lock_conn.detach());
@@ -121,8 +143,13 @@ impl Relay {
         shutdown: &CancellationToken,
         lock_conn: &mut PoolConnection<Postgres>,
     ) -> Result<(), RelayError> {
+        let mut reminded: Option<tokio::time::Instant> = None;
         while !shutdown.is_cancelled() {
             let published = self.publish_batch().await?;
+            if reminded.is_none_or(|at| at.elapsed() >= QUARANTINE_REMINDER) {
+                self.remind_of_quarantine().await?;
+                reminded = Some(tokio::time::Instant::now());
+            }
             if published == 0 {
                 // Proves the leader connection (and so the lock) is still alive while idle.
                 sqlx::query("SELECT 1").execute(&mut **lock_conn).await?;
@@ -136,30 +163,32 @@ impl Relay {
         Ok(())
     }
 
-    /// Publishes one batch of pending events; returns how many were published.
+    /// Publishes one batch of pending events; returns how many rows it dealt with (published
+    /// or quarantined).
     async fn publish_batch(&self) -> Result<usize, RelayError> {
         let pending = self.pending().await?;
         if pending.is_empty() {
             return Ok(0);
         }
-        let mut by_environment: BTreeMap<String, Vec<(i64, EventEnvelope)>> = BTreeMap::new();
-        for (outbox_id, envelope) in pending {
+        let mut by_environment: BTreeMap<String, Vec<Pending>> = BTreeMap::new();
+        for row in pending {
             by_environment
-                .entry(envelope.environment_id.clone())
+                .entry(row.environment_id.clone())
                 .or_default()
-                .push((outbox_id, envelope));
+                .push(row);
         }
         // Environments in parallel, each environment's events strictly one after another.
         let mut chains: FuturesUnordered<_> = by_environment
             .into_values()
-            .map(|events| self.publish_in_order(events))
+            .map(|rows| self.publish_in_order(rows))
             .collect();
-        let mut acked = Vec::new();
+        let (mut acked, mut poisoned) = (Vec::new(), Vec::new());
         let mut first_error = None;
-        while let Some((ids, error)) = chains.next().await {
-            acked.extend(ids);
+        while let Some(chain) = chains.next().await {
+            acked.extend(chain.acked);
+            poisoned.extend(chain.poisoned);
             if first_error.is_none() {
-                first_error = error;
+                first_error = chain.error;
             }
         }
         if !acked.is_empty() {
@@ -168,73 +197,159 @@ impl Relay {
                 .execute(&self.pool)
                 .await?;
         }
+        for (row, reason) in &poisoned {
+            self.quarantine(row, reason).await?;
+        }
         match first_error {
             Some(error) => Err(error),
-            None => Ok(acked.len()),
+            None => Ok(acked.len() + poisoned.len()),
         }
     }
 
-    /// Publishes one environment's events in sequence order, stopping at the first failure so
-    /// a later event never overtakes an earlier one. Returns the outbox ids that were acked.
-    async fn publish_in_order(
-        &self,
-        events: Vec<(i64, EventEnvelope)>,
-    ) -> (Vec<i64>, Option<RelayError>) {
-        let mut acked = Vec::with_capacity(events.len());
-        for (outbox_id, envelope) in events {
-            match self.publish(&envelope).await {
-                Ok(()) => acked.push(outbox_id),
-                Err(error) => return (acked, Some(error)),
+    /// Publishes one environment's rows in sequence order, stopping at the first failure so a
+    /// later event never overtakes an earlier one: a transient failure is retried with the next
+    /// batch, a row that can never be published ends the chain as poisoned.
+    async fn publish_in_order(&self, rows: Vec<Pending>) -> Chain {
+        let mut chain = Chain {
+            acked: Vec::with_capacity(rows.len()),
+            poisoned: None,
+            error: None,
+        };
+        for row in rows {
+            match self.publish(&row).await {
+                Ok(()) => chain.acked.push(row.outbox_id),
+                Err(Failure::Poison(reason)) => {
+                    chain.poisoned = Some((row, reason));
+                    break;
+                }
+                Err(Failure::Transient(error)) => {
+                    chain.error = Some(error);
+                    break;
+                }
             }
         }
-        (acked, None)
+        chain
     }
 
-    async fn publish(&self, envelope: &EventEnvelope) -> Result<(), RelayError> {
+    async fn publish(&self, row: &Pending) -> Result<(), Failure> {
+        let Some(envelope) = &row.envelope else {
+            return Err(Failure::Poison(
+                "the outbox row's event is missing from the events table".into(),
+            ));
+        };
+        for token in [&envelope.environment_id, &envelope.event_type] {
+            if !is_subject_token(token) {
+                return Err(Failure::Poison(format!(
+                    "{} is not a valid subject token",
+                    domain::text::shown(token)
+                )));
+            }
+        }
         let subject = self
             .subjects
             .event(&envelope.environment_id, &envelope.event_type);
-        let payload = serde_json::to_vec(envelope).unwrap_or_default();
+        let payload = envelope
+            .encode()
+            .map_err(|error| Failure::Poison(format!("the event cannot be encoded: {error}")))?;
+        if payload.len() > MAX_EVENT_BYTES {
+            return Err(Failure::Poison(format!(
+                "the event is {} bytes, more than the {MAX_EVENT_BYTES}-byte limit",
+                payload.len()
+            )));
+        }
         let publish = PublishMessage::build()
             .payload(payload.into())
             .message_id(envelope.message_id());
-        let to_error = |source: async_nats::Error| RelayError::Publish {
-            subject: subject.clone(),
-            source,
+        let failure = |source: jetstream::context::PublishError| {
+            if let Some(reason) = never_accepted(&source) {
+                return Failure::Poison(reason);
+            }
+            Failure::Transient(RelayError::Publish {
+                subject: subject.clone(),
+                source: source.into(),
+            })
         };
         let ack = self
             .js
             .send_publish(subject.clone(), publish)
             .await
-            .map_err(|e| to_error(e.into()))?;
-        ack.await.map_err(|e| to_error(e.into()))?;
+            .map_err(failure)?;
+        ack.await.map_err(failure)?;
         tracing::debug!(env_id = %envelope.environment_id, sequence = envelope.sequence, "published");
         Ok(())
     }
 
-    async fn pending(&self) -> Result<Vec<(i64, EventEnvelope)>, sqlx::Error> {
+    /// Holds the row's environment: records why, and says so loudly.
+    async fn quarantine(&self, row: &Pending, reason: &str) -> Result<(), sqlx::Error> {
+        tracing::error!(
+            env_id = %row.environment_id,
+            sequence = row.sequence,
+            outbox_id = row.outbox_id,
+            reason,
+            "event can never be published: its environment's events are held (see event_outbox_quarantine)"
+        );
+        sqlx::query(
+            "INSERT INTO event_outbox_quarantine
+                 (aggregate_type, aggregate_id, sequence, outbox_id, reason)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (aggregate_type, aggregate_id) DO NOTHING",
+        )
+        .bind(AGGREGATE_TYPE)
+        .bind(&row.environment_id)
+        .bind(row.sequence)
+        .bind(row.outbox_id)
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Logs, as an error, how many environments are held, if any.
+    async fn remind_of_quarantine(&self) -> Result<(), sqlx::Error> {
+        let held: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM event_outbox_quarantine WHERE aggregate_type = $1",
+        )
+        .bind(AGGREGATE_TYPE)
+        .fetch_one(&self.pool)
+        .await?;
+        if held > 0 {
+            tracing::error!(
+                held,
+                "environments are held behind events that cannot be published (see event_outbox_quarantine)"
+            );
+        }
+        Ok(())
+    }
+
+    /// The oldest outbox rows of environments that are not held.
+    async fn pending(&self) -> Result<Vec<Pending>, sqlx::Error> {
         type Row = (
             i64,
             String,
             i64,
-            String,
-            String,
-            serde_json::Value,
-            serde_json::Value,
+            Option<String>,
+            Option<String>,
+            Option<serde_json::Value>,
+            Option<serde_json::Value>,
         );
         let rows: Vec<Row> = sqlx::query_as(
             // The batch is chosen first, on the outbox's primary key alone, so the join reads
-            // just those events however large the backlog or the events table is.
+            // just those events however large the backlog or the events table is. A row whose
+            // event is missing comes back with NULLs, to be quarantined rather than skipped
+            // silently (enough of them would fill every batch).
             "WITH batch AS (
-                 SELECT id, aggregate_type, aggregate_id, sequence
-                   FROM event_outbox
-                  WHERE aggregate_type = $1
-                  ORDER BY id
+                 SELECT o.id, o.aggregate_type, o.aggregate_id, o.sequence
+                   FROM event_outbox o
+                  WHERE o.aggregate_type = $1
+                    AND NOT EXISTS (SELECT 1 FROM event_outbox_quarantine q
+                                     WHERE q.aggregate_type = o.aggregate_type
+                                       AND q.aggregate_id = o.aggregate_id)
+                  ORDER BY o.id
                   LIMIT $2)
-             SELECT b.id, e.aggregate_id, e.sequence, e.event_type, e.event_version,
+             SELECT b.id, b.aggregate_id, b.sequence, e.event_type, e.event_version,
                     e.payload::jsonb, e.metadata::jsonb
                FROM batch b
-               JOIN events e USING (aggregate_type, aggregate_id, sequence)
+               LEFT JOIN events e USING (aggregate_type, aggregate_id, sequence)
               ORDER BY b.id",
         )
         .bind(AGGREGATE_TYPE)
@@ -244,16 +359,74 @@ impl Relay {
         Ok(rows
             .into_iter()
             .map(
-                |(id, env, sequence, event_type, version, payload, metadata)| {
-                    let sequence = u64::try_from(sequence).unwrap_or_default();
-                    let envelope = EventEnvelope::from_stored(
-                        env, sequence, event_type, version, payload, metadata,
-                    );
-                    (id, envelope)
+                |(outbox_id, env, sequence, event_type, version, payload, metadata)| {
+                    let envelope = match (event_type, version, payload, metadata) {
+                        (Some(event_type), Some(version), Some(payload), Some(metadata)) => {
+                            Some(EventEnvelope::from_stored(
+                                env.clone(),
+                                u64::try_from(sequence).unwrap_or_default(),
+                                event_type,
+                                version,
+                                payload,
+                                metadata,
+                            ))
+                        }
+                        _ => None,
+                    };
+                    Pending {
+                        outbox_id,
+                        environment_id: env,
+                        sequence,
+                        envelope,
+                    }
                 },
             )
             .collect())
     }
+}
+
+/// One outbox row and its event (`None` when the event row is missing).
+struct Pending {
+    outbox_id: i64,
+    environment_id: String,
+    sequence: i64,
+    envelope: Option<EventEnvelope>,
+}
+
+/// What publishing one environment's rows came to.
+struct Chain {
+    acked: Vec<i64>,
+    poisoned: Option<(Pending, String)>,
+    error: Option<RelayError>,
+}
+
+/// Why a row was not published.
+enum Failure {
+    /// It never will be: quarantine it.
+    Poison(String),
+    /// It may be next time (NATS unreachable, a timeout): retry.
+    Transient(RelayError),
+}
+
+/// Why the server will never accept this message, if that is what `error` says.
+fn never_accepted(error: &jetstream::context::PublishError) -> Option<String> {
+    if error.kind() == PublishErrorKind::MaxPayloadExceeded {
+        return Some(format!("larger than the server's max_payload: {error}"));
+    }
+    let refused = std::error::Error::source(error)?.downcast_ref::<jetstream::Error>()?;
+    matches!(
+        refused.error_code(),
+        ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM | ErrorCode::STREAM_HEADER_EXCEEDS_MAXIMUM
+    )
+    .then(|| format!("refused by the events stream: {refused}"))
+}
+
+/// One token of a subject: environment ids and event types are words of `[A-Za-z0-9_-]`.
+fn is_subject_token(token: &str) -> bool {
+    !token.is_empty()
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Renders an error with its sources, for one-line logs.

@@ -8,6 +8,7 @@ pub mod config;
 pub mod ids;
 pub mod infra_model;
 pub mod spec;
+pub mod text;
 pub mod wire;
 
 pub use aggregate::{Command, DomainError, Environment, Event, Status};

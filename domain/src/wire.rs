@@ -8,6 +8,16 @@ use crate::aggregate::{Event, OperationOutcome};
 use crate::ids::{EnvironmentId, OperationId};
 use serde::{Deserialize, Serialize};
 
+/// The largest event that may be committed: its [`EventEnvelope`] encoded as published
+/// ([`EventEnvelope::encode`]). The event store refuses a larger one at commit, so every committed
+/// event can be published; the events stream's `max_msg_size` is
+/// [`MAX_EVENT_MESSAGE_BYTES`], well below NATS's default `max_payload` (1 MiB). The largest real
+/// event (a request with the longest allowed values, or an apply's outputs) is a few KiB.
+pub const MAX_EVENT_BYTES: usize = 256 * 1024;
+
+/// The events stream's largest message: an event plus room for its headers (`Nats-Msg-Id`).
+pub const MAX_EVENT_MESSAGE_BYTES: usize = MAX_EVENT_BYTES + 4 * 1024;
+
 /// Who did what, why, and when; recorded with every event.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventMetadata {
@@ -74,6 +84,11 @@ impl EventEnvelope {
             recorded_at: metadata.recorded_at.clone(),
             metadata,
         }
+    }
+
+    /// The published form: the JSON the events stream, SSE and history carry.
+    pub fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(self)
     }
 
     /// The JetStream de-duplication id: `<env_id>:<sequence>`.

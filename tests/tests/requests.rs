@@ -240,3 +240,301 @@ async fn unknown_environments_are_404_everywhere_and_a_repeated_delete_changes_n
     .unwrap();
     assert_eq!(destroy_requests, 1);
 }
+
+/// The probe that wedged an environment: a 360,000-character `X-Request-ID` was stored in the
+/// event's metadata, the event outgrew NATS's max payload and the relay retried it forever.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invalid_request_id_is_replaced_by_a_generated_one_and_the_environment_proceeds() {
+    let stack = Stack::start().await;
+    let create = |name: &str, request_id: reqwest::header::HeaderValue| {
+        stack
+            .request(Method::POST, "/v1/environments")
+            .header("content-type", "application/yaml")
+            .header("x-request-id", request_id)
+            .body(sandbox_yaml(name, ""))
+            .send()
+    };
+    let huge = reqwest::header::HeaderValue::from_str(&"r".repeat(360_000)).unwrap();
+    let response = create("wedged", huge).await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let echoed = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        echoed.starts_with("req_") && echoed.len() == 30,
+        "echoed {} bytes: {echoed:.80}",
+        echoed.len()
+    );
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    stack
+        .wait_for_status(&id, "ready", Duration::from_secs(60))
+        .await;
+    let history = stack.history(&id).await;
+    assert_eq!(history[0]["metadata"]["request_id"], echoed.as_str());
+    assert_eq!(stack.delete(&id).await.status(), StatusCode::ACCEPTED);
+    stack
+        .wait_for_status(&id, "destroyed", Duration::from_secs(60))
+        .await;
+
+    // Not visible ASCII, or empty: replaced too, and never echoed back.
+    for invalid in [&b"caf\xe9"[..], b"", b"two words"] {
+        let value = reqwest::header::HeaderValue::from_bytes(invalid).unwrap();
+        let response = stack
+            .http
+            .get(format!("{}/healthz", stack.base_url))
+            .header("x-request-id", value)
+            .send()
+            .await
+            .unwrap();
+        let echoed = response.headers()["x-request-id"].as_bytes();
+        assert!(echoed.starts_with(b"req_"), "{invalid:?} -> {echoed:?}");
+    }
+}
+
+/// The same wedge one level down: a step whose result (its outputs) would make an event too
+/// large to publish fails the step, visibly and retryably, instead of leaving it in flight.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_step_result_too_large_to_record_fails_the_step() {
+    let stack = api_only().await;
+    let id = stack.create_ok(&sandbox_yaml("bulky", "")).await;
+    let started = stack
+        .wait_for_status(&id, "provisioning", Duration::from_secs(30))
+        .await;
+    let operation_id = started["operation"]["id"].as_str().unwrap().to_owned();
+    let outputs = [("bulk".to_owned(), "x".repeat(domain::wire::MAX_EVENT_BYTES))].into();
+    let result = domain::wire::OperationResult {
+        environment_id: domain::EnvironmentId::parse(&id).unwrap(),
+        operation_id: domain::OperationId::parse(&operation_id).unwrap(),
+        outcome: domain::aggregate::OperationOutcome::Succeeded { outputs },
+    };
+    let client = async_nats::connect(stack.nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let payload = serde_json::to_vec(&result).unwrap();
+    let ack = js
+        .publish(stack.subjects.result(&id), payload.into())
+        .await
+        .unwrap();
+    ack.await.unwrap();
+    stack
+        .wait_for_failure(&id, "infra", "too large to record", Duration::from_secs(30))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn query_string_route_and_method_errors_answer_the_error_body() {
+    let stack = api_only().await;
+    for (method, path, status, code) in [
+        (
+            Method::GET,
+            "/v1/environments?limit=x",
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            Method::GET,
+            "/v1/events?after=-1",
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (Method::GET, "/nope", StatusCode::NOT_FOUND, "not_found"),
+        (Method::GET, "/v1/nope", StatusCode::NOT_FOUND, "not_found"),
+        (
+            Method::PUT,
+            "/v1/environments",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            Method::DELETE,
+            "/healthz",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+    ] {
+        let response = stack.request(method.clone(), path).send().await.unwrap();
+        assert!(response.headers().contains_key("x-request-id"));
+        let allow = response.headers().get("allow").cloned();
+        let (got, body) = error_body(response).await;
+        assert_eq!(got, status, "{method} {path}: {body}");
+        assert_eq!(body["error"]["code"], code, "{method} {path}: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(!message.is_empty(), "{method} {path}: {body}");
+        assert!(!message.contains("Failed to deserialize"), "{message}");
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            assert!(allow.is_some(), "{method} {path} lists the allowed methods");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_echo_at_most_a_short_prefix_of_client_values() {
+    let stack = api_only().await;
+    let long_id = "x".repeat(60_000);
+    let response = stack
+        .request(Method::GET, &format!("/v1/environments/{long_id}"))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = error_body(response).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.len() < 100,
+        "{} bytes: {message:.100}",
+        message.len()
+    );
+    assert!(message.contains("xxxxxxxxxx"), "{message}");
+
+    let response = stack
+        .request(Method::GET, &format!("/{long_id}"))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = error_body(response).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let body = body.to_string();
+    assert!(body.len() < 300, "{} bytes: {body:.100}", body.len());
+
+    let response = stack
+        .request(Method::POST, "/v1/environments")
+        .header("content-type", format!("text/{}", "x".repeat(10_000)))
+        .body(sandbox_yaml("typed", ""))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = error_body(response).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.len() < 150,
+        "{} bytes: {message:.100}",
+        message.len()
+    );
+    assert!(
+        message.starts_with("unsupported content type \"text/xxx"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resume_positions_beyond_the_last_possible_one_answer_400() {
+    let stack = api_only().await;
+    let id = stack.create_ok(&sandbox_yaml("resumed", "")).await;
+    let max = u64::MAX.to_string();
+    for (path, last_event_id) in [
+        (format!("/v1/events?after={max}"), None),
+        ("/v1/events".to_owned(), Some(max.as_str())),
+        (format!("/v1/environments/{id}/logs?after={max}"), None),
+        (
+            format!("/v1/environments/{id}/logs?follow=true"),
+            Some(max.as_str()),
+        ),
+    ] {
+        let mut request = stack.request(Method::GET, &path);
+        if let Some(last) = last_event_id {
+            request = request.header("last-event-id", last);
+        }
+        let (status, body) = error_body(request.send().await.unwrap()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "bad_request", "{path}: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_document_limit_answered_413_and_a_document_just_under_it_is_accepted() {
+    let stack = api_only().await;
+    let limit = domain::config::MAX_DOCUMENT_BYTES;
+    let padded = |name: &str, size: usize| {
+        let head = sandbox_yaml(name, "");
+        format!("{head}#{}\n", "x".repeat(size - head.len() - 2))
+    };
+    // Just over the limit, and 1 MiB (what the API used to buffer, then refuse with 400): a
+    // clean 413 both times, the client still sending when the answer comes.
+    for size in [limit + 1, 1024 * 1024] {
+        let over = padded("over", size);
+        assert_eq!(over.len(), size);
+        let (status, body) = error_body(stack.create(&over).await).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{size}: {body}");
+        assert_eq!(body["error"]["code"], "payload_too_large");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(&limit.to_string()),
+            "{body}"
+        );
+    }
+    let at_limit = padded("at-limit", limit);
+    assert_eq!(at_limit.len(), limit);
+    let response = stack.create(&at_limit).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_bearer_scheme_is_case_insensitive_and_the_header_is_bounded() {
+    let stack = api_only().await;
+    let with_authorization = |value: String| {
+        stack
+            .http
+            .get(format!("{}/v1/environments", stack.base_url))
+            .header("authorization", value)
+            .send()
+    };
+    let token = stack.token();
+    for value in [
+        format!("bearer {token}"),
+        format!("BEARER {token}"),
+        format!("Bearer   {token}  "),
+    ] {
+        let response = with_authorization(value.clone()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{value:?}");
+    }
+    for value in [
+        format!("Basic {token}"),
+        format!("Bearer{token}"),
+        format!("Bearer {}", "x".repeat(8 * 1024)),
+    ] {
+        let (status, body) = error_body(with_authorization(value).await.unwrap()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["error"]["code"], "unauthorized");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn error_messages_speak_to_users_not_rust_programmers() {
+    let stack = api_only().await;
+    let (status, body) = error_body(
+        stack
+            .request(Method::GET, "/v1/environments?status=bogus")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let message = body["error"]["message"].as_str().unwrap();
+    for status in ["queued", "ready", "destroy_queued", "destroyed"] {
+        assert!(message.contains(status), "{message}");
+    }
+
+    let simulate = |value: &str| sandbox_yaml("words", &format!("    apply_seconds: {value}\n"));
+    for (document, expected) in [
+        (simulate("1e308"), "got 1e308"),
+        (simulate(".nan"), "not a finite number"),
+        (simulate("-.inf"), "not a finite number"),
+        (
+            format!("{}~: 1\n", sandbox_yaml("words", "")),
+            "a key is empty or null",
+        ),
+    ] {
+        let (_, body) = error_body(stack.create(&document).await).await;
+        let text = body["error"].to_string();
+        assert!(text.contains(expected), "{document:?}: {text}");
+        assert!(text.len() < 500, "{text}");
+        assert!(!text.contains("Option<"), "{text}");
+    }
+}

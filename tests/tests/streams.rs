@@ -132,3 +132,52 @@ async fn an_idle_stream_sends_keep_alive_comments() {
         .expect("a keep-alive comment within 5s");
     assert!(String::from_utf8_lossy(&received).starts_with(':'));
 }
+
+/// Reads a whole SSE response; panics if it does not end within `WITHIN`.
+async fn read_to_end(response: reqwest::Response) -> Vec<(String, String)> {
+    let mut events = response.bytes_stream().eventsource();
+    let mut seen = Vec::new();
+    let read = async {
+        while let Some(Ok(event)) = events.next().await {
+            seen.push((event.id.clone(), event.event.clone()));
+        }
+    };
+    tokio::time::timeout(WITHIN, read)
+        .await
+        .unwrap_or_else(|_| panic!("the stream did not end within {WITHIN:?}; saw {seen:?}"));
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_destroyed_environments_stream_ends_even_when_resumed_after_its_last_event() {
+    let stack = Stack::start().await;
+    let id = stack.create_ok(&sandbox_yaml("ended", "")).await;
+    stack.wait_for_status(&id, "ready", WITHIN).await;
+    stack.delete(&id).await;
+    stack.wait_for_status(&id, "destroyed", WITHIN).await;
+    let last = stack.history(&id).await.len();
+    let path = format!("/v1/environments/{id}/events");
+
+    let whole = stack.request(Method::GET, &path).send().await.unwrap();
+    let seen = read_to_end(whole).await;
+    assert_eq!(seen.len(), last);
+    assert_eq!(seen.last().unwrap().1, "InfraDestroyed");
+
+    let after_last = format!("{path}?after={last}");
+    let resumed = stack
+        .request(Method::GET, &after_last)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read_to_end(resumed).await, Vec::new());
+    let resumed = stack
+        .request(Method::GET, &path)
+        .header("last-event-id", last.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read_to_end(resumed).await, Vec::new());
+    let beyond = format!("{path}?after={}", u64::MAX);
+    let resumed = stack.request(Method::GET, &beyond).send().await.unwrap();
+    assert_eq!(read_to_end(resumed).await, Vec::new());
+}

@@ -38,6 +38,21 @@ impl Tokens {
     }
 }
 
+/// The longest `Authorization` header looked at; a longer one is refused unread.
+pub const MAX_AUTHORIZATION_LEN: usize = 4096;
+
+/// The token of an `Authorization: Bearer <token>` value. The scheme is case-insensitive
+/// (RFC 7235) and spaces around the token are tolerated; the token itself is one word.
+fn bearer_token(value: &str) -> Option<&str> {
+    if value.len() > MAX_AUTHORIZATION_LEN {
+        return None;
+    }
+    let (scheme, token) = value.trim().split_once([' ', '\t'])?;
+    let token = token.trim_matches([' ', '\t']);
+    let one_word = !token.is_empty() && !token.contains([' ', '\t']);
+    (scheme.eq_ignore_ascii_case("bearer") && one_word).then_some(token)
+}
+
 /// Rejects requests without a valid `Authorization: Bearer <token>`; otherwise stores the
 /// [`Principal`] in the request's extensions.
 pub async fn require_bearer(
@@ -49,9 +64,54 @@ pub async fn require_bearer(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .and_then(|token| state.auth.authenticate(token.trim()))
+        .and_then(bearer_token)
+        .and_then(|token| state.auth.authenticate(token))
         .ok_or(AppError::Unauthorized)?;
     request.extensions_mut().insert(principal);
     Ok(next.run(request).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_spaces_are_tolerated() {
+        for value in [
+            "Bearer t0ken",
+            "bearer t0ken",
+            "BEARER t0ken",
+            "bEaReR t0ken",
+            "Bearer   t0ken  ",
+            "  Bearer\tt0ken",
+        ] {
+            assert_eq!(bearer_token(value), Some("t0ken"), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn other_schemes_missing_or_split_tokens_and_huge_headers_are_refused() {
+        for value in [
+            "",
+            "Bearer",
+            "Bearer ",
+            "Bearer    ",
+            "Bearert0ken",
+            "Basic dXNlcjpwYXNz",
+            "Bearer two words",
+            "Token t0ken",
+        ] {
+            assert_eq!(bearer_token(value), None, "{value:?}");
+        }
+        let huge = format!("Bearer {}", "x".repeat(MAX_AUTHORIZATION_LEN));
+        assert_eq!(bearer_token(&huge), None);
+    }
+
+    #[test]
+    fn only_the_admin_token_authenticates() {
+        let tokens = Tokens::new("s3cret");
+        assert!(tokens.authenticate("s3cret").is_some());
+        assert!(tokens.authenticate("s3cre").is_none());
+        assert!(tokens.authenticate("S3CRET").is_none());
+    }
 }

@@ -1,40 +1,40 @@
 //! Handlers for `/v1/environments`.
 
 use super::error::AppError;
+use super::extract::{Path, Query};
+use super::request_id::RequestId;
 use super::{AppState, MAX_BODY_BYTES, auth::Principal};
 use crate::environments::{Accepted, Caller};
-use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use domain::aggregate::Command;
+use axum::{Extension, Json};
+use domain::aggregate::{Command, Status};
 use domain::config::Format;
 use domain::ids::EnvironmentId;
+use futures::StreamExt;
 use projections::environment_view::EnvironmentView;
 use projections::queries::{self, ListQuery};
 use serde_json::json;
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// How much of a body over the limit is still read (and dropped) before answering 413: a client
+/// that is still sending would otherwise see its connection reset instead of the answer.
+const MAX_DRAINED_BYTES: usize = 1024 * 1024;
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
-fn caller(principal: &Principal, headers: &HeaderMap) -> Caller {
-    let request_id = headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+fn caller(principal: &Principal, request_id: &RequestId) -> Caller {
     Caller {
         actor: principal.actor.clone(),
         tenant: None,
-        request_id,
+        request_id: request_id.as_str().to_owned(),
     }
 }
 
-fn parse_id(id: &str) -> Result<EnvironmentId, AppError> {
-    // A malformed id cannot name an environment: answer 404, as for any unknown id.
-    EnvironmentId::parse(id).map_err(|_| AppError::NotFound(id.to_owned()))
+/// A malformed id cannot name an environment: 404, as for any unknown id.
+pub(super) fn parse_id(id: &str) -> Result<EnvironmentId, AppError> {
+    EnvironmentId::parse(id).map_err(|_| AppError::environment_not_found(id))
 }
 
 fn content_format(headers: &HeaderMap) -> Result<Format, AppError> {
@@ -51,7 +51,9 @@ fn content_format(headers: &HeaderMap) -> Result<Format, AppError> {
     match mime.as_str() {
         "application/json" => Ok(Format::Json),
         "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" => Ok(Format::Yaml),
-        _ => Err(AppError::UnsupportedMediaType(content_type.to_owned())),
+        _ => Err(AppError::UnsupportedMediaType(domain::text::shown(
+            content_type,
+        ))),
     }
 }
 
@@ -92,34 +94,50 @@ fn accepted(accepted: Accepted) -> Response {
         .into_response()
 }
 
-/// `POST /v1/environments`
-pub async fn create(
-    State(state): State<AppState>,
-    axum::Extension(principal): axum::Extension<Principal>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, AppError> {
-    let format = content_format(&headers)?;
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            AppError::PayloadTooLarge {
-                limit: MAX_BODY_BYTES,
-            }
+/// Reads a body of at most [`MAX_BODY_BYTES`] (the document limit); a larger one is 413.
+async fn read_body(body: Body) -> Result<Bytes, AppError> {
+    let mut chunks = body.into_data_stream();
+    let mut kept = Vec::new();
+    let mut total = 0usize;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|error| {
+            AppError::BadRequest(format!("the request body could not be read: {error}"))
+        })?;
+        total = total.saturating_add(chunk.len());
+        if total <= MAX_BODY_BYTES {
+            kept.extend_from_slice(&chunk);
         } else {
-            AppError::BadRequest(rejection.body_text())
+            kept = Vec::new();
+            if total > MAX_BODY_BYTES + MAX_DRAINED_BYTES {
+                break;
+            }
         }
-    })?;
-    if body.len() > MAX_BODY_BYTES {
+    }
+    if total > MAX_BODY_BYTES {
         return Err(AppError::PayloadTooLarge {
             limit: MAX_BODY_BYTES,
         });
     }
+    Ok(Bytes::from(kept))
+}
+
+/// `POST /v1/environments`. The body limit is the document limit (`MAX_DOCUMENT_BYTES`); the
+/// parser checks it again.
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(request_id): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, AppError> {
+    let format = content_format(&headers)?;
+    let body = read_body(body).await?;
     let document = std::str::from_utf8(&body)
         .map_err(|_| AppError::MalformedDocument("the body is not valid UTF-8".into()))?;
     let key = idempotency_key(&headers)?;
     let result = state
         .environments
-        .create(&caller(&principal, &headers), document, format, key)
+        .create(&caller(&principal, &request_id), document, format, key)
         .await?;
     Ok(accepted(result))
 }
@@ -127,9 +145,8 @@ pub async fn create(
 /// `GET /v1/environments?status=&name=&limit=&cursor=`
 pub async fn list(
     State(state): State<AppState>,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    Query(query): Query<ListQuery>,
 ) -> Result<Response, AppError> {
-    let Query(query) = query.map_err(|e| AppError::BadRequest(e.body_text()))?;
     let page = queries::list(&state.pool, &query)
         .await
         .map_err(projection_error)?;
@@ -155,42 +172,40 @@ pub async fn get(
         view = projections::environment_view::apply(view, envelope).map_err(AppError::internal)?;
     }
     view.map(Json)
-        .ok_or_else(|| AppError::NotFound(id.to_string()))
+        .ok_or_else(|| AppError::environment_not_found(id.as_str()))
 }
 
 /// `DELETE /v1/environments/{id}`
 pub async fn delete(
     State(state): State<AppState>,
-    axum::Extension(principal): axum::Extension<Principal>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
+    Extension(request_id): Extension<RequestId>,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
-    user_command(&state, &principal, &headers, &id, Command::Destroy).await
+    let caller = caller(&principal, &request_id);
+    user_command(&state, &caller, &id, Command::Destroy).await
 }
 
 /// `POST /v1/environments/{id}/retry`
 pub async fn retry(
     State(state): State<AppState>,
-    axum::Extension(principal): axum::Extension<Principal>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
+    Extension(request_id): Extension<RequestId>,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
-    user_command(&state, &principal, &headers, &id, Command::Retry).await
+    let caller = caller(&principal, &request_id);
+    user_command(&state, &caller, &id, Command::Retry).await
 }
 
 /// Runs a user's command on an existing environment and answers 202 with its status.
 async fn user_command(
     state: &AppState,
-    principal: &Principal,
-    headers: &HeaderMap,
+    caller: &Caller,
     id: &str,
     command: Command,
 ) -> Result<Response, AppError> {
     let id = parse_id(id)?;
-    let result = state
-        .environments
-        .run(&caller(principal, headers), &id, command)
-        .await?;
+    let result = state.environments.run(caller, &id, command).await?;
     Ok(accepted(result))
 }
 
@@ -202,7 +217,7 @@ pub async fn history(
     let id = parse_id(&id)?;
     let history = state.environments.store().history(id.as_str()).await?;
     if history.is_empty() {
-        return Err(AppError::NotFound(id.to_string()));
+        return Err(AppError::environment_not_found(id.as_str()));
     }
     let items: Vec<_> = history
         .into_iter()
@@ -222,9 +237,17 @@ pub async fn history(
 
 fn projection_error(error: projections::Error) -> AppError {
     match error {
-        projections::Error::InvalidCursor
-        | projections::Error::InvalidLimit { .. }
-        | projections::Error::InvalidStatus(_) => AppError::BadRequest(error.to_string()),
+        projections::Error::InvalidStatus(status) => {
+            let words: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+            AppError::BadRequest(format!(
+                "unknown status {}, expected one of: {}",
+                domain::text::shown(&status),
+                words.join(", ")
+            ))
+        }
+        projections::Error::InvalidCursor | projections::Error::InvalidLimit { .. } => {
+            AppError::BadRequest(error.to_string())
+        }
         projections::Error::Database(source) => AppError::from(source),
         other => AppError::internal(other),
     }

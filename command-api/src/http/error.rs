@@ -5,11 +5,18 @@
 
 use crate::relay::error_chain;
 use crate::store::StoreError;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::OriginalUri;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use domain::aggregate::DomainError;
 use domain::config::{ConfigError, FieldError};
+use domain::text::{shown, truncated};
 use serde_json::json;
+
+/// The most characters of a message built from a library's description of bad input (which may
+/// quote the input) that are sent back.
+const MAX_ECHOED_MESSAGE_CHARS: usize = 200;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -19,7 +26,8 @@ pub enum AppError {
     BadRequest(String),
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
-    #[error("unsupported content type {0:?}: use application/json or application/yaml")]
+    /// The client's content type, quoted and cut short.
+    #[error("unsupported content type {0}: use application/json or application/yaml")]
     UnsupportedMediaType(String),
     #[error("the document could not be parsed: {0}")]
     MalformedDocument(String),
@@ -27,8 +35,11 @@ pub enum AppError {
     Validation(Vec<FieldError>),
     #[error("{0}")]
     IdempotencyKeyReused(String),
-    #[error("environment {0} not found")]
+    /// The message names what was not found, any client value in it cut short.
+    #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
     #[error("the service is temporarily unavailable")]
@@ -40,6 +51,22 @@ pub enum AppError {
 impl AppError {
     pub fn internal(error: impl std::error::Error + Send + Sync + 'static) -> Self {
         AppError::Internal(Box::new(error))
+    }
+
+    /// 404 for an environment id (or anything in its place), echoing at most a short prefix.
+    pub fn environment_not_found(id: &str) -> Self {
+        AppError::NotFound(format!("environment {} not found", shown(id)))
+    }
+
+    /// 400 from a library's description of bad input, cut short.
+    fn bad_input(context: &str, error: &dyn std::error::Error) -> Self {
+        let message = format!("{context}: {error}");
+        let head = truncated(&message, MAX_ECHOED_MESSAGE_CHARS);
+        if head.len() == message.len() {
+            AppError::BadRequest(message)
+        } else {
+            AppError::BadRequest(format!("{head}..."))
+        }
     }
 
     fn status_and_code(&self) -> (StatusCode, &'static str) {
@@ -58,6 +85,7 @@ impl AppError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
             }
             AppError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            AppError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             AppError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             AppError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -68,6 +96,7 @@ impl AppError {
 impl From<ConfigError> for AppError {
     fn from(error: ConfigError) -> Self {
         match error {
+            ConfigError::TooLarge { limit } => AppError::PayloadTooLarge { limit },
             ConfigError::Syntax(message) => AppError::MalformedDocument(message),
             ConfigError::Invalid(details) => AppError::Validation(details),
         }
@@ -77,7 +106,9 @@ impl From<ConfigError> for AppError {
 impl From<StoreError> for AppError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::Rejected(DomainError::NotFound) => AppError::NotFound(String::new()),
+            StoreError::Rejected(DomainError::NotFound) => {
+                AppError::NotFound("environment not found".into())
+            }
             StoreError::Rejected(rejected @ DomainError::AlreadyExists) => AppError::Conflict {
                 code: "already_exists",
                 message: rejected.to_string(),
@@ -95,9 +126,59 @@ impl From<StoreError> for AppError {
                 message,
             },
             StoreError::Conflict => AppError::Unavailable(Box::new(StoreError::Conflict)),
+            // Every client value is bounded before it reaches an event, so only a defect can
+            // build an event this large: an internal error, and nothing was recorded.
+            error @ StoreError::EventTooLarge(_) => AppError::internal(error),
             StoreError::Unavailable(source) => AppError::Unavailable(source),
             StoreError::Internal(source) => AppError::Internal(source),
         }
+    }
+}
+
+impl From<QueryRejection> for AppError {
+    fn from(rejection: QueryRejection) -> Self {
+        match std::error::Error::source(&rejection) {
+            Some(source) => AppError::bad_input("invalid query string", source),
+            None => AppError::bad_input("invalid query string", &rejection),
+        }
+    }
+}
+
+impl From<PathRejection> for AppError {
+    /// Path parameters are ids (strings): only a value that is not UTF-8 gets here, and it
+    /// cannot name an environment.
+    fn from(_: PathRejection) -> Self {
+        AppError::NotFound("environment not found".into())
+    }
+}
+
+/// The router's fallback: 404 with the error body for a path no route matches.
+pub async fn no_route(method: Method, OriginalUri(uri): OriginalUri) -> AppError {
+    AppError::NotFound(format!(
+        "no route for {} {}",
+        method_name(&method),
+        shown(uri.path())
+    ))
+}
+
+/// The routes' fallback for a method they do not serve: 405 with the error body (axum adds
+/// `Allow`).
+pub async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> AppError {
+    AppError::MethodNotAllowed(format!(
+        "method {} is not allowed on {}",
+        method_name(&method),
+        shown(uri.path())
+    ))
+}
+
+/// A method as written when it is a plausible one, quoted and cut short otherwise.
+fn method_name(method: &Method) -> String {
+    const PLAIN_MAX: usize = 10;
+    let name = method.as_str();
+    if name.len() <= PLAIN_MAX && name.bytes().all(|b| b.is_ascii_uppercase()) {
+        name.to_owned()
+    } else {
+        shown(name)
     }
 }
 

@@ -5,15 +5,17 @@
 //! resumes after `Last-Event-ID` or `?after=N`) until the client goes away.
 
 use super::AppState;
+use super::environments::parse_id;
 use super::error::AppError;
-use super::sse::{Delivered, ordered_messages, resume_after};
+use super::extract::{Path, Query};
+use super::sse::{Delivered, ordered_messages, resume_after, start_after};
 use async_nats::jetstream::consumer::DeliverPolicy;
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use domain::ids::{EnvironmentId, OperationId};
+use domain::ids::OperationId;
 use domain::wire::LogLine;
 use futures::StreamExt;
 use serde::Deserialize;
@@ -39,12 +41,15 @@ pub async fn logs(
     headers: HeaderMap,
     Query(params): Query<LogParams>,
 ) -> Result<Response, AppError> {
-    let id = EnvironmentId::parse(&id).map_err(|_| AppError::NotFound(id.clone()))?;
+    let id = parse_id(&id)?;
     state.environments.load(&id).await?;
     let filter = match &params.operation {
         Some(operation) => {
             let operation = OperationId::parse(operation).map_err(|_| {
-                AppError::BadRequest(format!("{operation:?} is not an operation id"))
+                AppError::BadRequest(format!(
+                    "{} is not an operation id",
+                    domain::text::shown(operation)
+                ))
             })?;
             state.subjects.logs(id.as_str(), operation.as_str())
         }
@@ -52,7 +57,7 @@ pub async fn logs(
     };
     let deliver_policy = match resume_after(&headers, params.after)? {
         Some(after) => DeliverPolicy::ByStartSequence {
-            start_sequence: after + 1,
+            start_sequence: start_after(after)?,
         },
         None => DeliverPolicy::All,
     };

@@ -3,28 +3,28 @@
 pub mod auth;
 mod environments;
 pub mod error;
+mod extract;
 mod health;
 mod logs;
+pub mod request_id;
 mod sse;
 
 use crate::environments::Environments;
 use async_nats::jetstream;
 use axum::Router;
 use axum::extract::Request;
-use axum::http::HeaderName;
 use axum::middleware;
 use axum::routing::{get, post};
 use domain::wire::Subjects;
+use request_id::X_REQUEST_ID;
 use sqlx::PgPool;
 use std::time::Duration;
 use tower::ServiceBuilder;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
 use tower_http::trace::TraceLayer;
 
-/// Largest accepted request body.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Largest accepted request body: the largest MetaConfig document, so the two limits are one
+/// (answered 413).
+pub const MAX_BODY_BYTES: usize = domain::config::MAX_DOCUMENT_BYTES;
 
 /// Everything a handler may use. Cheap to clone.
 #[derive(Clone)]
@@ -38,21 +38,6 @@ pub struct AppState {
     pub sse_keep_alive: Duration,
     /// Cancelled when the process shuts down; ends open SSE streams.
     pub shutdown: tokio_util::sync::CancellationToken,
-}
-
-static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// Request ids: `req_<ulid>` unless the client sent one.
-#[derive(Clone, Copy, Default)]
-struct MakeUlidRequestId;
-
-impl MakeRequestId for MakeUlidRequestId {
-    fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
-        let id = format!("req_{}", ulid::Ulid::new().to_string().to_lowercase());
-        axum::http::HeaderValue::from_str(&id)
-            .ok()
-            .map(RequestId::new)
-    }
 }
 
 /// The whole API; pure, so tests can drive it without binding a port.
@@ -71,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/environments/{id}/events", get(sse::environment_events))
         .route("/environments/{id}/logs", get(logs::logs))
         .route("/events", get(sse::all_events))
+        .method_not_allowed_fallback(error::method_not_allowed)
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_bearer,
@@ -79,29 +65,30 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1", v1)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .fallback(error::no_route)
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(
             ServiceBuilder::new()
-                .layer(SetRequestIdLayer::new(
-                    REQUEST_ID.clone(),
-                    MakeUlidRequestId,
-                ))
+                // First, so the span, the handlers and the response all see the settled id.
+                .layer(middleware::from_fn(request_id::assign))
                 .layer(
                     TraceLayer::new_for_http().make_span_with(|request: &Request| {
                         let request_id = request
                             .headers()
-                            .get(&REQUEST_ID)
+                            .get(&X_REQUEST_ID)
                             .and_then(|v| v.to_str().ok())
                             .unwrap_or_default();
+                        // The path is client text: cut short like any echoed value.
+                        let path = domain::text::truncated(request.uri().path(), 256);
                         tracing::info_span!(
                             "http",
                             method = %request.method(),
-                            path = %request.uri().path(),
+                            path = %path,
                             request_id = %request_id,
                         )
                     }),
-                )
-                .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone())),
+                ),
         )
 }

@@ -4,27 +4,42 @@
 //! holds what it has not read yet, and no shared buffer can fill up.
 //!
 //! * `/v1/environments/{id}/events`: `id:` is the event's sequence in the environment's history;
-//!   resumes after `Last-Event-ID` or `?after=N`; ends after `InfraDestroyed`.
+//!   resumes after `Last-Event-ID` or `?after=N`; ends after `InfraDestroyed` (at once when
+//!   resuming after it).
 //! * `/v1/events`: every environment; `id:` is the position in the events stream (sequences are
 //!   per environment, so they cannot order a merged stream); without `Last-Event-ID`/`?after`
 //!   it starts with new events.
 
 use super::AppState;
+use super::environments::parse_id;
 use super::error::AppError;
+use super::extract::{Path, Query};
 use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use domain::ids::EnvironmentId;
 use domain::wire::EventEnvelope;
 use futures::{Stream, StreamExt, stream};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use std::convert::Infallible;
 
+/// The last event an environment can have: its stream ends after it.
+const FINAL_EVENT: &str = "InfraDestroyed";
+
 #[derive(Debug, Deserialize)]
 pub struct ResumeParams {
     after: Option<u64>,
+}
+
+/// Where a stream resumed after position `after` starts: 400 when nothing can come after it.
+pub(super) fn start_after(after: u64) -> Result<u64, AppError> {
+    after.checked_add(1).ok_or_else(|| {
+        AppError::BadRequest(format!(
+            "the resume position (after or Last-Event-ID) must be at most {}",
+            u64::MAX - 1
+        ))
+    })
 }
 
 /// The resume point: `?after=N` wins over `Last-Event-ID`.
@@ -114,7 +129,7 @@ pub async fn environment_events(
     headers: HeaderMap,
     Query(params): Query<ResumeParams>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, AppError> {
-    let id = EnvironmentId::parse(&id).map_err(|_| AppError::NotFound(id.clone()))?;
+    let id = parse_id(&id)?;
     let after = resume_after(&headers, params.after)?.unwrap_or(0);
     // 404 for an environment that was never requested, rather than an empty stream forever.
     state.environments.load(&id).await?;
@@ -125,22 +140,21 @@ pub async fn environment_events(
         DeliverPolicy::All,
     )
     .await?;
-    let remaining = Box::pin(
-        messages
-            .map(|delivered| delivered.value)
-            .filter(move |envelope| std::future::ready(envelope.sequence > after)),
-    );
-    // Ends the stream right after the last event an environment can have.
-    let events = stream::unfold((remaining, false), |(mut remaining, ended)| async move {
-        if ended {
-            return None;
+    // Sends the events after `after`, and ends right after the last event an environment can
+    // have — also when that event is at or before `after` (a client resuming after the end).
+    let events = stream::unfold(Some(Box::pin(messages)), move |messages| async move {
+        let mut messages = messages?;
+        while let Some(Delivered { value, .. }) = messages.next().await {
+            let last = value.event_type == FINAL_EVENT;
+            if value.sequence > after {
+                let event = Ok(sse_event(value.sequence, &value));
+                return Some((event, (!last).then_some(messages)));
+            }
+            if last {
+                return None;
+            }
         }
-        let envelope = remaining.next().await?;
-        let last = envelope.event_type == "InfraDestroyed";
-        Some((
-            Ok(sse_event(envelope.sequence, &envelope)),
-            (remaining, last),
-        ))
+        None
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(state.sse_keep_alive)))
 }
@@ -153,7 +167,7 @@ pub async fn all_events(
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, AppError> {
     let deliver_policy = match resume_after(&headers, params.after)? {
         Some(after) => DeliverPolicy::ByStartSequence {
-            start_sequence: after + 1,
+            start_sequence: start_after(after)?,
         },
         None => DeliverPolicy::New,
     };

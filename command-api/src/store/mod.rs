@@ -5,7 +5,7 @@ mod aggregate;
 mod repository;
 
 pub use aggregate::{AGGREGATE_TYPE, EnvironmentAggregate, StoredEvent};
-pub use repository::EventRepository;
+pub use repository::{EventRepository, EventTooLarge};
 
 use cqrs_es::persist::EventStoreAggregateContext;
 use cqrs_es::persist::PersistedEventStore;
@@ -31,6 +31,9 @@ pub enum StoreError {
     /// A concurrent command committed first; retrying may succeed.
     #[error("a concurrent change to the environment committed first")]
     Conflict,
+    /// An event of the command would be too large to publish; nothing was committed.
+    #[error(transparent)]
+    EventTooLarge(EventTooLarge),
     /// The database could not be reached or failed.
     #[error("event store unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -195,6 +198,10 @@ fn classify(error: AggregateError<DomainError>) -> StoreError {
         AggregateError::DatabaseConnectionError(source) => StoreError::Unavailable(source),
         AggregateError::UnexpectedError(source) => match name_taken(source.as_ref()) {
             Some(message) => StoreError::NameTaken(message),
+            None if source.is::<EventTooLarge>() => match source.downcast::<EventTooLarge>() {
+                Ok(too_large) => StoreError::EventTooLarge(*too_large),
+                Err(source) => StoreError::Internal(source),
+            },
             None if source
                 .downcast_ref::<sqlx::Error>()
                 .is_some_and(is_connection_error) =>

@@ -9,6 +9,7 @@ use cqrs_es::Aggregate;
 use cqrs_es::persist::{
     PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot,
 };
+use domain::wire::{EventEnvelope, MAX_EVENT_BYTES};
 use postgres_es::PostgresEventRepository;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -28,6 +29,44 @@ impl EventRepository {
             pool,
         }
     }
+}
+
+/// An event whose published form would exceed [`MAX_EVENT_BYTES`]: it could never be relayed,
+/// so it is not committed (nor is any other event of the command).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "event {event_type} of {aggregate_id} would be {size} bytes, more than the {limit}-byte limit"
+)]
+pub struct EventTooLarge {
+    pub aggregate_id: String,
+    pub event_type: String,
+    pub size: usize,
+    pub limit: usize,
+}
+
+/// Refuses an event that could not be published: the same envelope the relay sends, measured.
+fn check_size(event: &SerializedEvent) -> Result<(), PersistenceError> {
+    let envelope = EventEnvelope::from_stored(
+        event.aggregate_id.clone(),
+        u64::try_from(event.sequence).unwrap_or(u64::MAX),
+        event.event_type.clone(),
+        event.event_version.clone(),
+        event.payload.clone(),
+        event.metadata.clone(),
+    );
+    let size = envelope
+        .encode()
+        .map_err(|error| PersistenceError::UnknownError(Box::new(error)))?
+        .len();
+    if size > MAX_EVENT_BYTES {
+        return Err(PersistenceError::UnknownError(Box::new(EventTooLarge {
+            aggregate_id: event.aggregate_id.clone(),
+            event_type: event.event_type.clone(),
+            size,
+            limit: MAX_EVENT_BYTES,
+        })));
+    }
+    Ok(())
 }
 
 fn persistence_error(error: sqlx::Error) -> PersistenceError {
@@ -80,6 +119,9 @@ impl PersistedEventRepository for EventRepository {
         }
         if events.is_empty() {
             return Ok(());
+        }
+        for event in events {
+            check_size(event)?;
         }
         let mut sequences = Vec::with_capacity(events.len());
         let mut columns: [Vec<&str>; 4] = Default::default();

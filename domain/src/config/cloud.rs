@@ -6,6 +6,7 @@ use crate::spec::{
     AwsAccountId, AwsCloud, CloudSpec, ExternalId, Provider, Region, RoleArn, SandboxCloud,
     Simulation, Step,
 };
+use crate::text::shown;
 use serde_json::Value;
 
 /// Every field some provider accepts, for reporting unknown fields when the provider is invalid.
@@ -55,7 +56,7 @@ fn provider(field: &Field<'_>, errors: &mut Errors) -> Option<Provider> {
         other => {
             field.reject(
                 errors,
-                format!("must be one of aws, sandbox, got {}", rules::shown(other)),
+                format!("must be one of aws, sandbox, got {}", shown(other)),
             );
             None
         }

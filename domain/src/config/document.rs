@@ -12,7 +12,9 @@ use serde_json::{Map, Number, Value};
 use std::cell::Cell;
 use std::fmt;
 
-/// Largest document accepted, in bytes.
+/// Largest document accepted, in bytes; also the API's request body limit (one limit, answered
+/// 413). A MetaConfig is a few hundred bytes: this leaves ample room for comments while keeping
+/// what one request can make the service buffer and parse small.
 pub const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
 /// Deepest nesting of mappings and lists accepted (the top-level mapping is level 1).
 pub const MAX_DEPTH: usize = 32;
@@ -22,10 +24,9 @@ pub const MAX_NODES: usize = 10_000;
 /// Parses `document` into a value; an empty document becomes [`Value::Null`].
 pub(super) fn load(document: &str, format: Format) -> Result<Value, ConfigError> {
     if document.len() > MAX_DOCUMENT_BYTES {
-        return Err(ConfigError::Syntax(format!(
-            "the document is larger than {} KiB",
-            MAX_DOCUMENT_BYTES / 1024
-        )));
+        return Err(ConfigError::TooLarge {
+            limit: MAX_DOCUMENT_BYTES,
+        });
     }
     match format {
         Format::Yaml => load_yaml(document),
@@ -104,12 +105,13 @@ fn yaml_message(err: &serde_saphyr::Error) -> String {
             | BudgetBreach::MergeKeys { .. } => {
                 "too many anchors, aliases or merge keys".to_owned()
             }
-            other => format!("the document exceeds a size limit ({other:?})"),
+            _ => "the document is too large or too complex".to_owned(),
         },
         Error::AliasReplayLimitExceeded { .. }
         | Error::AliasReplayStackDepthExceeded { .. }
         | Error::AliasReplayCounterOverflow { .. } => expansion(),
-        _ => return err.to_string(),
+        // Worded for users: no Rust types or parser settings in the message.
+        _ => return err.render_with_formatter(&serde_saphyr::UserMessageFormatter),
     };
     match err.location() {
         Some(at) => format!("{limit} at line {}, column {}", at.line(), at.column()),
@@ -223,7 +225,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
         let member = self.nested()?;
         let mut map = Map::new();
-        while let Some(key) = access.next_key::<String>()? {
+        while let Some(key) = access.next_key_seed(KeySeed)? {
             if map.contains_key(&key) {
                 return Err(de::Error::custom(format_args!("duplicate key {key:?}")));
             }
@@ -233,3 +235,70 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
         Ok(Value::Object(map))
     }
 }
+
+/// A mapping key: a field name. YAML also allows numbers and booleans as keys (they become
+/// their text, and are then reported as unknown fields); null, lists and mappings are refused in
+/// words a user can act on.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = String;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<String, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = String;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("a field name")
+    }
+
+    fn visit_bool<E: de::Error>(self, value: bool) -> Result<String, E> {
+        Ok(value.to_string())
+    }
+
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<String, E> {
+        Ok(value.to_string())
+    }
+
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<String, E> {
+        Ok(value.to_string())
+    }
+
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<String, E> {
+        Ok(crate::text::number(value))
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<String, E> {
+        Ok(value.to_owned())
+    }
+
+    fn visit_string<E: de::Error>(self, value: String) -> Result<String, E> {
+        Ok(value)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<String, E> {
+        Err(E::custom(NULL_KEY))
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<String, E> {
+        Err(E::custom(NULL_KEY))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, _seq: A) -> Result<String, A::Error> {
+        Err(de::Error::custom(
+            "a key is a list: keys must be field names",
+        ))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, _map: A) -> Result<String, A::Error> {
+        Err(de::Error::custom(
+            "a key is a mapping: keys must be field names",
+        ))
+    }
+}
+
+const NULL_KEY: &str = "a key is empty or null (`~`): keys must be field names";

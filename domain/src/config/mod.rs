@@ -39,7 +39,10 @@ pub struct FieldError {
 /// Why a document was not accepted.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
-    /// Not well-formed YAML/JSON, or over the size/nesting bounds.
+    /// Longer than [`MAX_DOCUMENT_BYTES`].
+    #[error("the document is larger than {} KiB", .limit / 1024)]
+    TooLarge { limit: usize },
+    /// Not well-formed YAML/JSON, or over the nesting/value-count bounds.
     #[error("the document could not be parsed: {0}")]
     Syntax(String),
     /// Well-formed, but fields are missing, unknown or invalid.

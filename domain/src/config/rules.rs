@@ -1,5 +1,7 @@
 //! Rules for single values: each returns what is wrong, in words a user can act on.
 
+use crate::text::shown;
+
 /// AWS commercial regions an environment may be created in.
 pub const AWS_REGIONS: &[&str] = &[
     "us-east-1",
@@ -30,17 +32,6 @@ const EXTERNAL_ID_CHARS: std::ops::RangeInclusive<usize> = 2..=1224;
 const DOMAIN_MAX_CHARS: usize = 253;
 const LABEL_MAX_CHARS: usize = 63;
 const EXAMPLE_ROLE_ARN: &str = "arn:aws:iam::123456789012:role/Beta9Provisioner";
-
-/// A user's text quoted for a message, cut short when long.
-pub(super) fn shown(text: &str) -> String {
-    const MAX: usize = 40;
-    if text.chars().count() <= MAX {
-        format!("{text:?}")
-    } else {
-        let head: String = text.chars().take(MAX).collect();
-        format!("{head:?}...")
-    }
-}
 
 /// 1-40 chars of `[a-z0-9-]`, starting with a letter, not ending with `-`.
 pub(super) fn environment_name(name: &str) -> Result<(), String> {
@@ -259,12 +250,6 @@ mod tests {
         assert_eq!(external_id("ab"), Ok(()));
         assert_eq!(external_id(&"a".repeat(1224)), Ok(()));
         assert!(external_id(&"a".repeat(1225)).is_err());
-    }
-
-    #[test]
-    fn shown_cuts_long_text_and_escapes_control_characters() {
-        assert_eq!(shown("a\nb"), "\"a\\nb\"");
-        assert_eq!(shown(&"x".repeat(50)), format!("\"{}\"...", "x".repeat(40)));
     }
 
     #[test]

@@ -721,8 +721,76 @@ fn accepts_nesting_up_to_the_limit_before_checking_fields() {
 }
 
 #[test]
-fn rejects_oversized_documents() {
+fn rejects_oversized_documents_as_too_large() {
     let document = format!("{MINIMAL_SANDBOX}#{}\n", "x".repeat(MAX_DOCUMENT_BYTES));
-    assert!(syntax_error(yaml(&document)).contains("larger than"));
-    assert!(syntax_error(json(&document)).contains("larger than"));
+    let too_large = ConfigError::TooLarge {
+        limit: MAX_DOCUMENT_BYTES,
+    };
+    assert_eq!(yaml(&document), Err(too_large.clone()));
+    assert_eq!(json(&document), Err(too_large.clone()));
+    assert_eq!(too_large.to_string(), "the document is larger than 256 KiB");
+    let padding = MAX_DOCUMENT_BYTES - MINIMAL_SANDBOX.len() - 2;
+    let at_the_limit = format!("{MINIMAL_SANDBOX}#{}\n", "x".repeat(padding));
+    assert_eq!(at_the_limit.len(), MAX_DOCUMENT_BYTES);
+    assert!(yaml(&at_the_limit).is_ok());
+}
+
+// --- messages a user can act on -----------------------------------------------------------
+
+#[test]
+fn huge_numbers_are_shown_short() {
+    let message = only_error(
+        &sandbox_with("  simulate: {apply_seconds: 1e308}\n"),
+        "cloud.simulate.apply_seconds",
+    );
+    assert_eq!(message, "must be a number from 0 to 600, got 1e308");
+    let message = only_error(
+        &sandbox_with("  simulate: {fail: infra, fail_times: 123456789012345678901234567890}\n"),
+        "cloud.simulate.fail_times",
+    );
+    assert_eq!(
+        message,
+        "must be a whole number from 1 to 1000, got 1.2345678901234568e29"
+    );
+}
+
+#[test]
+fn nan_and_infinity_are_named_as_not_finite_numbers() {
+    for word in [".nan", ".NaN", ".inf", "-.inf", "+.Inf"] {
+        let message = only_error(
+            &sandbox_with(&format!("  simulate: {{apply_seconds: {word}}}\n")),
+            "cloud.simulate.apply_seconds",
+        );
+        // serde-saphyr hands them over in its own spelling (`.nan`, `.inf`, `-.inf`).
+        assert!(
+            message.starts_with("must be a number from 0 to 600, got ")
+                && message.ends_with(" (not a finite number)"),
+            "{word}: {message}"
+        );
+    }
+    let message = only_error(
+        &sandbox_with("  simulate: {fail: infra, fail_times: .inf}\n"),
+        "cloud.simulate.fail_times",
+    );
+    assert!(message.contains("not a finite number"), "{message}");
+}
+
+#[test]
+fn null_and_complex_keys_are_explained_without_rust_types() {
+    for (document, expected) in [
+        ("~: 1\n", "a key is empty or null"),
+        (": 1\n", "a key is empty or null"),
+        ("? [a, b]\n: 1\n", "a key is a list"),
+        ("? {a: b}\n: 1\n", "a key is a mapping"),
+    ] {
+        let message = syntax_error(yaml(&format!("{MINIMAL_SANDBOX}{document}")));
+        assert!(message.contains(expected), "{document:?}: {message}");
+        for internal in ["Option<", "String", "scalar", "serde"] {
+            assert!(!message.contains(internal), "{document:?}: {message}");
+        }
+    }
+    // Numbers and booleans are keys too; they are unknown fields like any other.
+    let errors = field_errors(yaml(&format!("{MINIMAL_SANDBOX}1: x\ntrue: y\n")));
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["1", "true"]);
 }

@@ -5,7 +5,7 @@
 //! they have recorded an error, so callers combine results with `?` after all fields are read.
 
 use super::FieldError;
-use super::rules::shown;
+use crate::text::{self, shown};
 use serde_json::{Map, Value};
 use std::ops::RangeInclusive;
 
@@ -93,20 +93,20 @@ impl<'a> Field<'a> {
 
     /// A finite number within `range`, fractions allowed.
     pub(super) fn number_in(&self, errors: &mut Errors, range: RangeInclusive<f64>) -> Option<f64> {
-        let Some(number) = self.value.as_f64() else {
-            self.expected(errors, "a number");
-            return None;
+        let wanted = || {
+            format!(
+                "a number from {} to {}",
+                text::number(*range.start()),
+                text::number(*range.end())
+            )
         };
+        let number = self.number(errors, wanted)?;
         if range.contains(&number) {
             Some(number)
         } else {
             self.reject(
                 errors,
-                format!(
-                    "must be from {} to {}, got {number}",
-                    range.start(),
-                    range.end()
-                ),
+                format!("must be {}, got {}", wanted(), text::number(number)),
             );
             None
         }
@@ -118,22 +118,35 @@ impl<'a> Field<'a> {
         errors: &mut Errors,
         range: RangeInclusive<u32>,
     ) -> Option<u32> {
-        let Value::Number(number) = self.value else {
-            self.expected(errors, "a whole number");
-            return None;
-        };
-        let whole = number.as_u64().and_then(|n| u32::try_from(n).ok());
+        let wanted = || format!("a whole number from {} to {}", range.start(), range.end());
+        let number = self.number(errors, wanted)?;
+        let exact = self.value.as_u64();
+        let whole = exact.and_then(|n| u32::try_from(n).ok());
         match whole {
             Some(n) if range.contains(&n) => Some(n),
             _ => {
+                let got = exact.map_or_else(|| text::number(number), |n| n.to_string());
+                self.reject(errors, format!("must be {}, got {got}", wanted()));
+                None
+            }
+        }
+    }
+
+    /// The value as a finite number. `wanted` describes the accepted numbers for the messages.
+    /// YAML's `.nan` and `.inf` arrive as strings (so they keep their path) and are named as
+    /// what they are.
+    fn number(&self, errors: &mut Errors, wanted: impl Fn() -> String) -> Option<f64> {
+        match self.value {
+            Value::Number(number) => number.as_f64(),
+            Value::String(word) if is_non_finite(word) => {
                 self.reject(
                     errors,
-                    format!(
-                        "must be a whole number from {} to {}, got {number}",
-                        range.start(),
-                        range.end()
-                    ),
+                    format!("must be {}, got {word} (not a finite number)", wanted()),
                 );
+                None
+            }
+            _ => {
+                self.expected(errors, &wanted());
                 None
             }
         }
@@ -321,6 +334,12 @@ fn shown_key(key: &str) -> String {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if plain { key.to_owned() } else { shown(key) }
+}
+
+/// YAML 1.2's spellings of infinity and not-a-number.
+fn is_non_finite(word: &str) -> bool {
+    let unsigned = word.strip_prefix(['+', '-']).unwrap_or(word);
+    matches!(unsigned, ".inf" | ".Inf" | ".INF") || matches!(word, ".nan" | ".NaN" | ".NAN")
 }
 
 /// The kind of a value, for "expected X, found Y" messages.
