@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::driver::Drivers;
+pub use crate::inflight::Exclusion;
 use crate::inflight::{EnvironmentLocks, RunningOperations};
 use crate::job::{self, JOB_EVENTS, Runtime};
 use crate::settings::ExecutorSettings;
@@ -35,7 +36,7 @@ const PULL_RETRY: Duration = Duration::from_secs(1);
 /// the stand-ins for `sandbox`).
 pub async fn run(settings: ExecutorSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let drivers = Drivers::from_settings(&settings);
-    run_with_drivers(settings, drivers, shutdown).await
+    run_with_drivers(settings, drivers, Exclusion::PerEnvironment, shutdown).await
 }
 
 /// Runs the executor with the given drivers until `shutdown` fires.
@@ -43,9 +44,13 @@ pub async fn run(settings: ExecutorSettings, shutdown: CancellationToken) -> any
 /// On shutdown it stops pulling, lets in-flight jobs finish for up to
 /// `settings.shutdown_grace`, then interrupts what remains and hands those jobs back (nak) so
 /// another executor resumes them from Terraform state.
+///
+/// `exclusion` is [`Exclusion::PerEnvironment`] everywhere but in the test that shows the
+/// overlap check can fail.
 pub async fn run_with_drivers(
     settings: ExecutorSettings,
     drivers: Drivers,
+    exclusion: Exclusion,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let client = async_nats::connect(&settings.nats_url)
@@ -79,7 +84,7 @@ pub async fn run_with_drivers(
         events,
         drivers,
         running: RunningOperations::default(),
-        environments: EnvironmentLocks::default(),
+        environments: EnvironmentLocks::new(exclusion),
         settings,
     });
     let listener_stop = CancellationToken::new();

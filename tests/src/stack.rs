@@ -4,6 +4,7 @@ use crate::processes::{ProviderProcess, binary_dir};
 use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use command_api::local_nats::{LocalNats, free_port};
 use domain::wire::{EventEnvelope, Subjects};
+use executors::standin::overlap;
 use futures::StreamExt;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::Value;
@@ -302,15 +303,39 @@ impl Stack {
         events
     }
 
-    /// Fails the test if the sandbox recorded two mutating terraform/helm runs of one
-    /// environment at once.
+    /// Fails the test if the stand-ins' run intervals show two mutating terraform/helm runs of
+    /// one environment changing state at once, or one executor running two at once (see
+    /// `executors::standin::overlap`). Also fails when no run was recorded at all, so the check
+    /// cannot pass by looking at the wrong place.
     pub fn assert_no_overlap(&self, id: &str) {
-        let overlaps = self.workdir(id).join(".standin/overlaps.jsonl");
+        let log = overlap::read(&self.workdir(id)).expect("readable runs.jsonl");
         assert!(
-            !overlaps.exists(),
-            "two terraform/helm runs overlapped: {}",
-            std::fs::read_to_string(&overlaps).unwrap_or_default()
+            !log.finished.is_empty(),
+            "no terraform/helm run recorded for {id}"
         );
+        let found = log.overlaps();
+        assert!(
+            found.is_empty(),
+            "terraform/helm runs overlapped:\n{}",
+            found
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+
+    /// Waits (bounded) until a mutating terraform/helm run of the environment has started.
+    pub async fn wait_for_run_start(&self, id: &str) {
+        let workdir = self.workdir(id);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !overlap::read(&workdir).is_ok_and(|log| !log.started.is_empty()) {
+            assert!(
+                Instant::now() < deadline,
+                "no terraform/helm run of {id} started"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The executor's working directory for one environment.

@@ -7,19 +7,6 @@ use system_tests::{Stack, StackOptions, count, sandbox_yaml};
 
 const WITHIN: Duration = Duration::from_secs(90);
 
-/// Waits (bounded) until a file exists.
-async fn wait_for_file(path: &std::path::Path) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn killing_the_executor_mid_apply_still_ends_ready_with_one_infra_applied() {
     let mut stack = Stack::start().await;
@@ -27,8 +14,7 @@ async fn killing_the_executor_mid_apply_still_ends_ready_with_one_infra_applied(
         .create_ok(&sandbox_yaml("survivor", "    apply_seconds: 3\n"))
         .await;
     // Let the apply get going, then crash the executor in the middle of it.
-    let runs = stack.workdir(&id).join(".standin");
-    wait_for_file(&runs.join("active.json")).await;
+    stack.wait_for_run_start(&id).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     stack.kill9_executor().await;
     stack.restart_executor();
@@ -40,14 +26,15 @@ async fn killing_the_executor_mid_apply_still_ends_ready_with_one_infra_applied(
     assert_eq!(count(&types, "BootstrapCompleted"), 1, "{types:?}");
     stack.assert_no_overlap(&id);
     // The job really was redelivered: the crashed executor's apply and the new executor's.
-    let runs = std::fs::read_to_string(runs.join("runs.jsonl")).unwrap();
+    let runs = executors::standin::overlap::read(&stack.workdir(&id)).unwrap();
     let applies = runs
-        .lines()
-        .filter(|l| l.contains(r#""operation":"apply""#))
+        .started
+        .iter()
+        .filter(|run| run.operation == "apply")
         .count();
     assert!(
         applies >= 2,
-        "expected a second apply after the crash; runs: {runs}"
+        "expected a second apply after the crash; runs: {runs:?}"
     );
 }
 
@@ -62,7 +49,7 @@ async fn a_step_no_executor_finishes_fails_visibly_and_can_be_retried() {
         .create_ok(&sandbox_yaml("abandoned", "    apply_seconds: 2\n"))
         .await;
     // Crash the executor once it has the job (its terraform is running).
-    wait_for_file(&stack.workdir(&id).join(".standin/active.json")).await;
+    stack.wait_for_run_start(&id).await;
     stack.kill9_executor().await;
     // The only delivery died with its executor: JetStream gives up, and the user sees why.
     stack
