@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::driver::Drivers;
 pub use crate::inflight::Exclusion;
 use crate::inflight::{EnvironmentLocks, RunningOperations};
-use crate::job::{self, JOB_EVENTS, Runtime};
+use crate::job::{self, ENDED_EARLY_EVENTS, JOB_EVENTS, Runtime};
 use crate::settings::ExecutorSettings;
 
 /// The durable consumer's name, shared by all executor replicas.
@@ -74,9 +74,14 @@ pub async fn run_with_drivers(
         .await
         .context("failed to create the executor consumer")?;
     let cancellations = client
-        .subscribe(subjects.event_type("OperationCancelled"))
+        .subscribe(subjects.event_type(ENDED_EARLY_EVENTS[0]))
         .await
         .context("failed to subscribe to cancellations")?;
+    let time_outs = client
+        .subscribe(subjects.event_type(ENDED_EARLY_EVENTS[1]))
+        .await
+        .context("failed to subscribe to time-outs")?;
+    let cancellations = futures::stream::select(cancellations, time_outs);
 
     let runtime = Arc::new(Runtime {
         subjects,
@@ -235,10 +240,11 @@ async fn drain(mut jobs: JoinSet<()>, settings: &ExecutorSettings, hand_back: &C
     }
 }
 
-/// Cancels running operations as their `OperationCancelled` events arrive.
+/// Cancels running operations as their `OperationCancelled` and `OperationTimedOut` events
+/// arrive: the command side no longer waits for their results, so their tools are stopped.
 async fn listen_for_cancellations(
     runtime: Arc<Runtime>,
-    mut cancellations: async_nats::Subscriber,
+    mut cancellations: impl futures::Stream<Item = async_nats::Message> + Unpin,
     stop: CancellationToken,
 ) {
     loop {
@@ -252,7 +258,10 @@ async fn listen_for_cancellations(
         let event = serde_json::from_slice::<EventEnvelope>(&message.payload)
             .ok()
             .and_then(|envelope| envelope.event().ok());
-        if let Some(Event::OperationCancelled { operation_id, .. }) = event
+        if let Some(
+            Event::OperationCancelled { operation_id, .. }
+            | Event::OperationTimedOut { operation_id, .. },
+        ) = event
             && runtime.running.cancel(operation_id.as_str())
         {
             tracing::info!(op_id = %operation_id, "cancelling the running operation");

@@ -251,6 +251,17 @@ impl Harness {
         self.publish(env, sequence, event).await;
     }
 
+    /// Publishes that `op` passed its deadline (at `sequence`), as the deadline sweep causes it.
+    async fn time_out(&self, env: &EnvironmentId, sequence: u64, op: &OperationId) {
+        let event = Event::OperationTimedOut {
+            operation_id: op.clone(),
+            phase: Step::Infra,
+            timeout_seconds: Some(1),
+            error: "timed out".into(),
+        };
+        self.publish(env, sequence, event).await;
+    }
+
     async fn stop(self) {
         self.executor.stop().await;
     }
@@ -396,6 +407,17 @@ async fn infra_job_that_fails_reports_the_standins_message() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cancelling_a_running_apply_stops_the_standin_and_reports_nothing() {
+    ending_a_running_apply_early_stops_the_standin_and_reports_nothing(Harness::cancel).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_apply_that_timed_out_stops_its_standin_and_reports_nothing() {
+    ending_a_running_apply_early_stops_the_standin_and_reports_nothing(Harness::time_out).await;
+}
+
+async fn ending_a_running_apply_early_stops_the_standin_and_reports_nothing(
+    end: impl AsyncFnOnce(&Harness, &EnvironmentId, u64, &OperationId),
+) {
     let harness = Harness::start().await;
     let env = EnvironmentId::generate();
     let op = OperationId::generate();
@@ -417,7 +439,7 @@ async fn cancelling_a_running_apply_stops_the_standin_and_reports_nothing() {
     assert!(pid_alive(pid));
 
     let cancelled_at = Instant::now();
-    harness.cancel(&env, 3, &op).await;
+    end(&harness, &env, 3, &op).await;
     eventually(
         "the stand-in still runs (or its lock remains) 4s after the cancellation",
         cancelled_at + Duration::from_secs(4),
@@ -435,11 +457,22 @@ async fn cancelling_a_running_apply_stops_the_standin_and_reports_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_whose_operation_was_already_cancelled_is_skipped() {
+    a_job_whose_operation_already_ended_is_skipped(Harness::cancel).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_whose_operation_already_timed_out_is_skipped() {
+    a_job_whose_operation_already_ended_is_skipped(Harness::time_out).await;
+}
+
+async fn a_job_whose_operation_already_ended_is_skipped(
+    end: impl AsyncFnOnce(&Harness, &EnvironmentId, u64, &OperationId),
+) {
     let harness = Harness::start().await;
     let env = EnvironmentId::generate();
     let op = OperationId::generate();
-    // Published in this order by the relay when the job is redelivered after a cancellation.
-    harness.cancel(&env, 3, &op).await;
+    // Published in this order by the relay when the job is redelivered after it ended.
+    end(&harness, &env, 3, &op).await;
     harness.start_infra(&env, &op, None).await;
 
     harness.wait_until_jobs_settled().await;

@@ -40,6 +40,8 @@ impl Default for StackOptions {
 pub struct Stack {
     pub api: ProviderProcess,
     pub executor: Option<ProviderProcess>,
+    /// The executor's environment, for [`Stack::start_executor`].
+    executor_env: BTreeMap<String, String>,
     pub nats: LocalNats,
     pub pool: PgPool,
     pub subjects: Subjects,
@@ -103,13 +105,14 @@ impl Stack {
         let api = ProviderProcess::spawn("serve", api_env);
         let executor = options
             .executor
-            .then(|| ProviderProcess::spawn("executor", executor_env));
+            .then(|| ProviderProcess::spawn("executor", executor_env.clone()));
         let pool = PgPool::connect(&database_url)
             .await
             .expect("connect test db");
         let stack = Self {
             api,
             executor,
+            executor_env,
             nats,
             pool,
             subjects: Subjects::new(prefix),
@@ -344,7 +347,18 @@ impl Stack {
     }
 
     pub async fn restart_api(&mut self, extra: &[(&str, &str)], remove: &[&str]) {
+        self.kill9_api().await;
+        self.respawn_api(extra, remove).await;
+    }
+
+    /// Kills the API process (SIGKILL); [`Self::respawn_api`] brings it back.
+    pub async fn kill9_api(&mut self) {
         self.api.kill9().await;
+    }
+
+    /// Starts the API process again with its settings plus `extra`/minus `remove`, and waits
+    /// until it is ready.
+    pub async fn respawn_api(&mut self, extra: &[(&str, &str)], remove: &[&str]) {
         self.api = self.api.respawn(extra, remove);
         self.wait_ready().await;
     }
@@ -376,9 +390,12 @@ impl Stack {
         self.retired_nats.push(old);
     }
 
+    /// Starts a (new) executor process, whether or not the stack started with one.
     pub fn restart_executor(&mut self) {
-        let executor = self.executor.as_ref().expect("stack has an executor");
-        self.executor = Some(executor.respawn(&[], &[]));
+        self.executor = Some(ProviderProcess::spawn(
+            "executor",
+            self.executor_env.clone(),
+        ));
     }
 }
 

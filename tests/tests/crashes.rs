@@ -2,6 +2,7 @@
 //! nats-server; each ends with every committed event on the stream exactly once and the
 //! environment where the user expects it.
 
+use futures::StreamExt;
 use std::time::{Duration, Instant};
 use system_tests::{Stack, StackOptions, count, sandbox_yaml};
 
@@ -63,6 +64,64 @@ async fn a_step_no_executor_finishes_fails_visibly_and_can_be_retried() {
     assert_eq!(count(&types, "InfraApplyFailed"), 1, "{types:?}");
     assert_eq!(count(&types, "InfraApplied"), 1, "{types:?}");
     stack.assert_no_overlap(&id);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_step_abandoned_while_the_api_was_down_still_times_out_after_it_restarts() {
+    let mut stack = Stack::start_with(StackOptions {
+        api_env: vec![("PROVISIONER_INFRA_TIMEOUT_SECS".into(), "8".into())],
+        executor_env: vec![("PROVISIONER_EXECUTOR_MAX_DELIVER".into(), "1".into())],
+        ..Default::default()
+    })
+    .await;
+    // The test hears JetStream give up on the job; the API, down by then, does not.
+    let nats = async_nats::connect(stack.nats.url()).await.unwrap();
+    let mut advisories = nats
+        .subscribe(format!(
+            "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.executor",
+            stack.subjects.events_stream()
+        ))
+        .await
+        .unwrap();
+    let id = stack
+        .create_ok(&sandbox_yaml(
+            "forgotten",
+            "    apply_seconds: 30
+",
+        ))
+        .await;
+    stack.wait_for_run_start(&id).await;
+    stack.kill9_api().await;
+    stack.kill9_executor().await;
+    tokio::time::timeout(WITHIN, advisories.next())
+        .await
+        .expect("JetStream gives up on the only delivery")
+        .expect("an advisory");
+
+    stack.respawn_api(&[], &[]).await;
+    let failed = stack
+        .wait_for_failure(
+            &id,
+            "infra",
+            "timed out: the infra step did not finish within its timeout of 8s",
+            WITHIN,
+        )
+        .await;
+    let types = stack.history_types(&id).await;
+    assert_eq!(
+        types,
+        [
+            "EnvironmentRequested",
+            "InfraApplyStarted",
+            "OperationTimedOut"
+        ]
+    );
+    let history = stack.history(&id).await;
+    assert_eq!(history[2]["metadata"]["actor"], "system:deadline-sweep");
+    assert_eq!(
+        failed["error"]["operation_id"],
+        history[1]["payload"]["operation_id"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -182,5 +182,6 @@ pub fn job(env: &EnvironmentId, step: Step, simulate: Option<Simulation>) -> Ope
         },
         simulate,
         infra_outputs: BTreeMap::new(),
+        timeout_seconds: Some(600),
     }
 }
