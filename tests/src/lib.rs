@@ -5,11 +5,14 @@
 //!
 //! Set `TEST_LOG=1` to see the processes' logs.
 
+pub mod invariants;
 mod processes;
 mod stack;
+mod traffic;
 
 pub use processes::{ProviderProcess, binary_dir};
 pub use stack::{Stack, StackOptions};
+pub use traffic::Traffic;
 
 /// A sandbox MetaConfig with the given name and `simulate` block (YAML lines, already indented
 /// by four spaces, or empty).

@@ -1,5 +1,6 @@
 //! A whole provisioner deployment for one test.
 
+use crate::invariants;
 use crate::processes::{ProviderProcess, binary_dir};
 use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use command_api::local_nats::{LocalNats, free_port};
@@ -304,6 +305,29 @@ impl Stack {
             }
         }
         events
+    }
+
+    /// Fails the test unless every event committed now is on the events stream exactly once,
+    /// as committed, in order per environment ([`invariants::committed_events_published_once`]);
+    /// waits up to 30 s for the relay to publish what is pending.
+    pub async fn assert_committed_events_published_once(&self) -> invariants::Checked {
+        invariants::committed_events_published_once(
+            &self.pool,
+            &self.nats.url(),
+            &self.subjects,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap_or_else(|violations| {
+            panic!(
+                "the events stream does not match the events table:\n{}",
+                violations
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        })
     }
 
     /// Fails the test if the stand-ins' run intervals show two mutating terraform/helm runs of
