@@ -1,7 +1,8 @@
 //! Assembling the API process: database, migrations, NATS topology, the HTTP server and the
-//! background loops (relay, process manager, projection).
+//! background loops (relay, process manager, deadline sweep, projection).
 
 use crate::database;
+use crate::deadlines::DeadlineSweep;
 use crate::environments::Environments;
 use crate::http::{self, AppState, auth::Tokens};
 use crate::jetstream::ensure_streams;
@@ -10,6 +11,7 @@ use crate::relay::Relay;
 use crate::settings::Settings;
 use crate::store::{self, EventStore};
 use anyhow::Context;
+use domain::aggregate::StepTimeouts;
 use domain::wire::Subjects;
 use std::net::SocketAddr;
 use tokio::net::TcpListener;
@@ -21,6 +23,7 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     store: EventStore,
+    step_timeouts: StepTimeouts,
 }
 
 impl Application {
@@ -62,6 +65,7 @@ impl Application {
             listener,
             state,
             store,
+            step_timeouts: settings.step_timeouts,
         })
     }
 
@@ -96,8 +100,16 @@ impl Application {
             .run(shutdown.clone()),
         );
         tasks.spawn(
-            ProcessManager::new(self.store.clone(), state.js.clone(), state.subjects.clone())
-                .run(shutdown.clone()),
+            ProcessManager::new(
+                self.store.clone(),
+                state.js.clone(),
+                state.subjects.clone(),
+                self.step_timeouts,
+            )
+            .run(shutdown.clone()),
+        );
+        tasks.spawn(
+            DeadlineSweep::new(self.store.clone(), self.step_timeouts).run(shutdown.clone()),
         );
         {
             let (js, subjects, pool, shutdown) = (

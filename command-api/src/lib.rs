@@ -3,11 +3,13 @@
 //! REST commands are validated at the edge ([`environments`]) and executed against the
 //! `Environment` aggregate in the Postgres event store ([`store`]); the [`relay`] publishes every
 //! committed event to JetStream; the [`process_manager`] turns events into next steps and
-//! executor results into commands; [`http`] serves the API including live SSE streams.
+//! executor results into commands; [`deadlines`] fails operations that outlive their deadline;
+//! [`http`] serves the API including live SSE streams.
 
 pub mod app;
 pub mod cli;
 pub mod database;
+pub mod deadlines;
 pub mod environments;
 pub mod http;
 pub mod jetstream;

@@ -7,14 +7,16 @@
 //!   operation's result, so late and duplicate results are harmless too.
 //! * A job JetStream gave up on (its executor crashed or timed out on every delivery, reported by
 //!   the `MAX_DELIVERIES` advisory) → `CompleteOperation` with a failure, so the environment
-//!   ends `failed` — visible and retryable — instead of waiting forever.
+//!   ends `failed` — visible and retryable — soon after. The advisory is a core-NATS message,
+//!   lost when no API process listens; the durable guarantee is the step's deadline
+//!   ([`crate::deadlines`]).
 //! * A result too large to record (its outputs would make an event over the size limit) →
 //!   `CompleteOperation` with a failure saying so, for the same reason.
 
 use crate::relay::error_chain;
 use crate::store::{EventStore, StoreError};
 use async_nats::jetstream::{self, AckKind, consumer::pull};
-use domain::aggregate::{Command, DomainError, OperationOutcome};
+use domain::aggregate::{Command, DomainError, OperationOutcome, StepTimeouts};
 use domain::ids::OperationId;
 use domain::wire::{EventEnvelope, EventMetadata, MAX_EVENT_BYTES, OperationResult, Subjects};
 use futures::StreamExt;
@@ -51,14 +53,22 @@ pub struct ProcessManager {
     store: EventStore,
     js: jetstream::Context,
     subjects: Subjects,
+    timeouts: StepTimeouts,
 }
 
 impl ProcessManager {
-    pub fn new(store: EventStore, js: jetstream::Context, subjects: Subjects) -> Self {
+    /// `timeouts` go into every step it starts (the job's `timeout_seconds`).
+    pub fn new(
+        store: EventStore,
+        js: jetstream::Context,
+        subjects: Subjects,
+        timeouts: StepTimeouts,
+    ) -> Self {
         Self {
             store,
             js,
             subjects,
+            timeouts,
         }
     }
 
@@ -215,7 +225,10 @@ impl ProcessManager {
             causation_id: envelope.message_id(),
             recorded_at: now(),
         };
-        let command = Command::StartPendingOperation { operation_id };
+        let command = Command::StartPendingOperation {
+            operation_id,
+            timeouts: self.timeouts,
+        };
         self.execute(&envelope.environment_id, command, &metadata)
             .await
     }

@@ -56,16 +56,11 @@ pub enum RelayError {
     },
 }
 
-/// Test-only fault injection: while set, the relay holds committed events instead of
-/// publishing them, so a test can kill the process between commit and publish.
-pub const HOLD_ENV: &str = "PROVISIONER_FAULT_RELAY_HOLD";
-
 pub struct Relay {
     pool: PgPool,
     js: jetstream::Context,
     subjects: Subjects,
     wake: Arc<Notify>,
-    hold: bool,
 }
 
 impl Relay {
@@ -75,23 +70,16 @@ impl Relay {
         subjects: Subjects,
         wake: Arc<Notify>,
     ) -> Self {
-        let hold = std::env::var(HOLD_ENV).is_ok_and(|v| v == "1");
         Self {
             pool,
             js,
             subjects,
             wake,
-            hold,
         }
     }
 
     /// Runs until `shutdown`: waits to become the active relay, then drains the outbox.
     pub async fn run(self, shutdown: CancellationToken) {
-        if self.hold {
-            tracing::warn!("relay is holding events ({HOLD_ENV}=1): nothing will be published");
-            shutdown.cancelled().await;
-            return;
-        }
         while !shutdown.is_cancelled() {
             match self.lead(&shutdown).await {
                 Ok(()) => {}

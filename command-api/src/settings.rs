@@ -1,5 +1,6 @@
 //! Settings for the API side, in one typed place, read from the environment.
 
+use domain::aggregate::StepTimeouts;
 use domain::spec::Provider;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -36,6 +37,9 @@ pub struct Settings {
     pub enabled_providers: Vec<Provider>,
     /// `PROVISIONER_SSE_KEEPALIVE_MS`
     pub sse_keep_alive: Duration,
+    /// `PROVISIONER_INFRA_TIMEOUT_SECS`, `PROVISIONER_BOOTSTRAP_TIMEOUT_SECS`,
+    /// `PROVISIONER_DESTROY_TIMEOUT_SECS`: how long a step may run before it fails as timed out.
+    pub step_timeouts: StepTimeouts,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -115,6 +119,7 @@ impl std::fmt::Debug for Settings {
             .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
             .field("enabled_providers", &self.enabled_providers)
             .field("sse_keep_alive", &self.sse_keep_alive)
+            .field("step_timeouts", &self.step_timeouts)
             .finish()
     }
 }
@@ -138,7 +143,36 @@ impl Settings {
                 &var("PROVISIONER_PROVIDERS").unwrap_or_else(|| "sandbox".into()),
             )?,
             sse_keep_alive: Duration::from_millis(parsed("PROVISIONER_SSE_KEEPALIVE_MS", 15_000)?),
+            step_timeouts: StepTimeouts {
+                infra: timeout(
+                    "PROVISIONER_INFRA_TIMEOUT_SECS",
+                    StepTimeouts::DEFAULT.infra,
+                )?,
+                bootstrap: timeout(
+                    "PROVISIONER_BOOTSTRAP_TIMEOUT_SECS",
+                    StepTimeouts::DEFAULT.bootstrap,
+                )?,
+                destroy: timeout(
+                    "PROVISIONER_DESTROY_TIMEOUT_SECS",
+                    StepTimeouts::DEFAULT.destroy,
+                )?,
+            },
         })
+    }
+}
+
+/// A step timeout in whole seconds: at least 1, at most 7 days.
+fn timeout(name: &'static str, default: Duration) -> Result<Duration, SettingsError> {
+    const MAX_SECONDS: u64 = 7 * 24 * 3600;
+    let seconds: u64 = parsed(name, default.as_secs())?;
+    if (1..=MAX_SECONDS).contains(&seconds) {
+        Ok(Duration::from_secs(seconds))
+    } else {
+        Err(invalid(
+            name,
+            &seconds.to_string(),
+            format!("use 1 to {MAX_SECONDS} seconds"),
+        ))
     }
 }
 
@@ -157,6 +191,7 @@ mod tests {
             admin_token: Some("pvt_secret".into()),
             enabled_providers: vec![Provider::Sandbox],
             sse_keep_alive: Duration::from_secs(15),
+            step_timeouts: StepTimeouts::DEFAULT,
         };
         let debug = format!("{settings:?}");
         assert!(!debug.contains("hunter2"), "{debug}");

@@ -7,9 +7,21 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 use tokio_util::sync::CancellationToken;
 
+/// Whether jobs of one environment wait for each other in this process.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Exclusion {
+    /// Never two steps of one environment at once (what an executor always runs with).
+    #[default]
+    PerEnvironment,
+    /// No waiting at all: a test seam, so a test can show that the overlap check sees two
+    /// steps of one environment running at once. Never chosen by the `provisioner` binary.
+    Disabled,
+}
+
 /// One async mutex per environment id, created on first use and dropped when unused.
 #[derive(Debug, Default)]
 pub struct EnvironmentLocks {
+    exclusion: Exclusion,
     locks: Mutex<HashMap<String, Arc<AsyncMutex<()>>>>,
 }
 
@@ -22,8 +34,23 @@ pub struct EnvironmentGuard<'a> {
 }
 
 impl EnvironmentLocks {
-    /// Waits until no other job of `environment_id` runs in this process.
+    pub fn new(exclusion: Exclusion) -> Self {
+        Self {
+            exclusion,
+            locks: Mutex::default(),
+        }
+    }
+
+    /// Waits until no other job of `environment_id` runs in this process (returns at once
+    /// with [`Exclusion::Disabled`]).
     pub async fn lock(&self, environment_id: &str) -> EnvironmentGuard<'_> {
+        if self.exclusion == Exclusion::Disabled {
+            return EnvironmentGuard {
+                owner: self,
+                key: environment_id.to_owned(),
+                guard: None,
+            };
+        }
         let mutex = {
             let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
             Arc::clone(locks.entry(environment_id.to_owned()).or_default())
@@ -156,6 +183,15 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(locks.is_empty(), "unused locks are forgotten");
+    }
+
+    #[tokio::test]
+    async fn with_exclusion_disabled_jobs_of_one_environment_do_not_wait() {
+        let locks = EnvironmentLocks::new(Exclusion::Disabled);
+        let _first = locks.lock("env_a").await;
+        let second = tokio::time::timeout(Duration::from_millis(100), locks.lock("env_a")).await;
+        assert!(second.is_ok());
+        assert!(locks.is_empty());
     }
 
     #[tokio::test]

@@ -23,6 +23,8 @@ use crate::settings::ExecutorSettings;
 
 /// The event types that carry a job.
 pub const JOB_EVENTS: [&str; 3] = ["InfraApplyStarted", "BootstrapStarted", "DestroyStarted"];
+/// The event types that end an operation without its result: its job must stop (or not start).
+pub const ENDED_EARLY_EVENTS: [&str; 2] = ["OperationCancelled", "OperationTimedOut"];
 
 /// How long a nak'd job waits before it is delivered again.
 const RETRY_DELAY: Duration = Duration::from_secs(5);
@@ -208,8 +210,8 @@ async fn run_step(
     }
 }
 
-/// Why the job must not run, if it must not: its operation was cancelled, or a newer step of
-/// the environment has started since (a stale redelivery).
+/// Why the job must not run, if it must not: its operation was cancelled or timed out, or a
+/// newer step of the environment has started since (a stale redelivery).
 async fn obsolete(
     runtime: &Runtime,
     environment_id: &domain::EnvironmentId,
@@ -217,15 +219,23 @@ async fn obsolete(
     stream_sequence: u64,
 ) -> Option<&'static str> {
     let env = environment_id.as_str();
-    let cancelled = runtime.subjects.event(env, "OperationCancelled");
-    if let Some((_, envelope)) = last_event(runtime, &cancelled).await
-        && let Ok(Event::OperationCancelled {
-            operation_id: cancelled,
-            ..
-        }) = envelope.event()
-        && &cancelled == operation_id
-    {
-        return Some("the operation was cancelled");
+    for event_type in ENDED_EARLY_EVENTS {
+        let subject = runtime.subjects.event(env, event_type);
+        if let Some((_, envelope)) = last_event(runtime, &subject).await
+            && let Ok(
+                Event::OperationCancelled {
+                    operation_id: ended,
+                    ..
+                }
+                | Event::OperationTimedOut {
+                    operation_id: ended,
+                    ..
+                },
+            ) = envelope.event()
+            && &ended == operation_id
+        {
+            return Some("the operation was cancelled or timed out");
+        }
     }
     for event_type in JOB_EVENTS {
         let subject = runtime.subjects.event(env, event_type);

@@ -18,8 +18,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::driver::Drivers;
+pub use crate::inflight::Exclusion;
 use crate::inflight::{EnvironmentLocks, RunningOperations};
-use crate::job::{self, JOB_EVENTS, Runtime};
+use crate::job::{self, ENDED_EARLY_EVENTS, JOB_EVENTS, Runtime};
 use crate::settings::ExecutorSettings;
 
 /// The durable consumer's name, shared by all executor replicas.
@@ -40,7 +41,7 @@ const PULL_RETRY: Duration = Duration::from_secs(1);
 /// the stand-ins for `sandbox`).
 pub async fn run(settings: ExecutorSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let drivers = Drivers::from_settings(&settings);
-    run_with_drivers(settings, drivers, shutdown).await
+    run_with_drivers(settings, drivers, Exclusion::PerEnvironment, shutdown).await
 }
 
 /// Runs the executor with the given drivers until `shutdown` fires.
@@ -48,9 +49,13 @@ pub async fn run(settings: ExecutorSettings, shutdown: CancellationToken) -> any
 /// On shutdown it stops pulling, lets in-flight jobs finish for up to
 /// `settings.shutdown_grace`, then interrupts what remains and hands those jobs back (nak) so
 /// another executor resumes them from Terraform state.
+///
+/// `exclusion` is [`Exclusion::PerEnvironment`] everywhere but in the test that shows the
+/// overlap check can fail.
 pub async fn run_with_drivers(
     settings: ExecutorSettings,
     drivers: Drivers,
+    exclusion: Exclusion,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let client = async_nats::connect(&settings.nats_url)
@@ -74,9 +79,14 @@ pub async fn run_with_drivers(
         .await
         .context("failed to create the executor consumer")?;
     let cancellations = client
-        .subscribe(subjects.event_type("OperationCancelled"))
+        .subscribe(subjects.event_type(ENDED_EARLY_EVENTS[0]))
         .await
         .context("failed to subscribe to cancellations")?;
+    let time_outs = client
+        .subscribe(subjects.event_type(ENDED_EARLY_EVENTS[1]))
+        .await
+        .context("failed to subscribe to time-outs")?;
+    let cancellations = futures::stream::select(cancellations, time_outs);
 
     let runtime = Arc::new(Runtime {
         subjects,
@@ -84,7 +94,7 @@ pub async fn run_with_drivers(
         events,
         drivers,
         running: RunningOperations::default(),
-        environments: EnvironmentLocks::default(),
+        environments: EnvironmentLocks::new(exclusion),
         settings,
     });
     let listener_stop = CancellationToken::new();
@@ -242,10 +252,11 @@ async fn drain(mut jobs: JoinSet<()>, settings: &ExecutorSettings, hand_back: &C
     }
 }
 
-/// Cancels running operations as their `OperationCancelled` events arrive.
+/// Cancels running operations as their `OperationCancelled` and `OperationTimedOut` events
+/// arrive: the command side no longer waits for their results, so their tools are stopped.
 async fn listen_for_cancellations(
     runtime: Arc<Runtime>,
-    mut cancellations: async_nats::Subscriber,
+    mut cancellations: impl futures::Stream<Item = async_nats::Message> + Unpin,
     stop: CancellationToken,
 ) {
     loop {
@@ -259,7 +270,10 @@ async fn listen_for_cancellations(
         let event = serde_json::from_slice::<EventEnvelope>(&message.payload)
             .ok()
             .and_then(|envelope| envelope.event().ok());
-        if let Some(Event::OperationCancelled { operation_id, .. }) = event
+        if let Some(
+            Event::OperationCancelled { operation_id, .. }
+            | Event::OperationTimedOut { operation_id, .. },
+        ) = event
             && runtime.running.cancel(operation_id.as_str())
         {
             tracing::info!(op_id = %operation_id, "cancelling the running operation");

@@ -15,8 +15,11 @@ use domain::aggregate::{EVENT_VERSION, OperationOutcome};
 use domain::spec::{Simulation, Step};
 use domain::wire::{EventEnvelope, EventMetadata, LogLine, OperationResult, Subjects};
 use domain::{EnvironmentId, Event, OperationId};
+use executors::driver::Drivers;
 use executors::runner;
+use executors::runner::Exclusion;
 use executors::settings::ExecutorSettings;
+use executors::standin::overlap::{self, OverlapKind};
 use futures::StreamExt;
 use support::{LOCK_FILE, job, sandbox_tools};
 use tokio_util::sync::CancellationToken;
@@ -85,6 +88,13 @@ impl Harness {
 
     /// Starts a server and an executor whose settings `adjust` may change.
     async fn start_with(adjust: impl Fn(&mut ExecutorSettings)) -> Self {
+        Self::start_with_exclusion(adjust, Exclusion::PerEnvironment).await
+    }
+
+    async fn start_with_exclusion(
+        adjust: impl Fn(&mut ExecutorSettings),
+        exclusion: Exclusion,
+    ) -> Self {
         init_tracing();
         let server = LocalNats::start().await.expect("nats-server >= 2.10");
         let client = async_nats::connect(server.url()).await.unwrap();
@@ -95,7 +105,7 @@ impl Harness {
         let mut settings = test_settings(&server.url(), &subjects, data_dir.path());
         adjust(&mut settings);
         Harness {
-            executor: Executor::spawn(settings),
+            executor: Executor::spawn_with(settings, exclusion),
             server,
             subjects,
             jetstream,
@@ -241,6 +251,17 @@ impl Harness {
         self.publish(env, sequence, event).await;
     }
 
+    /// Publishes that `op` passed its deadline (at `sequence`), as the deadline sweep causes it.
+    async fn time_out(&self, env: &EnvironmentId, sequence: u64, op: &OperationId) {
+        let event = Event::OperationTimedOut {
+            operation_id: op.clone(),
+            phase: Step::Infra,
+            timeout_seconds: Some(1),
+            error: "timed out".into(),
+        };
+        self.publish(env, sequence, event).await;
+    }
+
     async fn stop(self) {
         self.executor.stop().await;
     }
@@ -248,8 +269,18 @@ impl Harness {
 
 impl Executor {
     fn spawn(settings: ExecutorSettings) -> Self {
+        Self::spawn_with(settings, Exclusion::PerEnvironment)
+    }
+
+    fn spawn_with(settings: ExecutorSettings, exclusion: Exclusion) -> Self {
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(runner::run(settings, shutdown.clone()));
+        let drivers = Drivers::from_settings(&settings);
+        let task = tokio::spawn(runner::run_with_drivers(
+            settings,
+            drivers,
+            exclusion,
+            shutdown.clone(),
+        ));
         Executor { shutdown, task }
     }
 }
@@ -376,6 +407,17 @@ async fn infra_job_that_fails_reports_the_standins_message() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cancelling_a_running_apply_stops_the_standin_and_reports_nothing() {
+    ending_a_running_apply_early_stops_the_standin_and_reports_nothing(Harness::cancel).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_apply_that_timed_out_stops_its_standin_and_reports_nothing() {
+    ending_a_running_apply_early_stops_the_standin_and_reports_nothing(Harness::time_out).await;
+}
+
+async fn ending_a_running_apply_early_stops_the_standin_and_reports_nothing(
+    end: impl AsyncFnOnce(&Harness, &EnvironmentId, u64, &OperationId),
+) {
     let harness = Harness::start().await;
     let env = EnvironmentId::generate();
     let op = OperationId::generate();
@@ -397,7 +439,7 @@ async fn cancelling_a_running_apply_stops_the_standin_and_reports_nothing() {
     assert!(pid_alive(pid));
 
     let cancelled_at = Instant::now();
-    harness.cancel(&env, 3, &op).await;
+    end(&harness, &env, 3, &op).await;
     eventually(
         "the stand-in still runs (or its lock remains) 4s after the cancellation",
         cancelled_at + Duration::from_secs(4),
@@ -415,11 +457,22 @@ async fn cancelling_a_running_apply_stops_the_standin_and_reports_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_whose_operation_was_already_cancelled_is_skipped() {
+    a_job_whose_operation_already_ended_is_skipped(Harness::cancel).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_whose_operation_already_timed_out_is_skipped() {
+    a_job_whose_operation_already_ended_is_skipped(Harness::time_out).await;
+}
+
+async fn a_job_whose_operation_already_ended_is_skipped(
+    end: impl AsyncFnOnce(&Harness, &EnvironmentId, u64, &OperationId),
+) {
     let harness = Harness::start().await;
     let env = EnvironmentId::generate();
     let op = OperationId::generate();
-    // Published in this order by the relay when the job is redelivered after a cancellation.
-    harness.cancel(&env, 3, &op).await;
+    // Published in this order by the relay when the job is redelivered after it ended.
+    end(&harness, &env, 3, &op).await;
     harness.start_infra(&env, &op, None).await;
 
     harness.wait_until_jobs_settled().await;
@@ -484,10 +537,12 @@ async fn infra_then_bootstrap_then_destroy_run_in_order_in_one_workdir() {
         serde_json::from_str(&std::fs::read_to_string(workdir.join("terraform.tfstate")).unwrap())
             .unwrap();
     assert_eq!(state["resources"], serde_json::json!([]));
+    let found = overlap::overlaps(&workdir).unwrap();
     assert!(
-        !workdir.join(".standin/overlaps.jsonl").exists(),
-        "no two steps ran in the workdir at once"
+        found.is_empty(),
+        "two steps ran in the workdir at once: {found:?}"
     );
+    assert!(overlap::runs(&workdir).unwrap().len() >= 3);
     harness.wait_until_jobs_settled().await;
     harness.stop().await;
 }
@@ -537,5 +592,64 @@ async fn shutdown_hands_back_a_job_that_outlasts_the_grace_and_another_executor_
     let result = harness.wait_for_result(&env, &op).await;
     assert!(succeeded(&result).contains_key("cluster_name"));
     harness.wait_until_jobs_settled().await;
+    harness.stop().await;
+}
+
+/// Publishes a second infra apply of `env` while a slow first one runs, and returns the runs
+/// recorded in the workdir once both have reported.
+async fn two_applies_of_one_environment(harness: &Harness) -> Vec<overlap::RunRecord> {
+    let env = EnvironmentId::generate();
+    let (first, second) = (OperationId::generate(), OperationId::generate());
+    harness.start_infra(&env, &first, slow_apply(1.5)).await;
+    let lock_path = harness.workdir(&env).join(LOCK_FILE);
+    eventually(
+        "the first apply never took the lock",
+        Instant::now() + Duration::from_secs(15),
+        Duration::from_millis(20),
+        async || lock_path.exists().then_some(()),
+    )
+    .await;
+    // As a redelivered or duplicated job would arrive: a second step of the same environment.
+    let event = Event::InfraApplyStarted {
+        operation_id: second.clone(),
+        job: job(&env, Step::Infra, slow_apply(0.2)),
+    };
+    harness.publish(&env, 3, event).await;
+    harness.wait_for_result(&env, &second).await;
+    harness.wait_until_jobs_settled().await;
+    let runs = overlap::runs(&harness.workdir(&env)).unwrap();
+    assert_eq!(
+        runs.iter()
+            .filter(|r| r.started.operation == "apply")
+            .count(),
+        2,
+        "both applies ran: {runs:?}"
+    );
+    runs
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_steps_of_one_environment_run_one_after_the_other_and_the_check_finds_no_overlap() {
+    let harness = Harness::start().await;
+    let runs = two_applies_of_one_environment(&harness).await;
+    let found = overlap::find_overlaps(&runs);
+    assert!(found.is_empty(), "{found:?}");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_the_per_environment_exclusion_the_overlap_check_sees_two_applies_at_once() {
+    let harness = Harness::start_with_exclusion(|_| {}, Exclusion::Disabled).await;
+    let runs = two_applies_of_one_environment(&harness).await;
+    let found = overlap::find_overlaps(&runs);
+    // The state lock still kept their changes apart; the executor ran both at once.
+    assert!(
+        found.iter().any(|o| o.kind == OverlapKind::SameParent),
+        "the check missed the overlap: {runs:?}"
+    );
+    assert!(
+        found.iter().all(|o| o.kind != OverlapKind::Section),
+        "{found:?}"
+    );
     harness.stop().await;
 }

@@ -5,6 +5,7 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use executors::standin::overlap::{self, Outcome, OverlapKind};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use support::*;
@@ -186,15 +187,15 @@ fn a_bootstrap_failure_with_fail_times_one_fails_once_then_succeeds() {
         read_json(&dir.path().join(".standin/faults.json")),
         json!({"bootstrap": 1})
     );
-    let runs: Vec<(Value, Value)> = json_lines(&dir.path().join(".standin/runs.jsonl"))
+    let runs: Vec<(String, Outcome)> = finished_runs(dir.path())
         .into_iter()
-        .map(|run| (run["operation"].clone(), run["outcome"].clone()))
+        .map(|run| (run.started.operation, run.outcome))
         .collect();
     assert_eq!(
         runs,
         [
-            (json!("helm-upgrade:beta9"), json!("failed")),
-            (json!("helm-upgrade:beta9"), json!("succeeded")),
+            ("helm-upgrade:beta9".to_owned(), Outcome::Failed),
+            ("helm-upgrade:beta9".to_owned(), Outcome::Succeeded),
         ]
     );
 }
@@ -206,8 +207,8 @@ fn sigterm_during_a_slow_beta9_install_exits_1_quickly_and_marks_it_failed() {
         &mut helm(dir.path()),
         &["upgrade", "--install", "beta9", "beta9/beta9", "--wait"],
     );
-    wait_for("the install to register", Duration::from_secs(5), || {
-        dir.path().join(".standin/active.json").exists()
+    wait_for("the install to start", Duration::from_secs(5), || {
+        a_run_started(dir.path())
     });
     let signalled = Instant::now();
     send_signal(&child, Signal::SIGTERM);
@@ -217,8 +218,7 @@ fn sigterm_during_a_slow_beta9_install_exits_1_quickly_and_marks_it_failed() {
     let status = run(&mut helm(dir.path()), &["status", "beta9", "-o", "json"]);
     let status: Value = serde_json::from_str(&status.stdout).unwrap();
     assert_eq!(status["info"]["status"], "failed");
-    let runs = json_lines(&dir.path().join(".standin/runs.jsonl"));
-    assert_eq!(runs[0]["outcome"], "interrupted");
+    assert_eq!(finished_runs(dir.path())[0].outcome, Outcome::Interrupted);
 }
 
 #[test]
@@ -230,8 +230,8 @@ fn a_helm_install_during_a_terraform_apply_in_the_same_workdir_is_recorded_as_an
     );
     assert_eq!(run(&mut terraform(dir.path()), &["init"]).code, Some(0));
     let mut apply = spawn(&mut terraform(dir.path()), &["apply", "-auto-approve"]);
-    wait_for("the apply to register", Duration::from_secs(5), || {
-        dir.path().join(".standin/active.json").exists()
+    wait_for("the apply to take the lock", Duration::from_secs(5), || {
+        dir.path().join(LOCK_FILE).exists()
     });
     let installed = run(
         &mut helm(dir.path()),
@@ -239,8 +239,13 @@ fn a_helm_install_during_a_terraform_apply_in_the_same_workdir_is_recorded_as_an
     );
     assert_eq!(installed.code, Some(0), "{installed:?}");
     assert!(wait_exit(&mut apply, Duration::from_secs(10)).success());
-    let overlaps = json_lines(&dir.path().join(".standin/overlaps.jsonl"));
-    assert_eq!(overlaps.len(), 1, "{overlaps:?}");
-    assert_eq!(overlaps[0]["run"]["operation"], "helm-upgrade:other");
-    assert_eq!(overlaps[0]["already_active"][0]["operation"], "apply");
+    let found = overlap::overlaps(dir.path()).unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].kind, OverlapKind::Section, "{found:?}");
+    let operations = [
+        found[0].first.started.operation.as_str(),
+        found[0].second.started.operation.as_str(),
+    ];
+    assert!(operations.contains(&"apply"), "{found:?}");
+    assert!(operations.contains(&"helm-upgrade:other"), "{found:?}");
 }

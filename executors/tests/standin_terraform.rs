@@ -5,6 +5,7 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use executors::standin::overlap::{self, Outcome, OverlapKind};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use support::*;
@@ -185,11 +186,11 @@ fn an_infra_failure_with_fail_times_one_fails_once_then_succeeds() {
 
     let retried = apply_with(dir.path(), &[]);
     assert_eq!(retried.code, Some(0), "{retried:?}");
-    let outcomes: Vec<Value> = json_lines(&dir.path().join(".standin/runs.jsonl"))
+    let outcomes: Vec<Outcome> = finished_runs(dir.path())
         .into_iter()
-        .map(|run| run["outcome"].clone())
+        .map(|run| run.outcome)
         .collect();
-    assert_eq!(outcomes, [json!("failed"), json!("succeeded")]);
+    assert_eq!(outcomes, [Outcome::Failed, Outcome::Succeeded]);
 }
 
 #[test]
@@ -313,8 +314,8 @@ fn sigterm_during_a_slow_apply_exits_1_within_a_second_and_releases_the_lock() {
 fn interrupting_a_slow_apply_stops_it(signal: Signal) {
     let dir = workdir(json!({"apply_seconds": 10}));
     let mut child = spawn(&mut terraform(dir.path()), APPLY);
-    wait_for("the apply to register", Duration::from_secs(5), || {
-        dir.path().join(".standin/active.json").exists()
+    wait_for("the apply to start", Duration::from_secs(5), || {
+        a_run_started(dir.path())
     });
     std::thread::sleep(Duration::from_millis(200));
     let signalled = Instant::now();
@@ -327,13 +328,10 @@ fn interrupting_a_slow_apply_stops_it(signal: Signal) {
     );
     assert_eq!(status.code(), Some(1));
     assert!(!dir.path().join(LOCK_FILE).exists(), "the lock is released");
-    let runs = json_lines(&dir.path().join(".standin/runs.jsonl"));
-    assert_eq!(runs.len(), 1);
-    assert_eq!(runs[0]["outcome"], "interrupted");
-    assert_eq!(
-        read_json(&dir.path().join(".standin/active.json")),
-        json!([])
-    );
+    let log = overlap::read(dir.path()).unwrap();
+    assert_eq!(log.finished.len(), 1);
+    assert_eq!(log.finished[0].outcome, Outcome::Interrupted);
+    assert!(log.unfinished().is_empty(), "the run recorded its end");
     // The next apply resumes from the state the interrupted one left.
     write_json(
         &dir.path().join("simulate.json"),
@@ -344,7 +342,7 @@ fn interrupting_a_slow_apply_stops_it(signal: Signal) {
 }
 
 #[test]
-fn concurrent_applies_with_a_lock_timeout_take_turns_and_never_overlap() {
+fn concurrent_applies_with_a_lock_timeout_take_turns_on_the_lock() {
     let dir = workdir(json!({"apply_seconds": 0.4}));
     let mut children: Vec<_> = (0..3)
         .map(|_| {
@@ -357,19 +355,26 @@ fn concurrent_applies_with_a_lock_timeout_take_turns_and_never_overlap() {
     for child in &mut children {
         assert!(wait_exit(child, Duration::from_secs(20)).success());
     }
-    assert!(
-        !dir.path().join(".standin/overlaps.jsonl").exists(),
-        "no overlap recorded"
-    );
-    let mut runs = json_lines(&dir.path().join(".standin/runs.jsonl"));
+    let mut runs = finished_runs(dir.path());
     assert_eq!(runs.len(), 3);
-    runs.sort_by_key(|run| run["started_at"].as_str().unwrap().to_owned());
+    // The state lock kept their changes apart...
+    runs.sort_by_key(|run| run.section_started_at);
     for pair in runs.windows(2) {
         assert!(
-            pair[0]["finished_at"].as_str() <= pair[1]["started_at"].as_str(),
-            "runs overlap in time: {pair:?}"
+            pair[0].section_ended_at <= pair[1].section_started_at,
+            "sections overlap in time: {pair:?}"
         );
     }
+    let found = overlap::find_overlaps(&runs);
+    assert!(
+        found.iter().all(|o| o.kind != OverlapKind::Section),
+        "{found:?}"
+    );
+    // ...but one parent (this test) ran them at once, with no exclusion of its own: seen.
+    assert!(
+        found.iter().any(|o| o.kind == OverlapKind::SameParent),
+        "the runs waited for each other's lock: {runs:?}"
+    );
 }
 
 #[test]
@@ -377,11 +382,11 @@ fn deleting_the_lock_under_a_running_apply_lets_a_second_in_and_the_overlap_is_r
     let dir = workdir(json!({"apply_seconds": 1.0}));
     let mut first = spawn(&mut terraform(dir.path()), APPLY);
     wait_for(
-        "the first apply to register",
+        "the first apply to take the lock",
         Duration::from_secs(5),
         || {
-            std::fs::read_to_string(dir.path().join(".standin/active.json"))
-                .is_ok_and(|text| text.contains(&first.id().to_string()))
+            std::fs::read_to_string(dir.path().join(LOCK_FILE))
+                .is_ok_and(|text| text.contains(&format!("\"Pid\":{}", first.id())))
         },
     );
     std::fs::remove_file(dir.path().join(LOCK_FILE)).unwrap();
@@ -390,14 +395,11 @@ fn deleting_the_lock_under_a_running_apply_lets_a_second_in_and_the_overlap_is_r
     assert_eq!(second.code, Some(0), "{second:?}");
     assert!(wait_exit(&mut first, Duration::from_secs(10)).success());
 
-    let overlaps = json_lines(&dir.path().join(".standin/overlaps.jsonl"));
-    assert_eq!(overlaps.len(), 1, "{overlaps:?}");
-    assert_eq!(
-        overlaps[0]["already_active"][0]["pid"],
-        json!(first.id()),
-        "{overlaps:?}"
-    );
-    assert_eq!(overlaps[0]["run"]["operation"], "apply");
+    let found = overlap::overlaps(dir.path()).unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].kind, OverlapKind::Section, "{found:?}");
+    let pids = [found[0].first.started.pid, found[0].second.started.pid];
+    assert!(pids.contains(&(first.id() as i32)), "{found:?}");
 }
 
 #[test]

@@ -156,6 +156,12 @@ pub fn apply(
             operation_id,
             error,
         } => view.fail(operation_id.as_str(), Step::Destroy, error),
+        Event::OperationTimedOut {
+            operation_id,
+            phase,
+            error,
+            ..
+        } => view.fail(operation_id.as_str(), *phase, error),
         Event::RetryRequested { phase } => {
             view.error = None;
             view.set_status(match phase {

@@ -139,13 +139,22 @@ fn each_failure_is_failed_with_its_phase_message_and_operation() {
             "bootstrap",
             2,
         ),
+        (
+            History::ready("alpha")
+                .destroy_requested()
+                .destroy_started(3)
+                .timed_out(3, Step::Destroy),
+            "destroy",
+            3,
+        ),
     ];
     for (history, phase, n) in cases {
         let view = fold(&history);
         let Some(
             Event::InfraApplyFailed { error, .. }
             | Event::BootstrapFailed { error, .. }
-            | Event::DestroyFailed { error, .. },
+            | Event::DestroyFailed { error, .. }
+            | Event::OperationTimedOut { error, .. },
         ) = history.events.last()
         else {
             panic!("last event is a failure")
@@ -397,6 +406,17 @@ fn the_view_agrees_with_the_aggregate_over_whole_lifecycles() {
             .destroy_requested()
             .destroy_started(1)
             .destroyed(1),
+        History::requested("alpha")
+            .infra_started(1)
+            .timed_out(1, Step::Infra)
+            .retry(Step::Infra)
+            .infra_started(2)
+            .infra_applied(2, &[("vpc_id", "vpc-2")])
+            .bootstrap_started(3)
+            .timed_out(3, Step::Bootstrap)
+            .retry(Step::Bootstrap)
+            .bootstrap_started(4)
+            .bootstrap_completed(4, &[("api_url", "u")]),
     ];
     for history in &lifecycles {
         assert_agrees_with_the_aggregate(history);
@@ -458,7 +478,7 @@ fn the_view_agrees_with_the_aggregate_for_every_short_sequence() {
     // Every sequence of up to four events after EnvironmentRequested, valid or not: both folds
     // are total, so they must agree whatever the order.
     let base = History::requested("alpha");
-    let alphabet: [Step1; 14] = [
+    let alphabet: [Step1; 15] = [
         |h| h.infra_started(1),
         |h| h.infra_applied(1, &[("a", "1")]),
         |h| h.infra_failed(1, "boom"),
@@ -473,10 +493,11 @@ fn the_view_agrees_with_the_aggregate_for_every_short_sequence() {
         |h| h.destroy_started(3),
         |h| h.destroyed(3),
         |h| h.destroy_failed(3, "boom"),
+        |h| h.timed_out(1, Step::Infra),
     ];
     let view = fold(&base);
     let mut aggregate = Environment::default();
     aggregate.apply(&base.events[0]);
     let checked = explore(&base, &view, &aggregate, &alphabet, 4);
-    assert_eq!(checked, 14 + 14 * 14 + 14 * 14 * 14 + 14 * 14 * 14 * 14);
+    assert_eq!(checked, 15 + 15 * 15 + 15 * 15 * 15 + 15 * 15 * 15 * 15);
 }

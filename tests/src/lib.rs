@@ -6,12 +6,15 @@
 //! Set `TEST_LOG=1` to see the processes' logs.
 
 pub mod dev;
+pub mod invariants;
 mod processes;
 pub mod procfs;
 mod stack;
+mod traffic;
 
 pub use processes::{ProviderProcess, binary_dir};
 pub use stack::{Stack, StackOptions};
+pub use traffic::Traffic;
 
 /// A sandbox MetaConfig with the given name and `simulate` block (YAML lines, already indented
 /// by four spaces, or empty).

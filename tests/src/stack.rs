@@ -1,9 +1,11 @@
 //! A whole provisioner deployment for one test.
 
+use crate::invariants;
 use crate::processes::ProviderProcess;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use command_api::local_nats::{LocalNats, free_port};
 use domain::wire::{EventEnvelope, Subjects};
+use executors::standin::overlap;
 use futures::StreamExt;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::Value;
@@ -39,6 +41,8 @@ impl Default for StackOptions {
 pub struct Stack {
     pub api: ProviderProcess,
     pub executor: Option<ProviderProcess>,
+    /// The executor's environment, for [`Stack::start_executor`].
+    executor_env: BTreeMap<String, String>,
     pub nats: LocalNats,
     pub pool: PgPool,
     pub subjects: Subjects,
@@ -98,13 +102,14 @@ impl Stack {
         let api = ProviderProcess::spawn("serve", api_env);
         let executor = options
             .executor
-            .then(|| ProviderProcess::spawn("executor", executor_env));
+            .then(|| ProviderProcess::spawn("executor", executor_env.clone()));
         let pool = PgPool::connect(&database_url)
             .await
             .expect("connect test db");
         let stack = Self {
             api,
             executor,
+            executor_env,
             nats,
             pool,
             subjects: Subjects::new(prefix),
@@ -298,15 +303,62 @@ impl Stack {
         events
     }
 
-    /// Fails the test if the sandbox recorded two mutating terraform/helm runs of one
-    /// environment at once.
+    /// Fails the test unless every event committed now is on the events stream exactly once,
+    /// as committed, in order per environment ([`invariants::committed_events_published_once`]);
+    /// waits up to 30 s for the relay to publish what is pending.
+    pub async fn assert_committed_events_published_once(&self) -> invariants::Checked {
+        invariants::committed_events_published_once(
+            &self.pool,
+            &self.nats.url(),
+            &self.subjects,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap_or_else(|violations| {
+            panic!(
+                "the events stream does not match the events table:\n{}",
+                violations
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        })
+    }
+
+    /// Fails the test if the stand-ins' run intervals show two mutating terraform/helm runs of
+    /// one environment changing state at once, or one executor running two at once (see
+    /// `executors::standin::overlap`). Also fails when no run was recorded at all, so the check
+    /// cannot pass by looking at the wrong place.
     pub fn assert_no_overlap(&self, id: &str) {
-        let overlaps = self.workdir(id).join(".standin/overlaps.jsonl");
+        let log = overlap::read(&self.workdir(id)).expect("readable runs.jsonl");
         assert!(
-            !overlaps.exists(),
-            "two terraform/helm runs overlapped: {}",
-            std::fs::read_to_string(&overlaps).unwrap_or_default()
+            !log.finished.is_empty(),
+            "no terraform/helm run recorded for {id}"
         );
+        let found = log.overlaps();
+        assert!(
+            found.is_empty(),
+            "terraform/helm runs overlapped:\n{}",
+            found
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+
+    /// Waits (bounded) until a mutating terraform/helm run of the environment has started.
+    pub async fn wait_for_run_start(&self, id: &str) {
+        let workdir = self.workdir(id);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !overlap::read(&workdir).is_ok_and(|log| !log.started.is_empty()) {
+            assert!(
+                Instant::now() < deadline,
+                "no terraform/helm run of {id} started"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The executor's working directory for one environment.
@@ -315,7 +367,18 @@ impl Stack {
     }
 
     pub async fn restart_api(&mut self, extra: &[(&str, &str)], remove: &[&str]) {
+        self.kill9_api().await;
+        self.respawn_api(extra, remove).await;
+    }
+
+    /// Kills the API process (SIGKILL); [`Self::respawn_api`] brings it back.
+    pub async fn kill9_api(&mut self) {
         self.api.kill9().await;
+    }
+
+    /// Starts the API process again with its settings plus `extra`/minus `remove`, and waits
+    /// until it is ready.
+    pub async fn respawn_api(&mut self, extra: &[(&str, &str)], remove: &[&str]) {
         self.api = self.api.respawn(extra, remove);
         self.wait_ready().await;
     }
@@ -347,9 +410,12 @@ impl Stack {
         self.retired_nats.push(old);
     }
 
+    /// Starts a (new) executor process, whether or not the stack started with one.
     pub fn restart_executor(&mut self) {
-        let executor = self.executor.as_ref().expect("stack has an executor");
-        self.executor = Some(executor.respawn(&[], &[]));
+        self.executor = Some(ProviderProcess::spawn(
+            "executor",
+            self.executor_env.clone(),
+        ));
     }
 }
 

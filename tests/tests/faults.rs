@@ -4,7 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::time::Duration;
-use system_tests::{Stack, count, sandbox_yaml};
+use system_tests::{Stack, StackOptions, count, sandbox_yaml};
 
 const WITHIN: Duration = Duration::from_secs(60);
 
@@ -81,4 +81,100 @@ async fn delete_during_an_apply_cancels_it_then_destroys_without_overlap() {
         ]
     );
     stack.assert_no_overlap(&id);
+}
+
+/// Every step's timeout set to `seconds`.
+fn step_timeouts(seconds: &str) -> Vec<(String, String)> {
+    ["INFRA", "BOOTSTRAP", "DESTROY"]
+        .map(|step| {
+            (
+                format!("PROVISIONER_{step}_TIMEOUT_SECS"),
+                seconds.to_owned(),
+            )
+        })
+        .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_no_executor_at_all_a_step_times_out_and_a_retry_runs_once_an_executor_exists() {
+    let mut stack = Stack::start_with(StackOptions {
+        executor: false,
+        api_env: step_timeouts("3"),
+        ..Default::default()
+    })
+    .await;
+    let id = stack.create_ok(&sandbox_yaml("unattended", "")).await;
+    let failed = stack
+        .wait_for_failure(
+            &id,
+            "infra",
+            "timed out: the infra step did not finish within its timeout of 3s; retry to run it again",
+            WITHIN,
+        )
+        .await;
+    let history = stack.history(&id).await;
+    assert_eq!(history[1]["payload"]["job"]["timeout_seconds"], 3);
+    assert_eq!(history[2]["type"], "OperationTimedOut");
+    assert_eq!(history[2]["payload"]["phase"], "infra");
+    assert_eq!(failed["operation"], Value::Null);
+
+    // Generous timeouts from now on, so a busy machine cannot time the retried steps out.
+    let generous: Vec<(String, String)> = step_timeouts("600");
+    let generous: Vec<(&str, &str)> = generous
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    stack.restart_api(&generous, &[]).await;
+    stack.restart_executor();
+    assert_eq!(stack.retry(&id).await.status(), StatusCode::ACCEPTED);
+    stack.wait_for_status(&id, "ready", WITHIN).await;
+    let types = stack.history_types(&id).await;
+    assert_eq!(count(&types, "OperationTimedOut"), 1, "{types:?}");
+    assert_eq!(count(&types, "InfraApplyStarted"), 2, "{types:?}");
+    assert_eq!(count(&types, "InfraApplied"), 1, "{types:?}");
+    // The first job, delivered late to the new executor, was skipped: one apply ran.
+    stack.assert_no_overlap(&id);
+    let applies = executors::standin::overlap::runs(&stack.workdir(&id))
+        .unwrap()
+        .into_iter()
+        .filter(|run| run.started.operation == "apply")
+        .count();
+    assert_eq!(applies, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_sweeping_the_same_overdue_operation_record_one_time_out() {
+    use command_api::deadlines::DeadlineSweep;
+    use command_api::store::EventStore;
+    use domain::aggregate::StepTimeouts;
+
+    // The API's own sweep keeps the default timeouts: this operation is not due for it.
+    let stack = Stack::start_with(StackOptions {
+        executor: false,
+        ..Default::default()
+    })
+    .await;
+    let id = stack.create_ok(&sandbox_yaml("contested", "")).await;
+    stack.wait_for_status(&id, "provisioning", WITHIN).await;
+    // Two replicas, each with its own store, both sure the deadline has passed.
+    let replicas: Vec<DeadlineSweep> = (0..2)
+        .map(|_| DeadlineSweep::new(EventStore::new(stack.pool.clone()), StepTimeouts::DEFAULT))
+        .collect();
+    let later = chrono::Utc::now() + chrono::Duration::hours(2);
+    let (a, b) = tokio::join!(replicas[0].sweep(later), replicas[1].sweep(later));
+    assert!(a.unwrap() + b.unwrap() >= 1, "the operation was overdue");
+    stack
+        .wait_for_failure(&id, "infra", "within its timeout of 90m", WITHIN)
+        .await;
+    let types = stack.history_types(&id).await;
+    assert_eq!(
+        types,
+        [
+            "EnvironmentRequested",
+            "InfraApplyStarted",
+            "OperationTimedOut"
+        ]
+    );
+    // Nothing is left to sweep.
+    assert_eq!(replicas[0].sweep(later).await.unwrap(), 0);
 }

@@ -1,11 +1,11 @@
 //! Live lifecycle streams over SSE: order, resume, the all-environments stream, and that a
-//! client that does not read does not hold anyone else up.
+//! client that does not read — its socket full — does not hold anyone else up.
 
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use reqwest::Method;
-use std::time::Duration;
-use system_tests::{Stack, sandbox_yaml};
+use std::time::{Duration, Instant};
+use system_tests::{Stack, StackOptions, sandbox_yaml};
 
 const WITHIN: Duration = Duration::from_secs(60);
 
@@ -68,44 +68,165 @@ async fn sse_delivers_an_environments_events_in_order_and_resumes_after_last_eve
     assert_eq!(seen.len(), 1);
 }
 
+/// The kernel's queues of one TCP connection on this machine, from `/proc/net/tcp`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Queues {
+    /// Bytes sent and not yet acknowledged by the peer (its window is shut when it never reads).
+    send: u64,
+    /// Bytes received and not yet read by the application.
+    receive: u64,
+}
+
+/// The queues of the socket bound to `local` port and connected to `remote` port on 127.0.0.1.
+fn tcp_queues(local: u16, remote: u16) -> Option<Queues> {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let address = |port: u16| format!("0100007F:{port:04X}");
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.get(1)? != &address(local) || fields.get(2)? != &address(remote) {
+            return None;
+        }
+        let (send, receive) = fields.get(4)?.split_once(':')?;
+        Some(Queues {
+            send: u64::from_str_radix(send, 16).ok()?,
+            receive: u64::from_str_radix(receive, 16).ok()?,
+        })
+    })
+}
+
+/// Subscribes to `/v1/events?after=0` over a raw socket with a small receive buffer, reads the
+/// response head, and from then on never reads.
+async fn stalled_subscriber(stack: &Stack) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address: std::net::SocketAddr = stack.base_url["http://".len()..].parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(address).await.unwrap();
+    let request = format!(
+        "GET /v1/events?after=0 HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {}\r\n\r\n",
+        stack.token()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "response head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("text/event-stream"), "{head}");
+    stream
+}
+
+/// Creates `count` environments, `parallel` at a time; returns how many were accepted.
+async fn create_many(stack: &Stack, prefix: &str, count: usize, parallel: usize) -> usize {
+    futures::stream::iter(0..count)
+        .map(|n| {
+            let yaml = sandbox_yaml(&format!("{prefix}-{n}"), "");
+            async move { stack.create(&yaml).await.status() == 202 }
+        })
+        .buffer_unordered(parallel)
+        .filter(|accepted| std::future::ready(*accepted))
+        .count()
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_never_reads_does_not_stall_other_subscribers() {
-    let stack = Stack::start().await;
-    // This client subscribes to everything and then never reads.
-    let stalled = stack
-        .request(Method::GET, "/v1/events?after=0")
-        .send()
-        .await
-        .unwrap();
-    let all = stack
+    // No executor: every create adds two events (~ a few KB each) and nothing else runs.
+    let stack = Stack::start_with(StackOptions {
+        executor: false,
+        ..Default::default()
+    })
+    .await;
+    let api_port = stack.base_url.rsplit(':').next().unwrap().parse().unwrap();
+    let stalled = stalled_subscriber(&stack).await;
+    let stalled_port = stalled.local_addr().unwrap().port();
+    let queues = || {
+        let client = tcp_queues(stalled_port, api_port).expect("the stalled client's socket");
+        let server = tcp_queues(api_port, stalled_port).expect("the server's socket");
+        (client, server)
+    };
+
+    // The reading client records when each environment's first event reaches it.
+    let reader = stack
         .request(Method::GET, "/v1/events")
         .send()
         .await
         .unwrap();
-    let mut ids = Vec::new();
-    for name in ["one", "two", "three"] {
-        ids.push(stack.create_ok(&sandbox_yaml(name, "")).await);
-    }
-    // The reading client sees every environment's lifecycle, in stream order.
-    let mut events = all.bytes_stream().eventsource();
-    let mut completed = 0;
-    let mut last_position = 0u64;
-    let read = async {
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    let reading = tokio::spawn(async move {
+        let mut events = reader.bytes_stream().eventsource();
         while let Some(Ok(event)) = events.next().await {
-            let position: u64 = event.id.parse().unwrap();
-            assert!(position > last_position, "stream positions increase");
-            last_position = position;
-            if event.event == "BootstrapCompleted" {
-                completed += 1;
-                if completed == ids.len() {
-                    break;
+            if event.event == "EnvironmentRequested" {
+                let data: serde_json::Value = serde_json::from_str(&event.data).unwrap();
+                let id = data["environment_id"].as_str().unwrap().to_owned();
+                if seen_tx.send((id, Instant::now())).is_err() {
+                    return;
                 }
             }
         }
+    });
+
+    // Fill the stalled client's socket: both kernel buffers, then the server's own. Full means
+    // the server has bytes queued that the client's shut window does not take, and neither
+    // queue moves while events keep coming.
+    let mut created = 0;
+    let full = loop {
+        created += create_many(&stack, &format!("fill{created}"), 50, 8).await;
+        let before = queues();
+        created += create_many(&stack, &format!("more{created}"), 25, 8).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let after = queues();
+        if before == after && after.0.receive > 0 && after.1.send > 0 {
+            break after;
+        }
+        assert!(
+            created < 3000,
+            "the stalled client's socket did not fill: {after:?}"
+        );
     };
-    tokio::time::timeout(WITHIN, read)
+    // And more, so everything between JetStream and the socket is backed up too.
+    created += create_many(&stack, "backlog", 100, 8).await;
+    assert_eq!(queues(), full, "the stalled socket stays full");
+    while seen_rx.try_recv().is_ok() {}
+
+    // Meanwhile the other reader keeps up: each new environment reaches it promptly.
+    let mut latencies = Vec::new();
+    for n in 0..20 {
+        let id = stack
+            .create_ok(&sandbox_yaml(&format!("marker-{n}"), ""))
+            .await;
+        let accepted = Instant::now();
+        let seen_at = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let (seen, at) = seen_rx.recv().await.expect("the reader is still reading");
+                if seen == id {
+                    return at;
+                }
+            }
+        })
         .await
-        .expect("the reading client saw all three environments become ready");
+        .unwrap_or_else(|_| panic!("marker {n} did not reach the reading client within 10s"));
+        latencies.push(seen_at.saturating_duration_since(accepted));
+    }
+    latencies.sort();
+    let (client, server) = full;
+    eprintln!(
+        "stalled socket full after {created} creates: client receive queue {} B, server send \
+         queue {} B; reader latency median {:?}, max {:?}",
+        client.receive,
+        server.send,
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1],
+    );
+    assert!(
+        latencies[latencies.len() - 1] < Duration::from_secs(5),
+        "the reading client fell behind: {latencies:?}"
+    );
+    assert_eq!(queues(), full, "the stalled client is still stalled");
+    reading.abort();
     drop(stalled);
 }
 

@@ -1,6 +1,7 @@
 use crate::ids::{EnvironmentId, OperationId};
-use crate::spec::EnvironmentSpec;
+use crate::spec::{EnvironmentSpec, Step};
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 /// What can be asked of an environment.
 #[derive(Clone, Debug, PartialEq)]
@@ -10,8 +11,15 @@ pub enum Command {
         id: EnvironmentId,
         spec: EnvironmentSpec,
     },
-    /// The process manager starts whatever step is pending (no-op when none is, or one is running).
-    StartPendingOperation { operation_id: OperationId },
+    /// The process manager starts whatever step is pending (no-op when none is, or one is
+    /// running), giving it the timeout of its step.
+    StartPendingOperation {
+        operation_id: OperationId,
+        timeouts: StepTimeouts,
+    },
+    /// The deadline sweep reports that an operation's deadline passed without a result. Like a
+    /// result, it counts only for the operation in flight.
+    TimeOutOperation { operation_id: OperationId },
     /// An executor reports how an operation ended.
     CompleteOperation {
         operation_id: OperationId,
@@ -43,8 +51,40 @@ impl Command {
             Command::Request { .. } => "request",
             Command::StartPendingOperation { .. } => "start_pending_operation",
             Command::CompleteOperation { .. } => "complete_operation",
+            Command::TimeOutOperation { .. } => "time_out_operation",
             Command::Retry => "retry",
             Command::Destroy => "destroy",
         }
+    }
+}
+
+/// How long each step may run, from its `…Started` event, before the operation is failed as
+/// timed out. Real clouds are slow: an RDS instance alone can take 30 minutes to create.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StepTimeouts {
+    pub infra: Duration,
+    pub bootstrap: Duration,
+    pub destroy: Duration,
+}
+
+impl StepTimeouts {
+    pub const DEFAULT: StepTimeouts = StepTimeouts {
+        infra: Duration::from_secs(90 * 60),
+        bootstrap: Duration::from_secs(45 * 60),
+        destroy: Duration::from_secs(90 * 60),
+    };
+
+    pub fn for_step(&self, step: Step) -> Duration {
+        match step {
+            Step::Infra => self.infra,
+            Step::Bootstrap => self.bootstrap,
+            Step::Destroy => self.destroy,
+        }
+    }
+}
+
+impl Default for StepTimeouts {
+    fn default() -> Self {
+        Self::DEFAULT
     }
 }

@@ -26,6 +26,11 @@ pub struct OperationJob {
     /// The infra outputs, for bootstrap.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub infra_outputs: Outputs,
+    /// The step's deadline, in seconds after the `…Started` event's `recorded_at`: without a
+    /// result by then the operation fails with `OperationTimedOut`. Absent on events recorded
+    /// before deadlines existed (the configured timeout of the step applies to those).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
 }
 
 /// Why a step failed, kept on the environment until it is retried.
@@ -90,6 +95,15 @@ pub enum Event {
         operation_id: OperationId,
         error: String,
     },
+    /// The operation's deadline passed without a result: it failed, and a late result of it is
+    /// ignored.
+    OperationTimedOut {
+        operation_id: OperationId,
+        phase: Step,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_seconds: Option<u64>,
+        error: String,
+    },
 }
 
 impl Event {
@@ -109,6 +123,7 @@ impl Event {
             Event::DestroyStarted { .. } => "DestroyStarted",
             Event::InfraDestroyed { .. } => "InfraDestroyed",
             Event::DestroyFailed { .. } => "DestroyFailed",
+            Event::OperationTimedOut { .. } => "OperationTimedOut",
         }
     }
 
@@ -134,7 +149,8 @@ impl Event {
             | Event::OperationCancelled { operation_id, .. }
             | Event::DestroyStarted { operation_id, .. }
             | Event::InfraDestroyed { operation_id }
-            | Event::DestroyFailed { operation_id, .. } => Some(operation_id),
+            | Event::DestroyFailed { operation_id, .. }
+            | Event::OperationTimedOut { operation_id, .. } => Some(operation_id),
             Event::EnvironmentRequested { .. }
             | Event::RetryRequested { .. }
             | Event::DestroyRequested {} => None,

@@ -1,7 +1,7 @@
 //! Deciding: one arm per command, each a small named helper.
 
 use super::DomainError;
-use super::commands::{Command, OperationOutcome};
+use super::commands::{Command, OperationOutcome, StepTimeouts};
 use super::events::{Event, OperationJob};
 use super::state::{Environment, Requested, Status};
 use crate::ids::{EnvironmentId, OperationId};
@@ -14,11 +14,15 @@ impl Environment {
     pub fn handle(&self, command: Command) -> Result<Vec<Event>, DomainError> {
         match command {
             Command::Request { id, spec } => self.request(id, spec),
-            Command::StartPendingOperation { operation_id } => self.start_pending(operation_id),
+            Command::StartPendingOperation {
+                operation_id,
+                timeouts,
+            } => self.start_pending(operation_id, timeouts),
             Command::CompleteOperation {
                 operation_id,
                 outcome,
             } => self.complete(operation_id, outcome),
+            Command::TimeOutOperation { operation_id } => self.time_out(operation_id),
             Command::Retry => self.retry(),
             Command::Destroy => self.destroy(),
         }
@@ -36,7 +40,11 @@ impl Environment {
         }])
     }
 
-    fn start_pending(&self, operation_id: OperationId) -> Result<Vec<Event>, DomainError> {
+    fn start_pending(
+        &self,
+        operation_id: OperationId,
+        timeouts: StepTimeouts,
+    ) -> Result<Vec<Event>, DomainError> {
         let requested = self.require_exists()?;
         if self.in_flight.is_some() {
             return Ok(vec![]);
@@ -44,7 +52,11 @@ impl Environment {
         let Some(step) = self.pending else {
             return Ok(vec![]);
         };
-        let job = self.job(requested, step);
+        let mut job = self.job(requested, step);
+        // Whole seconds, rounded up, never zero: a deadline is never earlier than configured.
+        let timeout = timeouts.for_step(step);
+        let seconds = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
+        job.timeout_seconds = Some(seconds.max(1));
         Ok(vec![match step {
             Step::Infra => Event::InfraApplyStarted { operation_id, job },
             Step::Bootstrap => Event::BootstrapStarted { operation_id, job },
@@ -96,6 +108,24 @@ impl Environment {
         Ok(vec![event])
     }
 
+    fn time_out(&self, operation_id: OperationId) -> Result<Vec<Event>, DomainError> {
+        self.require_exists()?;
+        let Some(in_flight) = self
+            .in_flight
+            .as_ref()
+            .filter(|op| op.operation_id == operation_id)
+        else {
+            // It ended (or was cancelled) before its deadline was noticed: nothing to do.
+            return Ok(vec![]);
+        };
+        Ok(vec![Event::OperationTimedOut {
+            operation_id,
+            phase: in_flight.step,
+            timeout_seconds: in_flight.timeout_seconds,
+            error: timed_out_message(in_flight.step, in_flight.timeout_seconds),
+        }])
+    }
+
     fn retry(&self) -> Result<Vec<Event>, DomainError> {
         self.require_exists()?;
         match (&self.failure, self.status) {
@@ -145,6 +175,30 @@ impl Environment {
             beta9: requested.spec.beta9.clone(),
             simulate: requested.spec.cloud.simulation().cloned(),
             infra_outputs: self.infra_outputs.clone(),
+            timeout_seconds: None,
         }
+    }
+}
+
+/// What a timed-out operation's error says: the step, its timeout, and what to do.
+fn timed_out_message(step: Step, timeout_seconds: Option<u64>) -> String {
+    let within = match timeout_seconds {
+        Some(seconds) => format!("within its timeout of {}", human_duration(seconds)),
+        None => "before its deadline".to_owned(),
+    };
+    format!(
+        "timed out: the {} step did not finish {within}; retry to run it again",
+        step.as_str()
+    )
+}
+
+/// `90m`, `1h`, `45s`, `2m30s`: the largest whole units, as the settings are usually written.
+fn human_duration(seconds: u64) -> String {
+    let (hours, minutes, secs) = (seconds / 3600, seconds % 3600 / 60, seconds % 60);
+    match (hours, minutes, secs) {
+        (0, 0, s) => format!("{s}s"),
+        (h, 0, 0) => format!("{h}h"),
+        (h, m, 0) => format!("{}m", h * 60 + m),
+        (h, m, s) => format!("{}m{s}s", h * 60 + m),
     }
 }

@@ -9,7 +9,7 @@ mod events;
 mod handle;
 mod state;
 
-pub use commands::{Command, OperationOutcome};
+pub use commands::{Command, OperationOutcome, StepTimeouts};
 pub use events::{EVENT_VERSION, Event, FailureInfo, OperationJob, Outputs};
 pub use state::{Environment, InFlight, Requested, Status};
 

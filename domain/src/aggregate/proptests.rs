@@ -13,6 +13,7 @@ enum Action {
     Start(u8),
     Succeed(u8),
     Fail(u8),
+    TimeOut(u8),
     Retry,
     Destroy,
 }
@@ -26,6 +27,7 @@ fn action() -> impl Strategy<Value = Action> {
         (0u8..4).prop_map(Action::Start),
         (0u8..4).prop_map(Action::Succeed),
         (0u8..4).prop_map(Action::Fail),
+        (0u8..4).prop_map(Action::TimeOut),
         Just(Action::Retry),
         Just(Action::Destroy),
     ]
@@ -34,6 +36,10 @@ fn action() -> impl Strategy<Value = Action> {
 fn command(action: &Action) -> Command {
     match action {
         Action::Start(n) => Command::StartPendingOperation {
+            operation_id: op(*n),
+            timeouts: StepTimeouts::DEFAULT,
+        },
+        Action::TimeOut(n) => Command::TimeOutOperation {
             operation_id: op(*n),
         },
         Action::Succeed(n) => Command::CompleteOperation {
@@ -87,13 +93,18 @@ proptest! {
                     | Event::BootstrapCompleted { .. }
                     | Event::BootstrapFailed { .. }
                     | Event::InfraDestroyed { .. }
-                    | Event::DestroyFailed { .. }) = (event.operation_id(), event)
+                    | Event::DestroyFailed { .. }
+                    | Event::OperationTimedOut { .. }) = (event.operation_id(), event)
                 {
                     prop_assert_eq!(
                         Some(op),
                         before.in_flight.as_ref().map(|f| &f.operation_id)
                     );
                     ended += 1;
+                }
+                // A time-out fails the phase that was running.
+                if let Event::OperationTimedOut { phase, .. } = event {
+                    prop_assert_eq!(Some(*phase), before.in_flight.as_ref().map(|f| f.step));
                 }
                 if event.job().is_some() {
                     // A step starts only when none is running.

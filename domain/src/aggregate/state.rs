@@ -1,4 +1,4 @@
-use super::events::{Event, FailureInfo, Outputs};
+use super::events::{Event, FailureInfo, OperationJob, Outputs};
 use crate::ids::{EnvironmentId, OperationId};
 use crate::infra_model::InfraModel;
 use crate::spec::{EnvironmentSpec, Step};
@@ -69,6 +69,9 @@ impl fmt::Display for Status {
 pub struct InFlight {
     pub operation_id: OperationId,
     pub step: Step,
+    /// The job's `timeout_seconds`.
+    #[serde(default)]
+    pub timeout_seconds: Option<u64>,
 }
 
 /// The identity and spec fixed at request time.
@@ -115,14 +118,14 @@ impl Environment {
                 self.status = Status::Queued;
                 self.pending = Some(Step::Infra);
             }
-            Event::InfraApplyStarted { operation_id, .. } => {
-                self.start(operation_id, Step::Infra, Status::Provisioning)
+            Event::InfraApplyStarted { operation_id, job } => {
+                self.start(operation_id, Step::Infra, job, Status::Provisioning)
             }
-            Event::BootstrapStarted { operation_id, .. } => {
-                self.start(operation_id, Step::Bootstrap, Status::Bootstrapping)
+            Event::BootstrapStarted { operation_id, job } => {
+                self.start(operation_id, Step::Bootstrap, job, Status::Bootstrapping)
             }
-            Event::DestroyStarted { operation_id, .. } => {
-                self.start(operation_id, Step::Destroy, Status::Destroying)
+            Event::DestroyStarted { operation_id, job } => {
+                self.start(operation_id, Step::Destroy, job, Status::Destroying)
             }
             Event::InfraApplied { outputs, .. } => {
                 self.in_flight = None;
@@ -153,6 +156,12 @@ impl Environment {
                 operation_id,
                 error,
             } => self.fail(operation_id, Step::Destroy, error),
+            Event::OperationTimedOut {
+                operation_id,
+                phase,
+                error,
+                ..
+            } => self.fail(operation_id, *phase, error),
             Event::RetryRequested { phase } => {
                 self.failure = None;
                 self.pending = Some(*phase);
@@ -173,11 +182,18 @@ impl Environment {
         }
     }
 
-    fn start(&mut self, operation_id: &OperationId, step: Step, status: Status) {
+    fn start(
+        &mut self,
+        operation_id: &OperationId,
+        step: Step,
+        job: &OperationJob,
+        status: Status,
+    ) {
         self.pending = None;
         self.in_flight = Some(InFlight {
             operation_id: operation_id.clone(),
             step,
+            timeout_seconds: job.timeout_seconds,
         });
         self.status = status;
     }

@@ -84,6 +84,7 @@ fn job(step: Step, infra_outputs: Outputs) -> OperationJob {
         beta9: spec.beta9.clone(),
         simulate: Some(Simulation::default()),
         infra_outputs,
+        timeout_seconds: Some(StepTimeouts::DEFAULT.for_step(step).as_secs()),
     }
 }
 
@@ -137,6 +138,23 @@ fn complete(n: u8, outcome: OperationOutcome) -> Command {
 fn start(n: u8) -> Command {
     Command::StartPendingOperation {
         operation_id: op(n),
+        timeouts: StepTimeouts::DEFAULT,
+    }
+}
+
+fn time_out(n: u8) -> Command {
+    Command::TimeOutOperation {
+        operation_id: op(n),
+    }
+}
+
+fn infra_timed_out(n: u8) -> Event {
+    Event::OperationTimedOut {
+        operation_id: op(n),
+        phase: Step::Infra,
+        timeout_seconds: Some(5400),
+        error: "timed out: the infra step did not finish within its timeout of 90m; retry to run it again"
+            .to_owned(),
     }
 }
 
@@ -167,6 +185,7 @@ fn commands_on_a_missing_environment_are_rejected_as_not_found() {
     for command in [
         start(1),
         complete(1, failed("x")),
+        time_out(1),
         Command::Retry,
         Command::Destroy,
     ] {
@@ -436,6 +455,139 @@ fn events_round_trip_through_json_with_their_type_name() {
         event.payload()["outputs"]["cluster_name"],
         "beta9-production"
     );
+    let back: Event = serde_json::from_value(json).unwrap();
+    assert_eq!(back, event);
+}
+
+#[test]
+fn start_pending_records_the_timeout_of_the_step_in_the_job() {
+    let timeouts = StepTimeouts {
+        infra: std::time::Duration::from_millis(2500),
+        ..StepTimeouts::DEFAULT
+    };
+    let events = given(&[requested()])
+        .when(Command::StartPendingOperation {
+            operation_id: op(1),
+            timeouts,
+        })
+        .result
+        .unwrap();
+    let (_, job) = events[0].job().unwrap();
+    assert_eq!(job.timeout_seconds, Some(3), "rounded up to whole seconds");
+    let state = given(&[requested(), infra_started(1), infra_applied(1)])
+        .when(start(2))
+        .then_expect_events(&[bootstrap_started(2)]);
+    assert_eq!(state.in_flight.unwrap().timeout_seconds, Some(45 * 60));
+}
+
+#[test]
+fn a_time_out_fails_the_operation_in_flight_with_an_error_naming_the_timeout() {
+    let state = given(&[requested(), infra_started(1)])
+        .when(time_out(1))
+        .then_expect_events(&[infra_timed_out(1)]);
+    assert_eq!(state.status, Status::Failed);
+    assert!(state.in_flight.is_none());
+    let failure = state.failure.unwrap();
+    assert_eq!(failure.phase, Step::Infra);
+    assert_eq!(failure.operation_id, Some(op(1)));
+    assert!(
+        failure.message.contains("within its timeout of 90m"),
+        "{}",
+        failure.message
+    );
+}
+
+#[test]
+fn a_time_out_of_a_bootstrap_names_the_bootstrap_and_its_own_timeout() {
+    let state = given(&[
+        requested(),
+        infra_started(1),
+        infra_applied(1),
+        bootstrap_started(2),
+    ])
+    .when(time_out(2))
+    .result
+    .unwrap();
+    assert_eq!(
+        state,
+        [Event::OperationTimedOut {
+            operation_id: op(2),
+            phase: Step::Bootstrap,
+            timeout_seconds: Some(2700),
+            error: "timed out: the bootstrap step did not finish within its timeout of 45m; retry to run it again".to_owned(),
+        }]
+    );
+}
+
+#[test]
+fn a_time_out_of_an_operation_that_is_not_in_flight_is_ignored() {
+    // Another operation, one that already finished, and one that was cancelled.
+    given(&[requested(), infra_started(2)])
+        .when(time_out(1))
+        .then_expect_events(&[]);
+    given(&[requested(), infra_started(1), infra_applied(1)])
+        .when(time_out(1))
+        .then_expect_events(&[]);
+    let cancelled = Event::OperationCancelled {
+        operation_id: op(1),
+        reason: "destroy requested".to_owned(),
+    };
+    given(&[requested(), infra_started(1), cancelled])
+        .when(time_out(1))
+        .then_expect_events(&[]);
+    // A second sweep (another replica) after the first recorded the time-out: nothing.
+    given(&[requested(), infra_started(1), infra_timed_out(1)])
+        .when(time_out(1))
+        .then_expect_events(&[]);
+}
+
+#[test]
+fn a_late_result_of_a_timed_out_operation_is_ignored() {
+    given(&[requested(), infra_started(1), infra_timed_out(1)])
+        .when(complete(1, succeeded(&[])))
+        .then_expect_events(&[]);
+}
+
+#[test]
+fn retry_after_a_time_out_runs_the_timed_out_step_again() {
+    let state = given(&[requested(), infra_started(1), infra_timed_out(1)])
+        .when(Command::Retry)
+        .then_expect_events(&[Event::RetryRequested { phase: Step::Infra }]);
+    assert_eq!(state.pending, Some(Step::Infra));
+    assert_eq!(state.status, Status::Provisioning);
+    assert!(state.failure.is_none());
+}
+
+#[test]
+fn a_started_event_recorded_before_deadlines_existed_still_times_out() {
+    let mut old = serde_json::to_value(infra_started(1)).unwrap();
+    old["data"]["job"]
+        .as_object_mut()
+        .unwrap()
+        .remove("timeout_seconds");
+    let old: Event = serde_json::from_value(old).unwrap();
+    let events = given(&[requested(), old]).when(time_out(1)).result.unwrap();
+    match &events[..] {
+        [
+            Event::OperationTimedOut {
+                timeout_seconds: None,
+                error,
+                ..
+            },
+        ] => assert!(error.contains("before its deadline"), "{error}"),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn operation_timed_out_round_trips_through_json_with_its_type_name() {
+    let event = infra_timed_out(1);
+    let json = serde_json::to_value(&event).unwrap();
+    assert_eq!(json["type"], "OperationTimedOut");
+    assert_eq!(event.event_type(), "OperationTimedOut");
+    assert_eq!(event.payload()["phase"], "infra");
+    assert_eq!(event.payload()["timeout_seconds"], 5400);
+    assert_eq!(event.operation_id(), Some(&op(1)));
     let back: Event = serde_json::from_value(json).unwrap();
     assert_eq!(back, event);
 }

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::faults::{Simulate, Step, take_failure};
 use super::fsutil::{WorkdirMutex, now_rfc3339, read_json, standin_path, write_json_atomic};
 use super::interrupt::Interrupt;
-use super::overlap::{Outcome, Registration};
+use super::overlap::{Outcome, Run};
 use super::{Console, Error, Result, parse_go_duration};
 
 /// The helm version the stand-in claims to be.
@@ -604,7 +604,9 @@ fn upgrade_install(
         )));
     }
 
-    let registration = Registration::register(workdir, &format!("helm-upgrade:{name}"))?;
+    // Helm takes no state lock: its whole run changes the workdir's releases.
+    let mut run = Run::start(workdir, &format!("helm-upgrade:{name}"))?;
+    run.enter_section();
     if !exists {
         console.out(format!(
             "Release {name:?} does not exist. Installing it now."
@@ -638,7 +640,7 @@ fn upgrade_install(
         (Some(Stop::Interrupted), _) => Outcome::Interrupted,
         (Some(_), _) => Outcome::Failed,
     };
-    registration.finish(outcome)?;
+    run.finish(outcome)?;
     let release = recorded?;
 
     let reason = match &stop {
@@ -754,9 +756,10 @@ fn uninstall(
             "uninstall: Release not loaded: {name}: release: not found"
         )));
     }
-    let registration = Registration::register(workdir, &format!("helm-uninstall:{name}"))?;
+    let mut run = Run::start(workdir, &format!("helm-uninstall:{name}"))?;
+    run.enter_section();
     if interrupt.sleep(QUICK_STEP).is_err() {
-        registration.finish(Outcome::Interrupted)?;
+        run.finish(Outcome::Interrupted)?;
         return Err(Error::Interrupted);
     }
     let removed = Store::update(workdir, |store| {
@@ -764,7 +767,7 @@ fn uninstall(
             .releases
             .retain(|r| !(r.namespace == namespace && r.release == name));
     });
-    registration.finish(if removed.is_ok() {
+    run.finish(if removed.is_ok() {
         Outcome::Succeeded
     } else {
         Outcome::Failed

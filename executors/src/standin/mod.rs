@@ -15,7 +15,7 @@
 //! | `.terraform.tfstate.lock.info` | apply/destroy/plan | the state lock ([`state_lock`]) |
 //! | `terraform.tfstate` | apply/destroy | Terraform state, format version 4 |
 //! | `.standin/faults.json` | both | how often each step has failed so far ([`faults`]) |
-//! | `.standin/active.json`, `overlaps.jsonl`, `runs.jsonl` | both | overlap detection ([`overlap`]) |
+//! | `.standin/runs.jsonl` | both | start and end of every mutating run, checked for overlaps ([`overlap`]) |
 //! | `.standin/helm-releases.json` | helm | installed releases and namespaces ([`helm`]) |
 
 pub mod faults;

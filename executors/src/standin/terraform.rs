@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::faults::{Simulate, Step, take_failure};
 use super::interrupt::{Interrupt, SLICE};
-use super::overlap::{Outcome, Registration};
+use super::overlap::{Outcome, Run};
 use super::state_lock::{LockError, LockInfo, StateLock, UnlockError, force_unlock};
 use super::tfmodel::{
     Action, ActionKind, Config, Instance, Resolver, STATE_FILE, State, StateOutput, destroy_all,
@@ -541,9 +541,20 @@ fn apply(
     } else {
         Some(Config::load(workdir)?)
     };
-    let lock = StateLock::acquire(workdir, OPERATION_APPLY, lock_timeout, interrupt)
-        .map_err(lock_error)?;
-    let registration = Registration::register(workdir, if destroy { "destroy" } else { "apply" })?;
+    // Recorded before asking for the lock, so a run that has to wait for it is seen waiting.
+    let mut run = Run::start(workdir, if destroy { "destroy" } else { "apply" })?;
+    let lock = match StateLock::acquire(workdir, OPERATION_APPLY, lock_timeout, interrupt) {
+        Ok(lock) => lock,
+        Err(error) => {
+            let outcome = match error {
+                LockError::Interrupted => Outcome::Interrupted,
+                _ => Outcome::Failed,
+            };
+            run.finish(outcome)?;
+            return Err(lock_error(error));
+        }
+    };
+    run.enter_section();
     let result = Changes {
         workdir,
         simulate: &simulate,
@@ -557,10 +568,10 @@ fn apply(
         Err(Error::Interrupted) => Outcome::Interrupted,
         Err(_) => Outcome::Failed,
     };
-    // Deregister while still holding the lock, so the next holder never sees us as active.
-    let finished = registration.finish(outcome);
+    // The section ends while the lock is still held; the run ends after its release.
+    run.leave_section();
     drop(lock);
-    finished?;
+    run.finish(outcome)?;
     result
 }
 

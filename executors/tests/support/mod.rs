@@ -114,6 +114,16 @@ pub fn json_lines(path: &Path) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// The finished mutating runs recorded in a workdir, in the order they finished.
+pub fn finished_runs(workdir: &Path) -> Vec<executors::standin::overlap::RunRecord> {
+    executors::standin::overlap::runs(workdir).unwrap()
+}
+
+/// Whether a mutating run has started in the workdir (it may still wait for the lock).
+pub fn a_run_started(workdir: &Path) -> bool {
+    executors::standin::overlap::read(workdir).is_ok_and(|log| !log.started.is_empty())
+}
+
 /// The pid of a process that has exited and been reaped.
 pub fn dead_pid() -> i32 {
     let mut child = Command::new("true").spawn().unwrap();
@@ -175,5 +185,6 @@ pub fn job(env: &EnvironmentId, step: Step, simulate: Option<Simulation>) -> Ope
         },
         simulate,
         infra_outputs: BTreeMap::new(),
+        timeout_seconds: Some(600),
     }
 }

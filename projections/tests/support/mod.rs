@@ -129,6 +129,7 @@ impl History {
             beta9: self.spec.beta9.clone(),
             simulate: None,
             infra_outputs: BTreeMap::new(),
+            timeout_seconds: Some(600),
         }
     }
 
@@ -209,6 +210,15 @@ impl History {
         self.then(Event::DestroyFailed {
             operation_id: op(n),
             error: error.to_owned(),
+        })
+    }
+
+    pub fn timed_out(self, n: u8, phase: Step) -> Self {
+        self.then(Event::OperationTimedOut {
+            operation_id: op(n),
+            phase,
+            timeout_seconds: Some(600),
+            error: format!("timed out: the {} step did not finish within its timeout of 10m; retry to run it again", phase.as_str()),
         })
     }
 
