@@ -32,6 +32,19 @@ EXCEPTION
 END
 $$;
 
+-- started_at + the job's timeout_seconds; NULL when the job carries none or one that does not
+-- parse (the sweep then applies the configured timeout), so a bad value never fails a commit.
+CREATE OR REPLACE FUNCTION provisioner_deadline(started_at timestamptz, payload json) RETURNS timestamptz
+    LANGUAGE plpgsql AS
+$$
+BEGIN
+    RETURN started_at + make_interval(
+            secs => (payload -> 'data' -> 'job' ->> 'timeout_seconds')::double precision);
+EXCEPTION
+    WHEN others THEN RETURN NULL;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION provisioner_step_of(event_type text) RETURNS text
     LANGUAGE sql IMMUTABLE AS
 $$
@@ -51,6 +64,11 @@ BEGIN
     IF NEW.aggregate_type <> 'Environment' THEN
         RETURN NULL;
     END IF;
+    -- An event that names no operation (only a defect or a hand edit writes one) tracks nothing:
+    -- the event store never refuses an event for this table's sake.
+    IF NEW.payload -> 'data' ->> 'operation_id' IS NULL THEN
+        RETURN NULL;
+    END IF;
     IF NEW.event_type IN ('InfraApplyStarted', 'BootstrapStarted', 'DestroyStarted') THEN
         started_at := provisioner_recorded_at(NEW.metadata);
         INSERT INTO operation_deadlines
@@ -60,8 +78,7 @@ BEGIN
                 provisioner_step_of(NEW.event_type),
                 NEW.sequence,
                 started_at,
-                started_at + make_interval(
-                        secs => (NEW.payload -> 'data' -> 'job' ->> 'timeout_seconds')::double precision))
+                provisioner_deadline(started_at, NEW.payload))
         ON CONFLICT (environment_id) DO UPDATE
             SET operation_id     = EXCLUDED.operation_id,
                 step             = EXCLUDED.step,
@@ -94,8 +111,7 @@ SELECT aggregate_id,
        provisioner_step_of(event_type),
        sequence,
        provisioner_recorded_at(metadata),
-       provisioner_recorded_at(metadata) + make_interval(
-               secs => (payload -> 'data' -> 'job' ->> 'timeout_seconds')::double precision)
+       provisioner_deadline(provisioner_recorded_at(metadata), payload)
   FROM (SELECT DISTINCT ON (aggregate_id) aggregate_id, sequence, event_type, payload, metadata
           FROM events
          WHERE aggregate_type = 'Environment'
@@ -105,4 +121,5 @@ SELECT aggregate_id,
                               'OperationCancelled', 'OperationTimedOut')
          ORDER BY aggregate_id, sequence DESC) AS last_operation_event
  WHERE provisioner_step_of(event_type) IS NOT NULL
+   AND payload -> 'data' ->> 'operation_id' IS NOT NULL
 ON CONFLICT (environment_id) DO NOTHING;

@@ -6,7 +6,6 @@ mod support;
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use command_api::jetstream::ensure_streams;
-use command_api::local_nats::LocalNats;
 use command_api::relay::Relay;
 use command_api::store::EventStore;
 use domain::ids::EnvironmentId;
@@ -22,7 +21,7 @@ const WITHIN: Duration = Duration::from_secs(30);
 
 struct Harness {
     db: TestDb,
-    _nats: LocalNats,
+    _nats: command_api::local_nats::LocalNats,
     js: async_nats::jetstream::Context,
     subjects: Subjects,
     store: EventStore,
@@ -32,8 +31,8 @@ struct Harness {
 impl Harness {
     async fn start() -> Self {
         command_api::install_tls_provider();
-        let db = TestDb::new().await;
-        let nats = LocalNats::start().await.expect("start nats-server >= 2.10");
+        let db = support::test_db().await;
+        let nats = system_tests::services::nats().await;
         let client = async_nats::connect(nats.url()).await.expect("connect nats");
         let js = async_nats::jetstream::new(client);
         let subjects = Subjects::new(format!("t{:08x}", rand::random::<u32>()));

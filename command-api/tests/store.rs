@@ -6,11 +6,11 @@ use command_api::store::{EventStore, StoreError};
 use domain::aggregate::Command;
 use domain::ids::EnvironmentId;
 use domain::wire::MAX_EVENT_BYTES;
-use support::{TestDb, metadata, sandbox_spec};
+use support::{metadata, sandbox_spec};
 
 #[tokio::test]
 async fn an_event_too_large_to_publish_is_refused_at_commit_and_changes_nothing() {
-    let db = TestDb::new().await;
+    let db = support::test_db().await;
     let store = EventStore::new(db.pool.clone());
 
     // The store does not bound metadata itself (the API does): a huge value reaches it here.

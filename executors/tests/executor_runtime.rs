@@ -96,7 +96,7 @@ impl Harness {
         exclusion: Exclusion,
     ) -> Self {
         init_tracing();
-        let server = LocalNats::start().await.expect("nats-server >= 2.10");
+        let server = system_tests::services::nats().await;
         let client = async_nats::connect(server.url()).await.unwrap();
         let jetstream = jetstream::new(client);
         let subjects = Subjects::new("exectest");

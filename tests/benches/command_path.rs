@@ -13,13 +13,11 @@
 //! 2.10 like the tests). `BENCH_SECONDS` sets each phase's length (default 10).
 
 use command_api::app::Application;
-use command_api::local_nats::LocalNats;
 use command_api::settings::Settings;
 use command_api::store::{self, EventStore};
 use domain::config::{Format, parse};
 use domain::ids::EnvironmentId;
 use domain::wire::EventMetadata;
-use sqlx::{Connection, PgConnection};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -31,18 +29,10 @@ fn yaml(n: u64) -> String {
     format!("name: bench-{n}\ncloud:\n  provider: sandbox\n")
 }
 
-async fn fresh_database(name: &str) -> String {
-    let mut admin = PgConnection::connect("postgres://postgres@127.0.0.1:5432/postgres")
-        .await
-        .expect("postgres");
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .expect("create database");
-    format!("postgres://postgres@127.0.0.1:5432/{name}")
+/// A new database on the test PostgreSQL; returns its URL.
+async fn fresh_database(prefix: &str) -> String {
+    let postgres = system_tests::services::postgres().await;
+    postgres.url(&postgres.create_database(prefix).await)
 }
 
 /// Runs `op` from `CLIENTS` tasks for `seconds`; returns operations per second.
@@ -154,7 +144,7 @@ async fn main() {
     };
 
     // 3. the whole API over HTTP, with the relay, process manager and projection running.
-    let nats = LocalNats::start().await.expect("nats-server >= 2.10");
+    let nats = system_tests::services::nats().await;
     let mut settings = Settings::from_env().expect("settings");
     settings.database_url = url.clone();
     settings.nats_url = nats.url();

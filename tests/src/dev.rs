@@ -3,6 +3,7 @@
 
 use crate::processes::binary_dir;
 use crate::procfs;
+use crate::services;
 use command_api::cli::client::Client;
 use command_api::local_nats::free_port;
 use std::path::{Path, PathBuf};
@@ -22,9 +23,10 @@ pub struct DevProcess {
 }
 
 impl DevProcess {
-    /// Starts `provisioner dev` on `data_dir` with only `PATH`, `HOME`,
-    /// `PROVISIONER_NATS_SERVER` (when the tests have one) and `env`.
-    pub fn spawn(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+    /// Starts `provisioner dev` on `data_dir` with only `PATH`, `HOME`, the tests' nats-server and
+    /// PostgreSQL binaries (`PROVISIONER_NATS_SERVER`, `PROVISIONER_POSTGRES_BINARIES`), and `env`
+    /// (which may override them).
+    pub async fn spawn(data_dir: &Path, env: &[(&str, &str)]) -> Self {
         command_api::install_tls_provider();
         let port = free_port().expect("free port");
         let mut command = Command::new(binary_dir().join("provisioner"));
@@ -36,12 +38,18 @@ impl DevProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .kill_on_drop(true);
-        for name in ["PATH", "HOME", "PROVISIONER_NATS_SERVER"] {
+        for name in ["PATH", "HOME"] {
             if let Some(value) = std::env::var_os(name) {
                 command.env(name, value);
             }
         }
-        command.envs(env.iter().copied());
+        command
+            .env("PROVISIONER_NATS_SERVER", services::nats_binary().await)
+            .env(
+                "PROVISIONER_POSTGRES_BINARIES",
+                services::postgres_bin_dir().await,
+            )
+            .envs(env.iter().copied());
         if std::env::var_os("TEST_LOG").is_some() {
             command.env("RUST_LOG", "info");
         } else {
@@ -70,7 +78,7 @@ impl DevProcess {
     /// [`Self::spawn`], then waits until `/readyz` answers 200 (a first start makes a
     /// PostgreSQL cluster: allow for it).
     pub async fn start(data_dir: &Path, env: &[(&str, &str)]) -> Self {
-        let mut dev = Self::spawn(data_dir, env);
+        let mut dev = Self::spawn(data_dir, env).await;
         dev.wait_ready(Duration::from_secs(120)).await;
         dev
     }

