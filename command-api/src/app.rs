@@ -7,7 +7,8 @@ use crate::http::{self, AppState, auth::Tokens};
 use crate::jetstream::ensure_streams;
 use crate::process_manager::ProcessManager;
 use crate::relay::Relay;
-use crate::settings::Settings;
+use crate::server;
+use crate::settings::{HttpSettings, Settings};
 use crate::store::{self, EventStore};
 use anyhow::Context;
 use domain::wire::Subjects;
@@ -21,6 +22,7 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     store: EventStore,
+    http: HttpSettings,
 }
 
 impl Application {
@@ -55,13 +57,13 @@ impl Application {
             sse_keep_alive: settings.sse_keep_alive,
             shutdown: CancellationToken::new(),
         };
-        let listener = TcpListener::bind(settings.listen)
-            .await
+        let listener = server::bind(settings.listen)
             .with_context(|| format!("failed to bind {}", settings.listen))?;
         Ok(Self {
             listener,
             state,
             store,
+            http: settings.http.clone(),
         })
     }
 
@@ -75,7 +77,8 @@ impl Application {
         &self.state
     }
 
-    /// Serves HTTP and runs the background loops until `shutdown`, then drains them.
+    /// Serves HTTP and runs the background loops until `shutdown`, then drains them (HTTP
+    /// requests in progress for at most the drain timeout).
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let tasks = TaskTracker::new();
         let state = self.state;
@@ -114,13 +117,9 @@ impl Application {
         }
         tasks.close();
         let router = http::router(state);
-        let server_shutdown = shutdown.clone();
-        let result = axum::serve(self.listener, router)
-            .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
-            .await
-            .context("http server failed");
+        server::serve(self.listener, router, &self.http, shutdown.clone()).await;
         shutdown.cancel();
         tasks.wait().await;
-        result
+        Ok(())
     }
 }

@@ -14,9 +14,17 @@ pub mod jetstream;
 pub mod local_nats;
 pub mod process_manager;
 pub mod relay;
+pub mod server;
 pub mod settings;
 pub mod store;
 pub mod telemetry;
+
+/// The allocator of every process that links this crate (the `provisioner` binary). glibc's
+/// malloc kept the memory of closed connections (about 30 KB each) for good: its main arena
+/// cannot give back freed memory below live allocations. jemalloc returns freed pages to the
+/// system, and its background threads do so while the process is idle.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Installs the process-wide TLS crypto provider (ring, as async-nats and sqlx use) that the
 /// HTTPS client needs. Idempotent; call it before building a `reqwest::Client`.
