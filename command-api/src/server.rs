@@ -121,26 +121,47 @@ pub async fn serve(
     }
 }
 
-/// The configured limit, lowered to leave [`RESERVED_FDS`] of the open-files limit.
+/// The configured limit, with [`RESERVED_FDS`] to spare below the open-files limit: the soft
+/// limit is raised as far as the hard limit allows (as Go programs do), and the connection limit
+/// lowered if that is not enough.
 fn connection_limit(configured: usize) -> usize {
-    let Ok((soft, _)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-    else {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
         return configured;
     };
-    let fits = usize::try_from(soft.saturating_sub(RESERVED_FDS))
-        .unwrap_or(usize::MAX)
-        .max(1);
+    let wanted = open_files_wanted(configured, hard);
+    let available = if wanted > soft && setrlimit(Resource::RLIMIT_NOFILE, wanted, hard).is_ok() {
+        wanted
+    } else {
+        soft
+    };
+    let fits = connections_fitting(available);
     if configured > fits {
         tracing::warn!(
             configured,
             lowered_to = fits,
-            open_files_limit = soft,
-            "PROVISIONER_HTTP_MAX_CONNECTIONS does not fit the open-files limit (raise `ulimit -n`)"
+            open_files_limit = available,
+            "PROVISIONER_HTTP_MAX_CONNECTIONS does not fit the open-files limit (raise `ulimit -Hn`)"
         );
         fits
     } else {
         configured
     }
+}
+
+/// The soft open-files limit that `connections` need, as far as `hard` allows.
+fn open_files_wanted(connections: usize, hard: u64) -> u64 {
+    u64::try_from(connections)
+        .unwrap_or(u64::MAX)
+        .saturating_add(RESERVED_FDS)
+        .min(hard)
+}
+
+/// How many connections an open-files limit leaves room for (at least one).
+fn connections_fitting(open_files: u64) -> usize {
+    usize::try_from(open_files.saturating_sub(RESERVED_FDS))
+        .unwrap_or(usize::MAX)
+        .max(1)
 }
 
 async fn accept(listener: &TcpListener, backoff: &mut Duration) -> TcpStream {
@@ -358,7 +379,7 @@ impl Drop for InFlight {
 
 /// A response body that finishes its request when hyper drops it (written, or the connection
 /// gone).
-pub struct Finishing {
+struct Finishing {
     body: Body,
     _in_flight: InFlight,
 }
@@ -520,5 +541,57 @@ struct Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.connections.open_connections().remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_open_files_limit_is_raised_for_the_connections_up_to_the_hard_limit() {
+        assert_eq!(open_files_wanted(4096, 1_048_576), 4096 + RESERVED_FDS);
+        assert_eq!(open_files_wanted(4096, 2000), 2000);
+        assert_eq!(open_files_wanted(usize::MAX, u64::MAX), u64::MAX);
+    }
+
+    #[tokio::test]
+    async fn a_head_gets_the_header_timeout_and_a_kept_alive_wait_the_idle_timeout() {
+        let settings = HttpSettings::default();
+        let connections = Connections::new(1);
+        let (activity, _slot) = connections.open(connections.slot().await);
+        let soon =
+            |d: Option<Instant>| d.is_some_and(|d| d <= Instant::now() + settings.header_timeout);
+        assert!(soon(activity.deadline(&settings)), "a new connection");
+        let request = activity.request_started();
+        assert_eq!(activity.deadline(&settings), None, "busy: not timed");
+        drop(request);
+        let kept_alive = activity.deadline(&settings).expect("idle again");
+        assert!(kept_alive > Instant::now() + settings.header_timeout);
+        activity.bytes_arrived();
+        assert!(soon(activity.deadline(&settings)), "a head is arriving");
+    }
+
+    #[tokio::test]
+    async fn at_the_limit_the_connection_waiting_longest_is_asked_to_leave_never_a_busy_one() {
+        let connections = Connections::new(3);
+        let (oldest_busy, _a) = connections.open(connections.slot().await);
+        let (older_idle, _b) = connections.open(connections.slot().await);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let (newer_idle, _c) = connections.open(connections.slot().await);
+        let _request = oldest_busy.request_started();
+        connections.evict_longest_waiting();
+        let asked = |a: &Activity| a.evicting.load(Ordering::Acquire);
+        assert!(!asked(&oldest_busy) && asked(&older_idle) && !asked(&newer_idle));
+        // One at a time: nothing more is asked while that one is leaving.
+        connections.evict_longest_waiting();
+        assert!(!asked(&newer_idle));
+    }
+
+    #[test]
+    fn connections_leave_the_reserved_files_free() {
+        assert_eq!(connections_fitting(4096 + RESERVED_FDS), 4096);
+        assert_eq!(connections_fitting(1024), 1024 - 256);
+        assert_eq!(connections_fitting(10), 1);
     }
 }

@@ -52,7 +52,7 @@ pub struct HttpSettings {
     /// next request.
     pub idle_timeout: Duration,
     /// `PROVISIONER_HTTP_MAX_CONNECTIONS`: open connections at most (SSE streams included);
-    /// lowered at start to fit the process's file-descriptor limit.
+    /// lowered at start if the process's hard open-files limit does not leave room for it.
     pub max_connections: usize,
     /// `PROVISIONER_HTTP_DRAIN_TIMEOUT_MS`: on shutdown, how long requests in progress may
     /// take to finish before their connections are closed.
