@@ -288,9 +288,10 @@ async fn healthz_answers_while_idle_sockets_fill_the_connection_limit() {
             .expect("/healthz answers on a new connection at the limit");
         assert_eq!(response.status(), StatusCode::OK);
     }
+    // Room for a few more database connections, far from the 300 sockets offered.
     let fds = open_fds(pid);
     assert!(
-        fds <= baseline_fds + LIMIT + 2,
+        fds <= baseline_fds + LIMIT + 16,
         "{fds} files open with {LIMIT} connections allowed (baseline {baseline_fds})"
     );
 }
