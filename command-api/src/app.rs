@@ -8,7 +8,8 @@ use crate::http::{self, AppState, auth::Tokens};
 use crate::jetstream::ensure_streams;
 use crate::process_manager::ProcessManager;
 use crate::relay::Relay;
-use crate::settings::Settings;
+use crate::server;
+use crate::settings::{HttpSettings, Settings};
 use crate::store::{self, EventStore};
 use anyhow::Context;
 use domain::aggregate::StepTimeouts;
@@ -24,6 +25,7 @@ pub struct Application {
     state: AppState,
     store: EventStore,
     step_timeouts: StepTimeouts,
+    http: HttpSettings,
 }
 
 impl Application {
@@ -58,14 +60,14 @@ impl Application {
             sse_keep_alive: settings.sse_keep_alive,
             shutdown: CancellationToken::new(),
         };
-        let listener = TcpListener::bind(settings.listen)
-            .await
+        let listener = server::bind(settings.listen)
             .with_context(|| format!("failed to bind {}", settings.listen))?;
         Ok(Self {
             listener,
             state,
             store,
             step_timeouts: settings.step_timeouts,
+            http: settings.http.clone(),
         })
     }
 
@@ -79,7 +81,8 @@ impl Application {
         &self.state
     }
 
-    /// Serves HTTP and runs the background loops until `shutdown`, then drains them.
+    /// Serves HTTP and runs the background loops until `shutdown`, then drains them (HTTP
+    /// requests in progress for at most the drain timeout).
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let tasks = TaskTracker::new();
         let state = self.state;
@@ -126,13 +129,9 @@ impl Application {
         }
         tasks.close();
         let router = http::router(state);
-        let server_shutdown = shutdown.clone();
-        let result = axum::serve(self.listener, router)
-            .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
-            .await
-            .context("http server failed");
+        server::serve(self.listener, router, &self.http, shutdown.clone()).await;
         shutdown.cancel();
         tasks.wait().await;
-        result
+        Ok(())
     }
 }

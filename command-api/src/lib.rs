@@ -16,6 +16,7 @@ pub mod jetstream;
 pub mod local;
 pub mod process_manager;
 pub mod relay;
+pub mod server;
 pub mod settings;
 pub mod store;
 pub mod telemetry;

@@ -40,6 +40,60 @@ pub struct Settings {
     /// `PROVISIONER_INFRA_TIMEOUT_SECS`, `PROVISIONER_BOOTSTRAP_TIMEOUT_SECS`,
     /// `PROVISIONER_DESTROY_TIMEOUT_SECS`: how long a step may run before it fails as timed out.
     pub step_timeouts: StepTimeouts,
+    /// `PROVISIONER_HTTP_*`: connection timeouts and limits.
+    pub http: HttpSettings,
+}
+
+/// How the HTTP server treats connections (see `crate::server`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// `PROVISIONER_HTTP_HEADER_TIMEOUT_MS`: from a connection's opening, or from the first byte
+    /// of a request, until its whole head has arrived.
+    pub header_timeout: Duration,
+    /// `PROVISIONER_HTTP_BODY_TIMEOUT_MS`: the longest wait for the next piece of a request body.
+    pub body_timeout: Duration,
+    /// `PROVISIONER_HTTP_IDLE_TIMEOUT_MS`: how long a kept-alive connection may wait for its
+    /// next request.
+    pub idle_timeout: Duration,
+    /// `PROVISIONER_HTTP_MAX_CONNECTIONS`: open connections at most (SSE streams included);
+    /// lowered at start if the process's hard open-files limit does not leave room for it.
+    pub max_connections: usize,
+    /// `PROVISIONER_HTTP_DRAIN_TIMEOUT_MS`: on shutdown, how long requests in progress may
+    /// take to finish before their connections are closed.
+    pub drain_timeout: Duration,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 4096,
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl HttpSettings {
+    fn from_env() -> Result<Self, SettingsError> {
+        let default = Self::default();
+        let max_connections = parsed("PROVISIONER_HTTP_MAX_CONNECTIONS", default.max_connections)?;
+        if max_connections == 0 {
+            return Err(invalid(
+                "PROVISIONER_HTTP_MAX_CONNECTIONS",
+                "0",
+                "allow at least one connection",
+            ));
+        }
+        Ok(Self {
+            header_timeout: millis("PROVISIONER_HTTP_HEADER_TIMEOUT_MS", default.header_timeout)?,
+            body_timeout: millis("PROVISIONER_HTTP_BODY_TIMEOUT_MS", default.body_timeout)?,
+            idle_timeout: millis("PROVISIONER_HTTP_IDLE_TIMEOUT_MS", default.idle_timeout)?,
+            max_connections,
+            drain_timeout: millis("PROVISIONER_HTTP_DRAIN_TIMEOUT_MS", default.drain_timeout)?,
+        })
+    }
 }
 
 fn var(name: &str) -> Option<String> {
@@ -64,6 +118,15 @@ where
             .trim()
             .parse()
             .map_err(|e: T::Err| invalid(name, &value, e.to_string())),
+    }
+}
+
+/// A positive duration in milliseconds.
+fn millis(name: &'static str, default: Duration) -> Result<Duration, SettingsError> {
+    let default_ms = u64::try_from(default.as_millis()).unwrap_or(u64::MAX);
+    match parsed(name, default_ms)? {
+        0 => Err(invalid(name, "0", "use a positive number of milliseconds")),
+        ms => Ok(Duration::from_millis(ms)),
     }
 }
 
@@ -120,6 +183,7 @@ impl std::fmt::Debug for Settings {
             .field("enabled_providers", &self.enabled_providers)
             .field("sse_keep_alive", &self.sse_keep_alive)
             .field("step_timeouts", &self.step_timeouts)
+            .field("http", &self.http)
             .finish()
     }
 }
@@ -157,6 +221,7 @@ impl Settings {
                     StepTimeouts::DEFAULT.destroy,
                 )?,
             },
+            http: HttpSettings::from_env()?,
         })
     }
 }
@@ -192,6 +257,7 @@ mod tests {
             enabled_providers: vec![Provider::Sandbox],
             sse_keep_alive: Duration::from_secs(15),
             step_timeouts: StepTimeouts::DEFAULT,
+            http: HttpSettings::default(),
         };
         let debug = format!("{settings:?}");
         assert!(!debug.contains("hunter2"), "{debug}");
