@@ -213,9 +213,10 @@ async fn a_request_body_that_stops_arriving_is_answered_and_the_connection_close
         .expect("a body that never finishes ends its connection");
     let status = sent.lines().next().unwrap_or_default();
     assert!(
-        status.starts_with("HTTP/1.1 4"),
-        "expected a 4xx before the close, got {sent:?}"
+        status.starts_with("HTTP/1.1 408"),
+        "expected 408 before the close, got {sent:?}"
     );
+    assert!(sent.contains(r#""code":"request_timeout""#), "{sent}");
     let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
         .fetch_one(&stack.pool)
         .await

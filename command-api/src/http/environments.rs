@@ -101,7 +101,12 @@ async fn read_body(body: Body) -> Result<Bytes, AppError> {
     let mut total = 0usize;
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|error| {
-            AppError::BadRequest(format!("the request body could not be read: {error}"))
+            let error = error.into_inner();
+            if error.is::<tower_http::timeout::TimeoutError>() {
+                AppError::BodyTimeout
+            } else {
+                AppError::BadRequest(format!("the request body could not be read: {error}"))
+            }
         })?;
         total = total.saturating_add(chunk.len());
         if total <= MAX_BODY_BYTES {

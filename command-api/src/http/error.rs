@@ -26,6 +26,8 @@ pub enum AppError {
     BadRequest(String),
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("the request body stopped arriving (PROVISIONER_HTTP_BODY_TIMEOUT_MS)")]
+    BodyTimeout,
     /// The client's content type, quoted and cut short.
     #[error("unsupported content type {0}: use application/json or application/yaml")]
     UnsupportedMediaType(String),
@@ -76,6 +78,7 @@ impl AppError {
             AppError::PayloadTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
             }
+            AppError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             AppError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
