@@ -42,6 +42,8 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use tower_http::timeout::TimeoutBody;
 
+use crate::http::head_limit::MAX_HEAD_BYTES;
+
 /// File descriptors kept for everything but HTTP connections: the database pool, NATS, the
 /// listener, and in `dev` the executor's child processes and files.
 const RESERVED_FDS: u64 = 256;
@@ -80,6 +82,9 @@ pub async fn serve(
     // Our phases time the head (hyper would start its header timer as soon as a connection
     // goes idle, which would make the idle timeout and the header timeout one).
     http.header_read_timeout(None);
+    // Bounds (roughly: hyper's buffer may grow to about twice this) what one connection buffers
+    // for a request head; the exact limit is the router's (`http::head_limit`).
+    http.max_buf_size(MAX_HEAD_BYTES);
     let mut backoff = FIRST_BACKOFF;
     loop {
         let stream = tokio::select! {

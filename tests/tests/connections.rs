@@ -425,3 +425,23 @@ async fn shutdown_waits_for_requests_in_progress_only_up_to_the_drain_timeout() 
         "`serve` still running {WITHIN:?} after SIGTERM, with a 500 ms drain timeout"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_head_over_64_kib_is_refused_with_431() {
+    let stack = api_with(&[]).await;
+    let mut connection = connect(&stack).await;
+    let head = format!(
+        "GET /healthz HTTP/1.1\r\nHost: test\r\nX-Padding: {}\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    // The server may stop reading (and answer) before the whole head is written.
+    let _ = connection.write_all(head.as_bytes()).await;
+    let sent = closed_within(&mut connection, WITHIN)
+        .await
+        .expect("an oversized head ends its connection");
+    assert!(
+        sent.starts_with("HTTP/1.1 431"),
+        "expected 431, got {:?}",
+        sent.lines().next()
+    );
+}

@@ -28,6 +28,8 @@ pub enum AppError {
     PayloadTooLarge { limit: usize },
     #[error("the request body stopped arriving (PROVISIONER_HTTP_BODY_TIMEOUT_MS)")]
     BodyTimeout,
+    #[error("the request line and headers are larger than {limit} bytes")]
+    HeadTooLarge { limit: usize },
     /// The client's content type, quoted and cut short.
     #[error("unsupported content type {0}: use application/json or application/yaml")]
     UnsupportedMediaType(String),
@@ -79,6 +81,10 @@ impl AppError {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
             }
             AppError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            AppError::HeadTooLarge { .. } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request_header_fields_too_large",
+            ),
             AppError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
@@ -216,6 +222,12 @@ impl IntoResponse for AppError {
         let body = json!({"error": {"code": code, "message": message, "details": details}});
         let mut response = (status, axum::Json(body)).into_response();
         match self {
+            // A client that sends that much is not one to keep talking to.
+            AppError::HeadTooLarge { .. } => {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             AppError::Unavailable(_) => {
                 response
                     .headers_mut()

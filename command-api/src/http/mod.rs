@@ -4,6 +4,7 @@ pub mod auth;
 mod environments;
 pub mod error;
 mod extract;
+pub mod head_limit;
 mod health;
 mod logs;
 pub mod request_id;
@@ -73,6 +74,7 @@ pub fn router(state: AppState) -> Router {
             ServiceBuilder::new()
                 // First, so the span, the handlers and the response all see the settled id.
                 .layer(middleware::from_fn(request_id::assign))
+                .layer(middleware::from_fn(head_limit::refuse_oversized))
                 .layer(
                     TraceLayer::new_for_http().make_span_with(|request: &Request| {
                         let request_id = request
