@@ -3,7 +3,7 @@
 use super::DomainError;
 use super::commands::{Command, OperationOutcome, StepTimeouts};
 use super::events::{Event, OperationJob};
-use super::state::{Environment, Requested, Status};
+use super::state::{Environment, InFlight, Requested, Status};
 use crate::ids::{EnvironmentId, OperationId};
 use crate::infra_model::InfraModel;
 use crate::spec::{EnvironmentSpec, Step};
@@ -70,11 +70,7 @@ impl Environment {
         outcome: OperationOutcome,
     ) -> Result<Vec<Event>, DomainError> {
         self.require_exists()?;
-        let Some(in_flight) = self
-            .in_flight
-            .as_ref()
-            .filter(|op| op.operation_id == operation_id)
-        else {
+        let Some(in_flight) = self.in_flight_with(&operation_id) else {
             // A late, duplicate or cancelled operation's result: harmless, ignored.
             return Ok(vec![]);
         };
@@ -108,13 +104,16 @@ impl Environment {
         Ok(vec![event])
     }
 
+    /// The operation in flight, if it is `operation_id`.
+    fn in_flight_with(&self, operation_id: &OperationId) -> Option<&InFlight> {
+        self.in_flight
+            .as_ref()
+            .filter(|op| op.operation_id == *operation_id)
+    }
+
     fn time_out(&self, operation_id: OperationId) -> Result<Vec<Event>, DomainError> {
         self.require_exists()?;
-        let Some(in_flight) = self
-            .in_flight
-            .as_ref()
-            .filter(|op| op.operation_id == operation_id)
-        else {
+        let Some(in_flight) = self.in_flight_with(&operation_id) else {
             // It ended (or was cancelled) before its deadline was noticed: nothing to do.
             return Ok(vec![]);
         };
