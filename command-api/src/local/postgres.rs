@@ -284,7 +284,7 @@ async fn init_cluster(
         }
     }
     tracing::info!(version = binaries.major, data = %data.display(), "initialising a private postgresql cluster");
-    let mut command = postgres_command(&binaries.bin.join("initdb"), user);
+    let mut command = postgres_command(&binaries.bin.join("initdb"), dir, user);
     command
         .arg("-D")
         .arg(&data)
@@ -296,10 +296,16 @@ async fn init_cluster(
     result
 }
 
-/// A command for one of PostgreSQL's programs, as the service user when there is one.
-fn postgres_command(program: &Path, user: Option<(Uid, Gid)>) -> tokio::process::Command {
+/// A command for one of PostgreSQL's programs, run in `dir` (which the service user can enter,
+/// unlike perhaps our own working directory), as the service user when there is one.
+fn postgres_command(
+    program: &Path,
+    dir: &Path,
+    user: Option<(Uid, Gid)>,
+) -> tokio::process::Command {
     // SIGINT: a fast shutdown, the cluster stays consistent.
     let mut command = child_process::command(program, Signal::SIGINT, &[]);
+    command.current_dir(dir);
     if let Some((uid, gid)) = user {
         command.uid(uid.as_raw()).gid(gid.as_raw());
     }
@@ -320,7 +326,7 @@ fn spawn(
         .open(&log_path)
         .map_err(io(format!("open {}", log_path.display())))?;
     let stderr = log.try_clone().map_err(io("duplicate the log handle"))?;
-    let mut command = postgres_command(&binaries.bin.join("postgres"), user);
+    let mut command = postgres_command(&binaries.bin.join("postgres"), dir, user);
     command
         .arg("-D")
         .arg(dir.join("data"))
