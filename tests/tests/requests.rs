@@ -242,7 +242,9 @@ async fn unknown_environments_are_404_everywhere_and_a_repeated_delete_changes_n
 }
 
 /// The probe that wedged an environment: a 360,000-character `X-Request-ID` was stored in the
-/// event's metadata, the event outgrew NATS's max payload and the relay retried it forever.
+/// event's metadata, the event outgrew NATS's max payload and the relay retried it forever. Now
+/// a head that large is refused whole (431), and an over-long id within the head limit is
+/// replaced by a generated one.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_invalid_request_id_is_replaced_by_a_generated_one_and_the_environment_proceeds() {
     let stack = Stack::start().await;
@@ -254,8 +256,32 @@ async fn an_invalid_request_id_is_replaced_by_a_generated_one_and_the_environmen
             .body(sandbox_yaml(name, ""))
             .send()
     };
+    // Far beyond the limit, hyper refuses the head before it is parsed (431, no body); just
+    // beyond it, the router does, with the error body.
     let huge = reqwest::header::HeaderValue::from_str(&"r".repeat(360_000)).unwrap();
     let response = create("wedged", huge).await.unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
+    let over = reqwest::header::HeaderValue::from_str(&"r".repeat(70_000)).unwrap();
+    let response = create("wedged", over).await.unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["error"]["code"],
+        "request_header_fields_too_large"
+    );
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&stack.pool)
+        .await
+        .unwrap();
+    assert_eq!(events, 0, "a refused request changes nothing");
+
+    let long = reqwest::header::HeaderValue::from_str(&"r".repeat(60_000)).unwrap();
+    let response = create("wedged", long).await.unwrap();
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     let echoed = response.headers()["x-request-id"]
         .to_str()

@@ -72,9 +72,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(
             ServiceBuilder::new()
-                // First, so the span, the handlers and the response all see the settled id.
-                .layer(middleware::from_fn(request_id::assign))
+                // First, on the head exactly as the client sent it.
                 .layer(middleware::from_fn(head_limit::refuse_oversized))
+                // Then, so the span, the handlers and the response all see the settled id.
+                .layer(middleware::from_fn(request_id::assign))
                 .layer(
                     TraceLayer::new_for_http().make_span_with(|request: &Request| {
                         let request_id = request
