@@ -4,13 +4,11 @@
 
 mod support;
 
-use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use command_api::jetstream::ensure_streams;
 use command_api::relay::Relay;
 use command_api::store::EventStore;
 use domain::ids::EnvironmentId;
-use domain::wire::{EventEnvelope, MAX_EVENT_BYTES, Subjects};
-use futures::StreamExt;
+use domain::wire::{MAX_EVENT_BYTES, Subjects};
 use serde_json::json;
 use std::time::{Duration, Instant};
 use support::{TestDb, metadata, sandbox_spec};
@@ -78,28 +76,11 @@ impl Harness {
 
     /// The sequences of one environment's events on the stream.
     async fn published(&self, env: &str) -> Vec<u64> {
-        let stream = self
-            .js
-            .get_stream(self.subjects.events_stream())
+        system_tests::events_on_stream(&self.js, &self.subjects, env)
             .await
-            .expect("events stream");
-        let consumer = stream
-            .create_consumer(OrderedConfig {
-                filter_subject: self.subjects.environment_events(env),
-                deliver_policy: DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .expect("ordered consumer");
-        let mut messages = consumer.messages().await.expect("messages");
-        let mut sequences = Vec::new();
-        while let Ok(Some(Ok(message))) =
-            tokio::time::timeout(Duration::from_millis(300), messages.next()).await
-        {
-            let envelope: EventEnvelope = serde_json::from_slice(&message.payload).unwrap();
-            sequences.push(envelope.sequence);
-        }
-        sequences
+            .iter()
+            .map(|envelope| envelope.sequence)
+            .collect()
     }
 
     /// Waits until `env` has exactly `expected` on the stream (panics after [`WITHIN`]).

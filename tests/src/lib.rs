@@ -14,7 +14,7 @@ mod stack;
 mod traffic;
 
 pub use processes::{ProviderProcess, binary_dir};
-pub use stack::{Stack, StackOptions};
+pub use stack::{Stack, StackOptions, events_on_stream};
 pub use traffic::Traffic;
 
 /// A sandbox MetaConfig with the given name and `simulate` block (YAML lines, already indented

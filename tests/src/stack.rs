@@ -270,35 +270,7 @@ impl Stack {
     /// Every message on the events stream for one environment, read straight from JetStream.
     pub async fn stream_events(&self, id: &str) -> Vec<EventEnvelope> {
         let client = async_nats::connect(self.nats.url()).await.expect("nats");
-        let js = async_nats::jetstream::new(client);
-        let stream = js
-            .get_stream(self.subjects.events_stream())
-            .await
-            .expect("events stream");
-        let consumer = stream
-            .create_consumer(OrderedConfig {
-                filter_subject: self.subjects.environment_events(id),
-                deliver_policy: DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .expect("ordered consumer");
-        let mut messages = consumer.messages().await.expect("messages");
-        let mut events = Vec::new();
-        loop {
-            match tokio::time::timeout(Duration::from_millis(500), messages.next()).await {
-                Ok(Some(Ok(message))) => {
-                    events.push(serde_json::from_slice(&message.payload).expect("envelope"));
-                    let pending = message.info().map(|i| i.pending).unwrap_or(0);
-                    if pending == 0 {
-                        break;
-                    }
-                }
-                Ok(Some(Err(error))) => panic!("consumer error: {error}"),
-                Ok(None) | Err(_) => break,
-            }
-        }
-        events
+        events_on_stream(&async_nats::jetstream::new(client), &self.subjects, id).await
     }
 
     /// Fails the test unless every event committed now is on the events stream exactly once,
@@ -430,4 +402,41 @@ impl Drop for Stack {
         })
         .join();
     }
+}
+
+/// Every event of one environment on the events stream, in stream order, read straight from
+/// JetStream with an ordered consumer (until nothing is pending, or nothing comes for 500 ms).
+pub async fn events_on_stream(
+    js: &async_nats::jetstream::Context,
+    subjects: &Subjects,
+    environment_id: &str,
+) -> Vec<EventEnvelope> {
+    let stream = js
+        .get_stream(subjects.events_stream())
+        .await
+        .expect("events stream");
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            filter_subject: subjects.environment_events(environment_id),
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .expect("ordered consumer");
+    let mut messages = consumer.messages().await.expect("messages");
+    let mut events = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_millis(500), messages.next()).await {
+            Ok(Some(Ok(message))) => {
+                events.push(serde_json::from_slice(&message.payload).expect("envelope"));
+                let pending = message.info().map(|i| i.pending).unwrap_or(0);
+                if pending == 0 {
+                    break;
+                }
+            }
+            Ok(Some(Err(error))) => panic!("consumer error: {error}"),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    events
 }
