@@ -96,7 +96,8 @@ impl HttpSettings {
     }
 }
 
-fn var(name: &str) -> Option<String> {
+/// A variable's value, when it is set to something other than blanks.
+pub(crate) fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 

