@@ -2,6 +2,7 @@
 //! cluster. This crate decides *what* to install (releases, charts, computed values); the
 //! executor runs `helm` to install it.
 
+pub mod kubeconfig;
 pub mod plan;
 
 pub use plan::{BootstrapPlan, Release};

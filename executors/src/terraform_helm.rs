@@ -15,6 +15,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use bootstrap::kubeconfig::{self, KUBECONFIG_FILE};
 use bootstrap::{BootstrapPlan, Release};
 use domain::aggregate::Outputs;
 use domain::spec::{Provider, Step};
@@ -23,7 +24,6 @@ use serde_json::Value;
 
 use crate::child_process::NETWORK_ENV;
 use crate::driver::{StepContext, StepDriver, StepError};
-use crate::kubeconfig::{self, KUBECONFIG_FILE};
 use crate::process::{self, Finished, Invocation, Program};
 use crate::settings::{ExecutorSettings, SandboxTools};
 use crate::terraform_render::{self, CONFIG_FILE, Target};
