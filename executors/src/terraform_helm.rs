@@ -134,11 +134,8 @@ impl TerraformHelmDriver {
 
     async fn bootstrap(&self, ctx: &StepContext) -> Result<Outputs, StepError> {
         write_simulate_file(ctx, self.provider).await?;
-        let infra = InfraOutputs::try_from(&ctx.job.infra_outputs).map_err(|missing| {
-            StepError::failed(format!(
-                "bootstrap needs outputs the job does not carry: {missing}"
-            ))
-        })?;
+        let infra = InfraOutputs::try_from(&ctx.job.infra_outputs)
+            .map_err(|missing| StepError::failed(format!("cannot bootstrap: {missing}")))?;
         let access = self.cluster_access(ctx).await?;
         let step = BootstrapStep::new(&ctx.job.beta9, &infra, &access);
         let outputs = step
