@@ -153,14 +153,13 @@ impl TerraformHelmDriver {
                 self.prepare_terraform(ctx).await?;
                 let outputs = self.terraform_outputs(ctx).await?;
                 let ca = InfraOutput::ClusterCertificateAuthority;
-                let certificate_authority = outputs
-                    .get(ca.name())
-                    .and_then(|o| o.value.as_str())
-                    .ok_or_else(|| {
-                    StepError::failed(format!(
+                let Some(certificate_authority) =
+                    outputs.get(ca.name()).and_then(|o| o.value.as_str())
+                else {
+                    return Err(StepError::failed(format!(
                         "the Terraform state has no {ca} output: apply the infra first"
-                    ))
-                })?;
+                    )));
+                };
                 Ok(ClusterAccess::Eks {
                     region: ctx.job.infra_model.region.clone(),
                     certificate_authority: certificate_authority.to_owned(),
