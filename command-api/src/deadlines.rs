@@ -12,13 +12,12 @@
 //! the operation in flight, so a second replica either loses the optimistic-concurrency race
 //! (and then finds nothing to do) or finds the operation already ended.
 
-use crate::process_manager::now;
 use crate::relay::error_chain;
 use crate::store::{EventStore, StoreError};
 use chrono::{DateTime, Utc};
 use domain::aggregate::{Command, DomainError, StepTimeouts};
 use domain::ids::OperationId;
-use domain::wire::EventMetadata;
+use domain::wire::{EventMetadata, RequestId};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -132,17 +131,13 @@ impl DeadlineSweep {
             tracing::error!(env_id = env, op_id = %overdue.operation_id, "malformed operation id in operation_deadlines; dropped");
             return self.forget(overdue).await;
         };
-        let metadata = EventMetadata {
-            actor: "system:deadline-sweep".into(),
-            tenant: overdue.tenant.clone(),
-            request_id: overdue
-                .request_id
-                .clone()
-                .unwrap_or_else(|| format!("deadline:{operation_id}")),
-            correlation_id: operation_id.to_string(),
-            causation_id: format!("deadline:{env}:{}", overdue.started_sequence),
-            recorded_at: now(),
-        };
+        let metadata = EventMetadata::timeout(
+            env,
+            overdue.started_sequence,
+            &operation_id,
+            overdue.request_id.clone().map(RequestId::new),
+            overdue.tenant.clone(),
+        );
         let command = Command::TimeOutOperation { operation_id };
         let mut attempt = 0;
         loop {

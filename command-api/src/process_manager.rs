@@ -175,14 +175,7 @@ impl ProcessManager {
             deliveries = advisory.deliveries,
             "executors gave up on a job"
         );
-        let metadata = EventMetadata {
-            actor: "system:process-manager".into(),
-            tenant: envelope.metadata.tenant.clone(),
-            request_id: envelope.metadata.request_id.clone(),
-            correlation_id: operation_id.to_string(),
-            causation_id: format!("advisory:max-deliveries:{}", advisory.stream_seq),
-            recorded_at: now(),
-        };
+        let metadata = EventMetadata::abandoned(&envelope, &operation_id, advisory.stream_seq);
         let error = format!(
             "no executor finished this step after {} deliveries (each attempt crashed or timed out); retry to run it again",
             advisory.deliveries
@@ -195,7 +188,7 @@ impl ProcessManager {
         // longer in flight and this is ignored).
         for _ in 0..5 {
             match self
-                .execute(&envelope.environment_id, command.clone(), &metadata)
+                .execute(envelope.environment_id.as_str(), command.clone(), &metadata)
                 .await
             {
                 Disposition::Retry => tokio::time::sleep(RETRY_DELAY).await,
@@ -210,19 +203,12 @@ impl ProcessManager {
             return Disposition::Poison;
         };
         let operation_id = OperationId::generate();
-        let metadata = EventMetadata {
-            actor: "system:process-manager".into(),
-            tenant: envelope.metadata.tenant.clone(),
-            request_id: envelope.metadata.request_id.clone(),
-            correlation_id: operation_id.to_string(),
-            causation_id: envelope.message_id(),
-            recorded_at: now(),
-        };
+        let metadata = EventMetadata::trigger(&envelope, &operation_id);
         let command = Command::StartPendingOperation {
             operation_id,
             timeouts: self.timeouts,
         };
-        self.execute(&envelope.environment_id, command, &metadata)
+        self.execute(envelope.environment_id.as_str(), command, &metadata)
             .await
     }
 
@@ -231,14 +217,7 @@ impl ProcessManager {
             tracing::error!("undecodable executor result; skipped");
             return Disposition::Poison;
         };
-        let metadata = EventMetadata {
-            actor: "system:executor".into(),
-            tenant: None,
-            request_id: format!("result:{}", result.operation_id),
-            correlation_id: result.operation_id.to_string(),
-            causation_id: format!("result:{}", result.operation_id),
-            recorded_at: now(),
-        };
+        let metadata = EventMetadata::result(&result.operation_id);
         let environment_id = result.environment_id.as_str();
         let command = Command::CompleteOperation {
             operation_id: result.operation_id.clone(),
@@ -289,10 +268,6 @@ impl ProcessManager {
             }
         }
     }
-}
-
-pub(crate) fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 /// Runs a durable pull consumer until shutdown, handling messages concurrently and acking each

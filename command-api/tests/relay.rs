@@ -68,7 +68,13 @@ impl Harness {
         .bind(sequence)
         .bind(event_type)
         .bind(json!({"type": event_type, "data": {"blob": blob}}))
-        .bind(serde_json::to_value(metadata("req_raw")).unwrap())
+        .bind(
+            serde_json::to_value(command_api::store::stored_metadata(
+                &metadata("req_raw"),
+                chrono::Utc::now(),
+            ))
+            .unwrap(),
+        )
         .execute(&self.db.pool)
         .await
         .expect("insert raw event");

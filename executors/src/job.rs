@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, AckKind};
+use domain::OperationId;
 use domain::aggregate::event_sets::{ENDED_EARLY_EVENTS, JOB_EVENTS};
 use domain::aggregate::{OperationJob, OperationOutcome, Outputs};
 use domain::wire::{EventEnvelope, OperationResult, Subjects};
-use domain::OperationId;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
