@@ -2,6 +2,10 @@
 //! version by [`domain::aggregate::upcast`], as every read path does), and a commit that is one
 //! statement.
 //!
+//! cqrs-es loads an aggregate through `get_events` (and `get_last_events`, with snapshots, which
+//! are off): both upcast. `stream_events`/`stream_all_events` feed cqrs-es's replay of queries,
+//! which this store does not use; they pass through as stored.
+//!
 //! postgres-es commits with BEGIN, one INSERT per event, COMMIT: three round trips or more. A
 //! single multi-row `INSERT … SELECT FROM UNNEST(…)` is atomic on its own (one statement, one
 //! implicit transaction, the `events` trigger included), so a commit here is one round trip —
