@@ -13,11 +13,11 @@
 //! (and then finds nothing to do) or finds the operation already ended.
 
 use crate::relay::error_chain;
-use crate::store::{EventStore, StoreError};
+use crate::store::{EventStore, StoreError, reader};
 use chrono::{DateTime, Utc};
 use domain::aggregate::{Command, DomainError, StepTimeouts};
 use domain::ids::OperationId;
-use domain::wire::{EventMetadata, RequestId};
+use domain::wire::{EventEnvelope, EventMetadata};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -47,8 +47,6 @@ struct Overdue {
     environment_id: String,
     operation_id: String,
     started_sequence: i64,
-    request_id: Option<String>,
-    tenant: Option<String>,
 }
 
 #[derive(Clone)]
@@ -84,8 +82,16 @@ impl DeadlineSweep {
         loop {
             let overdue = self.overdue(now).await?;
             let batch = overdue.len();
+            // The `…Started` events, for the request and tenant the time-outs belong to.
+            let keys: Vec<(String, i64)> = overdue
+                .iter()
+                .map(|o| (o.environment_id.clone(), o.started_sequence))
+                .collect();
+            let started = reader::by_keys(self.store.pool(), &keys).await?;
             for operation in overdue {
-                self.time_out(&operation).await?;
+                let key = (operation.environment_id.clone(), operation.started_sequence);
+                let started = started.get(&key).and_then(|read| read.as_ref().ok());
+                self.time_out(&operation, started).await?;
                 handled += 1;
             }
             if batch < BATCH as usize {
@@ -104,15 +110,10 @@ impl DeadlineSweep {
                                       WHEN 'bootstrap' THEN $3
                                       ELSE $4 END)) AS due_at
                    FROM operation_deadlines)
-             SELECT d.environment_id, d.operation_id, d.started_sequence,
-                    e.metadata::jsonb ->> 'request_id' AS request_id,
-                    e.metadata::jsonb ->> 'tenant' AS tenant
-               FROM due d
-               LEFT JOIN events e
-                 ON e.aggregate_type = $6 AND e.aggregate_id = d.environment_id
-                AND e.sequence = d.started_sequence
-              WHERE d.due_at <= $1
-              ORDER BY d.due_at
+             SELECT environment_id, operation_id, started_sequence
+               FROM due
+              WHERE due_at <= $1
+              ORDER BY due_at
               LIMIT $5",
         )
         .bind(now)
@@ -120,12 +121,16 @@ impl DeadlineSweep {
         .bind(seconds(self.timeouts.bootstrap))
         .bind(seconds(self.timeouts.destroy))
         .bind(BATCH)
-        .bind(crate::store::AGGREGATE_TYPE)
         .fetch_all(self.store.pool())
         .await
     }
 
-    async fn time_out(&self, overdue: &Overdue) -> Result<(), SweepError> {
+    /// `started` is the operation's `…Started` event, when it can be read.
+    async fn time_out(
+        &self,
+        overdue: &Overdue,
+        started: Option<&EventEnvelope>,
+    ) -> Result<(), SweepError> {
         let env = overdue.environment_id.as_str();
         let Ok(operation_id) = OperationId::parse(&overdue.operation_id) else {
             tracing::error!(env_id = env, op_id = %overdue.operation_id, "malformed operation id in operation_deadlines; dropped");
@@ -135,8 +140,7 @@ impl DeadlineSweep {
             env,
             overdue.started_sequence,
             &operation_id,
-            overdue.request_id.clone().map(RequestId::new),
-            overdue.tenant.clone(),
+            started.map(|started| &started.metadata),
         );
         let command = Command::TimeOutOperation { operation_id };
         let mut attempt = 0;

@@ -157,19 +157,21 @@ impl EventMetadata {
     }
 
     /// The deadline sweep timing out `operation_id`, started by event `started_sequence` of
-    /// `environment_id`; in that event's request and tenant when they are known.
+    /// `environment_id` (whose metadata is `started`, when it can be read): in that event's
+    /// request and tenant.
     pub fn timeout(
         environment_id: &str,
         started_sequence: i64,
         operation_id: &OperationId,
-        started_request: Option<RequestId>,
-        tenant: Option<String>,
+        started: Option<&EventMetadata>,
     ) -> Self {
         Self {
             actor: Actor::system(Actor::DEADLINE_SWEEP),
-            tenant,
-            request_id: started_request
-                .unwrap_or_else(|| RequestId(format!("deadline:{operation_id}"))),
+            tenant: started.and_then(|started| started.tenant.clone()),
+            request_id: started.map_or_else(
+                || RequestId(format!("deadline:{operation_id}")),
+                |started| started.request_id.clone(),
+            ),
             correlation_id: CorrelationId::operation(operation_id),
             causation_id: CausationId(format!("deadline:{environment_id}:{started_sequence}")),
         }
@@ -480,19 +482,13 @@ mod tests {
         assert_eq!(result.request_id.as_str(), format!("result:{op}"));
         assert_eq!(result.causation_id.as_str(), format!("result:{op}"));
 
-        let timeout = EventMetadata::timeout("env_x", 4, &op, None, None);
+        let timeout = EventMetadata::timeout("env_x", 4, &op, None);
         assert_eq!(timeout.actor.as_str(), Actor::DEADLINE_SWEEP);
         assert_eq!(timeout.request_id.as_str(), format!("deadline:{op}"));
         assert_eq!(timeout.causation_id.as_str(), "deadline:env_x:4");
-        let timeout = EventMetadata::timeout(
-            "env_x",
-            4,
-            &op,
-            Some(RequestId::new("req_1")),
-            Some("t".into()),
-        );
+        let timeout = EventMetadata::timeout("env_x", 4, &op, Some(&cause.metadata));
         assert_eq!(timeout.request_id.as_str(), "req_1");
-        assert_eq!(timeout.tenant.as_deref(), Some("t"));
+        assert_eq!(timeout.tenant.as_deref(), Some("acme"));
 
         let abandoned = EventMetadata::abandoned(&cause, &op, 17);
         assert_eq!(abandoned.actor.as_str(), Actor::PROCESS_MANAGER);
