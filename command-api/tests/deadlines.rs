@@ -4,10 +4,10 @@
 mod support;
 
 use command_api::deadlines::DeadlineSweep;
-use command_api::store::EventStore;
 use domain::aggregate::{Command, StepTimeouts};
 use domain::ids::{EnvironmentId, OperationId};
 use domain::wire::{Actor, EventMetadata};
+use event_store::EventStore;
 use support::{metadata, sandbox_spec};
 
 #[tokio::test]

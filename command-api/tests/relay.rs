@@ -6,9 +6,9 @@ mod support;
 
 use command_api::jetstream::ensure_streams;
 use command_api::relay::Relay;
-use command_api::store::EventStore;
 use domain::ids::EnvironmentId;
 use domain::wire::{MAX_EVENT_BYTES, Subjects};
+use event_store::EventStore;
 use serde_json::json;
 use std::time::{Duration, Instant};
 use support::{TestDb, metadata, sandbox_spec};
@@ -69,7 +69,7 @@ impl Harness {
         .bind(event_type)
         .bind(json!({"type": event_type, "data": {"blob": blob}}))
         .bind(
-            serde_json::to_value(command_api::store::stored_metadata(
+            serde_json::to_value(event_store::stored_metadata(
                 &metadata("req_raw"),
                 chrono::Utc::now(),
             ))
