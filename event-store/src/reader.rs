@@ -102,37 +102,45 @@ pub(crate) fn now() -> DateTime<Utc> {
 impl StoredRow {
     /// Decodes the row: the envelope as published, its payload at its type's current version.
     pub fn decode(self) -> Result<EventEnvelope, DecodeError> {
+        let StoredRow {
+            aggregate_id,
+            sequence,
+            event_type,
+            event_version,
+            payload,
+            metadata,
+        } = self;
         let fail = |reason| DecodeError {
-            environment_id: self.aggregate_id.clone(),
-            sequence: self.sequence,
-            event_type: self.event_type.clone(),
+            environment_id: aggregate_id.clone(),
+            sequence,
+            event_type: event_type.clone(),
             reason,
         };
-        let environment_id = EnvironmentId::parse(&self.aggregate_id)
-            .map_err(|_| fail(DecodeReason::EnvironmentId))?;
-        let sequence = u64::try_from(self.sequence)
+        let environment_id =
+            EnvironmentId::parse(&aggregate_id).map_err(|_| fail(DecodeReason::EnvironmentId))?;
+        let position = u64::try_from(sequence)
             .ok()
             .filter(|sequence| *sequence > 0)
             .ok_or_else(|| fail(DecodeReason::Sequence))?;
         let StoredMetadata {
             metadata,
             recorded_at,
-        } = StoredMetadata::deserialize(&self.metadata)
+        } = StoredMetadata::deserialize(metadata)
             .map_err(|error| fail(DecodeReason::Metadata(error)))?;
-        let payload = match &self.payload {
-            Value::Object(tagged) => tagged.get("data").cloned().unwrap_or(Value::Null),
+        let payload = match payload {
+            Value::Object(mut tagged) => tagged.remove("data").unwrap_or(Value::Null),
             _ => return Err(fail(DecodeReason::Payload)),
         };
-        let upcasted = upcast(&self.event_type, &self.event_version, payload)
+        let upcasted = upcast(&event_type, &event_version, payload)
             .map_err(|error| fail(DecodeReason::Upcast(error)))?;
         Ok(EventEnvelope {
             environment_id,
-            sequence,
+            sequence: position,
             version: upcasted.version.to_string(),
             payload: upcasted.payload,
             metadata,
             recorded_at,
-            event_type: self.event_type,
+            event_type,
         })
     }
 }
