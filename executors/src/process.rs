@@ -5,7 +5,7 @@
 //! terraform release its state lock and save state, then SIGKILL to the group if it has not
 //! exited within the grace period. `kill_on_drop` covers the executor task being dropped.
 //!
-//! Children start as [`crate::child_process`] says: a minimal, explicit environment and a
+//! Children start as [`child_process`] says: a minimal, explicit environment and a
 //! parent-death signal (SIGTERM: terraform then stops the way it does on Ctrl-C).
 
 use std::collections::VecDeque;
@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 
-use crate::child_process;
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Child;

@@ -43,7 +43,7 @@ pub const CLOUD_TOOL_ENV: &[&str] = &[
     "TF_PLUGIN_CACHE_DIR",
 ];
 /// The sandbox's fault-injection file, read by the stand-ins.
-pub const SIMULATE_FILE: &str = "simulate.json";
+pub use domain::spec::SIMULATE_FILE;
 /// Where the per-release values files go, inside the workdir.
 pub const VALUES_DIR: &str = "helm-values";
 /// The sensitive output holding the cluster's CA bundle (used locally, never reported).

@@ -134,7 +134,7 @@ async fn with_no_executor_at_all_a_step_times_out_and_a_retry_runs_once_an_execu
     assert_eq!(count(&types, "InfraApplied"), 1, "{types:?}");
     // The first job, delivered late to the new executor, was skipped: one apply ran.
     stack.assert_no_overlap(&id);
-    let applies = executors::standin::overlap::runs(&stack.workdir(&id))
+    let applies = standins::overlap::runs(&stack.workdir(&id))
         .unwrap()
         .into_iter()
         .filter(|run| run.started.operation == "apply")

@@ -303,8 +303,8 @@ impl std::ops::Deref for TestDb {
 // ---------------------------------------------------------------------------------------------
 // NATS
 
-/// A private nats-server >= 2.10 (see `command_api::local_nats`), killed on drop.
-pub struct NatsServer(command_api::local_nats::LocalNats);
+/// A private nats-server >= 2.10 (see `local_services::nats`), killed on drop.
+pub struct NatsServer(local_services::nats::LocalNats);
 
 impl NatsServer {
     pub async fn start() -> Self {

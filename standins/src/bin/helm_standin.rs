@@ -1,9 +1,6 @@
 //! `helm-standin`: speaks helm's command-line contract over files in the working directory.
-//! See `executors::standin::helm`.
+//! See `standins::helm`.
 
 fn main() -> std::process::ExitCode {
-    executors::standin::run_main(
-        executors::standin::helm::run,
-        executors::standin::process_args(),
-    )
+    standins::run_main(standins::helm::run, standins::process_args())
 }

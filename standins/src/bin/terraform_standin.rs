@@ -1,9 +1,6 @@
 //! `terraform-standin`: speaks terraform's command-line contract over files in the working
-//! directory. See `executors::standin::terraform`.
+//! directory. See `standins::terraform`.
 
 fn main() -> std::process::ExitCode {
-    executors::standin::run_main(
-        executors::standin::terraform::run,
-        executors::standin::process_args(),
-    )
+    standins::run_main(standins::terraform::run, standins::process_args())
 }
