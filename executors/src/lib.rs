@@ -1,6 +1,7 @@
 //! The executors: JetStream job consumers that run a step's tools (terraform and helm, or the
 //! sandbox provider's stand-ins, which live in the `standins` crate and are never linked here)
-//! per environment and report the results.
+//! per environment and report the results. How every child starts is the `child-process` crate's
+//! (shared with `local-services`).
 
 pub mod driver;
 mod inflight;
@@ -12,7 +13,3 @@ pub mod runner;
 pub mod settings;
 pub mod terraform_helm;
 pub mod terraform_render;
-
-/// How every child starts (its own crate, shared with `local-services`); in scope at the crate
-/// root so that `crate::child_process` keeps naming it.
-use child_process;

@@ -21,12 +21,12 @@ use domain::spec::{Provider, Step};
 use futures::future::BoxFuture;
 use serde_json::Value;
 
-use crate::child_process::NETWORK_ENV;
 use crate::driver::{StepContext, StepDriver, StepError};
 use crate::kubeconfig::{self, KUBECONFIG_FILE};
 use crate::process::{self, Finished, Invocation, Program};
 use crate::settings::{ExecutorSettings, SandboxTools};
 use crate::terraform_render::{self, CONFIG_FILE, Target};
+use child_process::NETWORK_ENV;
 
 /// The variables the real CLIs may take from the executor's environment beside the network's
 /// ([`NETWORK_ENV`]): where the AWS configuration is (never the credentials themselves), and
