@@ -16,6 +16,7 @@
 use crate::relay::error_chain;
 use crate::store::{EventStore, StoreError};
 use async_nats::jetstream::{self, AckKind, consumer::pull};
+use domain::aggregate::event_sets::STEP_TRIGGERS;
 use domain::aggregate::{Command, DomainError, OperationOutcome, StepTimeouts};
 use domain::ids::OperationId;
 use domain::wire::{EventEnvelope, EventMetadata, MAX_EVENT_BYTES, OperationResult, Subjects};
@@ -29,14 +30,6 @@ const RESULTS_CONSUMER: &str = Subjects::PROCESS_MANAGER_RESULTS_CONSUMER;
 const CONCURRENCY: usize = 32;
 const RETRY_DELAY: Duration = Duration::from_millis(250);
 const STREAM_WAIT: Duration = Duration::from_millis(200);
-
-/// Events after which a step may be pending.
-const TRIGGERS: [&str; 4] = [
-    "EnvironmentRequested",
-    "InfraApplied",
-    "RetryRequested",
-    "DestroyRequested",
-];
 
 /// What to do with a message after handling it.
 enum Disposition {
@@ -78,7 +71,7 @@ impl ProcessManager {
             let this = self.clone();
             let config = pull::Config {
                 durable_name: Some(TRIGGER_CONSUMER.into()),
-                filter_subjects: TRIGGERS
+                filter_subjects: STEP_TRIGGERS
                     .iter()
                     .map(|t| self.subjects.event_type(t))
                     .collect(),

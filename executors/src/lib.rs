@@ -6,7 +6,6 @@
 pub mod driver;
 mod inflight;
 mod job;
-pub mod kubeconfig;
 pub mod logs;
 pub mod process;
 pub mod runner;
