@@ -25,8 +25,8 @@ use std::future::Future;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-const TRIGGER_CONSUMER: &str = "process-manager";
-const RESULTS_CONSUMER: &str = "process-manager-results";
+const TRIGGER_CONSUMER: &str = Subjects::PROCESS_MANAGER_CONSUMER;
+const RESULTS_CONSUMER: &str = Subjects::PROCESS_MANAGER_RESULTS_CONSUMER;
 const CONCURRENCY: usize = 32;
 const RETRY_DELAY: Duration = Duration::from_millis(250);
 const STREAM_WAIT: Duration = Duration::from_millis(200);
@@ -120,7 +120,7 @@ impl ProcessManager {
         let subject = format!(
             "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{}",
             self.subjects.events_stream(),
-            executors::runner::CONSUMER
+            Subjects::EXECUTOR_CONSUMER
         );
         while !shutdown.is_cancelled() {
             let mut advisories = match self.js.client().subscribe(subject.clone()).await {

@@ -25,7 +25,7 @@ use crate::settings::ExecutorSettings;
 use domain::aggregate::event_sets::{ENDED_EARLY_EVENTS, JOB_EVENTS};
 
 /// The durable consumer's name, shared by all executor replicas.
-pub const CONSUMER: &str = "executor";
+pub const CONSUMER: &str = domain::wire::Subjects::EXECUTOR_CONSUMER;
 /// How often the runner looks for the streams while the command side has not created them.
 const STREAM_POLL: Duration = Duration::from_millis(200);
 /// How long one pull request waits for a job; bounds how late a shutdown stops pulling.
