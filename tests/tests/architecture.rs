@@ -5,6 +5,9 @@
 //! - `domain` reaches no async runtime, database, HTTP or NATS client, nor kube;
 //! - `command-api` reaches neither `executors` nor `standins`;
 //! - `executors` reaches neither `command-api` nor `standins`;
+//! - `event-store` reaches `domain` and the database, and nothing of HTTP, NATS or the other
+//!   sides; `projections` reaches neither the command side nor the executors; `bootstrap`
+//!   reaches neither the executors nor either store;
 //! - no package reaches `system-tests` (the test support, only ever a dev-dependency);
 //! - only the root `provisioner` package links `standins` (and `system-tests`, which tests only
 //!   ever use).
@@ -157,6 +160,36 @@ fn the_command_side_and_the_executors_do_not_depend_on_each_other_or_on_the_stan
     let graph = Graph::of_workspace();
     let mut violations = graph.violations("command-api", &["executors", "standins"]);
     violations.extend(graph.violations("executors", &["command-api", "standins"]));
+    assert_none(violations);
+}
+
+#[test]
+fn the_event_store_depends_on_the_domain_and_the_database_only() {
+    let graph = Graph::of_workspace();
+    for needed in ["domain", "sqlx"] {
+        assert!(
+            graph.path("event-store", needed).is_some(),
+            "event-store should reach {needed}"
+        );
+    }
+    assert_none(graph.violations(
+        "event-store",
+        &[
+            "command-api",
+            "projections",
+            "executors",
+            "async-nats",
+            "axum",
+            "hyper",
+        ],
+    ));
+}
+
+#[test]
+fn the_read_side_and_the_bootstrap_stay_on_their_side() {
+    let graph = Graph::of_workspace();
+    let mut violations = graph.violations("projections", &["command-api", "executors"]);
+    violations.extend(graph.violations("bootstrap", &["executors", "command-api", "event-store"]));
     assert_none(violations);
 }
 
