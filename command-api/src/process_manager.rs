@@ -220,7 +220,15 @@ impl ProcessManager {
                     attempts = attempt,
                     "could not fail the abandoned job; its deadline will"
                 ),
-                Disposition::Ack | Disposition::Term { .. } => return,
+                Disposition::Term { reason } => {
+                    tracing::error!(
+                        env_id = %envelope.environment_id,
+                        reason,
+                        "cannot fail the abandoned job"
+                    );
+                    return;
+                }
+                Disposition::Ack => return,
             }
         }
     }
