@@ -1,7 +1,48 @@
 //! Cluster bootstrap: after infra is applied, install the baseline charts and Beta9 on the new
-//! cluster. This crate decides *what* to install (releases, charts, computed values); the
-//! executor runs `helm` to install it.
+//! cluster. This crate decides and prepares the whole step — the release plan and its values
+//! ([`plan`]), the kubeconfig ([`kubeconfig`]), the Helm command lines ([`helm`]), and the
+//! ordered files and invocations ([`step`]) — from the typed infrastructure outputs
+//! (`domain::outputs::InfraOutputs`) and the spec. It does no I/O of its own: the executor runs
+//! the prepared step through a [`BootstrapRunner`], and reports.
+//!
+//! It depends on `domain` only, never on `executors` (which depends on it).
 
+pub mod helm;
+pub mod kubeconfig;
 pub mod plan;
+pub mod step;
 
 pub use plan::{BootstrapPlan, Release};
+pub use step::{
+    Action, BootstrapRunner, BootstrapStep, ClusterAccess, FileToWrite, HelmInvocation,
+};
+
+#[cfg(test)]
+mod test_support {
+    use domain::outputs::InfraOutputs;
+    use domain::spec::Beta9Spec;
+    use serde_json::json;
+
+    /// The Beta9 settings of the `demo` environment.
+    pub fn beta9(gpu_enabled: bool) -> Beta9Spec {
+        serde_json::from_value(json!({
+            "domain": "api.demo.example.com",
+            "workers": {"gpu_enabled": gpu_enabled},
+        }))
+        .unwrap()
+    }
+
+    /// Outputs as the sandbox's infrastructure step reports them.
+    pub fn infra() -> InfraOutputs {
+        InfraOutputs {
+            vpc_id: "vpc-0123abcd".into(),
+            cluster_name: "beta9-env-x".into(),
+            cluster_endpoint: "https://c1.sandbox.invalid".into(),
+            database_endpoint: "db.sandbox.invalid".into(),
+            database_password_secret_arn: "arn:aws:secretsmanager:us-east-1:000000000000:secret:db"
+                .into(),
+            redis_endpoint: "redis.sandbox.invalid".into(),
+            bucket_name: "beta9-env-x-artifacts".into(),
+        }
+    }
+}

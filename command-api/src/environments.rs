@@ -1,11 +1,10 @@
 //! The application service behind the REST commands: validation at the edge, idempotency,
 //! retries on optimistic-concurrency conflicts, and the command metadata.
 
-use crate::http::error::AppError;
 use crate::process_manager::now;
 use crate::store::{EventStore, StoreError};
 use domain::aggregate::{Command, DomainError, Environment, Status};
-use domain::config::{self, FieldError, Format};
+use domain::config::{self, ConfigError, Format};
 use domain::ids::EnvironmentId;
 use domain::spec::{EnvironmentSpec, Provider};
 use domain::wire::EventMetadata;
@@ -15,6 +14,46 @@ use sqlx::PgPool;
 /// How often a command is retried after losing an optimistic-concurrency race (e.g. with the
 /// process manager) before the caller gets a 503.
 const CONFLICT_ATTEMPTS: usize = 5;
+
+/// Why the application service did not carry out a request. The HTTP layer maps each to a
+/// status and an error code (`http::error`); the service knows nothing of HTTP.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// No environment has this id.
+    #[error("environment {} not found", domain::text::shown(.0.as_str()))]
+    NotFound(EnvironmentId),
+    /// The MetaConfig document is too large, does not parse, or is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The document asks for a provider this provisioner does not run.
+    #[error(
+        "provider {} is not enabled on this provisioner (enabled: {}; see PROVISIONER_PROVIDERS)",
+        .requested.as_str(),
+        .enabled.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
+    )]
+    ProviderNotEnabled {
+        requested: Provider,
+        enabled: Vec<Provider>,
+    },
+    /// The idempotency key was first used with another document.
+    #[error(
+        "idempotency key {} was already used with a different request body",
+        domain::text::shown(.key)
+    )]
+    IdempotencyKeyReused { key: String },
+    /// A concurrent first use of the key had not committed after two reads; retrying succeeds.
+    #[error("idempotency key is being claimed concurrently")]
+    IdempotencyKeyContended,
+    /// The event store refused or failed the command.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A read of the database failed.
+    #[error("database read failed")]
+    Database(#[from] sqlx::Error),
+    /// A stored event or environment id does not decode: a defect or version skew.
+    #[error("stored data does not decode")]
+    Corrupt(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
 
 /// Who is asking, and under which request.
 #[derive(Clone, Debug)]
@@ -76,7 +115,7 @@ impl Environments {
         document: &str,
         format: Format,
         idempotency_key: Option<&str>,
-    ) -> Result<Accepted, AppError> {
+    ) -> Result<Accepted, ServiceError> {
         let spec = config::parse(document, format)?;
         self.check_provider_enabled(&spec)?;
         let id = match idempotency_key {
@@ -114,7 +153,7 @@ impl Environments {
         caller: &Caller,
         id: &EnvironmentId,
         command: Command,
-    ) -> Result<Accepted, AppError> {
+    ) -> Result<Accepted, ServiceError> {
         let metadata = caller.metadata(&caller.request_id);
         let mut attempt = 1;
         loop {
@@ -126,7 +165,7 @@ impl Environments {
                 Ok(()) => break,
                 Err(StoreError::Conflict) if attempt < CONFLICT_ATTEMPTS => attempt += 1,
                 Err(StoreError::Rejected(DomainError::NotFound)) => {
-                    return Err(AppError::environment_not_found(id.as_str()));
+                    return Err(ServiceError::NotFound(id.clone()));
                 }
                 Err(error) => return Err(error.into()),
             }
@@ -143,37 +182,34 @@ impl Environments {
     }
 
     /// The aggregate's current state, folded from its history (read-your-writes).
-    pub async fn load(&self, id: &EnvironmentId) -> Result<Environment, AppError> {
+    pub async fn load(&self, id: &EnvironmentId) -> Result<Environment, ServiceError> {
         let history = self.store.history(id.as_str()).await?;
         if history.is_empty() {
-            return Err(AppError::environment_not_found(id.as_str()));
+            return Err(ServiceError::NotFound(id.clone()));
         }
         let mut state = Environment::default();
         for envelope in &history {
-            let event = envelope.event().map_err(AppError::internal)?;
+            let event = envelope
+                .event()
+                .map_err(|error| ServiceError::Corrupt(Box::new(error)))?;
             state.apply(&event);
         }
         Ok(state)
     }
 
-    async fn status(&self, id: &EnvironmentId) -> Result<Status, AppError> {
+    async fn status(&self, id: &EnvironmentId) -> Result<Status, ServiceError> {
         Ok(self.load(id).await?.status)
     }
 
-    fn check_provider_enabled(&self, spec: &EnvironmentSpec) -> Result<(), AppError> {
-        let provider = spec.cloud.provider();
-        if self.enabled_providers.contains(&provider) {
+    fn check_provider_enabled(&self, spec: &EnvironmentSpec) -> Result<(), ServiceError> {
+        let requested = spec.cloud.provider();
+        if self.enabled_providers.contains(&requested) {
             return Ok(());
         }
-        let enabled: Vec<_> = self.enabled_providers.iter().map(|p| p.as_str()).collect();
-        Err(AppError::Validation(vec![FieldError {
-            path: "cloud.provider".into(),
-            message: format!(
-                "provider {} is not enabled on this provisioner (enabled: {}; see PROVISIONER_PROVIDERS)",
-                provider.as_str(),
-                enabled.join(", ")
-            ),
-        }]))
+        Err(ServiceError::ProviderNotEnabled {
+            requested,
+            enabled: self.enabled_providers.clone(),
+        })
     }
 
     /// Binds an idempotency key to an environment id, or returns the id it is already bound to.
@@ -183,7 +219,7 @@ impl Environments {
         caller: &Caller,
         key: &str,
         document: &str,
-    ) -> Result<EnvironmentId, AppError> {
+    ) -> Result<EnvironmentId, ServiceError> {
         let request_hash = format!("{:x}", Sha256::digest(document.as_bytes()));
         let fresh = EnvironmentId::generate();
         // A concurrent first use of the same key can commit between the INSERT and the SELECT
@@ -212,15 +248,12 @@ impl Environments {
                 break;
             }
         }
-        let (bound_id, bound_hash) = bound.ok_or_else(|| {
-            AppError::Unavailable("idempotency key is being claimed concurrently".into())
-        })?;
+        let (bound_id, bound_hash) = bound.ok_or(ServiceError::IdempotencyKeyContended)?;
         if bound_hash != request_hash {
-            return Err(AppError::IdempotencyKeyReused(format!(
-                "idempotency key {} was already used with a different request body",
-                domain::text::shown(key)
-            )));
+            return Err(ServiceError::IdempotencyKeyReused {
+                key: key.to_owned(),
+            });
         }
-        EnvironmentId::parse(&bound_id).map_err(AppError::internal)
+        EnvironmentId::parse(&bound_id).map_err(|error| ServiceError::Corrupt(Box::new(error)))
     }
 }

@@ -24,6 +24,7 @@
 use crate::relay::error_chain;
 use crate::store::{EventStore, StoreError};
 use async_nats::jetstream::{self, Message, consumer::pull};
+use domain::aggregate::event_sets::STEP_TRIGGERS;
 use domain::aggregate::{Command, DomainError, OperationOutcome, StepTimeouts};
 use domain::ids::OperationId;
 use domain::wire::{EventEnvelope, EventMetadata, MAX_EVENT_BYTES, OperationResult, Subjects};
@@ -45,14 +46,6 @@ const INTERNAL_ERROR_DELIVERIES: u64 = 5;
 const ADVISORY_ATTEMPTS: u64 = 5;
 /// Back-off (with jitter) of re-subscribing to the advisories.
 const SUBSCRIBE_RETRY: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-
-/// Events after which a step may be pending.
-const TRIGGERS: [&str; 4] = [
-    "EnvironmentRequested",
-    "InfraApplied",
-    "RetryRequested",
-    "DestroyRequested",
-];
 
 #[derive(Clone)]
 pub struct ProcessManager {
@@ -84,7 +77,7 @@ impl ProcessManager {
             let this = self.clone();
             let config = pull::Config {
                 durable_name: Some(TRIGGER_CONSUMER.into()),
-                filter_subjects: TRIGGERS
+                filter_subjects: STEP_TRIGGERS
                     .iter()
                     .map(|t| self.subjects.event_type(t))
                     .collect(),

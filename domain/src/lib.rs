@@ -7,6 +7,7 @@ pub mod aggregate;
 pub mod config;
 pub mod ids;
 pub mod infra_model;
+pub mod outputs;
 pub mod spec;
 pub mod text;
 pub mod wire;

@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use async_nats::jetstream::message::PublishMessage;
+use domain::OperationId;
+use domain::aggregate::event_sets::{ENDED_EARLY_EVENTS, JOB_EVENTS};
 use domain::aggregate::{OperationJob, OperationOutcome, Outputs};
 use domain::wire::{EventEnvelope, OperationResult, Subjects};
-use domain::{Event, OperationId};
 use jetstream_consumer::Disposition;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -22,11 +23,6 @@ use crate::driver::{Drivers, StepContext, StepError};
 use crate::inflight::{EnvironmentLocks, RunningOperations};
 use crate::logs::{LogReceiver, LogSink};
 use crate::settings::ExecutorSettings;
-
-/// The event types that carry a job.
-pub const JOB_EVENTS: [&str; 3] = ["InfraApplyStarted", "BootstrapStarted", "DestroyStarted"];
-/// The event types that end an operation without its result: its job must stop (or not start).
-pub const ENDED_EARLY_EVENTS: [&str; 2] = ["OperationCancelled", "OperationTimedOut"];
 
 /// How long a nak'd job waits before it is delivered again.
 const RETRY_DELAY: Duration = Duration::from_secs(5);
@@ -204,17 +200,9 @@ async fn obsolete(
     for event_type in ENDED_EARLY_EVENTS {
         let subject = runtime.subjects.event(env, event_type);
         if let Some((_, envelope)) = last_event(runtime, &subject).await
-            && let Ok(
-                Event::OperationCancelled {
-                    operation_id: ended,
-                    ..
-                }
-                | Event::OperationTimedOut {
-                    operation_id: ended,
-                    ..
-                },
-            ) = envelope.event()
-            && &ended == operation_id
+            && let Ok(event) = envelope.event()
+            && event.ends_operation_early()
+            && event.operation_id() == Some(operation_id)
         {
             return Some("the operation was cancelled or timed out");
         }

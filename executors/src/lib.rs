@@ -2,7 +2,6 @@ pub mod child_process;
 pub mod driver;
 mod inflight;
 mod job;
-pub mod kubeconfig;
 pub mod logs;
 pub mod process;
 pub mod runner;

@@ -25,8 +25,9 @@ use tokio_util::sync::CancellationToken;
 use crate::driver::Drivers;
 pub use crate::inflight::Exclusion;
 use crate::inflight::{EnvironmentLocks, RunningOperations};
-use crate::job::{self, ENDED_EARLY_EVENTS, JOB_EVENTS, Runtime};
+use crate::job::{self, Runtime};
 use crate::settings::ExecutorSettings;
+use domain::aggregate::event_sets::{ENDED_EARLY_EVENTS, JOB_EVENTS};
 
 /// The durable consumer's name, shared by all executor replicas.
 pub const CONSUMER: &str = "executor";

@@ -3,27 +3,27 @@
 //!
 //! - infra: write `main.tf.json` (+ `simulate.json` in the sandbox), `terraform init`,
 //!   `terraform apply`, `terraform output -json` → the non-sensitive string outputs.
-//! - bootstrap: write a kubeconfig and one values file per release, then
-//!   `helm upgrade --install` each release of the [`BootstrapPlan`] in order.
+//! - bootstrap: parse the job's infra outputs ([`InfraOutputs`]), and on `aws` read the cluster's
+//!   CA bundle from the Terraform state; the [`BootstrapStep`] decides the files (kubeconfig,
+//!   values) and the `helm upgrade --install` runs, in order, which this driver performs.
 //! - destroy: write the configuration again, `terraform init`, `terraform destroy`.
 //!
 //! A state lock left by a holder that is gone (an executor killed mid-apply) is taken over
 //! once with `terraform force-unlock`; a lock held by a live process is reported as a failure.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use bootstrap::{BootstrapPlan, Release};
+use bootstrap::{BootstrapRunner, BootstrapStep, ClusterAccess, FileToWrite, HelmInvocation};
 use domain::aggregate::Outputs;
+use domain::outputs::{InfraOutput, InfraOutputs};
 use domain::spec::{Provider, Step};
 use futures::future::BoxFuture;
 use serde_json::Value;
 
 use crate::child_process::NETWORK_ENV;
 use crate::driver::{StepContext, StepDriver, StepError};
-use crate::kubeconfig::{self, KUBECONFIG_FILE};
 use crate::process::{self, Finished, Invocation, Program};
 use crate::settings::{ExecutorSettings, SandboxTools};
 use crate::terraform_render::{self, CONFIG_FILE, Target};
@@ -44,12 +44,6 @@ pub const CLOUD_TOOL_ENV: &[&str] = &[
 ];
 /// The sandbox's fault-injection file, read by the stand-ins.
 pub const SIMULATE_FILE: &str = "simulate.json";
-/// Where the per-release values files go, inside the workdir.
-pub const VALUES_DIR: &str = "helm-values";
-/// The sensitive output holding the cluster's CA bundle (used locally, never reported).
-const CA_OUTPUT: &str = "cluster_certificate_authority";
-/// Helm's `--timeout` for each release.
-const HELM_TIMEOUT: &str = "10m0s";
 
 /// Runs every step with `terraform` and `helm` (or their stand-ins).
 #[derive(Clone, Debug)]
@@ -140,27 +134,38 @@ impl TerraformHelmDriver {
 
     async fn bootstrap(&self, ctx: &StepContext) -> Result<Outputs, StepError> {
         write_simulate_file(ctx, self.provider).await?;
-        let kubeconfig = self.write_kubeconfig(ctx).await?;
-        let plan = BootstrapPlan::new(&ctx.job.beta9, &ctx.job.infra_outputs);
-        let values_dir = ctx.workdir.join(VALUES_DIR);
-        create_dir(&values_dir).await?;
-        for release in &plan.releases {
-            let values = values_dir.join(format!("{}.json", release.name));
-            write_json(&values, &release.values).await?;
-            ctx.logs.note(&format!(
-                "installing release {} ({}) in namespace {}",
-                release.name, release.chart, release.namespace
-            ));
-            let invocation = self
-                .helm(ctx)
-                .args(helm_upgrade_args(release, &values, &kubeconfig));
-            let finished = self.exec(ctx, &invocation).await?;
-            if !finished.status.success() {
-                return Err(StepError::failed(finished.error_message()));
+        let infra = InfraOutputs::try_from(&ctx.job.infra_outputs)
+            .map_err(|missing| StepError::failed(format!("cannot bootstrap: {missing}")))?;
+        let access = self.cluster_access(ctx).await?;
+        let step = BootstrapStep::new(&ctx.job.beta9, &infra, &access);
+        let outputs = step
+            .run(&ctx.workdir, &StepTools { driver: self, ctx })
+            .await?;
+        Ok(Outputs::from(&outputs))
+    }
+
+    /// How helm reaches the cluster. On `aws` the CA bundle is a sensitive output: it is read
+    /// from the Terraform state here, never from the job.
+    async fn cluster_access(&self, ctx: &StepContext) -> Result<ClusterAccess, StepError> {
+        match self.provider {
+            Provider::Sandbox => Ok(ClusterAccess::Sandbox),
+            Provider::Aws => {
+                self.prepare_terraform(ctx).await?;
+                let outputs = self.terraform_outputs(ctx).await?;
+                let ca = InfraOutput::ClusterCertificateAuthority;
+                let Some(certificate_authority) =
+                    outputs.get(ca.name()).and_then(|o| o.value.as_str())
+                else {
+                    return Err(StepError::failed(format!(
+                        "the Terraform state has no {ca} output: apply the infra first"
+                    )));
+                };
+                Ok(ClusterAccess::Eks {
+                    region: ctx.job.infra_model.region.clone(),
+                    certificate_authority: certificate_authority.to_owned(),
+                })
             }
         }
-        let endpoint = format!("https://{}", ctx.job.beta9.domain.as_str());
-        Ok(Outputs::from([("endpoint".to_owned(), endpoint)]))
     }
 
     /// Writes the configuration (and the sandbox's simulate file), then `terraform init`.
@@ -228,40 +233,6 @@ impl TerraformHelmDriver {
         parse_outputs(&finished.stdout)
     }
 
-    /// Writes the kubeconfig for the environment's cluster; returns its path.
-    async fn write_kubeconfig(&self, ctx: &StepContext) -> Result<PathBuf, StepError> {
-        let output = |name: &str| {
-            ctx.job.infra_outputs.get(name).cloned().ok_or_else(|| {
-                StepError::failed(format!(
-                    "bootstrap needs the infra output {name:?}, which the job does not carry"
-                ))
-            })
-        };
-        let cluster_name = output("cluster_name")?;
-        let endpoint = output("cluster_endpoint")?;
-        let config = match self.provider {
-            Provider::Sandbox => kubeconfig::sandbox(&cluster_name, &endpoint),
-            Provider::Aws => {
-                // The CA bundle is a sensitive output: read it from state here, never from the job.
-                self.prepare_terraform(ctx).await?;
-                let outputs = self.terraform_outputs(ctx).await?;
-                let ca = outputs
-                    .get(CA_OUTPUT)
-                    .and_then(|o| o.value.as_str())
-                    .ok_or_else(|| {
-                        StepError::failed(format!(
-                            "the Terraform state has no {CA_OUTPUT} output: apply the infra first"
-                        ))
-                    })?;
-                kubeconfig::eks(&cluster_name, &endpoint, ca, &ctx.job.infra_model.region)
-            }
-        };
-        let path = ctx.workdir.join(KUBECONFIG_FILE);
-        write_json(&path, &config).await?;
-        restrict_to_owner(&path).await?;
-        Ok(path)
-    }
-
     fn terraform(&self, ctx: &StepContext) -> Invocation {
         Invocation::new("terraform", &self.terraform, &ctx.workdir)
             .env("TF_IN_AUTOMATION", "1")
@@ -289,6 +260,41 @@ impl TerraformHelmDriver {
 impl StepDriver for TerraformHelmDriver {
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, Result<Outputs, StepError>> {
         Box::pin(async move { self.run_step(&ctx).await })
+    }
+}
+
+/// The bootstrap's I/O for one step: files in the workdir, `helm` through the process runner.
+struct StepTools<'a> {
+    driver: &'a TerraformHelmDriver,
+    ctx: &'a StepContext,
+}
+
+impl BootstrapRunner for StepTools<'_> {
+    type Error = StepError;
+
+    async fn write(&self, file: &FileToWrite) -> Result<(), StepError> {
+        if let Some(dir) = file.path.parent() {
+            create_dir(dir).await?;
+        }
+        write_text(&file.path, &file.contents).await?;
+        if file.owner_only {
+            restrict_to_owner(&file.path).await?;
+        }
+        Ok(())
+    }
+
+    async fn helm(&self, invocation: &HelmInvocation) -> Result<(), StepError> {
+        self.ctx.logs.note(&invocation.summary);
+        let helm = self
+            .driver
+            .helm(self.ctx)
+            .args(invocation.args.iter().cloned());
+        let finished = self.driver.exec(self.ctx, &helm).await?;
+        if finished.status.success() {
+            Ok(())
+        } else {
+            Err(StepError::failed(finished.error_message()))
+        }
     }
 }
 
@@ -333,27 +339,6 @@ pub fn output_args() -> Vec<String> {
 
 pub fn force_unlock_args(lock_id: &str) -> Vec<String> {
     vec!["force-unlock".into(), "-force".into(), lock_id.into()]
-}
-
-/// `helm upgrade --install` of one release, waiting for it to be ready.
-pub fn helm_upgrade_args(release: &Release, values: &Path, kubeconfig: &Path) -> Vec<OsString> {
-    let mut args: Vec<OsString> = [
-        "upgrade",
-        "--install",
-        &release.name,
-        &release.chart,
-        "--namespace",
-        &release.namespace,
-        "--create-namespace",
-        "--values",
-    ]
-    .into_iter()
-    .map(OsString::from)
-    .collect();
-    args.push(values.into());
-    args.extend(["--wait", "--timeout", HELM_TIMEOUT, "--kubeconfig"].map(OsString::from));
-    args.push(kubeconfig.into());
-    args
 }
 
 /// One entry of `terraform output -json`.
@@ -419,6 +404,10 @@ async fn write_json(path: &Path, value: &Value) -> Result<(), StepError> {
     let mut text = serde_json::to_string_pretty(value)
         .map_err(|e| StepError::io(format!("encode {}", path.display()), e.into()))?;
     text.push('\n');
+    write_text(path, &text).await
+}
+
+async fn write_text(path: &Path, text: &str) -> Result<(), StepError> {
     tokio::fs::write(path, text)
         .await
         .map_err(|e| StepError::io(format!("write {}", path.display()), e))
@@ -440,7 +429,7 @@ async fn restrict_to_owner(path: &Path) -> Result<(), StepError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use std::path::PathBuf;
 
     #[test]
     fn terraform_commands_never_prompt_and_wait_for_the_lock() {
@@ -517,43 +506,6 @@ mod tests {
         assert_eq!(aws.terraform.path, Path::new("/usr/bin/tofu"));
         assert_eq!(aws.helm.path, Path::new("helm"));
         assert!(!aws.terraform.inherit.contains(&"AWS_SECRET_ACCESS_KEY"));
-    }
-
-    #[test]
-    fn helm_installs_each_release_in_its_namespace_and_waits() {
-        let release = Release {
-            name: "beta9".into(),
-            chart: "beta9/beta9".into(),
-            namespace: "beta9".into(),
-            values: json!({}),
-        };
-        let args: Vec<String> = helm_upgrade_args(
-            &release,
-            Path::new("/w/helm-values/beta9.json"),
-            Path::new("/w/kubeconfig"),
-        )
-        .into_iter()
-        .map(|a| a.into_string().unwrap())
-        .collect();
-        assert_eq!(
-            args,
-            [
-                "upgrade",
-                "--install",
-                "beta9",
-                "beta9/beta9",
-                "--namespace",
-                "beta9",
-                "--create-namespace",
-                "--values",
-                "/w/helm-values/beta9.json",
-                "--wait",
-                "--timeout",
-                "10m0s",
-                "--kubeconfig",
-                "/w/kubeconfig"
-            ]
-        );
     }
 
     #[test]

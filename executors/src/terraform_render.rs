@@ -5,8 +5,12 @@
 //! (S3 for `aws`, local for the sandbox, whose stand-in applies it). Secrets never become
 //! Terraform values: the database password is generated and kept by RDS in Secrets Manager
 //! (`manage_master_user_password`), and only its ARN is an output.
+//!
+//! The outputs are exactly [`InfraOutput::ALL`]: the names and which are sensitive come from
+//! `domain::outputs`; this module says only how Terraform computes each.
 
 use domain::infra_model::{InfraModel, NatLayout, NodeGroupModel};
+use domain::outputs::InfraOutput;
 use domain::spec::Provider;
 use serde_json::{Map, Value, json};
 
@@ -15,17 +19,6 @@ pub const CONFIG_FILE: &str = "main.tf.json";
 
 /// The tag every resource carries, naming the environment it belongs to.
 pub const ENVIRONMENT_TAG: &str = "beta9:environment-id";
-
-/// The outputs the bootstrap plan and the environment's read model rely on.
-pub const OUTPUTS: [&str; 7] = [
-    "vpc_id",
-    "cluster_name",
-    "cluster_endpoint",
-    "database_endpoint",
-    "database_password_secret_arn",
-    "redis_endpoint",
-    "bucket_name",
-];
 
 /// Resource types AWS cannot tag; every other resource carries [`ENVIRONMENT_TAG`].
 pub const UNTAGGABLE: [&str; 7] = [
@@ -526,37 +519,59 @@ fn bucket(doc: &mut Document<'_>, model: &InfraModel) {
     );
 }
 
+/// The `output` block: every [`InfraOutput`], by its name.
 fn outputs() -> Value {
-    let output =
-        |value: &str, description: &str| json!({"value": value, "description": description});
-    json!({
-        "vpc_id": output("${aws_vpc.main.id}", "The environment's VPC."),
-        "cluster_name": output("${aws_eks_cluster.main.name}", "The EKS cluster's name."),
-        "cluster_endpoint": output("${aws_eks_cluster.main.endpoint}", "The Kubernetes API endpoint."),
-        "database_endpoint": output("${aws_db_instance.main.address}", "The Postgres host name."),
-        "database_password_secret_arn": output(
+    Value::Object(
+        InfraOutput::ALL
+            .into_iter()
+            .map(|output| (output.name().to_owned(), declare(output)))
+            .collect(),
+    )
+}
+
+/// How Terraform computes one output.
+fn declare(output: InfraOutput) -> Value {
+    let (value, description) = match output {
+        InfraOutput::VpcId => ("${aws_vpc.main.id}", "The environment's VPC."),
+        InfraOutput::ClusterName => ("${aws_eks_cluster.main.name}", "The EKS cluster's name."),
+        InfraOutput::ClusterEndpoint => (
+            "${aws_eks_cluster.main.endpoint}",
+            "The Kubernetes API endpoint.",
+        ),
+        InfraOutput::DatabaseEndpoint => {
+            ("${aws_db_instance.main.address}", "The Postgres host name.")
+        }
+        InfraOutput::DatabasePasswordSecretArn => (
             "${aws_db_instance.main.master_user_secret[0].secret_arn}",
             "The Secrets Manager secret holding the Postgres master password (a reference, not the password).",
         ),
-        "redis_endpoint": output(
+        InfraOutput::RedisEndpoint => (
             "${aws_elasticache_replication_group.main.primary_endpoint_address}",
             "The Redis primary host name.",
         ),
-        "bucket_name": output("${aws_s3_bucket.artifacts.bucket}", "The object storage bucket."),
+        InfraOutput::BucketName => (
+            "${aws_s3_bucket.artifacts.bucket}",
+            "The object storage bucket.",
+        ),
         // Not a secret as such, but only the executor needs it (to build a kubeconfig), so it
         // stays out of results, events and read models.
-        "cluster_certificate_authority": {
-            "value": "${aws_eks_cluster.main.certificate_authority[0].data}",
-            "description": "The cluster's CA bundle, base64.",
-            "sensitive": true,
-        },
-    })
+        InfraOutput::ClusterCertificateAuthority => (
+            "${aws_eks_cluster.main.certificate_authority[0].data}",
+            "The cluster's CA bundle, base64.",
+        ),
+    };
+    let mut declaration = json!({"value": value, "description": description});
+    if output.is_sensitive() {
+        declaration["sensitive"] = json!(true);
+    }
+    declaration
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use domain::infra_model::{BucketModel, ClusterModel, NetworkModel, PostgresModel, RedisModel};
+    use std::collections::BTreeSet;
 
     const ENV: &str = "env_01jd0000000000000000000000";
 
@@ -757,10 +772,30 @@ mod tests {
     }
 
     #[test]
+    fn the_declared_outputs_are_exactly_the_infra_outputs() {
+        let config = render(target(), &medium(Provider::Aws));
+        let declared: BTreeSet<&str> = config["output"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let named: BTreeSet<&str> = InfraOutput::ALL.iter().map(|o| o.name()).collect();
+        assert_eq!(declared, named);
+        for output in InfraOutput::ALL {
+            assert_eq!(
+                config["output"][output.name()].get("sensitive") == Some(&json!(true)),
+                output.is_sensitive(),
+                "{output}"
+            );
+        }
+    }
+
+    #[test]
     fn outputs_the_bootstrap_plan_reads_are_present_and_not_sensitive() {
         let config = render(target(), &medium(Provider::Aws));
         let outputs = config["output"].as_object().unwrap();
-        for name in OUTPUTS {
+        for name in InfraOutput::reported().map(InfraOutput::name) {
             let value = outputs[name]["value"].as_str().unwrap();
             assert!(
                 value.starts_with("${") && value.ends_with('}'),

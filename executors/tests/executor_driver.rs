@@ -5,6 +5,7 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use domain::aggregate::Outputs;
+use domain::outputs::{InfraOutput, InfraOutputs};
 use domain::spec::{Simulation, Step};
 use domain::{EnvironmentId, OperationId};
 use executors::driver::{StepContext, StepDriver, StepError};
@@ -189,4 +190,46 @@ async fn a_failing_bootstrap_reports_helms_error() {
     ctx.job.infra_outputs = outputs;
     let result = sandbox_driver().run(ctx).await.unwrap();
     assert_eq!(result["endpoint"], "https://api.demo.example.com");
+}
+
+#[tokio::test]
+async fn the_sandbox_infra_reports_exactly_the_typed_infra_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let outputs = apply(&sandbox_driver(), dir.path()).await.unwrap();
+    let infra = InfraOutputs::try_from(&outputs).unwrap();
+    assert!(infra.cluster_endpoint.starts_with("https://"), "{infra:?}");
+    assert!(!outputs.contains_key(InfraOutput::ClusterCertificateAuthority.name()));
+    assert_eq!(Outputs::from(&infra), outputs);
+}
+
+#[tokio::test]
+async fn bootstrap_writes_the_prepared_files_the_kubeconfig_for_the_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let outputs = apply(&sandbox_driver(), dir.path()).await.unwrap();
+    let (mut ctx, _rx) = context(dir.path(), Step::Bootstrap, None);
+    ctx.job.infra_outputs = outputs.clone();
+    let step = bootstrap::BootstrapStep::new(
+        &ctx.job.beta9,
+        &InfraOutputs::try_from(&outputs).unwrap(),
+        &bootstrap::ClusterAccess::Sandbox,
+    );
+    sandbox_driver().run(ctx).await.unwrap();
+    for action in step.actions(dir.path()) {
+        if let bootstrap::Action::Write(file) = action {
+            assert_eq!(
+                std::fs::read_to_string(&file.path).unwrap(),
+                file.contents,
+                "{}",
+                file.path.display()
+            );
+            if file.owner_only {
+                let mode = std::fs::metadata(&file.path).unwrap().permissions().mode();
+                assert_eq!(mode & 0o777, 0o600, "{}", file.path.display());
+            }
+        }
+    }
+    let kubeconfig = std::fs::metadata(dir.path().join("kubeconfig")).unwrap();
+    assert_eq!(kubeconfig.permissions().mode() & 0o777, 0o600);
+    assert!(dir.path().join("helm-values/beta9.json").is_file());
 }

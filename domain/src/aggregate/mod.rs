@@ -5,6 +5,7 @@
 //! redelivered results are ignored (no events, no error).
 
 mod commands;
+pub mod event_sets;
 mod events;
 mod handle;
 mod state;

@@ -1,0 +1,574 @@
+//! What the API answers to good and bad requests: status codes, error bodies, idempotency,
+//! authentication, request ids and limits — against the API in this test's own process
+//! (`system_tests::App`). What needs the executor or real processes is in the root package's
+//! `tests/tests/requests.rs`.
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use std::time::Duration;
+use system_tests::{App, sandbox_yaml};
+
+async fn error_body(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// The API in this test's process: nothing here needs a step to run or a process to kill.
+async fn api_only() -> App {
+    App::spawn().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_returns_422_naming_every_bad_field_and_records_nothing() {
+    let stack = api_only().await;
+    let yaml =
+        "name: 9lives\ncloud:\n  provider: sandbox\ncluster:\n  profile: huge\n  colour: red\n";
+    let (status, body) = error_body(stack.create(yaml).await).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"]["code"], "validation_failed");
+    let paths: Vec<&str> = body["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    for expected in ["name", "cluster.profile", "cluster.colour"] {
+        assert!(
+            paths.contains(&expected),
+            "{expected} missing from {paths:?}"
+        );
+    }
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&stack.pool)
+        .await
+        .unwrap();
+    assert_eq!(events, 0, "a rejected request must change nothing");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_rejects_gcp_other_content_types_oversized_and_malformed_bodies() {
+    let stack = api_only().await;
+    let gcp = "name: later\ncloud:\n  provider: gcp\n  region: us-east-1\n";
+    let (status, body) = error_body(stack.create(gcp).await).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"]["details"][0]["path"], "cloud.provider");
+
+    let response = stack
+        .request(Method::POST, "/v1/environments")
+        .header("content-type", "text/plain")
+        .body(sandbox_yaml("plain", ""))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = error_body(response).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(body["error"]["code"], "unsupported_media_type");
+
+    let huge = format!(
+        "{}# {}\n",
+        sandbox_yaml("huge", ""),
+        "x".repeat(1024 * 1024)
+    );
+    let (status, body) = error_body(stack.create(&huge).await).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(body["error"]["code"], "payload_too_large");
+
+    let (status, body) = error_body(stack.create("name: [unclosed").await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "malformed_document");
+
+    let json = stack
+        .request(Method::POST, "/v1/environments")
+        .header("content-type", "application/json")
+        .body(r#"{"name": "json-env", "cloud": {"provider": "sandbox"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json.status(), StatusCode::ACCEPTED, "JSON is accepted too");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_without_a_valid_token_get_401_and_every_response_has_a_request_id() {
+    let stack = api_only().await;
+    let anonymous = stack
+        .http
+        .get(format!("{}/v1/environments", stack.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    assert!(anonymous.headers().contains_key("x-request-id"));
+    let wrong = stack
+        .http
+        .get(format!("{}/v1/environments", stack.base_url))
+        .bearer_auth("not-the-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+
+    let echoed = stack
+        .request(Method::GET, "/v1/environments")
+        .header("x-request-id", "client-chosen-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echoed.headers()["x-request-id"], "client-chosen-42");
+
+    let missing = stack
+        .request(
+            Method::GET,
+            "/v1/environments/env_01jd0000000000000000000000",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let health = stack
+        .http
+        .get(format!("{}/healthz", stack.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_idempotency_key_returns_the_same_environment_and_creates_it_once() {
+    let stack = api_only().await;
+    let post = |key: &'static str, name: &'static str| {
+        stack
+            .request(Method::POST, "/v1/environments")
+            .header("content-type", "application/yaml")
+            .header("idempotency-key", key)
+            .body(sandbox_yaml(name, ""))
+            .send()
+    };
+    let first: Value = post("key-1", "once").await.unwrap().json().await.unwrap();
+    let again = post("key-1", "once").await.unwrap();
+    assert_eq!(again.status(), StatusCode::ACCEPTED);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(first["id"], again["id"]);
+    let requested: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'EnvironmentRequested'")
+            .fetch_one(&stack.pool)
+            .await
+            .unwrap();
+    assert_eq!(requested, 1);
+
+    let (status, body) = error_body(post("key-1", "different").await.unwrap()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"]["code"], "idempotency_key_reused");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_is_refused_with_409_unless_the_environment_failed() {
+    let stack = api_only().await;
+    let id = stack.create_ok(&sandbox_yaml("healthy", "")).await;
+    let response = stack.retry(&id).await;
+    let (status, body) = error_body(response).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body["error"]["code"], "not_failed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_environments_are_404_everywhere_and_a_repeated_delete_changes_nothing() {
+    let stack = api_only().await;
+    let unknown = "env_01jd0000000000000000000000";
+    for (method, path) in [
+        (Method::GET, format!("/v1/environments/{unknown}/history")),
+        (Method::GET, format!("/v1/environments/{unknown}/events")),
+        (Method::GET, format!("/v1/environments/{unknown}/logs")),
+        (Method::DELETE, format!("/v1/environments/{unknown}")),
+        (Method::POST, format!("/v1/environments/{unknown}/retry")),
+        (Method::GET, "/v1/environments/not-an-id".to_owned()),
+    ] {
+        let response = stack.request(method.clone(), &path).send().await.unwrap();
+        let (status, body) = error_body(response).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}");
+        assert_eq!(body["error"]["code"], "not_found", "{method} {path}");
+    }
+
+    // Without an executor the destroy never finishes: a second DELETE answers 202 with where
+    // the destroy is, and records nothing more.
+    let id = stack.create_ok(&sandbox_yaml("twice-deleted", "")).await;
+    let first: Value = stack.delete(&id).await.json().await.unwrap();
+    let second = stack.delete(&id).await;
+    assert_eq!(second.status(), StatusCode::ACCEPTED);
+    let second: Value = second.json().await.unwrap();
+    for answer in [&first, &second] {
+        let status = answer["status"].as_str().unwrap();
+        assert!(
+            ["destroy_queued", "destroying"].contains(&status),
+            "{answer}"
+        );
+    }
+    let destroy_requests: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE aggregate_id = $1 AND event_type = 'DestroyRequested'",
+    )
+    .bind(&id)
+    .fetch_one(&stack.pool)
+    .await
+    .unwrap();
+    assert_eq!(destroy_requests, 1);
+}
+
+/// The same wedge one level down: a step whose result (its outputs) would make an event too
+/// large to publish fails the step, visibly and retryably, instead of leaving it in flight.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_step_result_too_large_to_record_fails_the_step() {
+    let stack = api_only().await;
+    let id = stack.create_ok(&sandbox_yaml("bulky", "")).await;
+    let started = stack
+        .wait_for_status(&id, "provisioning", Duration::from_secs(30))
+        .await;
+    let operation_id = started["operation"]["id"].as_str().unwrap().to_owned();
+    let outputs = [("bulk".to_owned(), "x".repeat(domain::wire::MAX_EVENT_BYTES))].into();
+    let result = domain::wire::OperationResult {
+        environment_id: domain::EnvironmentId::parse(&id).unwrap(),
+        operation_id: domain::OperationId::parse(&operation_id).unwrap(),
+        outcome: domain::aggregate::OperationOutcome::Succeeded { outputs },
+    };
+    let client = async_nats::connect(stack.nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let payload = serde_json::to_vec(&result).unwrap();
+    let ack = js
+        .publish(stack.subjects.result(&id), payload.into())
+        .await
+        .unwrap();
+    ack.await.unwrap();
+    stack
+        .wait_for_failure(&id, "infra", "too large to record", Duration::from_secs(30))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn query_string_route_and_method_errors_answer_the_error_body() {
+    let stack = api_only().await;
+    for (method, path, status, code) in [
+        (
+            Method::GET,
+            "/v1/environments?limit=x",
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            Method::GET,
+            "/v1/events?after=-1",
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (Method::GET, "/nope", StatusCode::NOT_FOUND, "not_found"),
+        (Method::GET, "/v1/nope", StatusCode::NOT_FOUND, "not_found"),
+        (
+            Method::PUT,
+            "/v1/environments",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            Method::DELETE,
+            "/healthz",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+    ] {
+        let response = stack.request(method.clone(), path).send().await.unwrap();
+        assert!(response.headers().contains_key("x-request-id"));
+        let allow = response.headers().get("allow").cloned();
+        let (got, body) = error_body(response).await;
+        assert_eq!(got, status, "{method} {path}: {body}");
+        assert_eq!(body["error"]["code"], code, "{method} {path}: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(!message.is_empty(), "{method} {path}: {body}");
+        assert!(!message.contains("Failed to deserialize"), "{message}");
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            assert!(allow.is_some(), "{method} {path} lists the allowed methods");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_echo_at_most_a_short_prefix_of_client_values() {
+    let stack = api_only().await;
+    let long_id = "x".repeat(60_000);
+    let response = stack
+        .request(Method::GET, &format!("/v1/environments/{long_id}"))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = error_body(response).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.len() < 100,
+        "{} bytes: {message:.100}",
+        message.len()
+    );
+    assert!(message.contains("xxxxxxxxxx"), "{message}");
+
+    let response = stack
+        .request(Method::GET, &format!("/{long_id}"))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = error_body(response).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let body = body.to_string();
+    assert!(body.len() < 300, "{} bytes: {body:.100}", body.len());
+
+    let response = stack
+        .request(Method::POST, "/v1/environments")
+        .header("content-type", format!("text/{}", "x".repeat(10_000)))
+        .body(sandbox_yaml("typed", ""))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = error_body(response).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.len() < 150,
+        "{} bytes: {message:.100}",
+        message.len()
+    );
+    assert!(
+        message.starts_with("unsupported content type \"text/xxx"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resume_positions_beyond_the_last_possible_one_answer_400() {
+    let stack = api_only().await;
+    let id = stack.create_ok(&sandbox_yaml("resumed", "")).await;
+    let max = u64::MAX.to_string();
+    for (path, last_event_id) in [
+        (format!("/v1/events?after={max}"), None),
+        ("/v1/events".to_owned(), Some(max.as_str())),
+        (format!("/v1/environments/{id}/logs?after={max}"), None),
+        (
+            format!("/v1/environments/{id}/logs?follow=true"),
+            Some(max.as_str()),
+        ),
+    ] {
+        let mut request = stack.request(Method::GET, &path);
+        if let Some(last) = last_event_id {
+            request = request.header("last-event-id", last);
+        }
+        let (status, body) = error_body(request.send().await.unwrap()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "bad_request", "{path}: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_document_limit_answered_413_and_a_document_just_under_it_is_accepted() {
+    let stack = api_only().await;
+    let limit = domain::config::MAX_DOCUMENT_BYTES;
+    let padded = |name: &str, size: usize| {
+        let head = sandbox_yaml(name, "");
+        format!("{head}#{}\n", "x".repeat(size - head.len() - 2))
+    };
+    // Just over the limit, and 1 MiB (what the API used to buffer, then refuse with 400): a
+    // clean 413 both times, the client still sending when the answer comes.
+    for size in [limit + 1, 1024 * 1024] {
+        let over = padded("over", size);
+        assert_eq!(over.len(), size);
+        let (status, body) = error_body(stack.create(&over).await).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{size}: {body}");
+        assert_eq!(body["error"]["code"], "payload_too_large");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(&limit.to_string()),
+            "{body}"
+        );
+    }
+    let at_limit = padded("at-limit", limit);
+    assert_eq!(at_limit.len(), limit);
+    let response = stack.create(&at_limit).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_bearer_scheme_is_case_insensitive_and_the_header_is_bounded() {
+    let stack = api_only().await;
+    let with_authorization = |value: String| {
+        stack
+            .http
+            .get(format!("{}/v1/environments", stack.base_url))
+            .header("authorization", value)
+            .send()
+    };
+    let token = stack.token();
+    for value in [
+        format!("bearer {token}"),
+        format!("BEARER {token}"),
+        format!("Bearer   {token}  "),
+    ] {
+        let response = with_authorization(value.clone()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{value:?}");
+    }
+    for value in [
+        format!("Basic {token}"),
+        format!("Bearer{token}"),
+        format!("Bearer {}", "x".repeat(8 * 1024)),
+    ] {
+        let (status, body) = error_body(with_authorization(value).await.unwrap()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["error"]["code"], "unauthorized");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn error_messages_speak_to_users_not_rust_programmers() {
+    let stack = api_only().await;
+    let (status, body) = error_body(
+        stack
+            .request(Method::GET, "/v1/environments?status=bogus")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let message = body["error"]["message"].as_str().unwrap();
+    for status in ["queued", "ready", "destroy_queued", "destroyed"] {
+        assert!(message.contains(status), "{message}");
+    }
+
+    let simulate = |value: &str| sandbox_yaml("words", &format!("    apply_seconds: {value}\n"));
+    for (document, expected) in [
+        (simulate("1e308"), "got 1e308"),
+        (simulate(".nan"), "not a finite number"),
+        (simulate("-.inf"), "not a finite number"),
+        (
+            format!("{}~: 1\n", sandbox_yaml("words", "")),
+            "a key is empty or null",
+        ),
+    ] {
+        let (_, body) = error_body(stack.create(&document).await).await;
+        let text = body["error"].to_string();
+        assert!(text.contains(expected), "{document:?}: {text}");
+        assert!(text.len() < 500, "{text}");
+        assert!(!text.contains("Option<"), "{text}");
+    }
+}
+
+/// Everything the API in this test process logs, for the tests that read its spans.
+mod captured_logs {
+    use std::io::Write;
+    use std::sync::{Mutex, Once};
+
+    static LINES: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+    struct Sink;
+
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            LINES.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Installs the capturing subscriber (once per test binary).
+    pub fn install() {
+        static INSTALL: Once = Once::new();
+        INSTALL.call_once(|| {
+            tracing_subscriber::fmt()
+                .with_env_filter("tower_http=debug,command_api=info")
+                .with_ansi(false)
+                .with_writer(|| Sink)
+                .init();
+        });
+    }
+
+    /// The captured lines that contain `needle`.
+    pub fn lines_with(needle: &str) -> Vec<String> {
+        let text = String::from_utf8_lossy(&LINES.lock().unwrap()).into_owned();
+        text.lines()
+            .filter(|line| line.contains(needle))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_spans_name_the_matched_route_never_the_raw_path() {
+    captured_logs::install();
+    let app = api_only().await;
+    let unknown = "env_01hzzzzzzzzzzzzzzzzzzzzzzz";
+    for (path, request_id, route) in [
+        (
+            format!("/v1/environments/{unknown}"),
+            "span-label-known-route",
+            "route=/v1/environments/{id}",
+        ),
+        (
+            format!("/v1/no-such-route/{unknown}"),
+            "span-label-unmatched",
+            "route=unmatched",
+        ),
+    ] {
+        let response = app
+            .request(Method::GET, &path)
+            .header("x-request-id", request_id)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        let lines = captured_logs::lines_with(request_id);
+        assert!(!lines.is_empty(), "no log line of request {request_id}");
+        for line in lines {
+            assert!(line.contains(route), "{line}");
+            assert!(!line.contains(unknown), "the raw path is logged: {line}");
+        }
+    }
+}
+
+/// The error body of every kind of refusal, pinned: clients parse these, so a change to one
+/// shows up here as a snapshot diff to review.
+#[tokio::test(flavor = "multi_thread")]
+async fn error_bodies_keep_their_contract_shape() {
+    let app = api_only().await;
+    let mut bodies = serde_json::Map::new();
+    let anonymous = app
+        .http
+        .get(format!("{}/v1/environments", app.base_url))
+        .send()
+        .await
+        .unwrap();
+    bodies.insert("401".into(), error_body(anonymous).await.1);
+    let invalid = "name: 9lives\ncloud:\n  provider: sandbox\ncluster:\n  profile: huge\n";
+    bodies.insert(
+        "422 invalid".into(),
+        error_body(app.create(invalid).await).await.1,
+    );
+    let aws = "name: later\ncloud:\n  provider: aws\n  region: us-east-1\n  account_id: \"123456789012\"\n  role_arn: arn:aws:iam::123456789012:role/provisioner\n  external_id: ext-123456\n";
+    bodies.insert(
+        "422 provider not enabled".into(),
+        error_body(app.create(aws).await).await.1,
+    );
+    let missing = app
+        .request(
+            Method::GET,
+            "/v1/environments/env_01jd0000000000000000000000",
+        )
+        .send()
+        .await
+        .unwrap();
+    bodies.insert("404".into(), error_body(missing).await.1);
+    let wrong_method = app
+        .request(Method::PUT, "/v1/environments")
+        .send()
+        .await
+        .unwrap();
+    bodies.insert("405".into(), error_body(wrong_method).await.1);
+    insta::assert_json_snapshot!(bodies);
+}

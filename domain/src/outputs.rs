@@ -1,0 +1,254 @@
+//! The outputs of the steps, each name spelled once: what the infrastructure step produces
+//! ([`InfraOutput`], [`InfraOutputs`]: declared by the Terraform renderer, read by the bootstrap,
+//! shown by the read model) and what the bootstrap adds ([`BootstrapOutputs`]).
+//!
+//! Events keep outputs as the plain `{name: string}` map they were always stored as
+//! ([`Outputs`]: `InfraApplied.outputs`, `BootstrapCompleted.outputs`,
+//! `OperationJob.infra_outputs`), and the typed forms are parsed from it where they are used.
+//! Events are kept forever: a map stays readable whatever outputs a later version adds or
+//! drops, where a typed payload would either reject old events or need every field optional.
+
+use std::fmt;
+
+use crate::aggregate::Outputs;
+
+/// One output of the infrastructure step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum InfraOutput {
+    VpcId,
+    ClusterName,
+    ClusterEndpoint,
+    DatabaseEndpoint,
+    /// The Secrets Manager secret holding the database password: a reference, not the password.
+    DatabasePasswordSecretArn,
+    RedisEndpoint,
+    BucketName,
+    /// The cluster's CA bundle (base64). Sensitive: it stays in the Terraform state, where the
+    /// executor reads it to build a kubeconfig, and never reaches results, events or read models.
+    ClusterCertificateAuthority,
+}
+
+impl InfraOutput {
+    /// Every output the infrastructure declares.
+    pub const ALL: [InfraOutput; 8] = [
+        InfraOutput::VpcId,
+        InfraOutput::ClusterName,
+        InfraOutput::ClusterEndpoint,
+        InfraOutput::DatabaseEndpoint,
+        InfraOutput::DatabasePasswordSecretArn,
+        InfraOutput::RedisEndpoint,
+        InfraOutput::BucketName,
+        InfraOutput::ClusterCertificateAuthority,
+    ];
+
+    /// The output's name, in Terraform and in the outputs map.
+    pub const fn name(self) -> &'static str {
+        match self {
+            InfraOutput::VpcId => "vpc_id",
+            InfraOutput::ClusterName => "cluster_name",
+            InfraOutput::ClusterEndpoint => "cluster_endpoint",
+            InfraOutput::DatabaseEndpoint => "database_endpoint",
+            InfraOutput::DatabasePasswordSecretArn => "database_password_secret_arn",
+            InfraOutput::RedisEndpoint => "redis_endpoint",
+            InfraOutput::BucketName => "bucket_name",
+            InfraOutput::ClusterCertificateAuthority => "cluster_certificate_authority",
+        }
+    }
+
+    /// Whether the output is marked sensitive: never reported, so never in [`InfraOutputs`].
+    pub const fn is_sensitive(self) -> bool {
+        matches!(self, InfraOutput::ClusterCertificateAuthority)
+    }
+
+    /// The outputs a successful infrastructure step reports: all but the sensitive ones.
+    pub fn reported() -> impl Iterator<Item = InfraOutput> {
+        Self::ALL
+            .into_iter()
+            .filter(|output| !output.is_sensitive())
+    }
+}
+
+impl fmt::Display for InfraOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The reported outputs of the infrastructure step, typed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InfraOutputs {
+    pub vpc_id: String,
+    pub cluster_name: String,
+    pub cluster_endpoint: String,
+    pub database_endpoint: String,
+    pub database_password_secret_arn: String,
+    pub redis_endpoint: String,
+    pub bucket_name: String,
+}
+
+impl InfraOutputs {
+    /// The value of a reported output; `None` for a sensitive one, which it never holds.
+    pub fn get(&self, output: InfraOutput) -> Option<&str> {
+        let value = match output {
+            InfraOutput::VpcId => &self.vpc_id,
+            InfraOutput::ClusterName => &self.cluster_name,
+            InfraOutput::ClusterEndpoint => &self.cluster_endpoint,
+            InfraOutput::DatabaseEndpoint => &self.database_endpoint,
+            InfraOutput::DatabasePasswordSecretArn => &self.database_password_secret_arn,
+            InfraOutput::RedisEndpoint => &self.redis_endpoint,
+            InfraOutput::BucketName => &self.bucket_name,
+            InfraOutput::ClusterCertificateAuthority => return None,
+        };
+        Some(value)
+    }
+}
+
+/// Some reported outputs of the infrastructure step are not in the map.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the infrastructure outputs lack {}", names(.missing))]
+pub struct MissingOutputs {
+    /// Every missing output, in [`InfraOutput::ALL`] order.
+    pub missing: Vec<InfraOutput>,
+}
+
+fn names(outputs: &[InfraOutput]) -> String {
+    outputs
+        .iter()
+        .map(|output| output.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl TryFrom<&Outputs> for InfraOutputs {
+    type Error = MissingOutputs;
+
+    /// Reads every reported output (others in the map are ignored); names all missing ones.
+    fn try_from(outputs: &Outputs) -> Result<Self, MissingOutputs> {
+        let missing: Vec<InfraOutput> = InfraOutput::reported()
+            .filter(|output| !outputs.contains_key(output.name()))
+            .collect();
+        if !missing.is_empty() {
+            return Err(MissingOutputs { missing });
+        }
+        let take = |output: InfraOutput| outputs[output.name()].clone();
+        Ok(InfraOutputs {
+            vpc_id: take(InfraOutput::VpcId),
+            cluster_name: take(InfraOutput::ClusterName),
+            cluster_endpoint: take(InfraOutput::ClusterEndpoint),
+            database_endpoint: take(InfraOutput::DatabaseEndpoint),
+            database_password_secret_arn: take(InfraOutput::DatabasePasswordSecretArn),
+            redis_endpoint: take(InfraOutput::RedisEndpoint),
+            bucket_name: take(InfraOutput::BucketName),
+        })
+    }
+}
+
+impl From<&InfraOutputs> for Outputs {
+    fn from(outputs: &InfraOutputs) -> Self {
+        InfraOutput::reported()
+            .filter_map(|output| Some((output.name().to_owned(), outputs.get(output)?.to_owned())))
+            .collect()
+    }
+}
+
+/// The outputs the bootstrap step reports (added to the infrastructure's on the environment).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootstrapOutputs {
+    /// Where the Beta9 API answers: `https://<domain>`.
+    pub endpoint: String,
+}
+
+impl BootstrapOutputs {
+    /// The name of [`BootstrapOutputs::endpoint`] in the outputs map.
+    pub const ENDPOINT: &'static str = "endpoint";
+}
+
+impl From<&BootstrapOutputs> for Outputs {
+    fn from(outputs: &BootstrapOutputs) -> Self {
+        Outputs::from([(
+            BootstrapOutputs::ENDPOINT.to_owned(),
+            outputs.endpoint.clone(),
+        )])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    fn all_reported() -> Outputs {
+        InfraOutput::reported()
+            .map(|output| (output.name().to_owned(), format!("{output}-value")))
+            .collect()
+    }
+
+    #[test]
+    fn a_complete_map_parses_and_converts_back_to_the_same_map() {
+        let map = all_reported();
+        let outputs = InfraOutputs::try_from(&map).unwrap();
+        assert_eq!(outputs.cluster_name, "cluster_name-value");
+        assert_eq!(outputs.cluster_endpoint, "cluster_endpoint-value");
+        assert_eq!(
+            outputs.database_password_secret_arn,
+            "database_password_secret_arn-value"
+        );
+        assert_eq!(Outputs::from(&outputs), map);
+    }
+
+    #[test]
+    fn a_missing_output_is_named_in_the_error() {
+        let mut map = all_reported();
+        map.remove("cluster_endpoint");
+        let err = InfraOutputs::try_from(&map).unwrap_err();
+        assert_eq!(err.missing, [InfraOutput::ClusterEndpoint]);
+        assert_eq!(
+            err.to_string(),
+            "the infrastructure outputs lack cluster_endpoint"
+        );
+
+        let err = InfraOutputs::try_from(&Outputs::new()).unwrap_err();
+        assert_eq!(err.missing, InfraOutput::reported().collect::<Vec<_>>());
+        assert!(
+            err.to_string()
+                .contains("cluster_name, cluster_endpoint, database_endpoint"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn other_outputs_are_ignored_and_the_sensitive_one_is_neither_required_nor_kept() {
+        let mut map = all_reported();
+        map.insert("something_new".to_owned(), "x".to_owned());
+        map.insert(
+            InfraOutput::ClusterCertificateAuthority.name().to_owned(),
+            "LS0t".to_owned(),
+        );
+        let outputs = InfraOutputs::try_from(&map).unwrap();
+        assert_eq!(outputs.get(InfraOutput::ClusterCertificateAuthority), None);
+        assert_eq!(Outputs::from(&outputs), all_reported());
+    }
+
+    #[test]
+    fn names_are_unique_and_only_the_ca_is_sensitive() {
+        let names: BTreeSet<&str> = InfraOutput::ALL.iter().map(|o| o.name()).collect();
+        assert_eq!(names.len(), InfraOutput::ALL.len());
+        let sensitive: Vec<InfraOutput> = InfraOutput::ALL
+            .into_iter()
+            .filter(|o| o.is_sensitive())
+            .collect();
+        assert_eq!(sensitive, [InfraOutput::ClusterCertificateAuthority]);
+        assert!(!names.contains(BootstrapOutputs::ENDPOINT));
+    }
+
+    #[test]
+    fn the_bootstrap_reports_its_endpoint_by_its_one_name() {
+        let outputs = BootstrapOutputs {
+            endpoint: "https://api.example.com".to_owned(),
+        };
+        assert_eq!(
+            Outputs::from(&outputs),
+            Outputs::from([("endpoint".to_owned(), "https://api.example.com".to_owned())])
+        );
+    }
+}
