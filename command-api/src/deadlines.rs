@@ -12,13 +12,12 @@
 //! the operation in flight, so a second replica either loses the optimistic-concurrency race
 //! (and then finds nothing to do) or finds the operation already ended.
 
-use crate::process_manager::now;
 use crate::relay::error_chain;
-use crate::store::{EventStore, StoreError};
+use crate::store::{EventStore, StoreError, reader};
 use chrono::{DateTime, Utc};
 use domain::aggregate::{Command, DomainError, StepTimeouts};
 use domain::ids::OperationId;
-use domain::wire::EventMetadata;
+use domain::wire::{EventEnvelope, EventMetadata};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -48,8 +47,6 @@ struct Overdue {
     environment_id: String,
     operation_id: String,
     started_sequence: i64,
-    request_id: Option<String>,
-    tenant: Option<String>,
 }
 
 #[derive(Clone)]
@@ -85,8 +82,16 @@ impl DeadlineSweep {
         loop {
             let overdue = self.overdue(now).await?;
             let batch = overdue.len();
+            // The `…Started` events, for the request and tenant the time-outs belong to.
+            let keys: Vec<(String, i64)> = overdue
+                .iter()
+                .map(|o| (o.environment_id.clone(), o.started_sequence))
+                .collect();
+            let started = reader::by_keys(self.store.pool(), &keys).await?;
             for operation in overdue {
-                self.time_out(&operation).await?;
+                let key = (operation.environment_id.clone(), operation.started_sequence);
+                let started = started.get(&key).and_then(|read| read.as_ref().ok());
+                self.time_out(&operation, started).await?;
                 handled += 1;
             }
             if batch < BATCH as usize {
@@ -105,15 +110,10 @@ impl DeadlineSweep {
                                       WHEN 'bootstrap' THEN $3
                                       ELSE $4 END)) AS due_at
                    FROM operation_deadlines)
-             SELECT d.environment_id, d.operation_id, d.started_sequence,
-                    e.metadata::jsonb ->> 'request_id' AS request_id,
-                    e.metadata::jsonb ->> 'tenant' AS tenant
-               FROM due d
-               LEFT JOIN events e
-                 ON e.aggregate_type = $6 AND e.aggregate_id = d.environment_id
-                AND e.sequence = d.started_sequence
-              WHERE d.due_at <= $1
-              ORDER BY d.due_at
+             SELECT environment_id, operation_id, started_sequence
+               FROM due
+              WHERE due_at <= $1
+              ORDER BY due_at
               LIMIT $5",
         )
         .bind(now)
@@ -121,28 +121,27 @@ impl DeadlineSweep {
         .bind(seconds(self.timeouts.bootstrap))
         .bind(seconds(self.timeouts.destroy))
         .bind(BATCH)
-        .bind(crate::store::AGGREGATE_TYPE)
         .fetch_all(self.store.pool())
         .await
     }
 
-    async fn time_out(&self, overdue: &Overdue) -> Result<(), SweepError> {
+    /// `started` is the operation's `…Started` event, when it can be read.
+    async fn time_out(
+        &self,
+        overdue: &Overdue,
+        started: Option<&EventEnvelope>,
+    ) -> Result<(), SweepError> {
         let env = overdue.environment_id.as_str();
         let Ok(operation_id) = OperationId::parse(&overdue.operation_id) else {
             tracing::error!(env_id = env, op_id = %overdue.operation_id, "malformed operation id in operation_deadlines; dropped");
             return self.forget(overdue).await;
         };
-        let metadata = EventMetadata {
-            actor: "system:deadline-sweep".into(),
-            tenant: overdue.tenant.clone(),
-            request_id: overdue
-                .request_id
-                .clone()
-                .unwrap_or_else(|| format!("deadline:{operation_id}")),
-            correlation_id: operation_id.to_string(),
-            causation_id: format!("deadline:{env}:{}", overdue.started_sequence),
-            recorded_at: now(),
-        };
+        let metadata = EventMetadata::timeout(
+            env,
+            overdue.started_sequence,
+            &operation_id,
+            started.map(|started| &started.metadata),
+        );
         let command = Command::TimeOutOperation { operation_id };
         let mut attempt = 0;
         loop {

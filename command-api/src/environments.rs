@@ -1,13 +1,12 @@
 //! The application service behind the REST commands: validation at the edge, idempotency,
 //! retries on optimistic-concurrency conflicts, and the command metadata.
 
-use crate::process_manager::now;
-use crate::store::{EventStore, StoreError};
+use crate::store::{EventStore, ReadError, StoreError};
 use domain::aggregate::{Command, DomainError, Environment, Status};
 use domain::config::{self, ConfigError, Format};
 use domain::ids::EnvironmentId;
 use domain::spec::{EnvironmentSpec, Provider};
-use domain::wire::EventMetadata;
+use domain::wire::{Actor, EventMetadata, RequestId};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
@@ -55,6 +54,15 @@ pub enum ServiceError {
     Corrupt(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+impl From<ReadError> for ServiceError {
+    fn from(error: ReadError) -> Self {
+        match error {
+            ReadError::Database(error) => ServiceError::Database(error),
+            error @ ReadError::Decode(_) => ServiceError::Corrupt(Box::new(error)),
+        }
+    }
+}
+
 /// Who is asking, and under which request.
 #[derive(Clone, Debug)]
 pub struct Caller {
@@ -64,15 +72,13 @@ pub struct Caller {
 }
 
 impl Caller {
-    fn metadata(&self, correlation_id: &str) -> EventMetadata {
-        EventMetadata {
-            actor: self.actor.clone(),
-            tenant: self.tenant.clone(),
-            request_id: self.request_id.clone(),
-            correlation_id: correlation_id.to_owned(),
-            causation_id: format!("request:{}", self.request_id),
-            recorded_at: now(),
-        }
+    /// The metadata of this caller's command (correlated by the request).
+    fn metadata(&self) -> EventMetadata {
+        EventMetadata::request(
+            Actor::caller(self.actor.as_str()),
+            self.tenant.clone(),
+            RequestId::new(self.request_id.as_str()),
+        )
     }
 }
 
@@ -124,11 +130,7 @@ impl Environments {
         };
         tracing::Span::current().record("env_id", id.as_str());
         let name = spec.name.to_string();
-        match self
-            .store
-            .request(&id, spec, &caller.metadata(&caller.request_id))
-            .await
-        {
+        match self.store.request(&id, spec, &caller.metadata()).await {
             Ok(()) => Ok(Accepted {
                 id,
                 name,
@@ -154,7 +156,7 @@ impl Environments {
         id: &EnvironmentId,
         command: Command,
     ) -> Result<Accepted, ServiceError> {
-        let metadata = caller.metadata(&caller.request_id);
+        let metadata = caller.metadata();
         let mut attempt = 1;
         loop {
             match self

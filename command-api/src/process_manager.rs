@@ -180,14 +180,7 @@ impl ProcessManager {
             deliveries = advisory.deliveries,
             "executors gave up on a job"
         );
-        let metadata = EventMetadata {
-            actor: "system:process-manager".into(),
-            tenant: envelope.metadata.tenant.clone(),
-            request_id: envelope.metadata.request_id.clone(),
-            correlation_id: operation_id.to_string(),
-            causation_id: format!("advisory:max-deliveries:{}", advisory.stream_seq),
-            recorded_at: now(),
-        };
+        let metadata = EventMetadata::abandoned(&envelope, &operation_id, advisory.stream_seq);
         let error = format!(
             "no executor finished this step after {} deliveries (each attempt crashed or timed out); retry to run it again",
             advisory.deliveries
@@ -202,9 +195,9 @@ impl ProcessManager {
         for attempt in 1..=ADVISORY_ATTEMPTS {
             let result = self
                 .store
-                .execute(&envelope.environment_id, command.clone(), &metadata)
+                .execute(envelope.environment_id.as_str(), command.clone(), &metadata)
                 .await;
-            match settle(&envelope.environment_id, result, attempt) {
+            match settle(envelope.environment_id.as_str(), result, attempt) {
                 Disposition::Retry { .. } if attempt < ADVISORY_ATTEMPTS => {
                     tokio::time::sleep(RETRY.delay(attempt)).await;
                 }
@@ -232,23 +225,16 @@ impl ProcessManager {
             Err(error) => return Disposition::term(format!("undecodable event: {error}")),
         };
         let operation_id = OperationId::generate();
-        let metadata = EventMetadata {
-            actor: "system:process-manager".into(),
-            tenant: envelope.metadata.tenant.clone(),
-            request_id: envelope.metadata.request_id.clone(),
-            correlation_id: operation_id.to_string(),
-            causation_id: envelope.message_id(),
-            recorded_at: now(),
-        };
+        let metadata = EventMetadata::trigger(&envelope, &operation_id);
         let command = Command::StartPendingOperation {
             operation_id,
             timeouts: self.timeouts,
         };
         let result = self
             .store
-            .execute(&envelope.environment_id, command, &metadata)
+            .execute(envelope.environment_id.as_str(), command, &metadata)
             .await;
-        settle(&envelope.environment_id, result, delivered(message))
+        settle(envelope.environment_id.as_str(), result, delivered(message))
     }
 
     async fn on_result(&self, message: &Message) -> Disposition {
@@ -258,14 +244,7 @@ impl ProcessManager {
                 return Disposition::term(format!("undecodable executor result: {error}"));
             }
         };
-        let metadata = EventMetadata {
-            actor: "system:executor".into(),
-            tenant: None,
-            request_id: format!("result:{}", result.operation_id),
-            correlation_id: result.operation_id.to_string(),
-            causation_id: format!("result:{}", result.operation_id),
-            recorded_at: now(),
-        };
+        let metadata = EventMetadata::result(&result.operation_id);
         let environment_id = result.environment_id.as_str();
         let command = Command::CompleteOperation {
             operation_id: result.operation_id.clone(),
@@ -340,10 +319,6 @@ fn disposition(error: &StoreError, delivered: u64) -> Disposition {
             error_chain(error)
         )),
     }
-}
-
-pub(crate) fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 /// Runs one of the process manager's consumers until shutdown: up to [`CONCURRENCY`] messages

@@ -21,9 +21,13 @@
 //! while every other environment keeps flowing. An operator fixes the cause and deletes the
 //! quarantine row; the relay then publishes the held rows in order. The event store refuses
 //! oversized events at commit, so this is for defects, hand edits and a server configured with a
-//! smaller `max_payload`.
+//! smaller `max_payload`; a stored event the event store's reader cannot decode (see
+//! [`crate::store::reader`]) is poison too.
+//!
+//! The outbox (which rows, deleting, quarantine) is this module's; the events themselves are read
+//! through the event store's reader ([`crate::store::reader::by_keys`]).
 
-use crate::store::AGGREGATE_TYPE;
+use crate::store::{AGGREGATE_TYPE, DecodeError, reader};
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, ErrorCode, message::PublishMessage};
 use domain::wire::{EventEnvelope, MAX_EVENT_BYTES, MAX_EVENT_MESSAGE_BYTES, Subjects};
@@ -220,12 +224,16 @@ impl Relay {
     }
 
     async fn publish(&self, row: &Pending) -> Result<(), Failure> {
-        let Some(envelope) = &row.envelope else {
-            return Err(Failure::Poison(
-                "the outbox row's event is missing from the events table".into(),
-            ));
+        let envelope = match &row.envelope {
+            Some(Ok(envelope)) => envelope,
+            Some(Err(undecodable)) => return Err(Failure::Poison(undecodable.to_string())),
+            None => {
+                return Err(Failure::Poison(
+                    "the outbox row's event is missing from the events table".into(),
+                ));
+            }
         };
-        for token in [&envelope.environment_id, &envelope.event_type] {
+        for token in [envelope.environment_id.as_str(), &envelope.event_type] {
             if !is_subject_token(token) {
                 return Err(Failure::Poison(format!(
                     "{} is not a valid subject token",
@@ -235,7 +243,7 @@ impl Relay {
         }
         let subject = self
             .subjects
-            .event(&envelope.environment_id, &envelope.event_type);
+            .event(envelope.environment_id.as_str(), &envelope.event_type);
         let payload = envelope
             .encode()
             .map_err(|error| Failure::Poison(format!("the event cannot be encoded: {error}")))?;
@@ -309,66 +317,42 @@ impl Relay {
         Ok(())
     }
 
-    /// The oldest outbox rows of environments that are not held.
+    /// The oldest outbox rows of environments that are not held, with their events.
     async fn pending(&self) -> Result<Vec<Pending>, sqlx::Error> {
-        type Row = (
-            i64,
-            String,
-            i64,
-            Option<String>,
-            Option<String>,
-            Option<serde_json::Value>,
-            Option<serde_json::Value>,
-        );
-        let rows: Vec<Row> = sqlx::query_as(
-            // The batch is chosen first, on the outbox's primary key alone, so the join reads
-            // just those events however large the backlog or the events table is. A row whose
-            // event is missing comes back with NULLs, to be quarantined rather than skipped
-            // silently (enough of them would fill every batch).
-            "WITH batch AS (
-                 SELECT o.id, o.aggregate_type, o.aggregate_id, o.sequence
-                   FROM event_outbox o
-                  WHERE o.aggregate_type = $1
-                    AND NOT EXISTS (SELECT 1 FROM event_outbox_quarantine q
-                                     WHERE q.aggregate_type = o.aggregate_type
-                                       AND q.aggregate_id = o.aggregate_id)
-                  ORDER BY o.id
-                  LIMIT $2)
-             SELECT b.id, b.aggregate_id, b.sequence, e.event_type, e.event_version,
-                    e.payload::jsonb, e.metadata::jsonb
-               FROM batch b
-               LEFT JOIN events e USING (aggregate_type, aggregate_id, sequence)
-              ORDER BY b.id",
+        // The batch is chosen on the outbox's primary key alone, so the read of its events is
+        // just those events however large the backlog or the events table is. A row whose event
+        // is missing comes back without one, to be quarantined rather than skipped silently
+        // (enough of them would fill every batch).
+        let batch: Vec<(i64, String, i64)> = sqlx::query_as(
+            "SELECT o.id, o.aggregate_id, o.sequence
+               FROM event_outbox o
+              WHERE o.aggregate_type = $1
+                AND NOT EXISTS (SELECT 1 FROM event_outbox_quarantine q
+                                 WHERE q.aggregate_type = o.aggregate_type
+                                   AND q.aggregate_id = o.aggregate_id)
+              ORDER BY o.id
+              LIMIT $2",
         )
         .bind(AGGREGATE_TYPE)
         .bind(BATCH_SIZE)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<(String, i64)> = batch
+            .iter()
+            .map(|(_, env, sequence)| (env.clone(), *sequence))
+            .collect();
+        let mut events = reader::by_keys(&self.pool, &keys).await?;
+        Ok(batch
             .into_iter()
-            .map(
-                |(outbox_id, env, sequence, event_type, version, payload, metadata)| {
-                    let envelope = match (event_type, version, payload, metadata) {
-                        (Some(event_type), Some(version), Some(payload), Some(metadata)) => {
-                            Some(EventEnvelope::from_stored(
-                                env.clone(),
-                                u64::try_from(sequence).unwrap_or_default(),
-                                event_type,
-                                version,
-                                payload,
-                                metadata,
-                            ))
-                        }
-                        _ => None,
-                    };
-                    Pending {
-                        outbox_id,
-                        environment_id: env,
-                        sequence,
-                        envelope,
-                    }
-                },
-            )
+            .map(|(outbox_id, environment_id, sequence)| Pending {
+                envelope: events.remove(&(environment_id.clone(), sequence)),
+                outbox_id,
+                environment_id,
+                sequence,
+            })
             .collect())
     }
 }
@@ -378,7 +362,7 @@ struct Pending {
     outbox_id: i64,
     environment_id: String,
     sequence: i64,
-    envelope: Option<EventEnvelope>,
+    envelope: Option<Result<EventEnvelope, DecodeError>>,
 }
 
 /// What publishing one environment's rows came to.

@@ -6,9 +6,9 @@ mod support;
 
 use command_api::jetstream::ensure_streams;
 use command_api::relay::Relay;
-use command_api::store::EventStore;
 use domain::ids::EnvironmentId;
 use domain::wire::{MAX_EVENT_BYTES, Subjects};
+use event_store::EventStore;
 use serde_json::json;
 use std::time::{Duration, Instant};
 use support::{TestDb, metadata, sandbox_spec};
@@ -68,7 +68,13 @@ impl Harness {
         .bind(sequence)
         .bind(event_type)
         .bind(json!({"type": event_type, "data": {"blob": blob}}))
-        .bind(serde_json::to_value(metadata("req_raw")).unwrap())
+        .bind(
+            serde_json::to_value(event_store::stored_metadata(
+                &metadata("req_raw"),
+                chrono::Utc::now(),
+            ))
+            .unwrap(),
+        )
         .execute(&self.db.pool)
         .await
         .expect("insert raw event");

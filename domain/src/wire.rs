@@ -4,9 +4,11 @@
 //! One JSON shape serves the history endpoint, the SSE streams and the NATS events stream, so a
 //! subscriber sees exactly what the audit trail shows.
 
-use crate::aggregate::{Event, OperationOutcome};
+use crate::aggregate::{Event, OperationOutcome, UpcastError, upcast};
 use crate::ids::{EnvironmentId, OperationId};
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
+use std::fmt;
 
 /// The largest event that may be committed: its [`EventEnvelope`] encoded as published
 /// ([`EventEnvelope::encode`]). The event store refuses a larger one at commit, so every committed
@@ -18,26 +20,188 @@ pub const MAX_EVENT_BYTES: usize = 256 * 1024;
 /// The events stream's largest message: an event plus room for its headers (`Nats-Msg-Id`).
 pub const MAX_EVENT_MESSAGE_BYTES: usize = MAX_EVENT_BYTES + 4 * 1024;
 
-/// Who did what, why, and when; recorded with every event.
+/// The text of a metadata id: any string is accepted when reading (events are kept forever, so
+/// decoding never tightens); the constructors below are the only ways new values are made.
+macro_rules! metadata_text {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+metadata_text!(
+    /// Who caused an event: `user:<name>`, `token:<id>` (an API caller, as authenticated), or
+    /// `system:<component>`.
+    Actor
+);
+metadata_text!(
+    /// The request an event belongs to: the API's request id, or for events no request caused,
+    /// `result:<op_id>` / `deadline:<op_id>`.
+    RequestId
+);
+metadata_text!(
+    /// The operation (or, before one exists, the request) an event belongs to.
+    CorrelationId
+);
+metadata_text!(
+    /// What caused an event: `request:<request_id>`, an event `<env_id>:<sequence>`,
+    /// `result:<op_id>`, `deadline:<env_id>:<sequence>` or `advisory:max-deliveries:<stream_seq>`.
+    CausationId
+);
+
+impl Actor {
+    /// The process manager, starting steps and recording abandoned jobs.
+    pub const PROCESS_MANAGER: &str = "system:process-manager";
+    /// An executor, whose result is recorded.
+    pub const EXECUTOR: &str = "system:executor";
+    /// The deadline sweep, timing operations out.
+    pub const DEADLINE_SWEEP: &str = "system:deadline-sweep";
+
+    /// An authenticated API caller, as the edge names it (`user:<name>` or `token:<id>`).
+    pub fn caller(name: impl Into<String>) -> Self {
+        Self(name.into())
+    }
+
+    fn system(component: &'static str) -> Self {
+        Self(component.to_owned())
+    }
+}
+
+impl RequestId {
+    /// The id of an API request (validated and bounded at the edge).
+    pub fn new(request_id: impl Into<String>) -> Self {
+        Self(request_id.into())
+    }
+}
+
+impl CorrelationId {
+    fn request(request_id: &RequestId) -> Self {
+        Self(request_id.0.clone())
+    }
+
+    fn operation(operation_id: &OperationId) -> Self {
+        Self(operation_id.to_string())
+    }
+}
+
+/// Who did what and why; recorded with every event. When is the envelope's
+/// [`EventEnvelope::recorded_at`], stamped by the event store at commit.
+///
+/// Built per cause — [`Self::request`], [`Self::trigger`], [`Self::result`], [`Self::timeout`],
+/// [`Self::abandoned`] — so every event of one cause carries the same fields, spelled the same.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventMetadata {
-    /// `user:<name>`, `token:<id>`, or `system:<component>`.
-    pub actor: String,
+    pub actor: Actor,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
-    pub request_id: String,
+    pub request_id: RequestId,
     /// The operation (or, before one exists, the request) this event belongs to.
-    pub correlation_id: String,
-    /// The event (`<env_id>:<sequence>`) or command that caused this one.
-    pub causation_id: String,
-    /// RFC 3339, UTC.
-    pub recorded_at: String,
+    pub correlation_id: CorrelationId,
+    /// The event (`<env_id>:<sequence>`), request, result or deadline that caused this one.
+    pub causation_id: CausationId,
+}
+
+impl EventMetadata {
+    /// An API request's command: correlated by the request (no operation exists yet).
+    pub fn request(actor: Actor, tenant: Option<String>, request_id: RequestId) -> Self {
+        Self {
+            actor,
+            tenant,
+            causation_id: CausationId(format!("request:{request_id}")),
+            correlation_id: CorrelationId::request(&request_id),
+            request_id,
+        }
+    }
+
+    /// The process manager reacting to `cause` by starting `operation_id`: caused by that
+    /// event (`<env_id>:<sequence>`), in its request and tenant.
+    pub fn trigger(cause: &EventEnvelope, operation_id: &OperationId) -> Self {
+        Self {
+            actor: Actor::system(Actor::PROCESS_MANAGER),
+            tenant: cause.metadata.tenant.clone(),
+            request_id: cause.metadata.request_id.clone(),
+            correlation_id: CorrelationId::operation(operation_id),
+            causation_id: CausationId(cause.message_id()),
+        }
+    }
+
+    /// An executor's result of `operation_id`.
+    pub fn result(operation_id: &OperationId) -> Self {
+        Self {
+            actor: Actor::system(Actor::EXECUTOR),
+            tenant: None,
+            request_id: RequestId(format!("result:{operation_id}")),
+            correlation_id: CorrelationId::operation(operation_id),
+            causation_id: CausationId(format!("result:{operation_id}")),
+        }
+    }
+
+    /// The deadline sweep timing out `operation_id`, started by event `started_sequence` of
+    /// `environment_id` (whose metadata is `started`, when it can be read): in that event's
+    /// request and tenant.
+    pub fn timeout(
+        environment_id: &str,
+        started_sequence: i64,
+        operation_id: &OperationId,
+        started: Option<&EventMetadata>,
+    ) -> Self {
+        Self {
+            actor: Actor::system(Actor::DEADLINE_SWEEP),
+            tenant: started.and_then(|started| started.tenant.clone()),
+            request_id: started.map_or_else(
+                || RequestId(format!("deadline:{operation_id}")),
+                |started| started.request_id.clone(),
+            ),
+            correlation_id: CorrelationId::operation(operation_id),
+            causation_id: CausationId(format!("deadline:{environment_id}:{started_sequence}")),
+        }
+    }
+
+    /// The process manager failing `operation_id`, whose job (`started`) JetStream stopped
+    /// redelivering: caused by the max-deliveries advisory about stream message `stream_sequence`.
+    pub fn abandoned(
+        started: &EventEnvelope,
+        operation_id: &OperationId,
+        stream_sequence: u64,
+    ) -> Self {
+        Self {
+            actor: Actor::system(Actor::PROCESS_MANAGER),
+            tenant: started.metadata.tenant.clone(),
+            request_id: started.metadata.request_id.clone(),
+            correlation_id: CorrelationId::operation(operation_id),
+            causation_id: CausationId(format!("advisory:max-deliveries:{stream_sequence}")),
+        }
+    }
 }
 
 /// One committed event, as stored and as published.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+///
+/// Published (history, SSE, NATS) as `{environment_id, sequence, type, version, payload,
+/// metadata, recorded_at}`, where `metadata` also carries `recorded_at` (the documented shape);
+/// both are written from the one [`Self::recorded_at`], and reading takes the top-level one.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct EventEnvelope {
-    pub environment_id: String,
+    pub environment_id: EnvironmentId,
     /// 1-based position in the environment's history.
     pub sequence: u64,
     #[serde(rename = "type")]
@@ -46,43 +210,65 @@ pub struct EventEnvelope {
     /// The event's fields (without the type tag).
     pub payload: serde_json::Value,
     pub metadata: EventMetadata,
-    pub recorded_at: String,
+    /// When the event was committed (UTC, microseconds: what is stored).
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// `recorded_at` as written everywhere: RFC 3339, UTC, microseconds (`…T12:00:00.000000Z`).
+pub fn format_recorded_at(at: &DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// An envelope's metadata as published: the metadata's fields and `recorded_at`.
+#[derive(Serialize)]
+pub struct PublishedMetadata<'a> {
+    #[serde(flatten)]
+    metadata: &'a EventMetadata,
+    recorded_at: String,
+}
+
+impl Serialize for EventEnvelope {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Published<'a> {
+            environment_id: &'a EnvironmentId,
+            sequence: u64,
+            #[serde(rename = "type")]
+            event_type: &'a str,
+            version: &'a str,
+            payload: &'a serde_json::Value,
+            metadata: PublishedMetadata<'a>,
+            recorded_at: String,
+        }
+        Published {
+            environment_id: &self.environment_id,
+            sequence: self.sequence,
+            event_type: &self.event_type,
+            version: &self.version,
+            payload: &self.payload,
+            metadata: self.published_metadata(),
+            recorded_at: format_recorded_at(&self.recorded_at),
+        }
+        .serialize(serializer)
+    }
 }
 
 impl EventEnvelope {
-    /// Decodes the payload into the domain event it holds.
-    pub fn event(&self) -> Result<Event, serde_json::Error> {
-        serde_json::from_value(serde_json::json!({
+    /// Decodes the payload into the domain event it holds, through [`upcast`] (so a payload of an
+    /// older version decodes as its current shape).
+    pub fn event(&self) -> Result<Event, EventDecodeError> {
+        let payload = upcast(&self.event_type, &self.version, self.payload.clone())?;
+        Ok(serde_json::from_value(serde_json::json!({
             "type": self.event_type,
-            "data": self.payload,
-        }))
+            "data": payload.payload,
+        }))?)
     }
 
-    /// Builds the envelope from an `events` table row: `payload` is the stored tagged event
-    /// (`{"type": .., "data": ..}`) and `metadata` the stored metadata object.
-    pub fn from_stored(
-        environment_id: String,
-        sequence: u64,
-        event_type: String,
-        version: String,
-        payload: serde_json::Value,
-        metadata: serde_json::Value,
-    ) -> Self {
-        let payload = match payload {
-            serde_json::Value::Object(mut tagged) => {
-                tagged.remove("data").unwrap_or(serde_json::Value::Null)
-            }
-            other => other,
-        };
-        let metadata: EventMetadata = serde_json::from_value(metadata).unwrap_or_default();
-        Self {
-            environment_id,
-            sequence,
-            event_type,
-            version,
-            payload,
-            recorded_at: metadata.recorded_at.clone(),
-            metadata,
+    /// The metadata as published, with `recorded_at`.
+    pub fn published_metadata(&self) -> PublishedMetadata<'_> {
+        PublishedMetadata {
+            metadata: &self.metadata,
+            recorded_at: format_recorded_at(&self.recorded_at),
         }
     }
 
@@ -95,6 +281,17 @@ impl EventEnvelope {
     pub fn message_id(&self) -> String {
         format!("{}:{}", self.environment_id, self.sequence)
     }
+}
+
+/// Why an envelope's payload is not a domain event.
+#[derive(Debug, thiserror::Error)]
+pub enum EventDecodeError {
+    /// Its version cannot be brought to the current one.
+    #[error(transparent)]
+    Upcast(#[from] UpcastError),
+    /// The (upcast) payload is not the event type's shape, or the type is unknown.
+    #[error(transparent)]
+    Payload(#[from] serde_json::Error),
 }
 
 /// An executor's report of how an operation ended.
@@ -203,6 +400,105 @@ impl Subjects {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn envelope() -> EventEnvelope {
+        serde_json::from_value(serde_json::json!({
+            "environment_id": "env_01jdxk6f6b6cz8r9qv1g4t4m3a",
+            "sequence": 3,
+            "type": "InfraApplied",
+            "version": "1",
+            "payload": {"operation_id": "op_01jdxk6f6b6cz8r9qv1g4t4m3b", "outputs": {}},
+            "metadata": {"actor": "token:admin", "tenant": "acme", "request_id": "req_1",
+                         "correlation_id": "req_1", "causation_id": "request:req_1",
+                         "recorded_at": "2025-01-01T00:00:00.000000Z"},
+            "recorded_at": "2025-01-01T00:00:00.123456Z",
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_envelope_publishes_the_documented_shape_with_recorded_at_from_one_field() {
+        let envelope = envelope();
+        // Reading takes the top-level recorded_at; the metadata's copy is only published.
+        assert_eq!(
+            format_recorded_at(&envelope.recorded_at),
+            "2025-01-01T00:00:00.123456Z"
+        );
+        let published = serde_json::to_value(&envelope).unwrap();
+        let keys: Vec<&str> = published
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        for key in [
+            "environment_id",
+            "sequence",
+            "type",
+            "version",
+            "payload",
+            "metadata",
+            "recorded_at",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {published}");
+        }
+        assert_eq!(published["recorded_at"], "2025-01-01T00:00:00.123456Z");
+        assert_eq!(
+            published["metadata"]["recorded_at"],
+            "2025-01-01T00:00:00.123456Z"
+        );
+        assert_eq!(published["metadata"]["tenant"], "acme");
+        let back: EventEnvelope = serde_json::from_value(published).unwrap();
+        assert_eq!(back, envelope);
+    }
+
+    #[test]
+    fn metadata_is_built_per_cause() {
+        let cause = envelope();
+        let op = OperationId::parse("op_01jdxk6f6b6cz8r9qv1g4t4m3c").unwrap();
+
+        let request = EventMetadata::request(
+            Actor::caller("user:ada"),
+            Some("acme".into()),
+            RequestId::new("req_9"),
+        );
+        assert_eq!(request.actor.as_str(), "user:ada");
+        assert_eq!(request.correlation_id.as_str(), "req_9");
+        assert_eq!(request.causation_id.as_str(), "request:req_9");
+
+        let trigger = EventMetadata::trigger(&cause, &op);
+        assert_eq!(trigger.actor.as_str(), Actor::PROCESS_MANAGER);
+        assert_eq!(trigger.tenant.as_deref(), Some("acme"));
+        assert_eq!(trigger.request_id.as_str(), "req_1");
+        assert_eq!(trigger.correlation_id.as_str(), op.as_str());
+        assert_eq!(
+            trigger.causation_id.as_str(),
+            "env_01jdxk6f6b6cz8r9qv1g4t4m3a:3"
+        );
+
+        let result = EventMetadata::result(&op);
+        assert_eq!(result.actor.as_str(), Actor::EXECUTOR);
+        assert_eq!(result.tenant, None);
+        assert_eq!(result.request_id.as_str(), format!("result:{op}"));
+        assert_eq!(result.causation_id.as_str(), format!("result:{op}"));
+
+        let timeout = EventMetadata::timeout("env_x", 4, &op, None);
+        assert_eq!(timeout.actor.as_str(), Actor::DEADLINE_SWEEP);
+        assert_eq!(timeout.request_id.as_str(), format!("deadline:{op}"));
+        assert_eq!(timeout.causation_id.as_str(), "deadline:env_x:4");
+        let timeout = EventMetadata::timeout("env_x", 4, &op, Some(&cause.metadata));
+        assert_eq!(timeout.request_id.as_str(), "req_1");
+        assert_eq!(timeout.tenant.as_deref(), Some("acme"));
+
+        let abandoned = EventMetadata::abandoned(&cause, &op, 17);
+        assert_eq!(abandoned.actor.as_str(), Actor::PROCESS_MANAGER);
+        assert_eq!(abandoned.request_id.as_str(), "req_1");
+        assert_eq!(abandoned.correlation_id.as_str(), op.as_str());
+        assert_eq!(
+            abandoned.causation_id.as_str(),
+            "advisory:max-deliveries:17"
+        );
+    }
 
     #[test]
     fn subjects_follow_the_documented_layout() {

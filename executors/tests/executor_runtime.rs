@@ -11,9 +11,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
-use domain::aggregate::{EVENT_VERSION, OperationOutcome};
+use domain::aggregate::OperationOutcome;
 use domain::spec::{Simulation, Step};
-use domain::wire::{EventEnvelope, EventMetadata, LogLine, OperationResult, Subjects};
+use domain::wire::{
+    Actor, EventEnvelope, EventMetadata, LogLine, OperationResult, RequestId, Subjects,
+};
 use domain::{EnvironmentId, Event, OperationId};
 use executors::driver::Drivers;
 use executors::runner;
@@ -120,20 +122,17 @@ impl Harness {
     /// Publishes `event` as the command side's relay does: an envelope on its subject.
     async fn publish(&self, env: &EnvironmentId, sequence: u64, event: Event) {
         let envelope = EventEnvelope {
-            environment_id: env.to_string(),
+            environment_id: env.clone(),
             sequence,
             event_type: event.event_type().to_owned(),
-            version: EVENT_VERSION.to_owned(),
+            version: event.version().to_string(),
             payload: event.payload(),
-            metadata: EventMetadata {
-                actor: "system:test".into(),
-                correlation_id: event
-                    .operation_id()
-                    .map_or_else(String::new, ToString::to_string),
-                recorded_at: chrono::Utc::now().to_rfc3339(),
-                ..EventMetadata::default()
-            },
-            recorded_at: chrono::Utc::now().to_rfc3339(),
+            metadata: EventMetadata::request(
+                Actor::caller("system:test"),
+                None,
+                RequestId::new("req_test"),
+            ),
+            recorded_at: chrono::Utc::now(),
         };
         self.jetstream
             .publish(

@@ -6,7 +6,7 @@
 use chrono::{DateTime, SubsecRound, Utc};
 use domain::aggregate::{Event, Status};
 use domain::spec::Step;
-use domain::wire::EventEnvelope;
+use domain::wire::{EventDecodeError, EventEnvelope};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -38,12 +38,12 @@ pub struct EnvironmentView {
 /// same build: they mean version skew, a corrupt event, or events applied out of order.
 #[derive(Debug, thiserror::Error)]
 pub enum ViewError {
-    /// The payload does not decode into a known event (unknown type or shape).
+    /// The payload does not decode into a known event (unknown type, shape or version).
     #[error("event {event_type} does not decode")]
     Undecodable {
         event_type: String,
         #[source]
-        source: serde_json::Error,
+        source: EventDecodeError,
     },
     /// An event other than `EnvironmentRequested` for an environment the view does not have.
     #[error("{event_type} for an environment that was never requested")]
@@ -54,9 +54,6 @@ pub enum ViewError {
     /// The envelope belongs to another environment than the view.
     #[error("event of {got} applied to the view of {expected}")]
     WrongEnvironment { expected: String, got: String },
-    /// `recorded_at` is not an RFC 3339 timestamp.
-    #[error("recorded_at {0:?} is not an RFC 3339 timestamp")]
-    BadTimestamp(String),
     /// The sequence does not fit the `version` column.
     #[error("sequence {0} is out of range")]
     SequenceOutOfRange(u64),
@@ -74,19 +71,21 @@ pub fn apply(
         event_type: envelope.event_type.clone(),
         source,
     })?;
-    let at = parse_recorded_at(&envelope.recorded_at)?;
+    // Truncated to microseconds (what Postgres keeps), so a view folded in memory equals the
+    // same view read back from the table.
+    let at = envelope.recorded_at.trunc_subsecs(6);
     let version = i64::try_from(envelope.sequence)
         .map_err(|_| ViewError::SequenceOutOfRange(envelope.sequence))?;
 
     let mut view = match (view, &event) {
         (None, Event::EnvironmentRequested { spec, .. }) => EnvironmentView {
-            id: envelope.environment_id.clone(),
+            id: envelope.environment_id.to_string(),
             name: spec.name.as_str().to_owned(),
             status: Status::Queued.as_str().to_owned(),
             provider: spec.cloud.provider().as_str().to_owned(),
             spec: serde_json::to_value(spec).map_err(|source| ViewError::Undecodable {
                 event_type: envelope.event_type.clone(),
-                source,
+                source: source.into(),
             })?,
             outputs: Value::Object(Map::new()),
             error: None,
@@ -101,10 +100,10 @@ pub fn apply(
             });
         }
         (Some(_), Event::EnvironmentRequested { .. }) => return Err(ViewError::AlreadyRequested),
-        (Some(view), _) if view.id != envelope.environment_id => {
+        (Some(view), _) if view.id != envelope.environment_id.as_str() => {
             return Err(ViewError::WrongEnvironment {
                 expected: view.id,
-                got: envelope.environment_id.clone(),
+                got: envelope.environment_id.to_string(),
             });
         }
         (Some(view), _) => view,
@@ -185,14 +184,6 @@ pub fn apply(
     view.version = version;
     view.updated_at = at;
     Ok(Some(view))
-}
-
-/// Parses an envelope's `recorded_at`, truncated to microseconds (what Postgres keeps), so a
-/// view folded in memory equals the same view read back from the table.
-pub fn parse_recorded_at(recorded_at: &str) -> Result<DateTime<Utc>, ViewError> {
-    DateTime::parse_from_rfc3339(recorded_at)
-        .map(|at| at.with_timezone(&Utc).trunc_subsecs(6))
-        .map_err(|_| ViewError::BadTimestamp(recorded_at.to_owned()))
 }
 
 impl EnvironmentView {

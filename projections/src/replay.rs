@@ -1,6 +1,8 @@
 //! Rebuilds the environment read model from the event store and checks the live one against it.
 //!
-//! The rebuild goes into a scratch table (`environments_view_replay`, dropped and re-created each
+//! The events are read through the event store's reader ([`event_store::reader::scan`]), so
+//! they decode (and upcast) exactly as the history and the relay read them. The rebuild goes
+//! into a scratch table (`environments_view_replay`, dropped and re-created each
 //! run and left in place for inspection) through the same fold and the same batch writer as the
 //! live projection. The live table is only read.
 //!
@@ -10,12 +12,9 @@
 
 use crate::Result;
 use crate::store::{self, Disposition, ViewTable};
-use domain::wire::EventEnvelope;
+use event_store::reader;
 use serde::Serialize;
 use sqlx::{PgPool, Row};
-
-/// The `aggregate_type` of environment events in the `events` table.
-pub const AGGREGATE_TYPE: &str = "Environment";
 
 /// Events read (and applied) per transaction.
 const PAGE_SIZE: i64 = 1_000;
@@ -91,45 +90,29 @@ pub async fn replay(pool: &PgPool) -> Result<ReplayReport> {
     .await?;
 
     let mut report = ReplayReport::default();
-    let mut last: (String, i64) = (String::new(), -1);
-    let mut last_environment: Option<String> = None;
+    let mut last: Option<reader::Cursor> = None;
     loop {
-        let rows = sqlx::query(
-            "SELECT aggregate_id, sequence, event_type, event_version, payload, metadata \
-             FROM events \
-             WHERE aggregate_type = $1 AND (aggregate_id, sequence) > ($2, $3) \
-             ORDER BY aggregate_id, sequence \
-             LIMIT $4",
-        )
-        .bind(AGGREGATE_TYPE)
-        .bind(&last.0)
-        .bind(last.1)
-        .bind(PAGE_SIZE)
-        .fetch_all(pool)
-        .await?;
+        let rows = reader::scan(pool, last.as_ref(), Some(PAGE_SIZE)).await?;
         if rows.is_empty() {
             break;
         }
 
         let mut envelopes = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let environment_id: String = row.try_get("aggregate_id")?;
-            let sequence: i64 = row.try_get("sequence")?;
-            if last_environment.as_deref() != Some(environment_id.as_str()) {
+        for ((environment_id, sequence), read) in rows {
+            if last.as_ref().map(|(id, _)| id) != Some(&environment_id) {
                 report.environments += 1;
-                last_environment = Some(environment_id.clone());
             }
-            last = (environment_id.clone(), sequence);
-            envelopes.push(EventEnvelope::from_stored(
-                environment_id,
-                u64::try_from(sequence).unwrap_or(0),
-                row.try_get("event_type")?,
-                row.try_get("event_version")?,
-                row.try_get("payload")?,
-                row.try_get("metadata")?,
-            ));
+            report.events += 1;
+            last = Some((environment_id, sequence));
+            match read {
+                Ok(envelope) => envelopes.push(envelope),
+                Err(undecodable) => report.unapplied.push(UnappliedEvent {
+                    environment_id: undecodable.environment_id.clone(),
+                    sequence: u64::try_from(undecodable.sequence).unwrap_or(0),
+                    reason: undecodable.to_string(),
+                }),
+            }
         }
-        report.events += envelopes.len();
 
         let outcome = store::apply_batch(pool, &table, &envelopes).await?;
         for (envelope, disposition) in envelopes.iter().zip(&outcome.dispositions) {
@@ -139,7 +122,7 @@ pub async fn replay(pool: &PgPool) -> Result<ReplayReport> {
                 Disposition::Rejected { reason } => reason.clone(),
             };
             report.unapplied.push(UnappliedEvent {
-                environment_id: envelope.environment_id.clone(),
+                environment_id: envelope.environment_id.to_string(),
                 sequence: envelope.sequence,
                 reason,
             });

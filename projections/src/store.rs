@@ -168,7 +168,7 @@ pub async fn apply_batch(
     }
     let ids: Vec<String> = envelopes
         .iter()
-        .map(|envelope| envelope.environment_id.clone())
+        .map(|envelope| envelope.environment_id.to_string())
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -201,7 +201,7 @@ pub async fn apply_batch(
 
     let mut dispositions = Vec::with_capacity(envelopes.len());
     for envelope in envelopes {
-        let Some(entry) = working.get_mut(&envelope.environment_id) else {
+        let Some(entry) = working.get_mut(envelope.environment_id.as_str()) else {
             // Every id was inserted above.
             dispositions.push(Disposition::Rejected {
                 reason: "environment missing from the batch".to_owned(),

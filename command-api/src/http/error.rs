@@ -224,6 +224,15 @@ impl From<sqlx::Error> for AppError {
     }
 }
 
+impl From<crate::store::ReadError> for AppError {
+    fn from(error: crate::store::ReadError) -> Self {
+        match error {
+            crate::store::ReadError::Database(error) => error.into(),
+            error @ crate::store::ReadError::Decode(_) => AppError::internal(error),
+        }
+    }
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();

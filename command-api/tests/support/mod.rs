@@ -7,7 +7,7 @@
 
 use domain::config::{self, Format};
 use domain::spec::EnvironmentSpec;
-use domain::wire::EventMetadata;
+use domain::wire::{Actor, EventMetadata, RequestId};
 pub use system_tests::services::TestDb;
 
 /// A fresh, migrated database on the test PostgreSQL (see `system_tests::services`).
@@ -21,14 +21,11 @@ pub fn sandbox_spec(name: &str) -> EnvironmentSpec {
     config::parse(&yaml, Format::Yaml).expect("valid sandbox config")
 }
 
-/// Command metadata with the given request id.
+/// Command metadata with the given request id (an admin token's request).
 pub fn metadata(request_id: &str) -> EventMetadata {
-    EventMetadata {
-        actor: "token:admin".into(),
-        tenant: None,
-        request_id: request_id.into(),
-        correlation_id: request_id.into(),
-        causation_id: format!("request:{request_id}"),
-        recorded_at: "2025-01-01T00:00:00.000000Z".into(),
-    }
+    EventMetadata::request(
+        Actor::caller("token:admin"),
+        None,
+        RequestId::new(request_id),
+    )
 }

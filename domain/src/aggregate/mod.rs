@@ -9,10 +9,12 @@ pub mod event_sets;
 mod events;
 mod handle;
 mod state;
+mod upcast;
 
 pub use commands::{Command, OperationOutcome, StepTimeouts};
-pub use events::{EVENT_VERSION, Event, FailureInfo, OperationJob, Outputs};
+pub use events::{Event, FailureInfo, OperationJob, Outputs, current_version};
 pub use state::{Environment, InFlight, Requested, Status};
+pub use upcast::{UpcastError, Upcasted, upcast};
 
 /// Why a command was refused. Each variant maps to one HTTP status at the edge.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -5,10 +5,10 @@
 
 #![allow(dead_code)]
 
-use chrono::{DateTime, Duration, SecondsFormat, TimeZone, Utc};
-use domain::aggregate::{EVENT_VERSION, Event, OperationJob};
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use domain::aggregate::{Event, OperationJob};
 use domain::spec::{EnvironmentSpec, Step};
-use domain::wire::{EventEnvelope, EventMetadata};
+use domain::wire::{Actor, EventEnvelope, EventMetadata, RequestId};
 use domain::{EnvironmentId, OperationId};
 use sqlx::PgPool;
 use std::collections::BTreeMap;
@@ -225,24 +225,18 @@ impl History {
     /// The envelope of the event at `sequence` (1-based).
     pub fn envelope(&self, sequence: u64) -> EventEnvelope {
         let event = &self.events[sequence as usize - 1];
-        let recorded_at = self
-            .recorded_at(sequence)
-            .to_rfc3339_opts(SecondsFormat::Nanos, true);
         EventEnvelope {
-            environment_id: self.env_id.to_string(),
+            environment_id: self.env_id.clone(),
             sequence,
             event_type: event.event_type().to_owned(),
-            version: EVENT_VERSION.to_owned(),
+            version: event.version().to_string(),
             payload: event.payload(),
-            metadata: EventMetadata {
-                actor: "user:test".to_owned(),
-                tenant: None,
-                request_id: format!("req_{sequence}"),
-                correlation_id: format!("{}:corr", self.env_id),
-                causation_id: format!("{}:{}", self.env_id, sequence.saturating_sub(1)),
-                recorded_at: recorded_at.clone(),
-            },
-            recorded_at,
+            metadata: EventMetadata::request(
+                Actor::caller("user:test"),
+                None,
+                RequestId::new(format!("req_{sequence}")),
+            ),
+            recorded_at: self.recorded_at(sequence),
         }
     }
 
@@ -267,12 +261,18 @@ impl History {
                  (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
                  VALUES ('Environment', $1, $2, $3, $4, $5::json, $6::json)",
             )
-            .bind(&envelope.environment_id)
+            .bind(envelope.environment_id.as_str())
             .bind(envelope.sequence as i64)
             .bind(&envelope.event_type)
             .bind(&envelope.version)
             .bind(serde_json::to_string(event).unwrap())
-            .bind(serde_json::to_string(&envelope.metadata).unwrap())
+            .bind(
+                serde_json::to_string(&event_store::stored_metadata(
+                    &envelope.metadata,
+                    envelope.recorded_at,
+                ))
+                .unwrap(),
+            )
             .execute(pool)
             .await
             .expect("insert event");
@@ -303,8 +303,8 @@ impl std::ops::Deref for TestDb {
 // ---------------------------------------------------------------------------------------------
 // NATS
 
-/// A private nats-server >= 2.10 (see `command_api::local_nats`), killed on drop.
-pub struct NatsServer(command_api::local_nats::LocalNats);
+/// A private nats-server >= 2.10 (see `system_tests::services::nats`), killed on drop.
+pub struct NatsServer(system_tests::services::LocalNats);
 
 impl NatsServer {
     pub async fn start() -> Self {

@@ -1,15 +1,23 @@
-//! The event repository: postgres-es for reads, and a commit that is one statement.
+//! The event repository: postgres-es for reads (each event's payload brought to its current
+//! version by [`domain::aggregate::upcast`], as every read path does), and a commit that is one
+//! statement.
+//!
+//! cqrs-es loads an aggregate through `get_events` (and `get_last_events`, with snapshots, which
+//! are off): both upcast. `stream_events`/`stream_all_events` feed cqrs-es's replay of queries,
+//! which this store does not use; they pass through as stored.
 //!
 //! postgres-es commits with BEGIN, one INSERT per event, COMMIT: three round trips or more. A
 //! single multi-row `INSERT … SELECT FROM UNNEST(…)` is atomic on its own (one statement, one
 //! implicit transaction, the `events` trigger included), so a commit here is one round trip —
 //! the command path's cost is dominated by round trips and fsyncs, not by work.
 
+use crate::reader::StoredRow;
 use cqrs_es::Aggregate;
 use cqrs_es::persist::{
     PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot,
 };
-use domain::wire::{EventEnvelope, MAX_EVENT_BYTES};
+use domain::aggregate::upcast;
+use domain::wire::MAX_EVENT_BYTES;
 use postgres_es::PostgresEventRepository;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -44,16 +52,19 @@ pub struct EventTooLarge {
     pub limit: usize,
 }
 
-/// Refuses an event that could not be published: the same envelope the relay sends, measured.
+/// Refuses an event that could not be published: the same envelope the relay sends (decoded as
+/// the reader decodes it), measured.
 fn check_size(event: &SerializedEvent) -> Result<(), PersistenceError> {
-    let envelope = EventEnvelope::from_stored(
-        event.aggregate_id.clone(),
-        u64::try_from(event.sequence).unwrap_or(u64::MAX),
-        event.event_type.clone(),
-        event.event_version.clone(),
-        event.payload.clone(),
-        event.metadata.clone(),
-    );
+    let envelope = StoredRow {
+        aggregate_id: event.aggregate_id.clone(),
+        sequence: i64::try_from(event.sequence).unwrap_or(i64::MAX),
+        event_type: event.event_type.clone(),
+        event_version: event.event_version.clone(),
+        payload: event.payload.clone(),
+        metadata: event.metadata.clone(),
+    }
+    .decode()
+    .map_err(|error| PersistenceError::UnknownError(Box::new(error)))?;
     let size = envelope
         .encode()
         .map_err(|error| PersistenceError::UnknownError(Box::new(error)))?
@@ -69,12 +80,31 @@ fn check_size(event: &SerializedEvent) -> Result<(), PersistenceError> {
     Ok(())
 }
 
+/// Brings a loaded event's payload (the stored tagged event) to its type's current version.
+fn upcast_loaded(mut event: SerializedEvent) -> Result<SerializedEvent, PersistenceError> {
+    let Value::Object(tagged) = &mut event.payload else {
+        return Err(PersistenceError::DeserializationError(
+            format!(
+                "stored event {}:{} ({}) is not a tagged event object",
+                event.aggregate_id, event.sequence, event.event_type
+            )
+            .into(),
+        ));
+    };
+    let data = tagged.remove("data").unwrap_or(Value::Null);
+    let upcasted = upcast(&event.event_type, &event.event_version, data)
+        .map_err(|error| PersistenceError::DeserializationError(Box::new(error)))?;
+    tagged.insert("data".to_owned(), upcasted.payload);
+    event.event_version = upcasted.version.to_string();
+    Ok(event)
+}
+
 fn persistence_error(error: sqlx::Error) -> PersistenceError {
     match &error {
         sqlx::Error::Database(database) if database.code().as_deref() == Some(UNIQUE_VIOLATION) => {
             PersistenceError::OptimisticLockError
         }
-        _ if super::is_connection_error(&error) => {
+        _ if crate::is_connection_error(&error) => {
             PersistenceError::ConnectionError(Box::new(error))
         }
         _ => PersistenceError::UnknownError(Box::new(error)),
@@ -86,7 +116,12 @@ impl PersistedEventRepository for EventRepository {
         &self,
         aggregate_id: &str,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        self.reads.get_events::<A>(aggregate_id).await
+        self.reads
+            .get_events::<A>(aggregate_id)
+            .await?
+            .into_iter()
+            .map(upcast_loaded)
+            .collect()
     }
 
     async fn get_last_events<A: Aggregate>(
@@ -96,7 +131,10 @@ impl PersistedEventRepository for EventRepository {
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
         self.reads
             .get_last_events::<A>(aggregate_id, last_sequence)
-            .await
+            .await?
+            .into_iter()
+            .map(upcast_loaded)
+            .collect()
     }
 
     async fn get_snapshot<A: Aggregate>(

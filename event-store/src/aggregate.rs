@@ -3,7 +3,7 @@
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
-use domain::aggregate::{Command, DomainError, EVENT_VERSION, Environment, Event};
+use domain::aggregate::{Command, DomainError, Environment, Event};
 use serde::{Deserialize, Serialize};
 
 /// The aggregate type name stored in the `events` table.
@@ -25,7 +25,7 @@ impl DomainEvent for StoredEvent {
     }
 
     fn event_version(&self) -> String {
-        EVENT_VERSION.to_owned()
+        self.0.version().to_string()
     }
 }
 

@@ -1,10 +1,22 @@
-//! The event store: postgres-es over the `events` table, the schema migrations, and reads of an
-//! environment's history.
+//! The event store: the `Environment` aggregate on cqrs-es/postgres-es over the `events` table,
+//! the schema migrations, and the one reader of stored events.
+//!
+//! - [`EventStore`] executes commands (load, decide, one-statement commit with the outbox row)
+//!   and reads an environment's history.
+//! - [`reader`]: every read of stored events — an environment's history, the relay's batch by
+//!   (environment, sequence), the replay's ordered scan — through one SQL shape and one row →
+//!   [`EventEnvelope`] decoding, with payloads upcast ([`domain::aggregate::upcast`]).
+//! - [`EventRepository`]: postgres-es for the aggregate's loads (upcast the same way), and the
+//!   commit.
+//!
+//! Depends on `domain` and the database only: no NATS, no HTTP, no executors.
 
 mod aggregate;
+pub mod reader;
 mod repository;
 
 pub use aggregate::{AGGREGATE_TYPE, EnvironmentAggregate, StoredEvent};
+pub use reader::{DecodeError, ReadError, stored_metadata};
 pub use repository::{EventRepository, EventTooLarge};
 
 use cqrs_es::persist::EventStoreAggregateContext;
@@ -15,7 +27,6 @@ use domain::ids::EnvironmentId;
 use domain::spec::EnvironmentSpec;
 use domain::wire::{EventEnvelope, EventMetadata};
 use sqlx::PgPool;
-use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::Notify;
 
@@ -95,7 +106,7 @@ impl EventStore {
         command: Command,
         metadata: &EventMetadata,
     ) -> Result<()> {
-        let metadata = metadata_map(metadata);
+        let metadata = stored_metadata(metadata, reader::now());
         match self
             .cqrs
             .execute_with_metadata(environment_id, command, metadata)
@@ -134,7 +145,7 @@ impl EventStore {
         let events = events.into_iter().map(StoredEvent).collect();
         match self
             .events
-            .commit(events, context, metadata_map(metadata))
+            .commit(events, context, stored_metadata(metadata, reader::now()))
             .await
         {
             Ok(_) => {
@@ -148,47 +159,10 @@ impl EventStore {
         }
     }
 
-    /// Every event of one environment, in order, with its metadata.
-    pub async fn history(&self, environment_id: &str) -> Result<Vec<EventEnvelope>, sqlx::Error> {
-        let rows: Vec<(i64, String, String, serde_json::Value, serde_json::Value)> =
-            sqlx::query_as(
-                "SELECT sequence, event_type, event_version, payload::jsonb, metadata::jsonb
-                   FROM events
-                  WHERE aggregate_type = $1 AND aggregate_id = $2
-                  ORDER BY sequence",
-            )
-            .bind(AGGREGATE_TYPE)
-            .bind(environment_id)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(sequence, event_type, version, payload, metadata)| {
-                EventEnvelope::from_stored(
-                    environment_id.to_owned(),
-                    u64::try_from(sequence).unwrap_or_default(),
-                    event_type,
-                    version,
-                    payload,
-                    metadata,
-                )
-            })
-            .collect())
+    /// Every event of one environment, in order, with its metadata (see [`reader::history`]).
+    pub async fn history(&self, environment_id: &str) -> Result<Vec<EventEnvelope>, ReadError> {
+        reader::history(&self.pool, environment_id).await
     }
-}
-
-fn metadata_map(metadata: &EventMetadata) -> HashMap<String, String> {
-    let mut map = HashMap::from([
-        ("actor".to_owned(), metadata.actor.clone()),
-        ("request_id".to_owned(), metadata.request_id.clone()),
-        ("correlation_id".to_owned(), metadata.correlation_id.clone()),
-        ("causation_id".to_owned(), metadata.causation_id.clone()),
-        ("recorded_at".to_owned(), metadata.recorded_at.clone()),
-    ]);
-    if let Some(tenant) = &metadata.tenant {
-        map.insert("tenant".to_owned(), tenant.clone());
-    }
-    map
 }
 
 fn classify(error: AggregateError<DomainError>) -> StoreError {

@@ -2,10 +2,10 @@
 
 mod support;
 
-use command_api::store::{EventStore, StoreError};
 use domain::aggregate::Command;
 use domain::ids::EnvironmentId;
 use domain::wire::MAX_EVENT_BYTES;
+use event_store::{EventStore, StoreError};
 use support::{metadata, sandbox_spec};
 
 #[tokio::test]
