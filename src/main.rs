@@ -1,10 +1,15 @@
 //! `provisioner`: one binary for the servers, the executor, the sandbox stand-ins and the client
-//! verbs.
+//! verbs; the workspace's composition root. It wires the libraries together ([`cli`]: the
+//! subcommands, `dev`'s one-process stack, the verbs; [`telemetry`]) and is the only package
+//! that links both the command side (`command-api`) and the executors, and the stand-ins.
+
+mod cli;
+mod telemetry;
 
 use clap::Parser;
-use command_api::cli::{Cli, Commands, run};
-use command_api::telemetry::init_tracing;
+use cli::{Cli, Commands, run};
 use std::process::ExitCode;
+use telemetry::init_tracing;
 
 /// The provisioner's allocator. glibc's malloc kept the memory of closed connections (about
 /// 30 KB each) for good: its main arena cannot give back freed memory below live allocations.
@@ -18,7 +23,7 @@ fn main() -> ExitCode {
     // The sandbox provider's terraform and helm: synchronous tools with their own signal
     // handling, so they run before (and without) an async runtime.
     if let Commands::Standin { tool, args } = cli.command {
-        return executors::standin::run_main(tool.entry(), args);
+        return standins::run_main(tool.entry(), args);
     }
     command_api::install_tls_provider();
     let default_filter = match cli.command {

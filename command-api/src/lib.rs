@@ -5,27 +5,26 @@
 //! [`store`]); the [`relay`] publishes every
 //! committed event to JetStream; the [`process_manager`] turns events into next steps and
 //! executor results into commands; [`deadlines`] fails operations that outlive their deadline;
-//! [`http`] serves the API including live SSE streams.
+//! [`http`] serves the API including live SSE streams; [`client`] is the API's HTTP client (the
+//! `provisioner` binary's verbs and the system tests use it).
+//!
+//! The composition (command line, `dev`, telemetry) lives in the `provisioner` binary; this
+//! crate depends on neither `executors` nor the stand-ins (`tests/tests/architecture.rs`).
 
 pub mod app;
-pub mod cli;
+pub mod client;
 pub mod database;
 pub mod deadlines;
 pub mod environments;
 pub mod http;
 pub mod jetstream;
-pub mod local;
 pub mod process_manager;
 pub mod relay;
 pub mod server;
 pub mod settings;
-pub mod telemetry;
 
 /// The event store (the `event-store` crate), where this crate's modules have always found it.
-pub use event_store as store;
-
-/// The private nats-server, where the tests and `dev` have always found it.
-pub use local::nats as local_nats;
+pub(crate) use event_store as store;
 
 /// Installs the process-wide TLS crypto provider (ring, as async-nats and sqlx use) that the
 /// HTTPS client needs. Idempotent; call it before building a `reqwest::Client`.

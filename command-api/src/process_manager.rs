@@ -33,8 +33,8 @@ use jetstream_consumer::{Backoff, Consumer, Delivery, Disposition};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-const TRIGGER_CONSUMER: &str = "process-manager";
-const RESULTS_CONSUMER: &str = "process-manager-results";
+const TRIGGER_CONSUMER: &str = Subjects::PROCESS_MANAGER_CONSUMER;
+const RESULTS_CONSUMER: &str = Subjects::PROCESS_MANAGER_RESULTS_CONSUMER;
 /// Messages handled at once per consumer.
 const CONCURRENCY: usize = 32;
 /// Back-off (with jitter) of a command that failed for now, by delivery count.
@@ -122,7 +122,7 @@ impl ProcessManager {
         let subject = format!(
             "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{}",
             self.subjects.events_stream(),
-            executors::runner::CONSUMER
+            Subjects::EXECUTOR_CONSUMER
         );
         let mut failures = 0;
         while !shutdown.is_cancelled() {

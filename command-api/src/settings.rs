@@ -97,7 +97,7 @@ impl HttpSettings {
 }
 
 /// A variable's value, when it is set to something other than blanks.
-pub(crate) fn var(name: &str) -> Option<String> {
+pub fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 

@@ -19,7 +19,7 @@ const WITHIN: Duration = Duration::from_secs(30);
 
 struct Harness {
     db: TestDb,
-    _nats: command_api::local_nats::LocalNats,
+    _nats: local_services::nats::LocalNats,
     js: async_nats::jetstream::Context,
     subjects: Subjects,
     store: EventStore,

@@ -166,7 +166,12 @@ pub struct SandboxCloud {
     pub simulate: Simulation,
 }
 
-/// Sandbox fault injection: how long each step takes, which step fails and how often.
+/// The file in a sandbox workdir that holds the environment's [`Simulation`] as JSON: written by
+/// the executor, read by the stand-ins.
+pub const SIMULATE_FILE: &str = "simulate.json";
+
+/// Sandbox fault injection: how long each step takes, which step fails and how often. The one
+/// contract of `simulate.json` ([`SIMULATE_FILE`]) between the executor and the stand-ins.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Simulation {
     /// Seconds each apply/bootstrap/destroy step takes; `None` means the stand-ins' small default.

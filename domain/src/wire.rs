@@ -314,13 +314,31 @@ pub struct LogLine {
     pub at: String,
 }
 
-/// Subject and stream names under one prefix, so several deployments (or tests) share a server.
+/// Subject and stream names under one prefix, so several deployments (or tests) share a server;
+/// and the durable consumers' names (one per stream, so they need no prefix). Every name of the
+/// JetStream topology is spelled here and nowhere else.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Subjects {
     prefix: String,
 }
 
 impl Subjects {
+    /// The process manager's durable consumer on the events stream.
+    pub const PROCESS_MANAGER_CONSUMER: &str = "process-manager";
+    /// The process manager's durable consumer on the results stream.
+    pub const PROCESS_MANAGER_RESULTS_CONSUMER: &str = "process-manager-results";
+    /// The environments projection's durable consumer on the events stream.
+    pub const PROJECTION_CONSUMER: &str = "projection-environments";
+    /// The executors' durable job consumer on the events stream, shared by all replicas.
+    pub const EXECUTOR_CONSUMER: &str = "executor";
+    /// Every durable consumer name.
+    pub const CONSUMERS: [&str; 4] = [
+        Self::PROCESS_MANAGER_CONSUMER,
+        Self::PROCESS_MANAGER_RESULTS_CONSUMER,
+        Self::PROJECTION_CONSUMER,
+        Self::EXECUTOR_CONSUMER,
+    ];
+
     /// `prefix` must be a NATS token of `[a-z0-9_-]` (checked by the settings loader).
     pub fn new(prefix: impl Into<String>) -> Self {
         Self {
@@ -497,6 +515,27 @@ mod tests {
         assert_eq!(
             abandoned.causation_id.as_str(),
             "advisory:max-deliveries:17"
+        );
+    }
+
+    #[test]
+    fn consumer_names_are_distinct_nats_names() {
+        let names: std::collections::BTreeSet<&str> = Subjects::CONSUMERS.into_iter().collect();
+        assert_eq!(names.len(), Subjects::CONSUMERS.len());
+        for name in names {
+            assert!(
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '-'),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            Subjects::CONSUMERS,
+            [
+                "process-manager",
+                "process-manager-results",
+                "projection-environments",
+                "executor"
+            ]
         );
     }
 

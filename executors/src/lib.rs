@@ -1,4 +1,8 @@
-pub mod child_process;
+//! The executors: JetStream job consumers that run a step's tools (terraform and helm, or the
+//! sandbox provider's stand-ins, which live in the `standins` crate and are never linked here)
+//! per environment and report the results. How every child starts is the `child-process` crate's
+//! (shared with `local-services`).
+
 pub mod driver;
 mod inflight;
 mod job;
@@ -6,6 +10,5 @@ pub mod logs;
 pub mod process;
 pub mod runner;
 pub mod settings;
-pub mod standin;
 pub mod terraform_helm;
 pub mod terraform_render;

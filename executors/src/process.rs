@@ -3,9 +3,10 @@
 //! The child gets its own process group, so cancellation reaches everything it started
 //! (terraform's provider plugins): SIGINT to the group first, the way a user's Ctrl-C lets
 //! terraform release its state lock and save state, then SIGKILL to the group if it has not
-//! exited within the grace period. `kill_on_drop` covers the executor task being dropped.
+//! exited within the grace period. When the executor task is dropped instead (a cancelled
+//! future, a panic), the handle ([`child_process::GroupChild`]) kills the whole group.
 //!
-//! Children start as [`crate::child_process`] says: a minimal, explicit environment and a
+//! Children start as [`child_process`] says: a minimal, explicit environment and a
 //! parent-death signal (SIGTERM: terraform then stops the way it does on Ctrl-C).
 
 use std::collections::VecDeque;
@@ -15,12 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::Signal;
 
-use crate::child_process;
-use nix::unistd::Pid;
+use child_process::GroupChild;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::Child;
 use tokio_util::sync::CancellationToken;
 
 use crate::logs::LogSink;
@@ -259,7 +258,7 @@ pub async fn run(
     })
 }
 
-fn spawn(invocation: &Invocation) -> Result<Child, ProcessError> {
+fn spawn(invocation: &Invocation) -> Result<GroupChild, ProcessError> {
     let mut command =
         child_process::command(&invocation.program, Signal::SIGTERM, &invocation.inherit);
     command
@@ -268,9 +267,8 @@ fn spawn(invocation: &Invocation) -> Result<Child, ProcessError> {
         .current_dir(&invocation.cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    command.spawn().map_err(|source| {
+        .stderr(Stdio::piped());
+    child_process::spawn_group(&mut command).map_err(|source| {
         // A missing program and a missing workdir both say NotFound; only the first is "not found".
         if source.kind() == io::ErrorKind::NotFound && !invocation.program.is_file() {
             ProcessError::NotFound {
@@ -289,13 +287,13 @@ fn spawn(invocation: &Invocation) -> Result<Child, ProcessError> {
 
 /// SIGINT to the child's group; after `grace`, SIGKILL to the group. Returns once the child
 /// has exited (and been reaped).
-async fn interrupt_then_kill(child: &mut Child, grace: Duration) {
-    // The child leads its own group (process_group(0)), so its pid is the group id. It is not
-    // reaped before we are done signalling, so the id cannot have been reused.
-    let Some(group) = child.id().map(|pid| Pid::from_raw(pid as i32)) else {
+async fn interrupt_then_kill(child: &mut GroupChild, grace: Duration) {
+    // The child leads its own group, so its pid is the group id. It is not reaped before we are
+    // done signalling, so the id cannot have been reused.
+    let Some(group) = child.group() else {
         return; // already reaped
     };
-    let _ = killpg(group, Signal::SIGINT);
+    child.signal_group(Signal::SIGINT);
     if tokio::time::timeout(grace, child.wait()).await.is_ok() {
         return;
     }
@@ -303,7 +301,7 @@ async fn interrupt_then_kill(child: &mut Child, grace: Duration) {
         pid = group.as_raw(),
         "process ignored SIGINT; killing its group"
     );
-    let _ = killpg(group, Signal::SIGKILL);
+    child.signal_group(Signal::SIGKILL);
     let _ = child.wait().await;
 }
 
@@ -486,6 +484,32 @@ mod tests {
         );
         assert!(marker.exists(), "the shell saw SIGINT");
         assert!(received(&mut rx).iter().any(|(_, l)| l == "started"));
+    }
+
+    #[tokio::test]
+    async fn dropping_a_running_tool_kills_its_whole_group() {
+        let (logs, mut rx) = sink();
+        // The tool starts a grandchild in the background, prints its pid and waits.
+        let script = "sleep 600 & echo $!; sleep 600";
+        let cancel = CancellationToken::new();
+        let invocation = sh(script);
+        let run = run(&invocation, &logs, &cancel, Duration::from_secs(5));
+        let dropped = tokio::time::timeout(Duration::from_secs(2), run).await;
+        assert!(dropped.is_err(), "the tool was still running");
+        let lines = received(&mut rx);
+        let grandchild: i32 = lines
+            .iter()
+            .find(|(stream, _)| stream == "sh:stdout")
+            .and_then(|(_, line)| line.parse().ok())
+            .expect("the grandchild's pid");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // Gone, or a zombie waiting for its new parent to reap it.
+        while std::fs::read_to_string(format!("/proc/{grandchild}/stat"))
+            .is_ok_and(|stat| !stat.rsplit(") ").next().unwrap().starts_with('Z'))
+        {
+            assert!(Instant::now() < deadline, "the grandchild outlived the run");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     #[tokio::test]

@@ -30,7 +30,7 @@ use crate::settings::ExecutorSettings;
 use domain::aggregate::event_sets::{ENDED_EARLY_EVENTS, JOB_EVENTS};
 
 /// The durable consumer's name, shared by all executor replicas.
-pub const CONSUMER: &str = "executor";
+pub const CONSUMER: &str = domain::wire::Subjects::EXECUTOR_CONSUMER;
 /// How long one pull request waits for a job; bounds how late a shutdown stops pulling.
 const PULL_EXPIRES: Duration = Duration::from_secs(1);
 /// How long a stopping executor waits for NATS to take what it still buffers.

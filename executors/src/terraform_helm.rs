@@ -22,11 +22,11 @@ use domain::spec::{Provider, Step};
 use futures::future::BoxFuture;
 use serde_json::Value;
 
-use crate::child_process::NETWORK_ENV;
 use crate::driver::{StepContext, StepDriver, StepError};
 use crate::process::{self, Finished, Invocation, Program};
 use crate::settings::{ExecutorSettings, SandboxTools};
 use crate::terraform_render::{self, CONFIG_FILE, Target};
+use child_process::NETWORK_ENV;
 
 /// The variables the real CLIs may take from the executor's environment beside the network's
 /// ([`NETWORK_ENV`]): where the AWS configuration is (never the credentials themselves), and
@@ -43,7 +43,7 @@ pub const CLOUD_TOOL_ENV: &[&str] = &[
     "TF_PLUGIN_CACHE_DIR",
 ];
 /// The sandbox's fault-injection file, read by the stand-ins.
-pub const SIMULATE_FILE: &str = "simulate.json";
+pub use domain::spec::SIMULATE_FILE;
 
 /// Runs every step with `terraform` and `helm` (or their stand-ins).
 #[derive(Clone, Debug)]

@@ -12,8 +12,8 @@ use executors::driver::{StepContext, StepDriver, StepError};
 use executors::logs::{LogReceiver, LogSink};
 use executors::settings::ExecutorSettings;
 use executors::settings::SandboxTools;
-use executors::standin::state_lock::LockInfo;
 use executors::terraform_helm::TerraformHelmDriver;
+use standins::state_lock::LockInfo;
 use support::{LOCK_FILE, dead_pid, job, sandbox_tools};
 use tokio_util::sync::CancellationToken;
 
@@ -67,7 +67,7 @@ fn write_lock(workdir: &Path, id: &str, pid: i32) -> PathBuf {
         id: id.into(),
         operation: "OperationTypeApply".into(),
         info: String::new(),
-        who: format!("{pid}@{}", executors::standin::fsutil::hostname()),
+        who: format!("{pid}@{}", standins::fsutil::hostname()),
         version: "1.9.8".into(),
         created: "2026-01-01T00:00:00Z".into(),
         path: "terraform.tfstate".into(),

@@ -5,7 +5,7 @@
 
 mod support;
 
-use command_api::local_nats::LocalNats;
+use local_services::nats::LocalNats;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -21,8 +21,8 @@ use executors::driver::Drivers;
 use executors::runner;
 use executors::runner::Exclusion;
 use executors::settings::ExecutorSettings;
-use executors::standin::overlap::{self, OverlapKind};
 use futures::StreamExt;
+use standins::overlap::{self, OverlapKind};
 use support::{LOCK_FILE, job, sandbox_tools};
 use tokio_util::sync::CancellationToken;
 

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
 
 /// The durable consumer's name on the events stream.
-pub const CONSUMER_NAME: &str = "projection-environments";
+pub const CONSUMER_NAME: &str = Subjects::PROJECTION_CONSUMER;
 
 /// Messages fetched per batch (and applied per transaction).
 const BATCH_SIZE: usize = 256;

@@ -7,11 +7,11 @@
 use crate::api::{ApiClient, TOKEN};
 use crate::services::{self, TestDb};
 use command_api::app::Application;
-use command_api::local_nats::LocalNats;
 use command_api::settings::{HttpSettings, Settings};
 use domain::aggregate::StepTimeouts;
 use domain::spec::Provider;
 use domain::wire::Subjects;
+use local_services::nats::LocalNats;
 use sqlx::PgPool;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;

@@ -4,8 +4,8 @@
 use crate::processes::binary_dir;
 use crate::procfs;
 use crate::services;
-use command_api::cli::client::Client;
-use command_api::local_nats::free_port;
+use command_api::client::Client;
+use local_services::nats::free_port;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use std::path::{Path, PathBuf};

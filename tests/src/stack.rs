@@ -5,11 +5,11 @@ use crate::invariants;
 use crate::processes::ProviderProcess;
 use crate::services;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
-use command_api::local_nats::{LocalNats, free_port};
 use domain::wire::{EventEnvelope, Subjects};
-use executors::standin::overlap;
 use futures::StreamExt;
+use local_services::nats::{LocalNats, free_port};
 use sqlx::PgPool;
+use standins::overlap;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -156,7 +156,7 @@ impl Stack {
 
     /// Fails the test if the stand-ins' run intervals show two mutating terraform/helm runs of
     /// one environment changing state at once, or one executor running two at once (see
-    /// `executors::standin::overlap`). Also fails when no run was recorded at all, so the check
+    /// `standins::overlap`). Also fails when no run was recorded at all, so the check
     /// cannot pass by looking at the wrong place.
     pub fn assert_no_overlap(&self, id: &str) {
         let log = overlap::read(&self.workdir(id)).expect("readable runs.jsonl");

@@ -27,7 +27,7 @@ async fn killing_the_executor_mid_apply_still_ends_ready_with_one_infra_applied(
     assert_eq!(count(&types, "BootstrapCompleted"), 1, "{types:?}");
     stack.assert_no_overlap(&id);
     // The job really was redelivered: the crashed executor's apply and the new executor's.
-    let runs = executors::standin::overlap::read(&stack.workdir(&id)).unwrap();
+    let runs = standins::overlap::read(&stack.workdir(&id)).unwrap();
     let applies = runs
         .started
         .iter()

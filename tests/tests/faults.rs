@@ -134,7 +134,7 @@ async fn with_no_executor_at_all_a_step_times_out_and_a_retry_runs_once_an_execu
     assert_eq!(count(&types, "InfraApplied"), 1, "{types:?}");
     // The first job, delivered late to the new executor, was skipped: one apply ran.
     stack.assert_no_overlap(&id);
-    let applies = executors::standin::overlap::runs(&stack.workdir(&id))
+    let applies = standins::overlap::runs(&stack.workdir(&id))
         .unwrap()
         .into_iter()
         .filter(|run| run.started.operation == "apply")
@@ -145,8 +145,8 @@ async fn with_no_executor_at_all_a_step_times_out_and_a_retry_runs_once_an_execu
 #[tokio::test(flavor = "multi_thread")]
 async fn two_replicas_sweeping_the_same_overdue_operation_record_one_time_out() {
     use command_api::deadlines::DeadlineSweep;
-    use command_api::store::EventStore;
     use domain::aggregate::StepTimeouts;
+    use event_store::EventStore;
 
     // The API's own sweep keeps the default timeouts: this operation is not due for it.
     let stack = Stack::start_with(StackOptions {

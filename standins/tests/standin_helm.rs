@@ -5,9 +5,9 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use executors::standin::overlap::{self, Outcome, OverlapKind};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
+use standins::overlap::{self, Outcome, OverlapKind};
 use support::*;
 
 /// A workdir with a kubeconfig, a values file and `simulate.json`.

@@ -194,7 +194,7 @@ pub fn random_uuid() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::standin::test_support::dead_pid;
+    use crate::test_support::dead_pid;
 
     #[test]
     fn fnv_hash_is_stable_across_builds() {

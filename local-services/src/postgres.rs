@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use executors::child_process;
 use nix::sys::signal::Signal;
 use nix::unistd::{Gid, Uid, User};
 use sqlx::Connection;
@@ -141,7 +140,7 @@ impl LocalPostgres {
         if made_by.is_none() {
             init_cluster(&dir, &binaries, user, &password).await?;
         }
-        let port = crate::local_nats::free_port().map_err(io("choose a port"))?;
+        let port = crate::nats::free_port().map_err(io("choose a port"))?;
         let child = spawn(&dir, &binaries, user, port)?;
         let mut server = Self {
             child,

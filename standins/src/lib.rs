@@ -5,6 +5,12 @@
 //! injection through `simulate.json`. They are the `sandbox` provider's engine and the test tools;
 //! they are never a silent fallback for the real CLIs.
 //!
+//! No product library links this crate: the `provisioner` binary runs it as the hidden
+//! `provisioner standin terraform|helm`, `src/bin/*` builds it as separate binaries for tests,
+//! and tests read its files ([`overlap`], [`state_lock`]). The `simulate.json` contract is
+//! `domain::spec::Simulation`, at `domain::spec::SIMULATE_FILE` (the executor writes it, the
+//! stand-ins read it). `tests/tests/architecture.rs` checks who depends on it.
+//!
 //! Files in a workdir:
 //!
 //! | file | owner | what |

@@ -210,7 +210,7 @@ pub fn force_unlock(workdir: &Path, id: &str) -> Result<LockInfo, UnlockError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::standin::test_support::{dead_pid, interrupt_after};
+    use crate::test_support::{dead_pid, interrupt_after};
 
     const APPLY: &str = "OperationTypeApply";
 

@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use executors::child_process;
 use nix::sys::signal::Signal;
 use tokio::process::Child;
 

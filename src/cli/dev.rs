@@ -1,13 +1,13 @@
 //! The process-running subcommands: `serve`, `executor`, `dev`, `demo`, `replay`.
 
-use super::client::Client;
 use super::dev_stack::DevStack;
 use super::say;
 use super::verbs::event_line;
-use crate::app::Application;
-use crate::database;
-use crate::settings::Settings;
 use anyhow::Context;
+use command_api::app::Application;
+use command_api::client::Client;
+use command_api::database;
+use command_api::settings::Settings;
 use executors::settings::{ExecutorSettings, SandboxTools};
 use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
@@ -206,7 +206,7 @@ async fn wait_for_projection(
 pub async fn replay() -> anyhow::Result<i32> {
     let settings = Settings::from_env()?;
     let pool = database::connect(&settings.database_url, 4).await?;
-    crate::store::migrate(&pool).await?;
+    event_store::migrate(&pool).await?;
     let report = projections::replay::replay(&pool).await?;
     say(format!(
         "replayed {} events of {} environments into environments_view_replay",

@@ -9,7 +9,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::faults::{Simulate, Step, take_failure};
+use super::faults::{self, Step, take_failure};
 use super::fsutil::{WorkdirMutex, now_rfc3339, read_json, standin_path, write_json_atomic};
 use super::interrupt::Interrupt;
 use super::overlap::{Outcome, Run};
@@ -583,7 +583,7 @@ fn upgrade_install(
 ) -> Result<()> {
     reach_cluster(workdir, upgrade.kubeconfig.as_deref())?;
     check_inputs(upgrade, workdir)?;
-    let simulate = Simulate::load(workdir)?;
+    let simulate = faults::load(workdir)?;
     let name = &upgrade.release;
     let (exists, namespace_exists) = {
         let store = Store::load(workdir)?;
@@ -614,7 +614,7 @@ fn upgrade_install(
     }
     let bootstrap = name == BOOTSTRAP_RELEASE;
     let duration = if bootstrap {
-        simulate.step_duration()
+        faults::step_duration(&simulate)
     } else {
         QUICK_STEP
     };
@@ -828,7 +828,7 @@ fn list_row(release: &Release) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::standin::test_support::{self, Run, args, assert_usage_errors, simulate};
+    use crate::test_support::{self, Run, args, assert_usage_errors, simulate};
 
     fn run_in(dir: &Path, line: &str) -> Run {
         test_support::run_in(run, dir, line)

@@ -1,6 +1,7 @@
-//! The `provisioner` command line: the server processes and the client verbs.
+//! The `provisioner` command line: the server processes, `dev` and `demo` (the one-process stack
+//! in [`dev_stack`]), the client verbs and the hidden stand-ins. The API's HTTP client they use is
+//! `command_api::client`.
 
-pub mod client;
 mod dev;
 mod dev_stack;
 mod verbs;
@@ -61,10 +62,10 @@ pub enum StandinTool {
 
 impl StandinTool {
     /// The stand-in's entry point.
-    pub fn entry(self) -> executors::standin::Tool {
+    pub fn entry(self) -> standins::Tool {
         match self {
-            StandinTool::Terraform => executors::standin::terraform::run,
-            StandinTool::Helm => executors::standin::helm::run,
+            StandinTool::Terraform => standins::terraform::run,
+            StandinTool::Helm => standins::helm::run,
         }
     }
 }

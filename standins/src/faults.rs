@@ -6,72 +6,40 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use super::fsutil::{WorkdirMutex, read_json, standin_path, write_json_atomic};
 use super::{Error, Result};
 
 /// The input file, written by the executor from the environment's `cloud.simulate` block.
-pub const SIMULATE_FILE: &str = "simulate.json";
+pub use domain::spec::SIMULATE_FILE;
+/// Its contents, and the step that [`Simulation::fail`] names: the domain's types, so the
+/// executor and the stand-ins share one contract.
+pub use domain::spec::{Simulation, Step};
 /// The failure counts, kept by the stand-ins.
 pub const FAULTS_FILE: &str = "faults.json";
 /// How long a step takes when `apply_seconds` is not given.
 pub const DEFAULT_STEP: Duration = Duration::from_millis(200);
 
-/// The step that [`Simulate::fail`] names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Step {
-    /// `terraform apply`.
-    Infra,
-    /// `helm upgrade --install` of the `beta9` release.
-    Bootstrap,
-    /// `terraform destroy`.
-    Destroy,
+/// Reads `simulate.json` from the workdir; no file means no faults and default timing. Every
+/// field is optional and unknown fields are ignored.
+pub fn load(workdir: &Path) -> Result<Simulation> {
+    let path = workdir.join(SIMULATE_FILE);
+    let simulate: Simulation = read_json(&path)?.unwrap_or_default();
+    if let Some(seconds) = simulate.apply_seconds
+        && !(seconds.is_finite() && seconds >= 0.0)
+    {
+        return Err(Error::failed(format!(
+            "invalid {SIMULATE_FILE}: apply_seconds must be a non-negative number, got {seconds}"
+        )));
+    }
+    Ok(simulate)
 }
 
-impl Step {
-    pub fn key(self) -> &'static str {
-        match self {
-            Step::Infra => "infra",
-            Step::Bootstrap => "bootstrap",
-            Step::Destroy => "destroy",
-        }
-    }
-}
-
-/// The contents of `simulate.json`; every field optional, unknown fields ignored.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-pub struct Simulate {
-    /// How long each apply, bootstrap (beta9 release) and destroy step takes.
-    pub apply_seconds: Option<f64>,
-    /// The step that fails ...
-    pub fail: Option<Step>,
-    /// ... this many times, then succeeds; absent: it always fails.
-    pub fail_times: Option<u32>,
-}
-
-impl Simulate {
-    /// Reads `simulate.json` from the workdir; no file means no faults and default timing.
-    pub fn load(workdir: &Path) -> Result<Self> {
-        let path = workdir.join(SIMULATE_FILE);
-        let simulate: Simulate = read_json(&path)?.unwrap_or_default();
-        if let Some(seconds) = simulate.apply_seconds
-            && !(seconds.is_finite() && seconds >= 0.0)
-        {
-            return Err(Error::failed(format!(
-                "invalid {SIMULATE_FILE}: apply_seconds must be a non-negative number, got {seconds}"
-            )));
-        }
-        Ok(simulate)
-    }
-
-    /// The duration of a simulated step.
-    pub fn step_duration(&self) -> Duration {
-        self.apply_seconds
-            .and_then(|s| Duration::try_from_secs_f64(s).ok())
-            .unwrap_or(DEFAULT_STEP)
-    }
+/// The duration of a simulated step.
+pub fn step_duration(simulate: &Simulation) -> Duration {
+    simulate
+        .apply_seconds
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .unwrap_or(DEFAULT_STEP)
 }
 
 /// A failure the stand-in was told to inject; its `Display` is the error message.
@@ -85,7 +53,7 @@ pub struct InjectedFailure {
 
 impl fmt::Display for InjectedFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let step = self.step.key();
+        let step = self.step.as_str();
         match self.fail_times {
             Some(times) => write!(
                 f,
@@ -106,7 +74,7 @@ impl fmt::Display for InjectedFailure {
 /// returned, under the workdir mutex, so concurrent processes count each failure once.
 pub fn take_failure(
     workdir: &Path,
-    simulate: &Simulate,
+    simulate: &Simulation,
     step: Step,
 ) -> Result<Option<InjectedFailure>> {
     if simulate.fail != Some(step) {
@@ -115,7 +83,7 @@ pub fn take_failure(
     let _mutex = WorkdirMutex::lock(workdir)?;
     let path = standin_path(workdir, FAULTS_FILE)?;
     let mut counts: BTreeMap<String, u32> = read_json(&path)?.unwrap_or_default();
-    let count = counts.entry(step.key().to_owned()).or_default();
+    let count = counts.entry(step.as_str().to_owned()).or_default();
     if simulate.fail_times.is_some_and(|times| *count >= times) {
         return Ok(None);
     }
@@ -133,16 +101,16 @@ pub fn take_failure(
 mod tests {
     use super::*;
 
-    fn simulate(json: &str) -> Simulate {
+    fn simulate(json: &str) -> Simulation {
         serde_json::from_str(json).unwrap()
     }
 
     #[test]
     fn missing_simulate_file_means_default_timing_and_no_faults() {
         let dir = tempfile::tempdir().unwrap();
-        let sim = Simulate::load(dir.path()).unwrap();
-        assert_eq!(sim, Simulate::default());
-        assert_eq!(sim.step_duration(), DEFAULT_STEP);
+        let sim = load(dir.path()).unwrap();
+        assert_eq!(sim, Simulation::default());
+        assert_eq!(step_duration(&sim), DEFAULT_STEP);
         assert_eq!(take_failure(dir.path(), &sim, Step::Infra).unwrap(), None);
     }
 
@@ -154,14 +122,14 @@ mod tests {
             r#"{"apply_seconds": 2, "fail": "bootstrap", "extra": true}"#,
         )
         .unwrap();
-        let sim = Simulate::load(dir.path()).unwrap();
-        assert_eq!(sim.step_duration(), Duration::from_secs(2));
+        let sim = load(dir.path()).unwrap();
+        assert_eq!(step_duration(&sim), Duration::from_secs(2));
         assert_eq!(sim.fail, Some(Step::Bootstrap));
 
         std::fs::write(dir.path().join(SIMULATE_FILE), r#"{"apply_seconds": -1}"#).unwrap();
-        assert!(Simulate::load(dir.path()).is_err());
+        assert!(load(dir.path()).is_err());
         std::fs::write(dir.path().join(SIMULATE_FILE), r#"{"fail": "hang"}"#).unwrap();
-        assert!(Simulate::load(dir.path()).is_err());
+        assert!(load(dir.path()).is_err());
     }
 
     #[test]

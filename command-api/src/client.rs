@@ -1,4 +1,7 @@
-//! A small typed client of the REST API, used by the CLI verbs and the demo.
+//! A small typed client of the REST API, used by the `provisioner` binary's verbs and demo and
+//! by the system tests (`system_tests::dev`). It lives here, beside the API it speaks, because
+//! both users already depend on this crate: no new crate, and no cycle (a module of the binary
+//! could not be imported by `system-tests`).
 
 use domain::aggregate::{Environment, Status};
 use domain::wire::{EventEnvelope, LogLine};

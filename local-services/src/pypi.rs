@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use executors::child_process::{self, NETWORK_ENV};
+use child_process::NETWORK_ENV;
 use nix::sys::signal::Signal;
 
 /// The longest an install may take (downloads of some 20 MB).

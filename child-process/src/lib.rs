@@ -5,7 +5,13 @@
 //!   `DATABASE_URL`, credentials) reaches a child unless the caller names it;
 //! - with a parent-death signal, so a child dies with the provisioner even when that is killed
 //!   with SIGKILL and no shutdown code runs;
-//! - killed when its handle is dropped.
+//! - killed when its handle is dropped; a tool that runs in a process group of its own
+//!   ([`spawn_group`], [`GroupChild`]) is killed as a whole group (its leader and everything it
+//!   started) when its handle is dropped before it was waited for: a cancelled future, a panic.
+//!
+//! The group kill on drop is a small guard here, not a crate: `process-wrap` (9.1), the
+//! maintained successor of `command-group`, kills only the leader on drop on Unix (its
+//! `KillOnDrop` sets tokio's `kill_on_drop`, and its process-group child has no `Drop`).
 //!
 //! Linux delivers the parent-death signal when the *thread* that started the child ends. Children
 //! are started from tokio's worker threads or the main thread, which live as long as the process;
@@ -14,8 +20,9 @@
 use std::ffi::OsStr;
 use std::path::Path;
 
-use nix::sys::signal::Signal;
-use tokio::process::Command;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
 
 /// The variables every child gets from the provisioner's own environment, when they are set:
 /// where programs and home are, temporary files, locale and time zone.
@@ -69,6 +76,57 @@ pub async fn stop(child: &mut tokio::process::Child, signal: Signal, grace: std:
         tracing::warn!(pid, "a child ignored {signal} for {grace:?}; killing it");
     }
     let _ = child.kill().await;
+}
+
+/// Spawns `command` as the leader of a new process group (its pid is the group id).
+pub fn spawn_group(command: &mut Command) -> std::io::Result<GroupChild> {
+    command.process_group(0);
+    command.spawn().map(|child| GroupChild { child })
+}
+
+/// A child leading its own process group ([`spawn_group`]). It dereferences to the
+/// [`tokio::process::Child`]; dropped before tokio reaped the leader (its `wait` never returned:
+/// the future waiting for it was cancelled, or a panic unwound), it kills the whole group with
+/// SIGKILL, so nothing the tool started outlives it. After a completed `wait` it signals nothing:
+/// the leader's pid, which names the group, may then belong to someone else.
+#[derive(Debug)]
+pub struct GroupChild {
+    child: Child,
+}
+
+impl GroupChild {
+    /// The process group id: the leader's pid, while it has not been reaped.
+    pub fn group(&self) -> Option<Pid> {
+        self.child.id().map(|pid| Pid::from_raw(pid as i32))
+    }
+
+    /// Sends `signal` to every process of the group; false when the leader was already reaped
+    /// (or the group is gone).
+    pub fn signal_group(&self, signal: Signal) -> bool {
+        self.group()
+            .is_some_and(|group| killpg(group, signal).is_ok())
+    }
+}
+
+impl std::ops::Deref for GroupChild {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.child
+    }
+}
+
+impl std::ops::DerefMut for GroupChild {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
+
+impl Drop for GroupChild {
+    fn drop(&mut self) {
+        // Not reaped yet, so the pid (and with it the group id) cannot have been reused: it is
+        // held by the running leader or by its zombie. Tokio reaps the leader after this.
+        self.signal_group(Signal::SIGKILL);
+    }
 }
 
 /// The program's path for messages: a bare name is looked up on `PATH`.
@@ -171,6 +229,103 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+    }
+
+    /// The pids of the processes in process group `group` that have not ended (zombies count
+    /// as ended).
+    fn live_members(group: i32) -> Vec<i32> {
+        let mut members = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // After the command name: state, ppid, pgrp, ...
+            let fields: Vec<&str> = stat.rsplit(") ").next().unwrap().split(' ').collect();
+            if fields[2] == group.to_string() && fields[0] != "Z" {
+                members.push(pid);
+            }
+        }
+        members
+    }
+
+    async fn wait_until_gone(group: i32) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let members = live_members(group);
+            if members.is_empty() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "processes {members:?} of group {group} outlived the dropped handle"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A shell that starts a grandchild in the background and then a foreground sleep: both in
+    /// the group; returns the handle once both run.
+    async fn tool_with_a_grandchild() -> (GroupChild, i32) {
+        let mut command = command("sh", Signal::SIGTERM, &[]);
+        command.args(["-c", "sleep 600 & sleep 600"]);
+        let child = spawn_group(&mut command).unwrap();
+        let group = child.group().unwrap().as_raw();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        // The shell and its two sleeps.
+        while live_members(group).len() < 3 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the tool did not start"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        (child, group)
+    }
+
+    #[tokio::test]
+    async fn dropping_the_handle_kills_the_whole_group_grandchildren_included() {
+        let (child, group) = tool_with_a_grandchild().await;
+        drop(child);
+        wait_until_gone(group).await;
+    }
+
+    #[tokio::test]
+    async fn cancelling_the_future_that_waits_kills_the_whole_group() {
+        let (group_tx, group_rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let (mut child, group) = tool_with_a_grandchild().await;
+            group_tx.send(group).unwrap();
+            let _ = child.wait().await;
+        });
+        let group = group_rx.await.unwrap();
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+        wait_until_gone(group).await;
+    }
+
+    #[tokio::test]
+    async fn a_panic_while_the_tool_runs_kills_the_whole_group() {
+        let (group_tx, group_rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let (_child, group) = tool_with_a_grandchild().await;
+            group_tx.send(group).unwrap();
+            panic!("the task running the tool fails");
+        });
+        let group = group_rx.await.unwrap();
+        assert!(task.await.unwrap_err().is_panic());
+        wait_until_gone(group).await;
+    }
+
+    #[tokio::test]
+    async fn a_waited_child_signals_nothing_on_drop() {
+        let mut command = command("true", Signal::SIGTERM, &[]);
+        let mut child = spawn_group(&mut command).unwrap();
+        assert!(child.wait().await.unwrap().success());
+        assert_eq!(child.group(), None);
+        assert!(!child.signal_group(Signal::SIGKILL));
     }
 
     #[test]

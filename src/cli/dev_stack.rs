@@ -16,11 +16,11 @@ use executors::settings::ExecutorSettings;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::app::Application;
-use crate::local::postgres::{BinarySource, LocalPostgres};
-use crate::local::pypi::PypiTools;
-use crate::local::{DataDirLock, nats::LocalNats};
-use crate::settings::{Settings, var};
+use command_api::app::Application;
+use command_api::settings::{Settings, var};
+use local_services::postgres::{BinarySource, LocalPostgres};
+use local_services::pypi::PypiTools;
+use local_services::{DataDirLock, nats::LocalNats};
 
 /// How often a dead private server is started again before the stack gives up.
 const RESTART_ATTEMPTS: u32 = 3;

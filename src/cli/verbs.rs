@@ -1,8 +1,8 @@
 //! `provisioner env …`: the client verbs.
 
-use super::client::Client;
 use super::say;
 use clap::{Args, Subcommand};
+use command_api::client::Client;
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]

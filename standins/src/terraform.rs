@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::faults::{Simulate, Step, take_failure};
+use super::faults::{self, Simulation, Step, take_failure};
 use super::interrupt::{Interrupt, SLICE};
 use super::overlap::{Outcome, Run};
 use super::state_lock::{LockError, LockInfo, StateLock, UnlockError, force_unlock};
@@ -535,7 +535,7 @@ fn apply(
     console: &mut Console<'_>,
 ) -> Result<u8> {
     require_initialized(workdir)?;
-    let simulate = Simulate::load(workdir)?;
+    let simulate = faults::load(workdir)?;
     let config = if destroy {
         None
     } else {
@@ -578,7 +578,7 @@ fn apply(
 /// One apply or destroy, under the lock.
 struct Changes<'a> {
     workdir: &'a Path,
-    simulate: &'a Simulate,
+    simulate: &'a Simulation,
     config: Option<&'a Config>,
     destroy: bool,
     interrupt: &'a Interrupt,
@@ -606,7 +606,7 @@ impl Changes<'_> {
         } else {
             Step::Infra
         };
-        let duration = self.simulate.step_duration();
+        let duration = faults::step_duration(self.simulate);
         if actions.is_empty() {
             self.sleep(duration)?;
             self.fail_if_injected(step, None)?;
@@ -802,10 +802,8 @@ fn unlock(workdir: &Path, id: &str, console: &mut Console<'_>) -> Result<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::standin::state_lock::LOCK_FILE;
-    use crate::standin::test_support::{
-        self, Run, args, assert_usage_errors, interrupt_after, simulate,
-    };
+    use crate::state_lock::LOCK_FILE;
+    use crate::test_support::{self, Run, args, assert_usage_errors, interrupt_after, simulate};
 
     fn run_in(dir: &Path, line: &str) -> Run {
         test_support::run_in(run, dir, line)
@@ -1064,7 +1062,7 @@ mod tests {
         );
         assert_eq!(State::load(dir.path()).unwrap().instances().len(), 1);
         assert!(!dir.path().join(LOCK_FILE).exists());
-        let runs = crate::standin::overlap::runs(dir.path()).unwrap();
+        let runs = crate::overlap::runs(dir.path()).unwrap();
         assert_eq!(runs[0].outcome, Outcome::Interrupted);
     }
 

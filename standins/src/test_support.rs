@@ -60,7 +60,7 @@ pub(crate) fn workdir() -> tempfile::TempDir {
 
 /// Replaces the fault injection of the workdir `dir` with `json`.
 pub(crate) fn simulate(dir: &Path, json: &str) {
-    std::fs::write(dir.join("simulate.json"), json).unwrap();
+    std::fs::write(dir.join(crate::faults::SIMULATE_FILE), json).unwrap();
 }
 
 /// An interruption flag that a background thread triggers after `delay`.
