@@ -12,34 +12,40 @@
 //!   ([`crate::deadlines`]).
 //! * A result too large to record (its outputs would make an event over the size limit) →
 //!   `CompleteOperation` with a failure saying so, for the same reason.
+//!
+//! Both consumers run on `jetstream-consumer`, up to [`CONCURRENCY`] messages at once each. A
+//! command that fails is classified ([`disposition`]): one that can never succeed (unknown
+//! environment, an event too large, a name clash) is terminated at once and logged; one that
+//! fails for now (database unavailable, a conflict) is retried with back-off and jitter, without
+//! a bound — a trigger or result given up on would leave its environment waiting; an internal
+//! store error (e.g. a stored event that does not decode) is retried a few times, then
+//! terminated.
 
 use crate::relay::error_chain;
 use crate::store::{EventStore, StoreError};
-use async_nats::jetstream::{self, AckKind, consumer::pull};
+use async_nats::jetstream::{self, Message, consumer::pull};
 use domain::aggregate::event_sets::STEP_TRIGGERS;
 use domain::aggregate::{Command, DomainError, OperationOutcome, StepTimeouts};
 use domain::ids::OperationId;
 use domain::wire::{EventEnvelope, EventMetadata, MAX_EVENT_BYTES, OperationResult, Subjects};
 use futures::StreamExt;
-use std::future::Future;
+use jetstream_consumer::{Backoff, Consumer, Delivery, Disposition};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 const TRIGGER_CONSUMER: &str = Subjects::PROCESS_MANAGER_CONSUMER;
 const RESULTS_CONSUMER: &str = Subjects::PROCESS_MANAGER_RESULTS_CONSUMER;
+/// Messages handled at once per consumer.
 const CONCURRENCY: usize = 32;
-const RETRY_DELAY: Duration = Duration::from_millis(250);
-const STREAM_WAIT: Duration = Duration::from_millis(200);
-
-/// What to do with a message after handling it.
-enum Disposition {
-    Done,
-    Retry,
-    /// Undecodable: never redeliver it.
-    Poison,
-    /// Its event would be too large to record: never redeliver it.
-    TooLarge,
-}
+/// Back-off (with jitter) of a command that failed for now, by delivery count.
+const RETRY: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+/// Deliveries of a message whose command failed with an internal store error before it is
+/// terminated.
+const INTERNAL_ERROR_DELIVERIES: u64 = 5;
+/// Attempts of the command that fails an abandoned job (an advisory is not redelivered).
+const ADVISORY_ATTEMPTS: u64 = 5;
+/// Back-off (with jitter) of re-subscribing to the advisories.
+const SUBSCRIBE_RETRY: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
 
 #[derive(Clone)]
 pub struct ProcessManager {
@@ -79,13 +85,11 @@ impl ProcessManager {
                 ..Default::default()
             };
             consume(
-                self.js.clone(),
-                self.subjects.events_stream(),
-                config,
-                shutdown.clone(),
+                Consumer::new(self.js.clone(), self.subjects.events_stream(), config),
+                &shutdown,
                 move |message| {
                     let this = this.clone();
-                    async move { this.on_trigger(&message.payload).await }
+                    async move { this.on_trigger(&message).await }
                 },
             )
         };
@@ -98,13 +102,11 @@ impl ProcessManager {
                 ..Default::default()
             };
             consume(
-                self.js.clone(),
-                self.subjects.results_stream(),
-                config,
-                shutdown.clone(),
+                Consumer::new(self.js.clone(), self.subjects.results_stream(), config),
+                &shutdown,
                 move |message| {
                     let this = this.clone();
-                    async move { this.on_result(&message.payload).await }
+                    async move { this.on_result(&message).await }
                 },
             )
         };
@@ -122,17 +124,20 @@ impl ProcessManager {
             self.subjects.events_stream(),
             Subjects::EXECUTOR_CONSUMER
         );
+        let mut failures = 0;
         while !shutdown.is_cancelled() {
             let mut advisories = match self.js.client().subscribe(subject.clone()).await {
                 Ok(subscription) => Box::pin(subscription.take_until(shutdown.cancelled())),
                 Err(error) => {
+                    failures += 1;
                     tracing::warn!(%error, "cannot watch for abandoned jobs; retrying");
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(STREAM_WAIT) => continue,
+                        _ = tokio::time::sleep(SUBSCRIBE_RETRY.delay(failures)) => continue,
                     }
                 }
             };
+            failures = 0;
             while let Some(message) = advisories.next().await {
                 self.on_abandoned_job(&message.payload).await;
             }
@@ -184,23 +189,40 @@ impl ProcessManager {
             operation_id,
             outcome: OperationOutcome::Failed { error },
         };
-        // Retried like any command; a result that arrived meanwhile wins (the operation is no
-        // longer in flight and this is ignored).
-        for _ in 0..5 {
-            match self
+        // Retried with back-off while it fails for now, a bounded number of times (the
+        // advisory is not redelivered; the step's deadline is the durable guarantee); a result
+        // that arrived meanwhile wins (the operation is no longer in flight and this is ignored).
+        for attempt in 1..=ADVISORY_ATTEMPTS {
+            let result = self
+                .store
                 .execute(envelope.environment_id.as_str(), command.clone(), &metadata)
-                .await
-            {
-                Disposition::Retry => tokio::time::sleep(RETRY_DELAY).await,
-                Disposition::Done | Disposition::Poison | Disposition::TooLarge => return,
+                .await;
+            match settle(envelope.environment_id.as_str(), result, attempt) {
+                Disposition::Retry { .. } if attempt < ADVISORY_ATTEMPTS => {
+                    tokio::time::sleep(RETRY.delay(attempt)).await;
+                }
+                Disposition::Retry { .. } => tracing::error!(
+                    env_id = %envelope.environment_id,
+                    attempts = attempt,
+                    "could not fail the abandoned job; its deadline will"
+                ),
+                Disposition::Term { reason } => {
+                    tracing::error!(
+                        env_id = %envelope.environment_id,
+                        reason,
+                        "cannot fail the abandoned job"
+                    );
+                    return;
+                }
+                Disposition::Ack => return,
             }
         }
     }
 
-    async fn on_trigger(&self, payload: &[u8]) -> Disposition {
-        let Ok(envelope) = serde_json::from_slice::<EventEnvelope>(payload) else {
-            tracing::error!("undecodable event on the events stream; skipped");
-            return Disposition::Poison;
+    async fn on_trigger(&self, message: &Message) -> Disposition {
+        let envelope = match serde_json::from_slice::<EventEnvelope>(&message.payload) {
+            Ok(envelope) => envelope,
+            Err(error) => return Disposition::term(format!("undecodable event: {error}")),
         };
         let operation_id = OperationId::generate();
         let metadata = EventMetadata::trigger(&envelope, &operation_id);
@@ -208,14 +230,19 @@ impl ProcessManager {
             operation_id,
             timeouts: self.timeouts,
         };
-        self.execute(envelope.environment_id.as_str(), command, &metadata)
-            .await
+        let result = self
+            .store
+            .execute(envelope.environment_id.as_str(), command, &metadata)
+            .await;
+        settle(envelope.environment_id.as_str(), result, delivered(message))
     }
 
-    async fn on_result(&self, payload: &[u8]) -> Disposition {
-        let Ok(result) = serde_json::from_slice::<OperationResult>(payload) else {
-            tracing::error!("undecodable executor result; skipped");
-            return Disposition::Poison;
+    async fn on_result(&self, message: &Message) -> Disposition {
+        let result = match serde_json::from_slice::<OperationResult>(&message.payload) {
+            Ok(result) => result,
+            Err(error) => {
+                return Disposition::term(format!("undecodable executor result: {error}"));
+            }
         };
         let metadata = EventMetadata::result(&result.operation_id);
         let environment_id = result.environment_id.as_str();
@@ -223,8 +250,9 @@ impl ProcessManager {
             operation_id: result.operation_id.clone(),
             outcome: result.outcome,
         };
-        match self.execute(environment_id, command, &metadata).await {
-            Disposition::TooLarge => {
+        match self.store.execute(environment_id, command, &metadata).await {
+            Err(error @ StoreError::EventTooLarge(_)) => {
+                tracing::error!(env_id = environment_id, %error, "result too large to record");
                 let error = format!(
                     "the step's result is too large to record (an event may be at most {MAX_EVENT_BYTES} bytes); retry to run it again"
                 );
@@ -232,99 +260,135 @@ impl ProcessManager {
                     operation_id: result.operation_id,
                     outcome: OperationOutcome::Failed { error },
                 };
-                self.execute(environment_id, command, &metadata).await
+                let result = self.store.execute(environment_id, command, &metadata).await;
+                settle(environment_id, result, delivered(message))
             }
-            other => other,
-        }
-    }
-
-    async fn execute(
-        &self,
-        environment_id: &str,
-        command: Command,
-        metadata: &EventMetadata,
-    ) -> Disposition {
-        match self.store.execute(environment_id, command, metadata).await {
-            Ok(()) => Disposition::Done,
-            Err(StoreError::Rejected(DomainError::NotFound)) => {
-                tracing::error!(
-                    env_id = environment_id,
-                    "message for an unknown environment"
-                );
-                Disposition::Poison
-            }
-            Err(StoreError::Rejected(rejected)) => {
-                tracing::warn!(env_id = environment_id, %rejected, "command rejected");
-                Disposition::Done
-            }
-            // Retrying cannot shrink the event.
-            Err(error @ StoreError::EventTooLarge(_)) => {
-                tracing::error!(env_id = environment_id, %error, "event too large to record");
-                Disposition::TooLarge
-            }
-            Err(error) => {
-                tracing::warn!(env_id = environment_id, error = %error_chain(&error), "will retry");
-                Disposition::Retry
-            }
+            other => settle(environment_id, other, delivered(message)),
         }
     }
 }
 
-/// Runs a durable pull consumer until shutdown, handling messages concurrently and acking each
-/// by its disposition. Waits for the stream to exist and reconnects after errors.
-async fn consume<H, F>(
-    js: jetstream::Context,
-    stream: String,
-    config: pull::Config,
-    shutdown: CancellationToken,
-    handler: H,
-) where
-    H: Fn(jetstream::Message) -> F + Clone,
-    F: Future<Output = Disposition>,
+/// How often `message` has been delivered (1 on the first delivery).
+fn delivered(message: &Message) -> u64 {
+    Delivery::of(message).map_or(1, |delivery| delivery.delivered)
+}
+
+/// The disposition of a message whose command ended with `result` on its `delivered`-th
+/// delivery, logged.
+fn settle(environment_id: &str, result: Result<(), StoreError>, delivered: u64) -> Disposition {
+    let error = match result {
+        Ok(()) => return Disposition::Ack,
+        Err(error) => error,
+    };
+    let disposition = disposition(&error, delivered);
+    match &disposition {
+        Disposition::Ack => {
+            tracing::warn!(env_id = environment_id, rejected = %error, "command rejected");
+        }
+        Disposition::Retry { .. } => tracing::warn!(
+            env_id = environment_id,
+            delivered,
+            error = %error_chain(&error),
+            "will retry"
+        ),
+        // The runtime logs it as an error with the message's subject and sequence.
+        Disposition::Term { .. } => {}
+    }
+    disposition
+}
+
+/// Classifies a failed command: whether its message is done (the domain refused it, as it
+/// refuses a stale or duplicate message), can never succeed (term), or may succeed later
+/// (retry with back-off).
+fn disposition(error: &StoreError, delivered: u64) -> Disposition {
+    match error {
+        StoreError::Rejected(DomainError::NotFound) => {
+            Disposition::term("message for an unknown environment")
+        }
+        StoreError::Rejected(_) => Disposition::Ack,
+        // Retrying cannot shrink the event, nor free a name.
+        StoreError::EventTooLarge(_) | StoreError::NameTaken(_) => {
+            Disposition::term(error_chain(error))
+        }
+        StoreError::Conflict | StoreError::Unavailable(_) => Disposition::retry(),
+        // A stored event that does not decode, a statement the database refuses: most likely
+        // for good, but only the database knows. A few tries, then give up.
+        StoreError::Internal(_) if delivered < INTERNAL_ERROR_DELIVERIES => Disposition::retry(),
+        StoreError::Internal(_) => Disposition::term(format!(
+            "{} (after {delivered} deliveries)",
+            error_chain(error)
+        )),
+    }
+}
+
+/// Runs one of the process manager's consumers until shutdown: up to [`CONCURRENCY`] messages
+/// at once, retries backing off by [`RETRY`]; waits for the handlers still running.
+async fn consume<H, F>(consumer: Consumer, shutdown: &CancellationToken, handler: H)
+where
+    H: Fn(Message) -> F + Send + Sync + 'static,
+    F: Future<Output = Disposition> + Send + 'static,
 {
-    let name = config.durable_name.clone().unwrap_or_default();
-    while !shutdown.is_cancelled() {
-        let messages = async {
-            let stream = js.get_stream(&stream).await?;
-            let consumer: pull::Stream = stream
-                .get_or_create_consumer(&name, config.clone())
-                .await?
-                .messages()
-                .await?;
-            Ok::<_, async_nats::Error>(consumer)
+    consumer
+        .batch(CONCURRENCY)
+        .retry_backoff(RETRY)
+        .run_each(CONCURRENCY, shutdown, handler)
+        .await
+        .wait()
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn internal() -> StoreError {
+        StoreError::Internal("a stored event does not decode".into())
+    }
+
+    #[test]
+    fn a_command_refused_for_good_is_terminated_at_once() {
+        for error in [
+            StoreError::Rejected(DomainError::NotFound),
+            StoreError::NameTaken("taken".into()),
+        ] {
+            assert!(
+                matches!(disposition(&error, 1), Disposition::Term { .. }),
+                "{error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_command_the_domain_declines_is_done() {
+        assert_eq!(
+            disposition(&StoreError::Rejected(DomainError::AlreadyExists), 1),
+            Disposition::Ack
+        );
+    }
+
+    #[test]
+    fn transient_failures_are_retried_with_back_off_without_a_bound() {
+        let unavailable = StoreError::Unavailable("connection refused".into());
+        for delivered in [1, 5, 1000] {
+            assert_eq!(
+                disposition(&StoreError::Conflict, delivered),
+                Disposition::retry()
+            );
+            assert_eq!(disposition(&unavailable, delivered), Disposition::retry());
+        }
+    }
+
+    #[test]
+    fn an_internal_store_error_is_retried_a_few_times_then_terminated() {
+        assert_eq!(disposition(&internal(), 1), Disposition::retry());
+        assert_eq!(
+            disposition(&internal(), INTERNAL_ERROR_DELIVERIES - 1),
+            Disposition::retry()
+        );
+        let Disposition::Term { reason } = disposition(&internal(), INTERNAL_ERROR_DELIVERIES)
+        else {
+            panic!("terminated after {INTERNAL_ERROR_DELIVERIES} deliveries");
         };
-        let messages = match messages.await {
-            Ok(messages) => messages,
-            Err(error) => {
-                tracing::debug!(consumer = %name, %error, "consumer not ready; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(STREAM_WAIT) => continue,
-                }
-            }
-        };
-        messages
-            .take_until(shutdown.cancelled())
-            .for_each_concurrent(CONCURRENCY, |message| {
-                let handler = handler.clone();
-                async move {
-                    let message = match message {
-                        Ok(message) => message,
-                        Err(error) => {
-                            tracing::warn!(%error, "consumer error");
-                            return;
-                        }
-                    };
-                    let ack = match handler(message.clone()).await {
-                        Disposition::Done => AckKind::Ack,
-                        Disposition::Retry => AckKind::Nak(Some(RETRY_DELAY)),
-                        Disposition::Poison | Disposition::TooLarge => AckKind::Term,
-                    };
-                    if let Err(error) = message.ack_with(ack).await {
-                        tracing::warn!(%error, "ack failed; the message will be redelivered");
-                    }
-                }
-            })
-            .await;
+        assert!(reason.contains("does not decode"), "{reason}");
     }
 }

@@ -1,5 +1,6 @@
-//! One job message, from delivery to acknowledgement: decode, skip what is cancelled or
-//! superseded, heartbeat, run the step under the environment's lock, publish the result, ack.
+//! One job message, from delivery to its disposition: decode, skip what is cancelled or
+//! superseded, run the step under the environment's lock, publish the result, ack. The consumer
+//! runtime (`jetstream-consumer`) sends the heartbeats meanwhile and settles the message.
 //!
 //! The result is published (and its JetStream ack awaited) *before* the job is acked, so a crash
 //! in between redelivers the job; the result's message id `result:<operation_id>` lets
@@ -8,12 +9,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream;
 use async_nats::jetstream::message::PublishMessage;
-use async_nats::jetstream::{self, AckKind};
 use domain::OperationId;
 use domain::aggregate::event_sets::{ENDED_EARLY_EVENTS, JOB_EVENTS};
 use domain::aggregate::{OperationJob, OperationOutcome, Outputs};
 use domain::wire::{EventEnvelope, OperationResult, Subjects};
+use jetstream_consumer::Disposition;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -38,29 +40,18 @@ pub struct Runtime {
     pub environments: EnvironmentLocks,
 }
 
-/// How a job message was settled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Settle {
-    Ack,
-    /// Handed back to run again at once, elsewhere (this executor is shutting down).
-    HandBack,
-    /// Handed back to run again after [`RETRY_DELAY`] (something failed on this executor).
-    Retry,
-    /// Never deliver again (undecodable).
-    Term,
-}
-
-/// Handles one delivered job message to its end. `hand_back` fires when the executor shuts
-/// down and stops waiting for in-flight jobs: the step is interrupted and the job nak'd.
+/// Handles one delivered job message to its end and says how to settle it: `Ack` when done
+/// (result published, or nothing to do), `Retry` after [`RETRY_DELAY`] when something failed on
+/// this executor, handed back at once when `hand_back` fired (the executor shuts down and stops
+/// waiting for in-flight jobs: the step is interrupted), `Term` when undecodable.
 pub async fn handle(
     runtime: Arc<Runtime>,
     message: jetstream::Message,
     hand_back: CancellationToken,
-) {
-    let message = Arc::new(message);
-    let Some((operation_id, job)) = decode(&message) else {
-        settle(&message, Settle::Term).await;
-        return;
+) -> Disposition {
+    let (operation_id, job) = match decode(&message) {
+        Ok(decoded) => decoded,
+        Err(reason) => return Disposition::Term { reason },
     };
     let span = tracing::info_span!(
         "executor_job",
@@ -68,36 +59,27 @@ pub async fn handle(
         op_id = %operation_id,
         step = job.step.as_str(),
     );
-    async move {
-        let heartbeat = spawn_heartbeat(Arc::clone(&message), runtime.settings.heartbeat);
-        let settle_as = run_job(&runtime, &message, operation_id, job, &hand_back).await;
-        heartbeat.abort();
-        settle(&message, settle_as).await;
-    }
-    .instrument(span)
-    .await;
+    run_job(&runtime, &message, operation_id, job, &hand_back)
+        .instrument(span)
+        .await
 }
 
-fn decode(message: &jetstream::Message) -> Option<(OperationId, OperationJob)> {
-    let envelope: EventEnvelope = match serde_json::from_slice(&message.payload) {
-        Ok(envelope) => envelope,
-        Err(e) => {
-            tracing::error!(subject = %message.subject, error = %e, "job message is not an event envelope; dropping it");
-            return None;
-        }
-    };
-    match envelope.event() {
-        Ok(event) => match event.job() {
-            Some((operation_id, job)) => Some((operation_id.clone(), job.clone())),
-            None => {
-                tracing::error!(event_type = %envelope.event_type, "event carries no job; dropping it");
-                None
-            }
-        },
-        Err(e) => {
-            tracing::error!(event_type = %envelope.event_type, error = %e, "undecodable job event; dropping it");
-            None
-        }
+/// The job a message carries, or why it carries none (it never will: poison).
+fn decode(message: &jetstream::Message) -> Result<(OperationId, OperationJob), String> {
+    let envelope: EventEnvelope = serde_json::from_slice(&message.payload)
+        .map_err(|e| format!("job message is not an event envelope: {e}"))?;
+    let event = envelope.event().map_err(|e| {
+        format!(
+            "undecodable job event {event_type}: {e}",
+            event_type = envelope.event_type
+        )
+    })?;
+    match event.job() {
+        Some((operation_id, job)) => Ok((operation_id.clone(), job.clone())),
+        None => Err(format!(
+            "event {event_type} carries no job",
+            event_type = envelope.event_type
+        )),
     }
 }
 
@@ -107,7 +89,7 @@ async fn run_job(
     operation_id: OperationId,
     job: OperationJob,
     hand_back: &CancellationToken,
-) -> Settle {
+) -> Disposition {
     let environment_id = job.environment_id.clone();
     // Registered before the look-up below, so a cancellation is either seen there or delivered
     // to this token: there is no gap.
@@ -115,22 +97,22 @@ async fn run_job(
     let stream_sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
     if let Some(reason) = obsolete(runtime, &environment_id, &operation_id, stream_sequence).await {
         tracing::info!(reason, "skipping job");
-        return Settle::Ack;
+        return Disposition::Ack;
     }
 
     let _environment = tokio::select! {
         guard = runtime.environments.lock(environment_id.as_str()) => guard,
-        () = hand_back.cancelled() => return Settle::HandBack,
+        () = hand_back.cancelled() => return Disposition::hand_back(),
     };
     // A job that waited for another of its environment may have been cancelled meanwhile.
     if registration.token().is_cancelled() {
         tracing::info!("operation cancelled before it started");
-        return Settle::Ack;
+        return Disposition::Ack;
     }
     let workdir = runtime.settings.workdir(environment_id.as_str());
     if let Err(e) = tokio::fs::create_dir_all(&workdir).await {
         tracing::error!(error = %e, workdir = %workdir.display(), "cannot create the workdir");
-        return Settle::Retry;
+        return Disposition::retry_after(RETRY_DELAY);
     }
 
     let (logs, log_rx) = LogSink::channel(environment_id.clone(), operation_id.clone());
@@ -159,15 +141,15 @@ async fn run_job(
         Err(StepError::Failed { message }) => OperationOutcome::Failed { error: message },
         Err(StepError::Cancelled) if registration.token().is_cancelled() => {
             tracing::info!("operation cancelled; no result is reported");
-            return Settle::Ack;
+            return Disposition::Ack;
         }
         Err(StepError::Cancelled) => {
             tracing::info!("interrupted by shutdown; handing the job back");
-            return Settle::HandBack;
+            return Disposition::hand_back();
         }
         Err(error @ StepError::Io { .. }) if delivered < runtime.settings.max_deliver => {
             tracing::warn!(%error, delivered, "executor error; handing the job back");
-            return Settle::Retry;
+            return Disposition::retry_after(RETRY_DELAY);
         }
         Err(error @ StepError::Io { .. }) => OperationOutcome::Failed {
             error: format!("executor error after {delivered} attempts: {error}"),
@@ -179,10 +161,10 @@ async fn run_job(
         outcome,
     };
     match publish_result(runtime, &result).await {
-        Ok(()) => Settle::Ack,
+        Ok(()) => Disposition::Ack,
         Err(e) => {
             tracing::error!(error = %e, "failed to publish the result; the job will run again");
-            Settle::Retry
+            Disposition::retry_after(RETRY_DELAY)
         }
     }
 }
@@ -300,35 +282,5 @@ async fn forward_logs(jetstream: jetstream::Context, subject: String, mut lines:
             warned = true;
             tracing::warn!(error = %e, "failed to publish log lines");
         }
-    }
-}
-
-/// Tells JetStream the job is alive every `every`, so it is not redelivered while it runs.
-fn spawn_heartbeat(
-    message: Arc<jetstream::Message>,
-    every: Duration,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(every);
-        ticks.tick().await; // the first tick is immediate
-        loop {
-            ticks.tick().await;
-            if let Err(e) = message.ack_with(AckKind::Progress).await {
-                tracing::warn!(error = %e, "heartbeat failed");
-            }
-        }
-    })
-}
-
-async fn settle(message: &jetstream::Message, how: Settle) {
-    let result = match how {
-        // Wait for the server to confirm: an ack lost here would redeliver a finished job.
-        Settle::Ack => message.double_ack().await,
-        Settle::HandBack => message.ack_with(AckKind::Nak(None)).await,
-        Settle::Retry => message.ack_with(AckKind::Nak(Some(RETRY_DELAY))).await,
-        Settle::Term => message.ack_with(AckKind::Term).await,
-    };
-    if let Err(e) = result {
-        tracing::warn!(error = %e, settle = ?how, "failed to settle the job message");
     }
 }

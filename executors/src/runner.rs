@@ -3,18 +3,23 @@
 //!
 //! Streams are the command side's: the runner waits for them and never creates them. It owns
 //! only its consumer, `executor`, on the events stream, filtered to the three job event types.
+//!
+//! The consumer loop is `jetstream-consumer`'s: jobs are fetched only for free slots, each runs
+//! in its own task with `InProgress` heartbeats while its step runs, and is settled by the
+//! [`Disposition`] [`job::handle`] returns (acks confirmed by the server). Redelivery is bounded
+//! by `max_deliver`: a job whose last delivery fails or is handed back is not delivered again,
+//! and the process manager fails its operation on JetStream's `MAX_DELIVERIES` advisory.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream;
-use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
+use async_nats::jetstream::consumer::{AckPolicy, pull};
 use domain::Event;
 use domain::wire::{EventEnvelope, Subjects};
 use futures::StreamExt;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use jetstream_consumer::{Consumer, InFlight, wait_for_stream};
 use tokio_util::sync::CancellationToken;
 
 use crate::driver::Drivers;
@@ -26,17 +31,10 @@ use domain::aggregate::event_sets::{ENDED_EARLY_EVENTS, JOB_EVENTS};
 
 /// The durable consumer's name, shared by all executor replicas.
 pub const CONSUMER: &str = domain::wire::Subjects::EXECUTOR_CONSUMER;
-/// How often the runner looks for the streams while the command side has not created them.
-const STREAM_POLL: Duration = Duration::from_millis(200);
 /// How long one pull request waits for a job; bounds how late a shutdown stops pulling.
 const PULL_EXPIRES: Duration = Duration::from_secs(1);
-/// How long the executor waits for a pull request's answer before it gives up on it: the
-/// server's expiry plus a margin for the trip.
-const PULL_DEADLINE: Duration = Duration::from_secs(PULL_EXPIRES.as_secs() + 5);
 /// How long a stopping executor waits for NATS to take what it still buffers.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
-/// Pause after a failed pull request.
-const PULL_RETRY: Duration = Duration::from_secs(1);
 
 /// Runs the executor until `shutdown` fires, with the standard drivers (real CLIs for `aws`,
 /// the stand-ins for `sandbox`).
@@ -65,20 +63,26 @@ pub async fn run_with_drivers(
     let jetstream = jetstream::new(client.clone());
     let subjects = Subjects::new(settings.subject_prefix.clone());
 
-    let Some(events) = wait_for_stream(&jetstream, &subjects.events_stream(), &shutdown).await?
+    let Some(events) = wait_for_stream(&jetstream, &subjects.events_stream(), &shutdown).await
     else {
         return Ok(());
     };
     if wait_for_stream(&jetstream, &subjects.results_stream(), &shutdown)
-        .await?
+        .await
         .is_none()
     {
         return Ok(());
     }
-    let consumer: PullConsumer = events
-        .get_or_create_consumer(CONSUMER, consumer_config(&settings, &subjects))
-        .await
-        .context("failed to create the executor consumer")?;
+    let consumer = Consumer::new(
+        jetstream.clone(),
+        subjects.events_stream(),
+        consumer_config(&settings, &subjects),
+    )
+    .batch(settings.concurrency)
+    .fetch_expires(PULL_EXPIRES)
+    .heartbeat(settings.heartbeat)
+    // An ack lost here would redeliver a finished job.
+    .confirm_acks();
     let cancellations = client
         .subscribe(subjects.event_type(ENDED_EARLY_EVENTS[0]))
         .await
@@ -111,7 +115,15 @@ pub async fn run_with_drivers(
     );
 
     let hand_back = CancellationToken::new();
-    let jobs = pull_jobs(&runtime, &consumer, &shutdown, &hand_back).await;
+    let jobs = {
+        let runtime = Arc::clone(&runtime);
+        let hand_back = hand_back.clone();
+        consumer
+            .run_each(runtime.settings.concurrency, &shutdown, move |message| {
+                job::handle(Arc::clone(&runtime), message, hand_back.clone())
+            })
+            .await
+    };
     drain(jobs, &runtime.settings, &hand_back).await;
 
     listener_stop.cancel();
@@ -140,101 +152,13 @@ pub fn consumer_config(settings: &ExecutorSettings, subjects: &Subjects) -> pull
     }
 }
 
-/// Waits until the stream exists; `None` when shutdown came first.
-async fn wait_for_stream(
-    jetstream: &jetstream::Context,
-    name: &str,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<Option<jetstream::stream::Stream>> {
-    let mut logged = false;
-    loop {
-        match jetstream.get_stream(name).await {
-            Ok(stream) => return Ok(Some(stream)),
-            Err(e) if !logged => {
-                tracing::info!(stream = name, reason = %e, "waiting for the stream to exist");
-                logged = true;
-            }
-            Err(_) => {}
-        }
-        tokio::select! {
-            () = tokio::time::sleep(STREAM_POLL) => {}
-            () = shutdown.cancelled() => return Ok(None),
-        }
-    }
-}
-
-/// Pulls one job per free slot until shutdown; returns the jobs still in flight.
-async fn pull_jobs(
-    runtime: &Arc<Runtime>,
-    consumer: &PullConsumer,
-    shutdown: &CancellationToken,
-    hand_back: &CancellationToken,
-) -> JoinSet<()> {
-    let slots = Arc::new(Semaphore::new(runtime.settings.concurrency));
-    let mut jobs = JoinSet::new();
-    loop {
-        while jobs.try_join_next().is_some() {}
-        let permit = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            permit = Arc::clone(&slots).acquire_owned() => permit.expect("the semaphore is never closed"),
-        };
-        // Not raced against shutdown: the pull expires within PULL_EXPIRES, and a job it
-        // brings after shutdown is handed back below instead of being lost until ack_wait.
-        let request = consumer
-            .batch()
-            .max_messages(1)
-            .expires(PULL_EXPIRES)
-            .messages();
-        let mut batch = match tokio::time::timeout(PULL_DEADLINE, request).await {
-            Ok(Ok(batch)) => batch,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "pull request failed");
-                pause(PULL_RETRY, shutdown).await;
-                continue;
-            }
-            Err(_) => {
-                tracing::warn!("pull request unanswered within {PULL_DEADLINE:?}");
-                pause(PULL_RETRY, shutdown).await;
-                continue;
-            }
-        };
-        // Bounded on this side too: while the server is unreachable no expiry ever arrives.
-        while let Ok(Some(message)) = tokio::time::timeout(PULL_DEADLINE, batch.next()).await {
-            let message = match message {
-                Ok(message) => message,
-                Err(e) => {
-                    tracing::warn!(error = %e, "failed to receive a job");
-                    continue;
-                }
-            };
-            if shutdown.is_cancelled() {
-                let _ = message.ack_with(jetstream::AckKind::Nak(None)).await;
-                continue;
-            }
-            let runtime = Arc::clone(runtime);
-            let hand_back = hand_back.clone();
-            jobs.spawn(async move {
-                job::handle(runtime, message, hand_back).await;
-                drop(permit);
-            });
-            break;
-        }
-    }
-    jobs
-}
-
 /// Lets in-flight jobs finish for up to the shutdown grace, then hands the rest back.
-async fn drain(mut jobs: JoinSet<()>, settings: &ExecutorSettings, hand_back: &CancellationToken) {
+async fn drain(mut jobs: InFlight, settings: &ExecutorSettings, hand_back: &CancellationToken) {
     if jobs.is_empty() {
         return;
     }
     tracing::info!(jobs = jobs.len(), "waiting for in-flight jobs");
-    let finished = tokio::time::timeout(settings.shutdown_grace, async {
-        while jobs.join_next().await.is_some() {}
-    })
-    .await;
-    if finished.is_ok() {
+    if jobs.wait_for(settings.shutdown_grace).await {
         return;
     }
     tracing::warn!(
@@ -244,12 +168,9 @@ async fn drain(mut jobs: JoinSet<()>, settings: &ExecutorSettings, hand_back: &C
     hand_back.cancel();
     // The tools get SIGINT, then SIGKILL after cancel_grace; allow a little more than that.
     let bound = settings.cancel_grace + Duration::from_secs(5);
-    if tokio::time::timeout(bound, async { while jobs.join_next().await.is_some() {} })
-        .await
-        .is_err()
-    {
+    if !jobs.wait_for(bound).await {
         tracing::error!(jobs = jobs.len(), "jobs did not stop; aborting them");
-        jobs.shutdown().await;
+        jobs.abort().await;
     }
 }
 
@@ -279,13 +200,6 @@ async fn listen_for_cancellations(
         {
             tracing::info!(op_id = %operation_id, "cancelling the running operation");
         }
-    }
-}
-
-async fn pause(duration: Duration, shutdown: &CancellationToken) {
-    tokio::select! {
-        () = tokio::time::sleep(duration) => {}
-        () = shutdown.cancelled() => {}
     }
 }
 

@@ -3,37 +3,35 @@
 //! At-least-once delivery plus an idempotent store: a message is acknowledged only after the
 //! transaction that applied it committed; redeliveries are skipped by sequence. Messages that
 //! arrive ahead of a missing one (a gap) are negatively acknowledged with a delay, so they come
-//! back after the missing event.
+//! back after the missing event. The loop itself is `jetstream-consumer`'s, sequential by batch,
+//! which keeps the order.
 
 use crate::Result;
-use crate::store::{self, Disposition, ViewTable};
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
-use async_nats::jetstream::{self, AckKind, Message};
+use crate::store::{self, Disposition as Applied, ViewTable};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use async_nats::jetstream::{self, Message};
 use domain::wire::{EventEnvelope, Subjects};
-use futures::StreamExt;
+use jetstream_consumer::{Backoff, Consumer, Delivery, Disposition};
 use sqlx::PgPool;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info};
 
 /// The durable consumer's name on the events stream.
 pub const CONSUMER_NAME: &str = Subjects::PROJECTION_CONSUMER;
 
 /// Messages fetched per batch (and applied per transaction).
 const BATCH_SIZE: usize = 256;
-/// How long one fetch waits for messages; the loop also stops at once on shutdown.
+/// How long one fetch waits for messages; bounds how late the loop notices a shutdown.
 const FETCH_EXPIRES: Duration = Duration::from_secs(1);
-/// How often to look for the events stream until command-api has created it.
-const STREAM_POLL: Duration = Duration::from_millis(200);
 /// Redelivery delay of a message that arrived before the event it follows; grows with the
 /// number of deliveries up to `GAP_DELAY_MAX`.
 const GAP_DELAY: Duration = Duration::from_millis(500);
 const GAP_DELAY_MAX: Duration = Duration::from_secs(5);
 /// Redelivery delay of an event this build cannot fold (version skew: a newer build will).
 const REJECTED_DELAY: Duration = Duration::from_secs(30);
-/// Back-off after a database error, doubling up to `DB_RETRY_MAX`.
-const DB_RETRY_MIN: Duration = Duration::from_millis(500);
-const DB_RETRY_MAX: Duration = Duration::from_secs(10);
+/// Back-off after a database error (failed batches in a row), with jitter.
+const DB_RETRY: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
 
 /// The consumer's configuration: every event, explicit acks, from the start of the stream.
 pub fn consumer_config(subjects: &Subjects) -> pull::Config {
@@ -52,8 +50,16 @@ pub fn consumer_config(subjects: &Subjects) -> pull::Config {
 /// Runs the projection until `shutdown` is cancelled, then returns `Ok(())`.
 ///
 /// Waits for the events stream (command-api creates it), gets or creates the durable pull
-/// consumer [`CONSUMER_NAME`], then fetches, applies and acknowledges batches. NATS and database
-/// failures are logged and retried; they never end the loop.
+/// consumer [`CONSUMER_NAME`], then fetches, applies and settles batches one after the other
+/// (the runtime of `jetstream-consumer`). NATS and database failures are logged and retried
+/// with back-off; they never end the loop.
+///
+/// How each message ends: applied or already applied → ack; arrived before the event it
+/// follows → retried after a delay growing with its deliveries; not an event envelope → term
+/// (poison: it can never decode); does not fold (a newer build's event) → retried every
+/// [`REJECTED_DELAY`], the environment's row stuck until a build that folds it; database
+/// failure → the whole batch retried with back-off. No `max_deliver`: an event given up on
+/// would leave its environment's row behind for good.
 pub async fn run(
     js: jetstream::Context,
     subjects: Subjects,
@@ -61,175 +67,61 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let table = ViewTable::live();
-    let mut db_backoff = DB_RETRY_MIN;
-    'connect: loop {
-        let Some(consumer) = attach(&js, &subjects, &shutdown).await else {
-            return Ok(());
-        };
-        info!(
-            stream = %subjects.events_stream(),
-            consumer = CONSUMER_NAME,
-            "environment projection started"
-        );
-        loop {
-            let fetched = tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                fetched = fetch(&consumer) => fetched,
-            };
-            let messages = match fetched {
-                Ok(messages) => messages,
-                Err(err) => {
-                    warn!(error = %err, "fetching events failed; reattaching to the stream");
-                    if !pause(&shutdown, STREAM_POLL).await {
-                        return Ok(());
-                    }
-                    continue 'connect;
-                }
-            };
-            if messages.is_empty() {
-                continue;
-            }
-            // Dropping a batch half-way on shutdown is safe: its transaction rolls back and
-            // unacknowledged messages are redelivered (and skipped if already applied).
-            let applied = tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                applied = process(&pool, &table, messages, db_backoff) => applied,
-            };
-            if applied {
-                db_backoff = DB_RETRY_MIN;
-            } else {
-                if !pause(&shutdown, db_backoff).await {
-                    return Ok(());
-                }
-                db_backoff = (db_backoff * 2).min(DB_RETRY_MAX);
-            }
-        }
-    }
+    info!(
+        stream = %subjects.events_stream(),
+        consumer = CONSUMER_NAME,
+        "environment projection starting"
+    );
+    Consumer::new(js, subjects.events_stream(), consumer_config(&subjects))
+        .batch(BATCH_SIZE)
+        .fetch_expires(FETCH_EXPIRES)
+        .retry_backoff(DB_RETRY)
+        .run_batches(&shutdown, |messages| process(&pool, &table, messages))
+        .await;
+    Ok(())
 }
 
-/// Waits for the stream and gets or creates the consumer; `None` on shutdown.
-async fn attach(
-    js: &jetstream::Context,
-    subjects: &Subjects,
-    shutdown: &CancellationToken,
-) -> Option<PullConsumer> {
-    let stream_name = subjects.events_stream();
-    let mut reported = false;
-    loop {
-        if shutdown.is_cancelled() {
-            return None;
-        }
-        match js.get_stream(&stream_name).await {
-            Ok(stream) => {
-                match stream
-                    .get_or_create_consumer(CONSUMER_NAME, consumer_config(subjects))
-                    .await
-                {
-                    Ok(consumer) => return Some(consumer),
-                    Err(err) => warn!(
-                        stream = %stream_name,
-                        consumer = CONSUMER_NAME,
-                        error = %err,
-                        "creating the projection consumer failed; retrying"
-                    ),
-                }
-            }
-            Err(err) if !reported => {
-                info!(stream = %stream_name, error = %err, "waiting for the events stream");
-                reported = true;
-            }
-            Err(err) => debug!(stream = %stream_name, error = %err, "events stream not there yet"),
-        }
-        if !pause(shutdown, STREAM_POLL).await {
-            return None;
-        }
-    }
-}
-
-/// One fetch: up to [`BATCH_SIZE`] messages, or fewer when the stream has no more for now.
-async fn fetch(consumer: &PullConsumer) -> Result<Vec<Message>, async_nats::Error> {
-    let mut batch = consumer
-        .fetch()
-        .max_messages(BATCH_SIZE)
-        .expires(FETCH_EXPIRES)
-        .messages()
-        .await?;
-    let mut messages = Vec::new();
-    while let Some(item) = batch.next().await {
-        match item {
-            Ok(message) => messages.push(message),
-            // Keep what arrived; the next fetch reports a persistent problem.
-            Err(err) if !messages.is_empty() => {
-                debug!(error = %err, "fetch ended early");
-                break;
-            }
-            Err(err) => return Err(err),
-        }
-    }
-    Ok(messages)
-}
-
-/// Decodes, applies and acknowledges one batch. Returns false when the database failed (the
-/// batch was negatively acknowledged with `retry_delay`).
+/// Decodes and applies one batch in one transaction; one disposition per message, in order.
+/// Fails (the whole batch is retried) when the database failed.
 async fn process(
     pool: &PgPool,
     table: &ViewTable,
     messages: Vec<Message>,
-    retry_delay: Duration,
-) -> bool {
+) -> Result<Vec<Disposition>> {
+    let mut dispositions = vec![Disposition::Ack; messages.len()];
     let mut envelopes = Vec::with_capacity(messages.len());
     let mut carriers = Vec::with_capacity(messages.len());
-    for message in messages {
+    for (index, message) in messages.iter().enumerate() {
         match serde_json::from_slice::<EventEnvelope>(&message.payload) {
             Ok(envelope) => {
                 envelopes.push(envelope);
-                carriers.push(message);
+                carriers.push(index);
             }
             Err(err) => {
-                error!(
-                    subject = %message.subject,
-                    error = %err,
-                    "message on the events stream is not an event envelope; terminating it"
-                );
-                acknowledge(&message, AckKind::Term).await;
+                dispositions[index] = Disposition::term(format!("not an event envelope: {err}"));
             }
         }
     }
     if envelopes.is_empty() {
-        return true;
+        return Ok(dispositions);
     }
 
-    let outcome = match store::apply_batch(pool, table, &envelopes).await {
-        Ok(outcome) => outcome,
-        Err(err) => {
-            error!(
-                error = %err,
-                messages = envelopes.len(),
-                retry_in_ms = retry_delay.as_millis() as u64,
-                "applying events to the read model failed; will retry"
-            );
-            for message in &carriers {
-                acknowledge(message, AckKind::Nak(Some(retry_delay))).await;
-            }
-            return false;
-        }
-    };
-
-    for ((message, envelope), disposition) in
-        carriers.iter().zip(&envelopes).zip(&outcome.dispositions)
+    let outcome = store::apply_batch(pool, table, &envelopes).await?;
+    for ((&index, envelope), applied) in carriers.iter().zip(&envelopes).zip(&outcome.dispositions)
     {
+        let message = &messages[index];
         let env_id = envelope.environment_id.as_str();
         let sequence = envelope.sequence;
-        match disposition {
-            Disposition::Applied => {
+        dispositions[index] = match applied {
+            Applied::Applied => {
                 debug!(env_id, sequence, event_type = %envelope.event_type, "applied");
-                acknowledge(message, AckKind::Ack).await;
+                Disposition::Ack
             }
-            Disposition::Duplicate => {
+            Applied::Duplicate => {
                 debug!(env_id, sequence, "already applied; skipped");
-                acknowledge(message, AckKind::Ack).await;
+                Disposition::Ack
             }
-            Disposition::Gap { expected } => {
+            Applied::Gap { expected } => {
                 let delay = gap_delay(message);
                 debug!(
                     env_id,
@@ -238,9 +130,9 @@ async fn process(
                     retry_in_ms = delay.as_millis() as u64,
                     "event arrived before the one it follows; retrying later"
                 );
-                acknowledge(message, AckKind::Nak(Some(delay))).await;
+                Disposition::retry_after(delay)
             }
-            Disposition::Rejected { reason } => {
+            Applied::Rejected { reason } => {
                 error!(
                     env_id,
                     sequence,
@@ -249,9 +141,9 @@ async fn process(
                     reason = %reason,
                     "event does not fold into the read model; the environment's row is stuck until it does"
                 );
-                acknowledge(message, AckKind::Nak(Some(REJECTED_DELAY))).await;
+                Disposition::retry_after(REJECTED_DELAY)
             }
-        }
+        };
     }
     debug!(
         applied = outcome.applied(),
@@ -260,27 +152,10 @@ async fn process(
         rejected = outcome.rejected(),
         "batch done"
     );
-    true
+    Ok(dispositions)
 }
 
 fn gap_delay(message: &Message) -> Duration {
-    let delivered = message
-        .info()
-        .map(|info| info.delivered.clamp(1, 100))
-        .unwrap_or(1);
+    let delivered = Delivery::of(message).map_or(1, |delivery| delivery.delivered.clamp(1, 100));
     (GAP_DELAY * delivered as u32).min(GAP_DELAY_MAX)
-}
-
-async fn acknowledge(message: &Message, kind: AckKind) {
-    if let Err(err) = message.ack_with(kind).await {
-        warn!(subject = %message.subject, error = %err, "acknowledging a message failed");
-    }
-}
-
-/// Sleeps for `delay`; false if shutdown came first.
-async fn pause(shutdown: &CancellationToken, delay: Duration) -> bool {
-    tokio::select! {
-        () = shutdown.cancelled() => false,
-        () = tokio::time::sleep(delay) => true,
-    }
 }
