@@ -7,7 +7,8 @@
 //! - `executors` reaches neither `command-api` nor `standins`;
 //! - `event-store` reaches `domain` and the database, and nothing of HTTP, NATS or the other
 //!   sides; `projections` reaches neither the command side nor the executors; `bootstrap`
-//!   reaches neither the executors nor either store;
+//!   reaches neither the executors nor either store; `jetstream-consumer` (the one consumer
+//!   runtime) reaches neither the database nor the domain;
 //! - no package reaches `system-tests` (the test support, only ever a dev-dependency);
 //! - only the root `provisioner` package links `standins` (and `system-tests`, which tests only
 //!   ever use).
@@ -191,6 +192,23 @@ fn the_read_side_and_the_bootstrap_stay_on_their_side() {
     let mut violations = graph.violations("projections", &["command-api", "executors"]);
     violations.extend(graph.violations("bootstrap", &["executors", "command-api", "event-store"]));
     assert_none(violations);
+}
+
+#[test]
+fn the_consumer_runtime_knows_neither_the_database_nor_the_domain() {
+    let graph = Graph::of_workspace();
+    assert_none(graph.violations(
+        "jetstream-consumer",
+        &[
+            "sqlx",
+            "postgres-es",
+            "cqrs-es",
+            "domain",
+            "event-store",
+            "command-api",
+            "executors",
+        ],
+    ));
 }
 
 #[test]
