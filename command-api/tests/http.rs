@@ -572,3 +572,46 @@ async fn error_bodies_keep_their_contract_shape() {
     bodies.insert("405".into(), error_body(wrong_method).await.1);
     insta::assert_json_snapshot!(bodies);
 }
+
+/// `GET /v1/environments/{id}` without a read-model row folds the history through the same
+/// function as the projection: the body is the one the projection's row gives.
+#[tokio::test(flavor = "multi_thread")]
+async fn get_without_a_projected_row_answers_the_fold_of_the_history() {
+    let app = api_only().await;
+    let id = app.create_ok(&sandbox_yaml("fallback", "")).await;
+    // Without an executor the environment stays provisioning: wait until the row has every
+    // event of it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (projected, recorded): (Option<i64>, i64) = sqlx::query_as(
+            "SELECT (SELECT version FROM environments_view WHERE id = $1 AND status = 'provisioning'), \
+                    (SELECT count(*) FROM events WHERE aggregate_id = $1)",
+        )
+        .bind(&id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        if projected == Some(recorded) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the row never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, from_row) = app.get(&id).await;
+    assert_eq!(status, StatusCode::OK);
+
+    sqlx::query("DELETE FROM environments_view WHERE id = $1")
+        .bind(&id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let (status, folded) = app.get(&id).await;
+
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(folded, from_row);
+    assert_eq!(folded["status"], "provisioning");
+    assert_eq!(folded["operation"]["step"], "infra");
+}

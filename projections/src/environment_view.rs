@@ -1,11 +1,18 @@
-//! The environment read model and the pure fold that builds it, one event at a time.
+//! The environment read model, derived from the domain's own fold.
 //!
-//! The view's status follows the same rules as `domain::Environment::apply`; the tests fold
-//! event sequences through both and compare.
+//! There is one state machine: `domain::aggregate::Environment::apply`. The projection folds
+//! each event into that state ([`ViewState`], which adds only what the envelope knows: the
+//! sequence and the times) and the view is a pure function of the result
+//! ([`EnvironmentView::from_state`]). The projection ([`crate::store`]), the replay
+//! ([`crate::replay`]) and the API's fallback over an environment's history all build views
+//! through [`apply`] / [`fold`], so a view cannot disagree with the domain.
+//!
+//! What the fold checks on top of the domain (which never fails): the envelope decodes into a
+//! known event, belongs to the environment folded so far, and `EnvironmentRequested` comes first
+//! and only once ([`ViewError`]).
 
 use chrono::{DateTime, SubsecRound, Utc};
-use domain::aggregate::{Event, Status};
-use domain::spec::Step;
+use domain::aggregate::{Environment, Event};
 use domain::wire::{EventDecodeError, EventEnvelope};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -34,6 +41,54 @@ pub struct EnvironmentView {
     pub updated_at: DateTime<Utc>,
 }
 
+impl EnvironmentView {
+    /// The view of the domain state `state` after the event at sequence `version`, the first
+    /// event recorded at `created_at` and the last at `updated_at`.
+    ///
+    /// Errors: [`ViewError::Unrequested`] when `state` has no `EnvironmentRequested` applied
+    /// (there is nothing to show), [`ViewError::Spec`] when the spec does not serialize.
+    pub fn from_state(
+        state: &Environment,
+        version: i64,
+        created_at: DateTime<Utc>,
+        updated_at: DateTime<Utc>,
+    ) -> Result<Self, ViewError> {
+        let requested = state.requested.as_ref().ok_or(ViewError::Unrequested)?;
+        let strings = |outputs: &domain::aggregate::Outputs| {
+            Value::Object(
+                outputs
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    .collect::<Map<_, _>>(),
+            )
+        };
+        Ok(Self {
+            id: requested.id.to_string(),
+            name: requested.spec.name.as_str().to_owned(),
+            status: state.status.as_str().to_owned(),
+            provider: requested.spec.cloud.provider().as_str().to_owned(),
+            spec: serde_json::to_value(&requested.spec).map_err(ViewError::Spec)?,
+            outputs: strings(&state.outputs),
+            error: state.failure.as_ref().map(|failure| {
+                json!({
+                    "phase": failure.phase.as_str(),
+                    "message": failure.message,
+                    "operation_id": failure.operation_id.as_ref().map(|id| id.as_str()),
+                })
+            }),
+            operation: state.in_flight.as_ref().map(|in_flight| {
+                json!({
+                    "id": in_flight.operation_id.as_str(),
+                    "step": in_flight.step.as_str(),
+                })
+            }),
+            version,
+            created_at,
+            updated_at,
+        })
+    }
+}
+
 /// Why an event could not be folded into the view. None of these fixes itself by retrying the
 /// same build: they mean version skew, a corrupt event, or events applied out of order.
 #[derive(Debug, thiserror::Error)]
@@ -57,16 +112,69 @@ pub enum ViewError {
     /// The sequence does not fit the `version` column.
     #[error("sequence {0} is out of range")]
     SequenceOutOfRange(u64),
+    /// A domain state without `EnvironmentRequested`: it has no view.
+    #[error("the state has no requested environment")]
+    Unrequested,
+    /// The requested spec does not serialize to JSON.
+    #[error("the spec does not serialize")]
+    Spec(#[source] serde_json::Error),
+    /// The domain state kept with the view does not (de)serialize.
+    #[error("the domain state does not (de)serialize")]
+    State(#[source] serde_json::Error),
 }
 
-/// Folds one event into the view. `None` in means the environment is not in the view yet; the
-/// result is the new view (never `None` today: no event removes an environment from the list).
+/// One environment as the projection keeps it: the domain state folded so far, and what the
+/// envelopes add to it (the sequence of the last event, the first and last `recorded_at`). The
+/// view is derived from it ([`ViewState::view`]); the store keeps the state beside the view's
+/// columns so the next event folds from it.
+///
+/// Always holds a requested environment and its view: built only by [`apply`] and
+/// [`ViewState::new`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ViewState {
+    state: Environment,
+    view: EnvironmentView,
+}
+
+impl ViewState {
+    /// Resumes from a stored state; the view is derived from it again.
+    ///
+    /// Errors as [`EnvironmentView::from_state`].
+    pub fn new(
+        state: Environment,
+        version: i64,
+        created_at: DateTime<Utc>,
+        updated_at: DateTime<Utc>,
+    ) -> Result<Self, ViewError> {
+        let view = EnvironmentView::from_state(&state, version, created_at, updated_at)?;
+        Ok(Self { state, view })
+    }
+
+    /// The domain state.
+    pub fn state(&self) -> &Environment {
+        &self.state
+    }
+
+    /// The view of the state.
+    pub fn view(&self) -> &EnvironmentView {
+        &self.view
+    }
+
+    pub fn into_view(self) -> EnvironmentView {
+        self.view
+    }
+
+    /// The sequence of the last event folded.
+    pub fn version(&self) -> i64 {
+        self.view.version
+    }
+}
+
+/// Folds one event: `Environment::apply`, then the view of the result. `None` in means the
+/// environment is not in the view yet.
 ///
 /// Does not check the sequence: [`crate::store::apply_batch`] does, before calling this.
-pub fn apply(
-    view: Option<EnvironmentView>,
-    envelope: &EventEnvelope,
-) -> Result<Option<EnvironmentView>, ViewError> {
+pub fn apply(current: Option<ViewState>, envelope: &EventEnvelope) -> Result<ViewState, ViewError> {
     let event = envelope.event().map_err(|source| ViewError::Undecodable {
         event_type: envelope.event_type.clone(),
         source,
@@ -77,132 +185,39 @@ pub fn apply(
     let version = i64::try_from(envelope.sequence)
         .map_err(|_| ViewError::SequenceOutOfRange(envelope.sequence))?;
 
-    let mut view = match (view, &event) {
-        (None, Event::EnvironmentRequested { spec, .. }) => EnvironmentView {
-            id: envelope.environment_id.to_string(),
-            name: spec.name.as_str().to_owned(),
-            status: Status::Queued.as_str().to_owned(),
-            provider: spec.cloud.provider().as_str().to_owned(),
-            spec: serde_json::to_value(spec).map_err(|source| ViewError::Undecodable {
-                event_type: envelope.event_type.clone(),
-                source: source.into(),
-            })?,
-            outputs: Value::Object(Map::new()),
-            error: None,
-            operation: None,
-            version,
-            created_at: at,
-            updated_at: at,
-        },
+    let (mut state, created_at) = match (current, &event) {
+        (None, Event::EnvironmentRequested { id, .. }) if *id != envelope.environment_id => {
+            return Err(ViewError::WrongEnvironment {
+                expected: envelope.environment_id.to_string(),
+                got: id.to_string(),
+            });
+        }
+        (None, Event::EnvironmentRequested { .. }) => (Environment::default(), at),
         (None, other) => {
             return Err(ViewError::NotRequested {
                 event_type: other.event_type().to_owned(),
             });
         }
         (Some(_), Event::EnvironmentRequested { .. }) => return Err(ViewError::AlreadyRequested),
-        (Some(view), _) if view.id != envelope.environment_id.as_str() => {
+        (Some(current), _) if current.view.id != envelope.environment_id.as_str() => {
             return Err(ViewError::WrongEnvironment {
-                expected: view.id,
+                expected: current.view.id,
                 got: envelope.environment_id.to_string(),
             });
         }
-        (Some(view), _) => view,
+        (Some(current), _) => (current.state, current.view.created_at),
     };
-
-    match &event {
-        Event::EnvironmentRequested { .. } => {}
-        Event::InfraApplyStarted { operation_id, .. } => {
-            view.start(operation_id.as_str(), Step::Infra, Status::Provisioning)
-        }
-        Event::BootstrapStarted { operation_id, .. } => view.start(
-            operation_id.as_str(),
-            Step::Bootstrap,
-            Status::Bootstrapping,
-        ),
-        Event::DestroyStarted { operation_id, .. } => {
-            view.start(operation_id.as_str(), Step::Destroy, Status::Destroying)
-        }
-        Event::InfraApplied { outputs, .. } => {
-            view.operation = None;
-            view.outputs = Value::Object(
-                outputs
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                    .collect(),
-            );
-        }
-        Event::BootstrapCompleted { outputs, .. } => {
-            view.operation = None;
-            let mut merged = match std::mem::take(&mut view.outputs) {
-                Value::Object(map) => map,
-                _ => Map::new(),
-            };
-            for (k, v) in outputs {
-                merged.insert(k.clone(), Value::String(v.clone()));
-            }
-            view.outputs = Value::Object(merged);
-            view.set_status(Status::Ready);
-        }
-        Event::InfraApplyFailed {
-            operation_id,
-            error,
-        } => view.fail(operation_id.as_str(), Step::Infra, error),
-        Event::BootstrapFailed {
-            operation_id,
-            error,
-        } => view.fail(operation_id.as_str(), Step::Bootstrap, error),
-        Event::DestroyFailed {
-            operation_id,
-            error,
-        } => view.fail(operation_id.as_str(), Step::Destroy, error),
-        Event::OperationTimedOut {
-            operation_id,
-            phase,
-            error,
-            ..
-        } => view.fail(operation_id.as_str(), *phase, error),
-        Event::RetryRequested { phase } => {
-            view.error = None;
-            view.set_status(match phase {
-                Step::Infra => Status::Provisioning,
-                Step::Bootstrap => Status::Bootstrapping,
-                Step::Destroy => Status::DestroyQueued,
-            });
-        }
-        Event::DestroyRequested {} => {
-            view.error = None;
-            view.set_status(Status::DestroyQueued);
-        }
-        Event::OperationCancelled { .. } => view.operation = None,
-        Event::InfraDestroyed { .. } => {
-            view.operation = None;
-            view.outputs = Value::Object(Map::new());
-            view.set_status(Status::Destroyed);
-        }
-    }
-
-    view.version = version;
-    view.updated_at = at;
-    Ok(Some(view))
+    state.apply(&event);
+    ViewState::new(state, version, created_at, at)
 }
 
-impl EnvironmentView {
-    fn set_status(&mut self, status: Status) {
-        self.status = status.as_str().to_owned();
+/// Folds `envelopes` (one environment's, in order) from nothing: `None` for no envelopes.
+pub fn fold<'a>(
+    envelopes: impl IntoIterator<Item = &'a EventEnvelope>,
+) -> Result<Option<ViewState>, ViewError> {
+    let mut current = None;
+    for envelope in envelopes {
+        current = Some(apply(current, envelope)?);
     }
-
-    fn start(&mut self, operation_id: &str, step: Step, status: Status) {
-        self.operation = Some(json!({ "id": operation_id, "step": step.as_str() }));
-        self.set_status(status);
-    }
-
-    fn fail(&mut self, operation_id: &str, phase: Step, message: &str) {
-        self.operation = None;
-        self.error = Some(json!({
-            "phase": phase.as_str(),
-            "message": message,
-            "operation_id": operation_id,
-        }));
-        self.set_status(Status::Failed);
-    }
+    Ok(current)
 }

@@ -1,9 +1,11 @@
 //! Read models built from the events stream, and the replay that rebuilds and verifies them.
 //!
-//! - [`environment_view`]: the pure fold of one event into the environment read model (the JSON
-//!   `GET /v1/environments/{id}` returns).
+//! - [`environment_view`]: the environment read model (the JSON `GET /v1/environments/{id}`
+//!   returns) as a pure function of the domain state, and the fold that builds it with the
+//!   domain's own `Environment::apply`.
 //! - [`store`]: applies batches of events to a read-model table in one transaction, idempotent by
-//!   (environment id, sequence); the row's `version` column is the checkpoint.
+//!   (environment id, sequence); the row's `version` column is the checkpoint, its `state`
+//!   column the domain state the next event folds from.
 //! - [`consumer`]: the durable JetStream pull consumer that feeds [`store::apply_batch`].
 //! - [`queries`]: reads for the query API (one environment; filtered, keyset-paginated lists).
 //! - [`replay`]: rebuilds the read model from the `events` table into a scratch table and

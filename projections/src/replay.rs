@@ -3,8 +3,10 @@
 //! The events are read through the event store's reader ([`event_store::reader::scan`]), so
 //! they decode (and upcast) exactly as the history and the relay read them. The rebuild goes
 //! into a scratch table (`environments_view_replay`, dropped and re-created each
-//! run and left in place for inspection) through the same fold and the same batch writer as the
-//! live projection. The live table is only read.
+//! run and left in place for inspection) through the same fold (the domain's
+//! `Environment::apply`, then the view of the state: [`crate::environment_view`]) and the same
+//! batch writer as the live projection. The live table is only read. The stored domain state is
+//! compared too, except on live rows that have none yet (written before it was kept).
 //!
 //! The comparison is a snapshot: on a busy system the live projection may lag behind the events
 //! table (or pass it, for events committed after they were read), which shows as `Differs` with
@@ -20,7 +22,7 @@ use sqlx::{PgPool, Row};
 const PAGE_SIZE: i64 = 1_000;
 
 /// The columns compared, besides the id.
-const COMPARED: [&str; 10] = [
+const COMPARED: [&str; 11] = [
     "name",
     "status",
     "provider",
@@ -31,7 +33,19 @@ const COMPARED: [&str; 10] = [
     "version",
     "created_at",
     "updated_at",
+    "state",
 ];
+
+/// Whether `column` differs between the live row `l` and the rebuilt row `r`. A live row without
+/// a state (written before the column existed; the projection rebuilds it with the next event)
+/// is not a difference.
+fn differs(column: &str) -> String {
+    if column == "state" {
+        "(l.state IS NOT NULL AND l.state IS DISTINCT FROM r.state)".to_owned()
+    } else {
+        format!("l.{column} IS DISTINCT FROM r.{column}")
+    }
+}
 
 /// What a replay found.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -135,19 +149,19 @@ pub async fn replay(pool: &PgPool) -> Result<ReplayReport> {
 
 /// Rows of `live` and `rebuilt` that differ, ordered by id.
 async fn compare(pool: &PgPool, live: &ViewTable, rebuilt: &ViewTable) -> Result<Vec<Mismatch>> {
-    let differs = COMPARED
+    let each_differs = COMPARED
         .iter()
-        .map(|column| format!("l.{column} IS DISTINCT FROM r.{column} AS {column}"))
+        .map(|column| format!("{} AS {column}", differs(column)))
         .collect::<Vec<_>>()
         .join(", ");
     let any_differs = COMPARED
         .iter()
-        .map(|column| format!("l.{column} IS DISTINCT FROM r.{column}"))
+        .map(|column| differs(column))
         .collect::<Vec<_>>()
         .join(" OR ");
     let sql = format!(
         "SELECT COALESCE(l.id, r.id) AS id, l.id IS NULL AS missing_in_live, \
-                r.id IS NULL AS missing_in_replay, {differs} \
+                r.id IS NULL AS missing_in_replay, {each_differs} \
          FROM {live} l FULL OUTER JOIN {rebuilt} r ON l.id = r.id \
          WHERE l.id IS NULL OR r.id IS NULL OR {any_differs} \
          ORDER BY 1",

@@ -5,17 +5,27 @@
 //! (skipped); one more than one above it is a gap (reported, not applied, so the caller retries it
 //! after the missing events arrive).
 //!
+//! Each row also keeps the domain state it was derived from (`state`, the serialized
+//! `domain::aggregate::Environment`): the next event folds from it through
+//! [`environment_view::apply`], and the view's columns are derived from the result. A row
+//! written before that column existed (`state` NULL), or whose state this build cannot read, has
+//! its state rebuilt from the event store ([`event_store::reader::history`]) when its next event
+//! arrives.
+//!
 //! Concurrency: several consumers may apply batches at once. Existing rows are locked
 //! (`SELECT … FOR UPDATE`, in id order) before folding; rows are written in id order with an
 //! upsert that only ever raises the version. A row at version `v` is always the fold of events
 //! `1..=v`, so when two transactions race to create the same row, keeping the higher version is
 //! correct.
 
-use crate::environment_view::{self, EnvironmentView};
+use crate::environment_view::{self, EnvironmentView, ViewError, ViewState};
 use crate::{Error, Result};
+use domain::aggregate::Environment;
 use domain::wire::EventEnvelope;
+use event_store::reader::{self, ReadError};
+use serde_json::Value;
 use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Row};
+use sqlx::{PgConnection, PgPool, Row};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A validated read-model table name: a plain lower-case SQL identifier, so it can be spliced
@@ -140,18 +150,47 @@ pub(crate) fn view_from_row(row: &PgRow) -> Result<EnvironmentView, sqlx::Error>
     })
 }
 
-/// One environment's row while a batch is folded.
-struct Working {
-    view: Option<EnvironmentView>,
-    dirty: bool,
+/// The domain state stored with a row, if it has one this build can read.
+fn state_from_row(row: &PgRow, view: &EnvironmentView) -> Result<Option<ViewState>, sqlx::Error> {
+    let Some(stored) = row.try_get::<Option<Value>, _>("state")? else {
+        return Ok(None);
+    };
+    let resumed = serde_json::from_value::<Environment>(stored)
+        .map_err(ViewError::State)
+        .and_then(|state| ViewState::new(state, view.version, view.created_at, view.updated_at));
+    match resumed {
+        Ok(resumed) => Ok(Some(resumed)),
+        Err(err) => {
+            tracing::warn!(
+                environment_id = %view.id,
+                error = %error_chain(&err),
+                "the stored state of a view row does not load; it is rebuilt from the event store"
+            );
+            Ok(None)
+        }
+    }
 }
 
-impl Working {
-    fn version(&self) -> u64 {
-        self.view
-            .as_ref()
-            .map_or(0, |view| u64::try_from(view.version).unwrap_or(0))
-    }
+/// Where one environment's row stands while a batch is folded.
+enum Current {
+    /// No row yet.
+    Absent,
+    /// The row's state, folded up to its version.
+    Folded(Box<ViewState>),
+    /// The row has no state this build can read: it is rebuilt from the event store before the
+    /// next event folds.
+    Stateless,
+    /// The state could not be rebuilt (why): the environment's next events are rejected.
+    Unbuildable(String),
+}
+
+/// One environment's row while a batch is folded.
+struct Working {
+    /// The sequence of the last event in the row (0 without a row).
+    version: u64,
+    current: Current,
+    /// The serialized state of `current`, once an event of this batch folded into it.
+    dirty: Option<Value>,
 }
 
 /// Applies `envelopes` (in order) to `table` in one transaction. Idempotent by
@@ -176,7 +215,7 @@ pub async fn apply_batch(
     let mut tx = pool.begin().await?;
 
     let select = format!(
-        "SELECT {COLUMNS} FROM {} WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        "SELECT {COLUMNS}, state FROM {} WHERE id = ANY($1) ORDER BY id FOR UPDATE",
         table.sql()
     );
     let rows = sqlx::query(&select).bind(&ids).fetch_all(&mut *tx).await?;
@@ -186,29 +225,36 @@ pub async fn apply_batch(
             (
                 id,
                 Working {
-                    view: None,
-                    dirty: false,
+                    version: 0,
+                    current: Current::Absent,
+                    dirty: None,
                 },
             )
         })
         .collect();
     for row in &rows {
         let view = view_from_row(row)?;
+        let current = match state_from_row(row, &view)? {
+            Some(folded) => Current::Folded(Box::new(folded)),
+            None => Current::Stateless,
+        };
         if let Some(entry) = working.get_mut(&view.id) {
-            entry.view = Some(view);
+            entry.version = u64::try_from(view.version).unwrap_or(0);
+            entry.current = current;
         }
     }
 
     let mut dispositions = Vec::with_capacity(envelopes.len());
     for envelope in envelopes {
-        let Some(entry) = working.get_mut(envelope.environment_id.as_str()) else {
+        let id = envelope.environment_id.as_str();
+        let Some(entry) = working.get_mut(id) else {
             // Every id was inserted above.
             dispositions.push(Disposition::Rejected {
                 reason: "environment missing from the batch".to_owned(),
             });
             continue;
         };
-        let version = entry.version();
+        let version = entry.version;
         let disposition = if envelope.sequence <= version {
             Disposition::Duplicate
         } else if envelope.sequence > version + 1 {
@@ -216,34 +262,49 @@ pub async fn apply_batch(
                 expected: version + 1,
             }
         } else {
-            match environment_view::apply(entry.view.clone(), envelope) {
-                Ok(next) => {
-                    entry.view = next;
-                    entry.dirty = true;
+            if matches!(entry.current, Current::Stateless) {
+                entry.current = match rebuild(&mut tx, id, version).await? {
+                    Ok(rebuilt) => Current::Folded(Box::new(rebuilt)),
+                    Err(reason) => Current::Unbuildable(reason),
+                };
+            }
+            let previous = match &entry.current {
+                Current::Absent => Ok(None),
+                Current::Folded(folded) => Ok(Some(ViewState::clone(folded))),
+                Current::Stateless => Err("the stored state was not rebuilt".to_owned()),
+                Current::Unbuildable(reason) => Err(reason.clone()),
+            };
+            match previous.and_then(|previous| fold_one(previous, envelope)) {
+                Ok((next, stored)) => {
+                    entry.version = envelope.sequence;
+                    entry.current = Current::Folded(Box::new(next));
+                    entry.dirty = Some(stored);
                     Disposition::Applied
                 }
-                Err(err) => Disposition::Rejected {
-                    reason: error_chain(&err),
-                },
+                Err(reason) => Disposition::Rejected { reason },
             }
         };
         dispositions.push(disposition);
     }
 
     let upsert = format!(
-        "INSERT INTO {table} AS v ({COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+        "INSERT INTO {table} AS v ({COLUMNS}, state) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
          ON CONFLICT (id) DO UPDATE SET \
            name = EXCLUDED.name, status = EXCLUDED.status, provider = EXCLUDED.provider, \
            spec = EXCLUDED.spec, outputs = EXCLUDED.outputs, error = EXCLUDED.error, \
            operation = EXCLUDED.operation, version = EXCLUDED.version, \
-           created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at \
+           created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, \
+           state = EXCLUDED.state \
          WHERE v.version < EXCLUDED.version",
         table = table.sql()
     );
     // BTreeMap: rows are written in id order, like they were locked.
-    for entry in working.values().filter(|entry| entry.dirty) {
-        let Some(view) = &entry.view else { continue };
+    for entry in working.values() {
+        let (Current::Folded(folded), Some(state)) = (&entry.current, &entry.dirty) else {
+            continue;
+        };
+        let view = folded.view();
         sqlx::query(&upsert)
             .bind(&view.id)
             .bind(&view.name)
@@ -256,12 +317,59 @@ pub async fn apply_batch(
             .bind(view.version)
             .bind(view.created_at)
             .bind(view.updated_at)
+            .bind(state)
             .execute(&mut *tx)
             .await?;
     }
     tx.commit().await?;
 
     Ok(BatchOutcome { dispositions })
+}
+
+/// Folds one envelope, and serializes the new state for the row. `Err` is the reason it does
+/// not fold.
+fn fold_one(
+    previous: Option<ViewState>,
+    envelope: &EventEnvelope,
+) -> Result<(ViewState, Value), String> {
+    let next = environment_view::apply(previous, envelope).map_err(|err| error_chain(&err))?;
+    let stored =
+        serde_json::to_value(next.state()).map_err(|err| error_chain(&ViewError::State(err)))?;
+    Ok((next, stored))
+}
+
+/// The state of a row at `version` that was stored without one, folded from the environment's
+/// first `version` events in the event store. `Ok(Err(reason))` when those events do not fold
+/// to that version (missing, undecodable, or not a history); `Err` only when the database fails.
+async fn rebuild(
+    conn: &mut PgConnection,
+    environment_id: &str,
+    version: u64,
+) -> Result<Result<ViewState, String>> {
+    let history = match reader::history(&mut *conn, environment_id).await {
+        Ok(history) => history,
+        Err(ReadError::Database(err)) => return Err(Error::Database(err)),
+        Err(err @ ReadError::Decode(_)) => {
+            return Ok(Err(format!(
+                "the stored state cannot be rebuilt: {}",
+                error_chain(&err)
+            )));
+        }
+    };
+    let events = history
+        .iter()
+        .take_while(|envelope| envelope.sequence <= version);
+    Ok(match environment_view::fold(events) {
+        Ok(Some(rebuilt)) if u64::try_from(rebuilt.version()).ok() == Some(version) => Ok(rebuilt),
+        Ok(_) => Err(format!(
+            "the stored state cannot be rebuilt: the event store does not have the {version} \
+             events the row was built from"
+        )),
+        Err(err) => Err(format!(
+            "the stored state cannot be rebuilt: {}",
+            error_chain(&err)
+        )),
+    })
 }
 
 /// An error and its sources, `: `-separated, for a one-line reason.

@@ -11,11 +11,10 @@ use support::{History, NatsServer, TestDb, eventually};
 use tokio_util::sync::CancellationToken;
 
 fn fold(history: &History) -> EnvironmentView {
-    let mut view = None;
-    for envelope in history.envelopes() {
-        view = environment_view::apply(view, &envelope).unwrap();
-    }
-    view.unwrap()
+    environment_view::fold(&history.envelopes())
+        .unwrap()
+        .unwrap()
+        .into_view()
 }
 
 async fn publish(js: &jetstream::Context, subjects: &Subjects, envelope: &EventEnvelope) {

@@ -1,19 +1,22 @@
-//! The pure fold: one behaviour per event, and agreement with the domain aggregate.
+//! The fold: one behaviour per event, the checks the view adds to the domain's fold, and the
+//! view as a function of the domain state.
 
 mod support;
 
 use domain::aggregate::{Environment, Event};
 use domain::spec::Step;
-use projections::environment_view::{self, EnvironmentView, ViewError};
+use projections::environment_view::{self, EnvironmentView, ViewError, ViewState};
 use serde_json::json;
 use support::{History, at, aws_spec, op};
 
+fn fold_state(history: &History) -> ViewState {
+    environment_view::fold(&history.envelopes())
+        .expect("event folds")
+        .expect("a view")
+}
+
 fn fold(history: &History) -> EnvironmentView {
-    let mut view = None;
-    for envelope in history.envelopes() {
-        view = environment_view::apply(view, &envelope).expect("event folds");
-    }
-    view.expect("a view")
+    fold_state(history).into_view()
 }
 
 #[test]
@@ -255,14 +258,14 @@ fn an_event_before_environment_requested_does_not_fold() {
 #[test]
 fn a_second_environment_requested_does_not_fold() {
     let history = History::requested("alpha");
-    let view = fold(&history);
+    let view = fold_state(&history);
     let err = environment_view::apply(Some(view), &history.envelope(1)).unwrap_err();
     assert!(matches!(err, ViewError::AlreadyRequested), "{err:?}");
 }
 
 #[test]
 fn an_event_of_another_environment_does_not_fold() {
-    let view = fold(&History::requested("alpha"));
+    let view = fold_state(&History::requested("alpha"));
     let other = History::requested("beta").infra_started(1);
     let err = environment_view::apply(Some(view), &other.envelope(2)).unwrap_err();
     assert!(matches!(err, ViewError::WrongEnvironment { .. }), "{err:?}");
@@ -271,7 +274,7 @@ fn an_event_of_another_environment_does_not_fold() {
 #[test]
 fn an_unknown_event_type_or_payload_does_not_fold() {
     let history = History::requested("alpha").infra_started(1);
-    let view = fold(&History {
+    let view = fold_state(&History {
         events: history.events[..1].to_vec(),
         ..history.clone()
     });
@@ -334,6 +337,11 @@ fn the_view_serializes_with_the_api_field_names() {
     assert_eq!(back, view);
 }
 
+// The view is derived from the aggregate's own fold (`Environment::apply`, then
+// `EnvironmentView::from_state`), so it can no longer disagree with the domain on the status
+// machine. The comparisons below stay as tests of `from_state`: every status, operation, error
+// and outputs the domain reaches shows in the view as the domain has it.
+
 /// Folds `history` through the view and the aggregate, comparing after every event.
 fn assert_agrees_with_the_aggregate(history: &History) {
     let mut view = None;
@@ -341,9 +349,14 @@ fn assert_agrees_with_the_aggregate(history: &History) {
     for (index, event) in history.events.iter().enumerate() {
         let sequence = index as u64 + 1;
         aggregate.apply(event);
-        let folded = environment_view::apply(view, &history.envelope(sequence))
-            .expect("event folds")
-            .expect("a view");
+        let folded_state =
+            environment_view::apply(view, &history.envelope(sequence)).expect("event folds");
+        assert_eq!(
+            folded_state.state(),
+            &aggregate,
+            "the view folds the domain state"
+        );
+        let folded = folded_state.view().clone();
         let trail = || {
             history.events[..=index]
                 .iter()
@@ -377,7 +390,7 @@ fn assert_agrees_with_the_aggregate(history: &History) {
             "error after {:?}",
             trail()
         );
-        view = Some(folded);
+        view = Some(folded_state);
     }
 }
 
@@ -436,7 +449,7 @@ type Step1 = fn(History) -> History;
 /// states before it were checked on the way down).
 fn explore(
     history: &History,
-    view: &EnvironmentView,
+    view: &ViewState,
     aggregate: &Environment,
     alphabet: &[Step1],
     depth: usize,
@@ -450,10 +463,11 @@ fn explore(
         let event = longer.events.last().unwrap();
         let mut aggregate = aggregate.clone();
         aggregate.apply(event);
-        let view =
+        let folded =
             environment_view::apply(Some(view.clone()), &longer.envelope(longer.last_sequence()))
-                .expect("event folds")
-                .expect("a view");
+                .expect("event folds");
+        assert_eq!(folded.state(), &aggregate);
+        let view = folded.view();
         let trail: Vec<_> = longer.events.iter().map(Event::event_type).collect();
         assert_eq!(
             view.status,
@@ -475,7 +489,7 @@ fn explore(
             aggregate.failure.is_some(),
             "error after {trail:?}"
         );
-        checked += 1 + explore(&longer, &view, &aggregate, alphabet, depth - 1);
+        checked += 1 + explore(&longer, &folded, &aggregate, alphabet, depth - 1);
     }
     checked
 }
@@ -502,9 +516,62 @@ fn the_view_agrees_with_the_aggregate_for_every_short_sequence() {
         |h| h.destroy_failed(3, "boom"),
         |h| h.timed_out(1, Step::Infra),
     ];
-    let view = fold(&base);
+    let view = fold_state(&base);
     let mut aggregate = Environment::default();
     aggregate.apply(&base.events[0]);
     let checked = explore(&base, &view, &aggregate, &alphabet, 4);
     assert_eq!(checked, 15 + 15 * 15 + 15 * 15 * 15 + 15 * 15 * 15 * 15);
+}
+
+#[test]
+fn environment_requested_of_another_id_than_its_envelope_does_not_fold() {
+    let alpha = History::requested("alpha");
+    let beta = History::requested("beta");
+    let mut envelope = alpha.envelope(1);
+    envelope.environment_id = beta.env_id.clone();
+    let err = environment_view::apply(None, &envelope).unwrap_err();
+    assert!(matches!(err, ViewError::WrongEnvironment { .. }), "{err:?}");
+}
+
+#[test]
+fn the_view_is_a_function_of_the_domain_state() {
+    let history = History::requested("alpha")
+        .infra_started(1)
+        .infra_applied(1, &[("vpc_id", "vpc-1")])
+        .bootstrap_started(2)
+        .bootstrap_failed(2, "helm timed out");
+    let folded = fold_state(&history);
+    let mut aggregate = Environment::default();
+    for event in &history.events {
+        aggregate.apply(event);
+    }
+    let view = folded.view();
+
+    assert_eq!(folded.state(), &aggregate);
+    assert_eq!(
+        EnvironmentView::from_state(&aggregate, view.version, view.created_at, view.updated_at)
+            .unwrap(),
+        *view
+    );
+    let resumed = ViewState::new(
+        aggregate.clone(),
+        view.version,
+        view.created_at,
+        view.updated_at,
+    )
+    .unwrap();
+    assert_eq!(resumed, folded);
+}
+
+#[test]
+fn a_state_without_environment_requested_has_no_view() {
+    let err = EnvironmentView::from_state(&Environment::default(), 1, at(0), at(0)).unwrap_err();
+    assert!(matches!(err, ViewError::Unrequested), "{err:?}");
+    let err = ViewState::new(Environment::default(), 1, at(0), at(0)).unwrap_err();
+    assert!(matches!(err, ViewError::Unrequested), "{err:?}");
+}
+
+#[test]
+fn folding_nothing_is_no_view() {
+    assert_eq!(environment_view::fold(&[]).unwrap(), None);
 }

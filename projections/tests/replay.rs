@@ -173,3 +173,35 @@ async fn replay_reads_histories_longer_than_one_page() {
     assert_eq!(report.environments, 250);
     assert_eq!(report.events, 1_250);
 }
+
+#[tokio::test]
+async fn the_stored_state_is_compared_unless_the_live_row_has_none_yet() {
+    let db = TestDb::new().await;
+    let histories = lifecycles();
+    record_and_project(&db, &histories).await;
+    // A row written before the state was kept: no difference.
+    sqlx::query("UPDATE environments_view SET state = NULL WHERE id = $1")
+        .bind(histories[0].env_id.as_str())
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert!(replay::replay(&db.pool).await.unwrap().is_consistent());
+
+    // A state that differs from the one the events fold to is.
+    let tampered = &histories[1];
+    sqlx::query("UPDATE environments_view SET state = jsonb_set(state, '{pending}', '\"infra\"') WHERE id = $1")
+        .bind(tampered.env_id.as_str())
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let report = replay::replay(&db.pool).await.unwrap();
+    assert_eq!(
+        report.mismatches,
+        [Mismatch {
+            environment_id: tampered.env_id.to_string(),
+            kind: MismatchKind::Differs {
+                fields: vec!["state".to_owned()]
+            },
+        }]
+    );
+}

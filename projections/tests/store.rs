@@ -8,11 +8,10 @@ use projections::store::{self, Disposition, ViewTable};
 use support::{History, TestDb};
 
 fn fold(history: &History) -> EnvironmentView {
-    let mut view = None;
-    for envelope in history.envelopes() {
-        view = environment_view::apply(view, &envelope).unwrap();
-    }
-    view.unwrap()
+    environment_view::fold(&history.envelopes())
+        .unwrap()
+        .unwrap()
+        .into_view()
 }
 
 async fn row(db: &TestDb, history: &History) -> Option<EnvironmentView> {
@@ -233,4 +232,134 @@ async fn a_database_failure_is_an_error_and_writes_nothing() {
 
     assert!(matches!(err, projections::Error::Database(_)), "{err:?}");
     assert_eq!(row(&db, &history).await, None);
+}
+
+/// Writes `view` as a row written before the read model kept the domain state (`state` NULL).
+async fn insert_stateless_row(db: &TestDb, view: &EnvironmentView) {
+    sqlx::query(
+        "INSERT INTO environments_view \
+         (id, name, status, provider, spec, outputs, error, operation, version, created_at, \
+          updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(&view.id)
+    .bind(&view.name)
+    .bind(&view.status)
+    .bind(&view.provider)
+    .bind(&view.spec)
+    .bind(&view.outputs)
+    .bind(&view.error)
+    .bind(&view.operation)
+    .bind(view.version)
+    .bind(view.created_at)
+    .bind(view.updated_at)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+}
+
+async fn stored_state(db: &TestDb, history: &History) -> Option<serde_json::Value> {
+    sqlx::query_scalar("SELECT state FROM environments_view WHERE id = $1")
+        .bind(history.env_id.as_str())
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_row_is_written_with_the_domain_state_it_derives_from() {
+    let db = TestDb::new().await;
+    let history = History::ready("alpha");
+
+    store::apply_batch(&db.pool, &ViewTable::live(), &history.envelopes())
+        .await
+        .unwrap();
+
+    let mut aggregate = domain::aggregate::Environment::default();
+    for event in &history.events {
+        aggregate.apply(event);
+    }
+    assert_eq!(
+        stored_state(&db, &history).await,
+        Some(serde_json::to_value(&aggregate).unwrap())
+    );
+}
+
+#[tokio::test]
+async fn a_row_without_state_is_rebuilt_from_the_event_store_and_goes_on() {
+    let db = TestDb::new().await;
+    let history = History::ready("alpha").destroy_requested();
+    history.record(&db.pool).await;
+    let envelopes = history.envelopes();
+    let before = History {
+        events: history.events[..3].to_vec(),
+        ..history.clone()
+    };
+    insert_stateless_row(&db, &fold(&before)).await;
+
+    // A duplicate needs no state.
+    let outcome = store::apply_batch(&db.pool, &ViewTable::live(), &envelopes[2..3])
+        .await
+        .unwrap();
+    assert_eq!(outcome.dispositions, [Disposition::Duplicate]);
+    assert_eq!(stored_state(&db, &history).await, None);
+
+    // The next event folds from the state rebuilt from the event store.
+    let outcome = store::apply_batch(&db.pool, &ViewTable::live(), &envelopes[3..])
+        .await
+        .unwrap();
+    assert_eq!(outcome.applied(), 3);
+    assert_eq!(row(&db, &history).await, Some(fold(&history)));
+    let expected = environment_view::fold(&envelopes).unwrap().unwrap();
+    assert_eq!(
+        stored_state(&db, &history).await,
+        Some(serde_json::to_value(expected.state()).unwrap())
+    );
+}
+
+#[tokio::test]
+async fn a_row_with_an_unreadable_state_is_rebuilt_from_the_event_store() {
+    let db = TestDb::new().await;
+    let history = History::ready("alpha");
+    history.record(&db.pool).await;
+    let envelopes = history.envelopes();
+    store::apply_batch(&db.pool, &ViewTable::live(), &envelopes[..2])
+        .await
+        .unwrap();
+    sqlx::query("UPDATE environments_view SET state = '\"from a future build\"' WHERE id = $1")
+        .bind(history.env_id.as_str())
+        .execute(&db.pool)
+        .await
+        .unwrap();
+
+    let outcome = store::apply_batch(&db.pool, &ViewTable::live(), &envelopes[2..])
+        .await
+        .unwrap();
+
+    assert_eq!(outcome.applied(), 3);
+    assert_eq!(row(&db, &history).await, Some(fold(&history)));
+}
+
+#[tokio::test]
+async fn a_row_without_state_whose_events_are_not_stored_rejects_the_next_event() {
+    let db = TestDb::new().await;
+    let history = History::ready("alpha");
+    let envelopes = history.envelopes();
+    let before = History {
+        events: history.events[..2].to_vec(),
+        ..history.clone()
+    };
+    let written = fold(&before);
+    insert_stateless_row(&db, &written).await;
+
+    let outcome = store::apply_batch(&db.pool, &ViewTable::live(), &envelopes[2..3])
+        .await
+        .unwrap();
+
+    let [Disposition::Rejected { reason }] = outcome.dispositions.as_slice() else {
+        panic!("{outcome:?}")
+    };
+    assert!(reason.contains("cannot be rebuilt"), "{reason}");
+    assert_eq!(row(&db, &history).await, Some(written));
+    assert_eq!(stored_state(&db, &history).await, None);
 }

@@ -172,11 +172,9 @@ pub async fn get(
         return Ok(Json(view));
     }
     let history = state.environments.store().history(id.as_str()).await?;
-    let mut view = None;
-    for envelope in &history {
-        view = projections::environment_view::apply(view, envelope).map_err(AppError::internal)?;
-    }
-    view.map(Json)
+    projections::environment_view::fold(&history)
+        .map_err(AppError::internal)?
+        .map(|folded| Json(folded.into_view()))
         .ok_or_else(|| AppError::environment_not_found(id.as_str()))
 }
 
