@@ -217,7 +217,8 @@ pub struct LogArgs {
 #[command(next_help_heading = "Events (NATS)")]
 pub struct CommonArgs {
     /// The NATS server [default: nats://127.0.0.1:4222; dev, demo: a private nats-server].
-    #[arg(long, env = "NATS_URL")]
+    // Its value is not shown in `--help`: a URL may carry credentials.
+    #[arg(long, env = "NATS_URL", hide_env_values = true)]
     pub nats_url: Option<String>,
     /// Subjects and streams are named under this NATS token ([a-z0-9_-]+), e.g.
     /// `<prefix>.events.<env_id>.<Type>`.
