@@ -1,13 +1,14 @@
 //! `provisioner`: one binary for the servers, the executor, the sandbox stand-ins and the client
 //! verbs; the workspace's composition root. It wires the libraries together ([`cli`]: the
-//! subcommands, `dev`'s one-process stack, the verbs; [`telemetry`]) and is the only package
+//! subcommands, `dev`'s one-process stack, the verbs; [`settings`]: the one typed settings tree,
+//! the only reader of the process environment; [`telemetry`]) and is the only package
 //! that links both the command side (`command-api`) and the executors, and the stand-ins.
 
 mod cli;
+mod settings;
 mod telemetry;
 
-use clap::Parser;
-use cli::{Cli, Commands, run};
+use cli::{Commands, run};
 use std::process::ExitCode;
 use telemetry::init_tracing;
 
@@ -19,7 +20,7 @@ use telemetry::init_tracing;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = settings::parse();
     // The sandbox provider's terraform and helm: synchronous tools with their own signal
     // handling, so they run before (and without) an async runtime.
     if let Commands::Standin { tool, args } = cli.command {
@@ -30,7 +31,7 @@ fn main() -> ExitCode {
         Commands::Env(_) | Commands::Demo { .. } => "warn",
         _ => "info,sqlx=warn",
     };
-    init_tracing(default_filter);
+    init_tracing(default_filter, &cli.log);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -14,6 +14,7 @@ use crate::store::{self, EventStore};
 use anyhow::Context;
 use domain::aggregate::StepTimeouts;
 use domain::wire::Subjects;
+use secrecy::ExposeSecret;
 use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -32,9 +33,12 @@ impl Application {
     /// Connects to Postgres (running migrations) and NATS (creating the streams), and binds the
     /// listen address (port 0 picks a free port).
     pub async fn build(settings: &Settings, admin_token: &str) -> anyhow::Result<Self> {
-        let pool = database::connect(&settings.database_url, settings.database_max_connections)
-            .await
-            .context("failed to connect to postgres")?;
+        let pool = database::connect(
+            settings.database_url.expose_secret(),
+            settings.database_max_connections,
+        )
+        .await
+        .context("failed to connect to postgres")?;
         store::migrate(&pool)
             .await
             .context("failed to run database migrations")?;

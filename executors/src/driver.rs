@@ -112,7 +112,7 @@ impl Drivers {
             Provider::Sandbox => self.sandbox.as_deref().ok_or_else(|| {
                 StepError::failed(
                     "the sandbox provider is not available on this executor: it runs \
-                     outside the provisioner binary and PROVISIONER_STANDIN_DIR is not set",
+                     outside the provisioner binary and no stand-ins were given",
                 )
             }),
         }

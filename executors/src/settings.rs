@@ -1,4 +1,6 @@
-//! Executor settings, read from the environment once at startup.
+//! The executor's settings: one plain typed struct, filled by the `provisioner` binary's
+//! settings tree (`src/settings.rs` of the root package), which parses and validates the process
+//! environment. This library reads no environment variables itself.
 
 use std::path::PathBuf;
 
@@ -19,8 +21,8 @@ pub struct ExecutorSettings {
     /// `PROVISIONER_HELM_BIN`: the real `helm` for the `aws` provider.
     pub helm_bin: PathBuf,
     /// The `sandbox` provider's engine: the stand-ins built into the `provisioner` binary (what
-    /// the binary sets), or `terraform-standin` and `helm-standin` in `PROVISIONER_STANDIN_DIR`.
-    /// `None` means the sandbox provider is unavailable.
+    /// the binary sets), or (a seam for tests, set in code) `terraform-standin` and
+    /// `helm-standin` in a directory. `None` means the sandbox provider is unavailable.
     pub sandbox_tools: Option<SandboxTools>,
     /// `PROVISIONER_TF_STATE_BUCKET`: the S3 bucket holding `aws` Terraform state, passed to
     /// `terraform init` as `-backend-config=bucket=...`.
@@ -34,7 +36,8 @@ pub struct ExecutorSettings {
     /// `PROVISIONER_EXECUTOR_ACK_WAIT_MS`: how long JetStream waits for a heartbeat before it
     /// redelivers a job.
     pub ack_wait: Duration,
-    /// How many times JetStream delivers a job before giving up on it.
+    /// `PROVISIONER_EXECUTOR_MAX_DELIVER`: how many times JetStream delivers a job before giving
+    /// up on it.
     pub max_deliver: i64,
     /// Terraform's `-lock-timeout`.
     pub lock_timeout: Duration,
@@ -44,17 +47,9 @@ pub struct ExecutorSettings {
     pub shutdown_grace: Duration,
 }
 
-/// A setting that is present but unusable; names the variable.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {variable}={value:?}: {reason}")]
-pub struct SettingsError {
-    pub variable: &'static str,
-    pub value: String,
-    pub reason: &'static str,
-}
-
 impl ExecutorSettings {
-    /// Defaults for everything, with the given NATS URL and prefix; for tests and `dev`.
+    /// Defaults for everything, with the given NATS URL and prefix; the `provisioner` binary's
+    /// settings tree starts from these, and so do tests.
     pub fn new(nats_url: impl Into<String>, subject_prefix: impl Into<String>) -> Self {
         ExecutorSettings {
             nats_url: nats_url.into(),
@@ -75,59 +70,6 @@ impl ExecutorSettings {
         }
     }
 
-    /// Reads the settings from the process environment.
-    pub fn from_env() -> Result<Self, SettingsError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
-
-    /// Reads the settings through `lookup` (a variable name to its value), so tests need not
-    /// touch the process environment.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
-        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let mut settings = Self::new(
-            get("NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".to_owned()),
-            "provisioner",
-        );
-        if let Some(prefix) = get("PROVISIONER_NATS_PREFIX") {
-            settings.subject_prefix = parse_prefix(prefix)?;
-        }
-        if let Some(dir) = get("PROVISIONER_DATA_DIR") {
-            settings.data_dir = PathBuf::from(dir);
-        }
-        if let Some(bin) = get("PROVISIONER_TERRAFORM_BIN") {
-            settings.terraform_bin = PathBuf::from(bin);
-        }
-        if let Some(bin) = get("PROVISIONER_HELM_BIN") {
-            settings.helm_bin = PathBuf::from(bin);
-        }
-        if let Some(dir) = get("PROVISIONER_STANDIN_DIR") {
-            settings.sandbox_tools = Some(SandboxTools::Dir(PathBuf::from(dir)));
-        }
-        settings.state_bucket = get("PROVISIONER_TF_STATE_BUCKET");
-        settings.state_lock_table = get("PROVISIONER_TF_LOCK_TABLE");
-        if let Some(value) = get("PROVISIONER_EXECUTOR_CONCURRENCY") {
-            settings.concurrency = parse_positive("PROVISIONER_EXECUTOR_CONCURRENCY", value)?;
-        }
-        if let Some(value) = get("PROVISIONER_EXECUTOR_HEARTBEAT_MS") {
-            settings.heartbeat = parse_millis("PROVISIONER_EXECUTOR_HEARTBEAT_MS", value)?;
-        }
-        if let Some(value) = get("PROVISIONER_EXECUTOR_ACK_WAIT_MS") {
-            settings.ack_wait = parse_millis("PROVISIONER_EXECUTOR_ACK_WAIT_MS", value)?;
-        }
-        if let Some(value) = get("PROVISIONER_EXECUTOR_MAX_DELIVER") {
-            let max = parse_positive("PROVISIONER_EXECUTOR_MAX_DELIVER", value)?;
-            settings.max_deliver = i64::try_from(max).unwrap_or(i64::MAX);
-        }
-        if settings.heartbeat >= settings.ack_wait {
-            return Err(SettingsError {
-                variable: "PROVISIONER_EXECUTOR_HEARTBEAT_MS",
-                value: settings.heartbeat.as_millis().to_string(),
-                reason: "must be shorter than the ack wait",
-            });
-        }
-        Ok(settings)
-    }
-
     /// `<data_dir>/workdirs/<env_id>`, absolute: the tools run inside it and are handed paths
     /// of files in it, so a relative data dir would resolve twice.
     pub fn workdir(&self, environment_id: &str) -> PathBuf {
@@ -142,7 +84,8 @@ pub enum SandboxTools {
     /// `<provisioner> standin terraform|helm ...`: built into the `provisioner` binary at this
     /// path, so they exist wherever the binary does.
     BuiltIn(PathBuf),
-    /// The separate `terraform-standin` and `helm-standin` binaries in this directory.
+    /// The separate `terraform-standin` and `helm-standin` binaries in this directory: the
+    /// executor's tests build and run these; the `provisioner` binary never selects them.
     Dir(PathBuf),
 }
 
@@ -164,61 +107,20 @@ impl SandboxTools {
             .leading_args(["standin", tool]),
             SandboxTools::Dir(dir) => Program::new(
                 dir.join(binary),
-                "build it with `cargo build -p executors --bins`, or unset \
-                 PROVISIONER_STANDIN_DIR to use the stand-ins built into provisioner",
+                "build it with `cargo build -p standins --bins`, or use the stand-ins built \
+                 into provisioner",
             ),
         }
     }
 }
 
-fn parse_prefix(value: String) -> Result<String, SettingsError> {
-    let valid = value
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-    if valid {
-        Ok(value)
-    } else {
-        Err(SettingsError {
-            variable: "PROVISIONER_NATS_PREFIX",
-            value,
-            reason: "must be a NATS token of [a-z0-9_-]",
-        })
-    }
-}
-
-fn parse_positive(variable: &'static str, value: String) -> Result<usize, SettingsError> {
-    match value.trim().parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(SettingsError {
-            variable,
-            value,
-            reason: "must be a whole number above zero",
-        }),
-    }
-}
-
-fn parse_millis(variable: &'static str, value: String) -> Result<Duration, SettingsError> {
-    parse_positive(variable, value).map(|ms| Duration::from_millis(ms as u64))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    fn from(vars: &[(&str, &str)]) -> Result<ExecutorSettings, SettingsError> {
-        let vars: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        ExecutorSettings::from_lookup(|name| vars.get(name).cloned())
-    }
 
     #[test]
-    fn defaults_apply_when_nothing_is_set() {
-        let settings = from(&[]).unwrap();
-        assert_eq!(settings.nats_url, "nats://127.0.0.1:4222");
-        assert_eq!(settings.subject_prefix, "provisioner");
+    fn the_defaults() {
+        let settings = ExecutorSettings::new("nats://127.0.0.1:4222", "provisioner");
         assert_eq!(settings.data_dir, PathBuf::from("./provisioner-data"));
         assert_eq!(settings.terraform_bin, PathBuf::from("terraform"));
         assert_eq!(settings.helm_bin, PathBuf::from("helm"));
@@ -232,60 +134,12 @@ mod tests {
     }
 
     #[test]
-    fn variables_override_the_defaults() {
-        let settings = from(&[
-            ("NATS_URL", "nats://nats:4222"),
-            ("PROVISIONER_NATS_PREFIX", "beta9-prov"),
-            ("PROVISIONER_DATA_DIR", "/var/lib/provisioner"),
-            ("PROVISIONER_TERRAFORM_BIN", "/usr/bin/tofu"),
-            ("PROVISIONER_HELM_BIN", "/usr/bin/helm"),
-            ("PROVISIONER_STANDIN_DIR", "/opt/standins"),
-            ("PROVISIONER_EXECUTOR_CONCURRENCY", "8"),
-            ("PROVISIONER_EXECUTOR_HEARTBEAT_MS", "250"),
-            ("PROVISIONER_EXECUTOR_ACK_WAIT_MS", "2000"),
-        ])
-        .unwrap();
-        assert_eq!(settings.nats_url, "nats://nats:4222");
-        assert_eq!(settings.subject_prefix, "beta9-prov");
+    fn workdirs_live_under_the_data_dir() {
+        let mut settings = ExecutorSettings::new("nats://x", "p");
+        settings.data_dir = PathBuf::from("/var/lib/provisioner");
         assert_eq!(
             settings.workdir("env_1"),
             PathBuf::from("/var/lib/provisioner/workdirs/env_1")
         );
-        assert_eq!(settings.terraform_bin, PathBuf::from("/usr/bin/tofu"));
-        assert_eq!(
-            settings.sandbox_tools,
-            Some(SandboxTools::Dir(PathBuf::from("/opt/standins")))
-        );
-        assert_eq!(settings.concurrency, 8);
-        assert_eq!(settings.heartbeat, Duration::from_millis(250));
-        assert_eq!(settings.ack_wait, Duration::from_secs(2));
-    }
-
-    #[test]
-    fn a_bad_number_names_its_variable() {
-        let err = from(&[("PROVISIONER_EXECUTOR_CONCURRENCY", "many")]).unwrap_err();
-        assert_eq!(err.variable, "PROVISIONER_EXECUTOR_CONCURRENCY");
-        assert!(
-            err.to_string()
-                .contains("PROVISIONER_EXECUTOR_CONCURRENCY=\"many\"")
-        );
-        let err = from(&[("PROVISIONER_EXECUTOR_HEARTBEAT_MS", "0")]).unwrap_err();
-        assert_eq!(err.variable, "PROVISIONER_EXECUTOR_HEARTBEAT_MS");
-    }
-
-    #[test]
-    fn a_heartbeat_not_shorter_than_the_ack_wait_is_rejected() {
-        let err = from(&[
-            ("PROVISIONER_EXECUTOR_HEARTBEAT_MS", "30000"),
-            ("PROVISIONER_EXECUTOR_ACK_WAIT_MS", "30000"),
-        ])
-        .unwrap_err();
-        assert_eq!(err.variable, "PROVISIONER_EXECUTOR_HEARTBEAT_MS");
-    }
-
-    #[test]
-    fn a_prefix_that_is_not_a_nats_token_is_rejected() {
-        let err = from(&[("PROVISIONER_NATS_PREFIX", "a.b")]).unwrap_err();
-        assert_eq!(err.variable, "PROVISIONER_NATS_PREFIX");
     }
 }

@@ -128,8 +128,7 @@ async fn a_missing_terraform_binary_fails_the_step_naming_its_path_and_how_to_ge
     assert_eq!(
         failure(apply(&driver, dir.path()).await),
         "terraform not found at /nonexistent/terraform-standin: build it with \
-         `cargo build -p executors --bins`, or unset PROVISIONER_STANDIN_DIR to use the \
-         stand-ins built into provisioner"
+         `cargo build -p standins --bins`, or use the stand-ins built into provisioner"
     );
     let mut driver = TerraformHelmDriver::aws(&ExecutorSettings::new("nats://unused", "t"));
     driver.provider = domain::spec::Provider::Sandbox;

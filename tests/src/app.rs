@@ -48,7 +48,7 @@ impl App {
         let nats = services::nats().await;
         let prefix = format!("a{:08x}", rand::random::<u32>());
         let mut settings = Settings {
-            database_url: services::postgres().await.url(&db.name),
+            database_url: services::postgres().await.url(&db.name).into(),
             database_max_connections: 8,
             nats_url: nats.url(),
             subject_prefix: prefix.clone(),

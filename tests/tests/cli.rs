@@ -68,3 +68,47 @@ async fn the_cli_creates_watches_lists_shows_logs_and_destroys_an_environment() 
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("validation_failed"));
 }
+
+/// The binary alone, with a clean environment plus `env`.
+fn provisioner_alone(args: &[&str], env: &[(&str, &str)]) -> Output {
+    std::process::Command::new(binary_dir().join("provisioner"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .expect("run provisioner")
+}
+
+#[test]
+fn serve_help_lists_the_variables_and_a_bad_value_names_its_variable() {
+    let help = provisioner_alone(&["serve", "--help"], &[]);
+    assert!(help.status.success());
+    let help = String::from_utf8_lossy(&help.stdout);
+    for variable in [
+        "NATS_URL",
+        "PROVISIONER_NATS_PREFIX",
+        "PROVISIONER_LISTEN",
+        "PROVISIONER_PROVIDERS",
+        "PROVISIONER_HTTP_MAX_CONNECTIONS",
+        "PROVISIONER_INFRA_TIMEOUT_SECS",
+        "DATABASE_URL",
+        "PROVISIONER_ADMIN_TOKEN",
+    ] {
+        assert!(help.contains(variable), "{variable} missing from:\n{help}");
+    }
+
+    let refused = provisioner_alone(&["serve"], &[("PROVISIONER_HTTP_MAX_CONNECTIONS", "0")]);
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("PROVISIONER_HTTP_MAX_CONNECTIONS=\"0\""),
+        "{stderr}"
+    );
+
+    // A secret is never a flag: argv is visible to every user of the machine.
+    let refused = provisioner_alone(&["env", "--token", "pvt_x", "list"], &[]);
+    assert_eq!(refused.status.code(), Some(2));
+    let missing = provisioner_alone(&["env", "list"], &[]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no token"));
+}
