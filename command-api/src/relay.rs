@@ -24,8 +24,9 @@
 //! smaller `max_payload`; a stored event the event store's reader cannot decode (see
 //! [`crate::store::reader`]) is poison too.
 //!
-//! The outbox (which rows, deleting, quarantine) is this module's; the events themselves are read
-//! through the event store's reader ([`crate::store::reader::by_keys`]).
+//! Publishing, deleting and quarantining outbox rows is this module's; a batch of rows and their
+//! events is read in one statement through the event store's reader
+//! ([`crate::store::reader::outbox_batch`]), which decodes events as every read does.
 
 use crate::store::{AGGREGATE_TYPE, DecodeError, reader};
 use async_nats::jetstream::context::PublishErrorKind;
@@ -317,41 +318,18 @@ impl Relay {
         Ok(())
     }
 
-    /// The oldest outbox rows of environments that are not held, with their events.
+    /// The oldest outbox rows of environments that are not held, with their events. A row whose
+    /// event is missing comes back without one, to be quarantined rather than skipped silently
+    /// (enough of them would fill every batch).
     async fn pending(&self) -> Result<Vec<Pending>, sqlx::Error> {
-        // The batch is chosen on the outbox's primary key alone, so the read of its events is
-        // just those events however large the backlog or the events table is. A row whose event
-        // is missing comes back without one, to be quarantined rather than skipped silently
-        // (enough of them would fill every batch).
-        let batch: Vec<(i64, String, i64)> = sqlx::query_as(
-            "SELECT o.id, o.aggregate_id, o.sequence
-               FROM event_outbox o
-              WHERE o.aggregate_type = $1
-                AND NOT EXISTS (SELECT 1 FROM event_outbox_quarantine q
-                                 WHERE q.aggregate_type = o.aggregate_type
-                                   AND q.aggregate_id = o.aggregate_id)
-              ORDER BY o.id
-              LIMIT $2",
-        )
-        .bind(AGGREGATE_TYPE)
-        .bind(BATCH_SIZE)
-        .fetch_all(&self.pool)
-        .await?;
-        if batch.is_empty() {
-            return Ok(Vec::new());
-        }
-        let keys: Vec<(String, i64)> = batch
-            .iter()
-            .map(|(_, env, sequence)| (env.clone(), *sequence))
-            .collect();
-        let mut events = reader::by_keys(&self.pool, &keys).await?;
-        Ok(batch
+        Ok(reader::outbox_batch(&self.pool, BATCH_SIZE)
+            .await?
             .into_iter()
-            .map(|(outbox_id, environment_id, sequence)| Pending {
-                envelope: events.remove(&(environment_id.clone(), sequence)),
-                outbox_id,
-                environment_id,
-                sequence,
+            .map(|row| Pending {
+                outbox_id: row.outbox_id,
+                environment_id: row.aggregate_id,
+                sequence: row.sequence,
+                envelope: row.event,
             })
             .collect())
     }

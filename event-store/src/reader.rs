@@ -1,6 +1,7 @@
 //! The one reader of stored events: one SQL shape over the `events` table, one decoding of a row
-//! into an [`EventEnvelope`], and the three reads built from them — an environment's
-//! [`history`], the relay's batch by (environment, sequence) [`by_keys`], and the replay's
+//! into an [`EventEnvelope`], and the reads built from them — an environment's [`history`],
+//! events by (environment, sequence) [`by_keys`] (the deadline sweep), the relay's
+//! [`outbox_batch`] (outbox rows joined with their events, one statement), and the replay's
 //! ordered [`scan`].
 //!
 //! Decoding is strict where a default would hide a defect and lenient where events are kept
@@ -189,6 +190,80 @@ pub async fn by_keys<'c>(
     Ok(rows
         .into_iter()
         .map(|row| ((row.aggregate_id.clone(), row.sequence), row.decode()))
+        .collect())
+}
+
+/// One row of the outbox with its event: `None` when the event row is missing.
+#[derive(Debug)]
+pub struct OutboxEvent {
+    pub outbox_id: i64,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event: Option<Result<EventEnvelope, DecodeError>>,
+}
+
+/// The relay's batch in one statement: the oldest `limit` outbox rows of environments not held
+/// in `event_outbox_quarantine`, in outbox order, each with its event decoded as every read
+/// decodes it. The batch is chosen on the outbox's primary key alone, so the join reads just
+/// those events however large the backlog or the events table is.
+pub async fn outbox_batch<'c>(
+    executor: impl sqlx::PgExecutor<'c>,
+    limit: i64,
+) -> Result<Vec<OutboxEvent>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Joined {
+        outbox_id: i64,
+        aggregate_id: String,
+        sequence: i64,
+        event_type: Option<String>,
+        event_version: Option<String>,
+        payload: Option<Value>,
+        metadata: Option<Value>,
+    }
+    let rows: Vec<Joined> = sqlx::query_as(
+        "WITH batch AS (
+             SELECT o.id, o.aggregate_type, o.aggregate_id, o.sequence
+               FROM event_outbox o
+              WHERE o.aggregate_type = $1
+                AND NOT EXISTS (SELECT 1 FROM event_outbox_quarantine q
+                                 WHERE q.aggregate_type = o.aggregate_type
+                                   AND q.aggregate_id = o.aggregate_id)
+              ORDER BY o.id
+              LIMIT $2)
+         SELECT b.id AS outbox_id, b.aggregate_id, b.sequence, e.event_type, e.event_version,
+                e.payload::jsonb AS payload, e.metadata::jsonb AS metadata
+           FROM batch b
+           LEFT JOIN events e USING (aggregate_type, aggregate_id, sequence)
+          ORDER BY b.id",
+    )
+    .bind(AGGREGATE_TYPE)
+    .bind(limit)
+    .fetch_all(executor)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let event = match (row.event_type, row.event_version, row.payload, row.metadata) {
+                (Some(event_type), Some(event_version), Some(payload), Some(metadata)) => Some(
+                    StoredRow {
+                        aggregate_id: row.aggregate_id.clone(),
+                        sequence: row.sequence,
+                        event_type,
+                        event_version,
+                        payload,
+                        metadata,
+                    }
+                    .decode(),
+                ),
+                _ => None,
+            };
+            OutboxEvent {
+                outbox_id: row.outbox_id,
+                aggregate_id: row.aggregate_id,
+                sequence: row.sequence,
+                event,
+            }
+        })
         .collect())
 }
 
