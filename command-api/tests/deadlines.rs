@@ -4,34 +4,15 @@
 mod support;
 
 use command_api::deadlines::DeadlineSweep;
-use domain::aggregate::{Command, StepTimeouts};
-use domain::ids::{EnvironmentId, OperationId};
-use domain::wire::{Actor, EventMetadata};
+use domain::aggregate::StepTimeouts;
+use domain::wire::Actor;
 use event_store::EventStore;
-use support::{metadata, sandbox_spec};
 
 #[tokio::test]
 async fn an_overdue_operation_times_out_in_the_request_that_started_it() {
     let db = support::test_db().await;
     let store = EventStore::new(db.pool.clone());
-    let id = EnvironmentId::generate();
-    store
-        .request(&id, sandbox_spec("late"), &metadata("req_late"))
-        .await
-        .unwrap();
-    let requested = store.history(id.as_str()).await.unwrap();
-    let operation_id = OperationId::generate();
-    store
-        .execute(
-            id.as_str(),
-            Command::StartPendingOperation {
-                operation_id: operation_id.clone(),
-                timeouts: StepTimeouts::DEFAULT,
-            },
-            &EventMetadata::trigger(&requested[0], &operation_id),
-        )
-        .await
-        .unwrap();
+    let (id, operation_id) = system_tests::fixtures::started_environment(&store, "late").await;
 
     let sweep = DeadlineSweep::new(store.clone(), StepTimeouts::DEFAULT);
     let far_future = chrono::Utc::now() + chrono::Duration::days(365);
@@ -41,7 +22,12 @@ async fn an_overdue_operation_times_out_in_the_request_that_started_it() {
     let timed_out = &history[2];
     assert_eq!(timed_out.event_type, "OperationTimedOut");
     assert_eq!(timed_out.metadata.actor.as_str(), Actor::DEADLINE_SWEEP);
-    assert_eq!(timed_out.metadata.request_id.as_str(), "req_late");
+    // The request of the step's start, the environment's request (`req_1`), carries through.
+    assert_eq!(
+        timed_out.metadata.request_id,
+        history[0].metadata.request_id
+    );
+    assert_eq!(timed_out.metadata.request_id.as_str(), "req_1");
     assert_eq!(
         timed_out.metadata.correlation_id.as_str(),
         operation_id.as_str()

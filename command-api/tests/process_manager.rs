@@ -13,7 +13,7 @@ use domain::ids::{EnvironmentId, OperationId};
 use domain::wire::{OperationResult, Subjects};
 use event_store::EventStore;
 use std::time::{Duration, Instant};
-use support::{metadata, sandbox_spec};
+use system_tests::fixtures::{admin_request as metadata, sandbox_spec};
 use tokio_util::sync::CancellationToken;
 
 const WITHIN: Duration = Duration::from_secs(30);

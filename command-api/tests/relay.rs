@@ -11,7 +11,8 @@ use domain::wire::{MAX_EVENT_BYTES, Subjects};
 use event_store::EventStore;
 use serde_json::json;
 use std::time::{Duration, Instant};
-use support::{TestDb, metadata, sandbox_spec};
+use support::TestDb;
+use system_tests::fixtures::{admin_request as metadata, sandbox_spec};
 use tokio_util::sync::CancellationToken;
 
 /// A generous bound for liveness; the relay normally publishes within milliseconds.

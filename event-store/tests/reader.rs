@@ -3,38 +3,16 @@
 
 mod support;
 
-use domain::aggregate::{Command, Event, OperationOutcome, StepTimeouts};
+use domain::aggregate::{Command, Event, OperationOutcome};
 use domain::ids::{EnvironmentId, OperationId};
 use domain::wire::EventMetadata;
 use event_store::reader::{self, DecodeReason};
 use event_store::{EventStore, ReadError};
-use support::{metadata, sandbox_spec};
 
 /// An environment whose infra step has started (events 1 and 2).
 async fn started(store: &EventStore) -> (EnvironmentId, OperationId) {
-    let id = EnvironmentId::generate();
-    store
-        .request(
-            &id,
-            sandbox_spec(&format!("old-{}", &id.as_str()[20..])),
-            &metadata("req_1"),
-        )
-        .await
-        .expect("request");
-    let started = store.history(id.as_str()).await.unwrap();
-    let operation_id = OperationId::generate();
-    store
-        .execute(
-            id.as_str(),
-            Command::StartPendingOperation {
-                operation_id: operation_id.clone(),
-                timeouts: StepTimeouts::DEFAULT,
-            },
-            &EventMetadata::trigger(&started[0], &operation_id),
-        )
-        .await
-        .expect("start");
-    (id, operation_id)
+    let name = format!("old-{}", &EnvironmentId::generate().as_str()[20..]);
+    system_tests::fixtures::started_environment(store, &name).await
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use domain::aggregate::Command;
 use domain::ids::EnvironmentId;
 use domain::wire::MAX_EVENT_BYTES;
 use event_store::{EventStore, StoreError};
-use support::{metadata, sandbox_spec};
+use system_tests::fixtures::{admin_request as metadata, sandbox_spec};
 
 #[tokio::test]
 async fn an_event_too_large_to_publish_is_refused_at_commit_and_changes_nothing() {

@@ -10,6 +10,7 @@
 mod api;
 mod app;
 pub mod dev;
+pub mod fixtures;
 pub mod invariants;
 mod processes;
 pub mod procfs;
