@@ -8,6 +8,7 @@ use domain::wire::{EventEnvelope, LogLine};
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use reqwest::{Method, RequestBuilder, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,19 +27,21 @@ pub enum ClientError {
     Stream(String),
 }
 
+/// The token is kept as a secret (it cannot be printed) and only exposed into the
+/// `Authorization` header of each request.
 #[derive(Clone)]
 pub struct Client {
     base: String,
-    token: String,
+    token: SecretString,
     http: reqwest::Client,
 }
 
 impl Client {
-    pub fn new(base: impl Into<String>, token: impl Into<String>) -> Self {
+    pub fn new(base: impl Into<String>, token: SecretString) -> Self {
         crate::install_tls_provider();
         Self {
             base: base.into().trim_end_matches('/').to_owned(),
-            token: token.into(),
+            token,
             http: reqwest::Client::new(),
         }
     }
@@ -46,7 +49,7 @@ impl Client {
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.http
             .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
+            .bearer_auth(self.token.expose_secret())
     }
 
     async fn send(&self, request: RequestBuilder) -> Result<reqwest::Response, ClientError> {

@@ -133,10 +133,7 @@ pub async fn demo(
     settings.listen = "127.0.0.1:0".parse()?;
     let shutdown = shutdown_on_signal();
     let stack = DevStack::start(settings, executor, private, shutdown.clone()).await?;
-    let client = Client::new(
-        stack.base_url.clone(),
-        stack.token.expose_secret().to_owned(),
-    );
+    let client = Client::new(stack.base_url.clone(), stack.token.clone());
     let result = walk_through(&client, file).await;
     let servers_ok = stack.stop().await;
     match result {

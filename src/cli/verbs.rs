@@ -4,7 +4,6 @@ use super::say;
 use crate::settings::{ClientArgs, Secrets};
 use clap::{Args, Subcommand};
 use command_api::client::Client;
-use secrecy::ExposeSecret;
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
@@ -80,7 +79,7 @@ pub async fn run(args: EnvArgs, secrets: Secrets) -> anyhow::Result<i32> {
     let token = secrets.client_token().ok_or_else(|| {
         anyhow::anyhow!("no token: set PROVISIONER_TOKEN (or PROVISIONER_ADMIN_TOKEN)")
     })?;
-    let client = Client::new(args.client.api_url, token.expose_secret().to_owned());
+    let client = Client::new(args.client.api_url, token);
     match args.verb {
         Verb::Create {
             file,

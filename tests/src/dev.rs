@@ -118,7 +118,7 @@ impl DevProcess {
 
     /// An API client with `token`.
     pub fn client(&self, token: &str) -> Client {
-        Client::new(self.base_url.clone(), token.to_owned())
+        Client::new(self.base_url.clone(), token.to_owned().into())
     }
 
     /// The running processes below `dev` whose command line contains `needle`.
