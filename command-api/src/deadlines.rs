@@ -12,11 +12,11 @@
 //! the operation in flight, so a second replica either loses the optimistic-concurrency race
 //! (and then finds nothing to do) or finds the operation already ended.
 
-use crate::relay::error_chain;
 use crate::store::{EventStore, StoreError, reader};
 use chrono::{DateTime, Utc};
 use domain::aggregate::{Command, DomainError, StepTimeouts};
 use domain::ids::OperationId;
+use domain::text::error_chain;
 use domain::wire::{EventEnvelope, EventMetadata};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;

@@ -21,12 +21,12 @@
 //! store error (e.g. a stored event that does not decode) is retried a few times, then
 //! terminated.
 
-use crate::relay::error_chain;
 use crate::store::{EventStore, StoreError};
 use async_nats::jetstream::{self, Message, consumer::pull};
 use domain::aggregate::event_sets::STEP_TRIGGERS;
 use domain::aggregate::{Command, DomainError, OperationOutcome, StepTimeouts};
 use domain::ids::OperationId;
+use domain::text::error_chain;
 use domain::wire::{EventEnvelope, EventMetadata, MAX_EVENT_BYTES, OperationResult, Subjects};
 use futures::StreamExt;
 use jetstream_consumer::{Backoff, Consumer, Delivery, Disposition};

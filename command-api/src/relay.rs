@@ -31,6 +31,7 @@
 use crate::store::{AGGREGATE_TYPE, DecodeError, reader};
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, ErrorCode, message::PublishMessage};
+use domain::text::error_chain;
 use domain::wire::{EventEnvelope, MAX_EVENT_BYTES, MAX_EVENT_MESSAGE_BYTES, Subjects};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -377,16 +378,4 @@ fn is_subject_token(token: &str) -> bool {
         && token
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-/// Renders an error with its sources, for one-line logs.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -34,6 +34,18 @@ pub fn number(value: f64) -> String {
     }
 }
 
+/// An error and its sources, `: `-separated: a one-line reason for logs and records.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,5 +70,17 @@ mod tests {
         assert_eq!(number(1e308), "1e308");
         assert_eq!(number(-1.2345678901234568e29), "-1.2345678901234568e29");
         assert_eq!(number(5e-324), "5e-324");
+    }
+
+    #[test]
+    fn an_error_chain_names_every_source_in_order() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Outer(#[source] Inner);
+        #[derive(Debug, thiserror::Error)]
+        #[error("inner")]
+        struct Inner(#[source] std::io::Error);
+        let error = Outer(Inner(std::io::Error::other("root")));
+        assert_eq!(error_chain(&error), "outer: inner: root");
     }
 }

@@ -21,6 +21,7 @@
 use crate::environment_view::{self, EnvironmentView, ViewError, ViewState};
 use crate::{Error, Result};
 use domain::aggregate::Environment;
+use domain::text::error_chain;
 use domain::wire::EventEnvelope;
 use event_store::reader::{self, ReadError};
 use serde_json::Value;
@@ -370,18 +371,6 @@ async fn rebuild(
             error_chain(&err)
         )),
     })
-}
-
-/// An error and its sources, `: `-separated, for a one-line reason.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

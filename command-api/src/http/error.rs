@@ -4,7 +4,6 @@
 //! current span.
 
 use crate::environments::ServiceError;
-use crate::relay::error_chain;
 use crate::store::StoreError;
 use axum::extract::OriginalUri;
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -12,6 +11,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use domain::aggregate::DomainError;
 use domain::config::{ConfigError, FieldError};
+use domain::text::error_chain;
 use domain::text::{shown, truncated};
 use serde_json::json;
 
