@@ -74,12 +74,15 @@ pub struct BucketModel {
 const KUBERNETES_VERSION: &str = "1.31";
 const POSTGRES_ENGINE_VERSION: &str = "16.4";
 
-fn nodes(instance_type: &str, min: u16, desired: u16, max: u16) -> NodeGroupModel {
-    NodeGroupModel {
-        instance_type: instance_type.to_owned(),
-        min_nodes: min,
-        desired_nodes: desired,
-        max_nodes: max,
+impl NodeGroupModel {
+    /// A group of `instance_type` nodes: at least `min`, `desired` to start, at most `max`.
+    pub fn new(instance_type: &str, min: u16, desired: u16, max: u16) -> Self {
+        Self {
+            instance_type: instance_type.to_owned(),
+            min_nodes: min,
+            desired_nodes: desired,
+            max_nodes: max,
+        }
     }
 }
 
@@ -93,18 +96,18 @@ fn cluster_row(profile: Profile) -> (NetworkModel, NodeGroupModel, NodeGroupMode
     match profile {
         Profile::Small => (
             network(2, NatLayout::Single),
-            nodes("m6i.large", 1, 2, 3),
-            nodes("g5.xlarge", 0, 0, 2),
+            NodeGroupModel::new("m6i.large", 1, 2, 3),
+            NodeGroupModel::new("g5.xlarge", 0, 0, 2),
         ),
         Profile::Medium => (
             network(3, NatLayout::PerAz),
-            nodes("m6i.xlarge", 2, 3, 6),
-            nodes("g5.2xlarge", 0, 1, 4),
+            NodeGroupModel::new("m6i.xlarge", 2, 3, 6),
+            NodeGroupModel::new("g5.2xlarge", 0, 1, 4),
         ),
         Profile::Large => (
             network(3, NatLayout::PerAz),
-            nodes("m6i.2xlarge", 3, 5, 12),
-            nodes("g5.12xlarge", 0, 2, 8),
+            NodeGroupModel::new("m6i.2xlarge", 3, 5, 12),
+            NodeGroupModel::new("g5.12xlarge", 0, 2, 8),
         ),
     }
 }

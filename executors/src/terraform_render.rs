@@ -582,15 +582,6 @@ mod tests {
         }
     }
 
-    fn nodes(instance_type: &str, min: u16, desired: u16, max: u16) -> NodeGroupModel {
-        NodeGroupModel {
-            instance_type: instance_type.to_owned(),
-            min_nodes: min,
-            desired_nodes: desired,
-            max_nodes: max,
-        }
-    }
-
     /// The medium profile with GPUs, as `InfraModel::for_spec` builds it.
     fn medium(provider: Provider) -> InfraModel {
         InfraModel {
@@ -603,8 +594,8 @@ mod tests {
             },
             cluster: ClusterModel {
                 kubernetes_version: "1.31".to_owned(),
-                cpu_nodes: nodes("m6i.xlarge", 2, 3, 6),
-                gpu_nodes: Some(nodes("g5.2xlarge", 0, 1, 4)),
+                cpu_nodes: NodeGroupModel::new("m6i.xlarge", 2, 3, 6),
+                gpu_nodes: Some(NodeGroupModel::new("g5.2xlarge", 0, 1, 4)),
             },
             postgres: PostgresModel {
                 engine_version: "16.4".to_owned(),
