@@ -748,11 +748,8 @@ mod tests {
             "executors/src/terraform_render.rs",
             "UPDATE_SNAPSHOTS in its unit tests",
         ),
-        // The tests' nats-server choice and PATH lookups of tools.
-        (
-            "local-services/src/nats.rs",
-            "the tests' helpers; nats-server on PATH",
-        ),
+        // PATH lookups of tools.
+        ("local-services/src/nats.rs", "nats-server on PATH"),
         (
             "local-services/src/postgres.rs",
             "initdb/postgres/useradd on PATH",

