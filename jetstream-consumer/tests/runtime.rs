@@ -80,6 +80,18 @@ async fn settled(js: &jetstream::Context, stream: &str, consumer: &str) {
     }
 }
 
+/// Cancels a running consumer and fails the test unless it ends within 5 s.
+async fn stop<T: std::fmt::Debug>(
+    shutdown: CancellationToken,
+    running: tokio::task::JoinHandle<T>,
+) {
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .expect("stops promptly")
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_poison_message_is_terminated_never_redelivered_and_a_transient_failure_is_retried() {
     let nats = system_tests::services::nats().await;
@@ -138,11 +150,7 @@ async fn a_poison_message_is_terminated_never_redelivered_and_a_transient_failur
     assert_eq!(deliveries.of("fine"), 1);
     settled(&js, "POISON", "poison").await;
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(5), running)
-        .await
-        .expect("stops promptly")
-        .unwrap();
+    stop(shutdown, running).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -195,11 +203,7 @@ async fn redelivery_stops_at_max_deliver_with_the_max_deliveries_advisory() {
         "delivered max_deliver times"
     );
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(5), running)
-        .await
-        .expect("stops promptly")
-        .unwrap();
+    stop(shutdown, running).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -259,11 +263,7 @@ async fn heartbeats_keep_a_long_handlers_message_and_concurrency_is_bounded() {
     }
     assert_eq!(most_at_once.load(Ordering::SeqCst), 2);
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(5), running)
-        .await
-        .expect("stops promptly")
-        .unwrap();
+    stop(shutdown, running).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -324,11 +324,7 @@ async fn batches_run_one_after_the_other_and_a_failed_batch_is_retried() {
         "each message handled once after the retry"
     );
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(5), running)
-        .await
-        .expect("stops promptly")
-        .unwrap();
+    stop(shutdown, running).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
