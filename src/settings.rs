@@ -745,7 +745,7 @@ mod tests {
         ),
         // A test-only snapshot switch inside #[cfg(test)].
         (
-            "executors/src/terraform_render.rs",
+            "terraform-stack/src/lib.rs",
             "UPDATE_SNAPSHOTS in its unit tests",
         ),
         // PATH lookups of tools.

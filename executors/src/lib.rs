@@ -11,4 +11,3 @@ pub mod process;
 pub mod runner;
 pub mod settings;
 pub mod terraform_helm;
-pub mod terraform_render;

@@ -25,8 +25,8 @@ use serde_json::Value;
 use crate::driver::{StepContext, StepDriver, StepError};
 use crate::process::{self, Finished, Invocation, Program};
 use crate::settings::{ExecutorSettings, SandboxTools};
-use crate::terraform_render::{self, CONFIG_FILE, Target};
 use child_process::NETWORK_ENV;
+use terraform_stack::{CONFIG_FILE, Target};
 
 /// The variables the real CLIs may take from the executor's environment beside the network's
 /// ([`NETWORK_ENV`]): where the AWS configuration is (never the credentials themselves), and
@@ -170,7 +170,7 @@ impl TerraformHelmDriver {
 
     /// Writes the configuration (and the sandbox's simulate file), then `terraform init`.
     async fn prepare_terraform(&self, ctx: &StepContext) -> Result<(), StepError> {
-        let config = terraform_render::render(
+        let config = terraform_stack::render(
             Target {
                 environment_id: ctx.job.environment_id.as_str(),
                 name: ctx.job.name.as_str(),

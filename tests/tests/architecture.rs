@@ -9,6 +9,8 @@
 //!   sides; `projections` reaches neither the command side nor the executors; `bootstrap`
 //!   reaches neither the executors nor either store; `jetstream-consumer` (the one consumer
 //!   runtime) reaches neither the database nor the domain;
+//! - `terraform-stack` (the rendering, shared by the executors and the command side's previews)
+//!   reaches only `domain` and JSON: no runtime, client or other side;
 //! - no package reaches `system-tests` (the test support, only ever a dev-dependency);
 //! - only the root `provisioner` package links `standins` (and `system-tests`, which tests only
 //!   ever use).
@@ -207,6 +209,27 @@ fn the_consumer_runtime_knows_neither_the_database_nor_the_domain() {
             "event-store",
             "command-api",
             "executors",
+        ],
+    ));
+}
+
+#[test]
+fn the_terraform_rendering_is_pure() {
+    let graph = Graph::of_workspace();
+    assert!(graph.path("executors", "terraform-stack").is_some());
+    assert_none(graph.violations(
+        "terraform-stack",
+        &[
+            "tokio",
+            "sqlx",
+            "async-nats",
+            "axum",
+            "hyper",
+            "reqwest",
+            "event-store",
+            "command-api",
+            "executors",
+            "bootstrap",
         ],
     ));
 }
