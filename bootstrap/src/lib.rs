@@ -43,6 +43,8 @@ mod test_support {
                 .into(),
             redis_endpoint: "redis.sandbox.invalid".into(),
             bucket_name: "beta9-env-x-artifacts".into(),
+            cluster_certificate_authority: "Q0E=".into(),
+            cluster_oidc_issuer: "https://oidc.eks.us-east-1.amazonaws.com/id/X".into(),
         }
     }
 }

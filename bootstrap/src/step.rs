@@ -22,12 +22,9 @@ use crate::plan::BootstrapPlan;
 pub enum ClusterAccess {
     /// The sandbox cluster: its endpoint, no credentials.
     Sandbox,
-    /// An EKS cluster, through `aws eks get-token` in `region`. The CA bundle is a sensitive
-    /// output: the caller reads it from the Terraform state, never from the job.
-    Eks {
-        region: String,
-        certificate_authority: String,
-    },
+    /// An EKS cluster, through `aws eks get-token` in `region`, trusting the CA bundle of the
+    /// infrastructure's outputs.
+    Eks { region: String },
 }
 
 /// The bootstrap of one environment, decided: what to install and how to reach the cluster.
@@ -86,13 +83,10 @@ impl BootstrapStep {
             ClusterAccess::Sandbox => {
                 kubeconfig::sandbox(&infra.cluster_name, &infra.cluster_endpoint)
             }
-            ClusterAccess::Eks {
-                region,
-                certificate_authority,
-            } => kubeconfig::eks(
+            ClusterAccess::Eks { region } => kubeconfig::eks(
                 &infra.cluster_name,
                 &infra.cluster_endpoint,
-                certificate_authority,
+                &infra.cluster_certificate_authority,
                 region,
             ),
         };
@@ -238,17 +232,18 @@ mod tests {
         assert_eq!(sandbox.kubeconfig["users"][0]["user"], json!({}));
         assert_eq!(sandbox.kubeconfig["current-context"], json!("beta9-env-x"));
 
+        let mut outputs = infra();
+        outputs.cluster_certificate_authority = "Y2EtZnJvbS1vdXRwdXRz".into();
         let eks = BootstrapStep::new(
             &beta9(false),
-            &infra(),
+            &outputs,
             &ClusterAccess::Eks {
                 region: "eu-west-1".into(),
-                certificate_authority: "Q0E=".into(),
             },
         );
         assert_eq!(
             eks.kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"],
-            json!("Q0E=")
+            json!("Y2EtZnJvbS1vdXRwdXRz")
         );
         assert_eq!(
             eks.kubeconfig["users"][0]["user"]["exec"]["command"],

@@ -23,14 +23,15 @@ pub enum InfraOutput {
     DatabasePasswordSecretArn,
     RedisEndpoint,
     BucketName,
-    /// The cluster's CA bundle (base64). Sensitive: it stays in the Terraform state, where the
-    /// executor reads it to build a kubeconfig, and never reaches results, events or read models.
+    /// The cluster's CA bundle (base64): public, it lets a client trust the API endpoint.
     ClusterCertificateAuthority,
+    /// The cluster's OIDC issuer URL (for IAM roles of service accounts): public.
+    ClusterOidcIssuer,
 }
 
 impl InfraOutput {
     /// Every output the infrastructure declares.
-    pub const ALL: [InfraOutput; 8] = [
+    pub const ALL: [InfraOutput; 9] = [
         InfraOutput::VpcId,
         InfraOutput::ClusterName,
         InfraOutput::ClusterEndpoint,
@@ -39,6 +40,7 @@ impl InfraOutput {
         InfraOutput::RedisEndpoint,
         InfraOutput::BucketName,
         InfraOutput::ClusterCertificateAuthority,
+        InfraOutput::ClusterOidcIssuer,
     ];
 
     /// The output's name, in Terraform and in the outputs map.
@@ -52,12 +54,26 @@ impl InfraOutput {
             InfraOutput::RedisEndpoint => "redis_endpoint",
             InfraOutput::BucketName => "bucket_name",
             InfraOutput::ClusterCertificateAuthority => "cluster_certificate_authority",
+            InfraOutput::ClusterOidcIssuer => "cluster_oidc_issuer",
         }
     }
 
     /// Whether the output is marked sensitive: never reported, so never in [`InfraOutputs`].
+    /// Only a secret is sensitive, and the infrastructure outputs none (the database password
+    /// stays in Secrets Manager; its ARN is a reference): each output is decided here, so a new
+    /// one must be.
     pub const fn is_sensitive(self) -> bool {
-        matches!(self, InfraOutput::ClusterCertificateAuthority)
+        match self {
+            InfraOutput::VpcId
+            | InfraOutput::ClusterName
+            | InfraOutput::ClusterEndpoint
+            | InfraOutput::DatabaseEndpoint
+            | InfraOutput::DatabasePasswordSecretArn
+            | InfraOutput::RedisEndpoint
+            | InfraOutput::BucketName
+            | InfraOutput::ClusterCertificateAuthority
+            | InfraOutput::ClusterOidcIssuer => false,
+        }
     }
 
     /// The outputs a successful infrastructure step reports: all but the sensitive ones.
@@ -84,6 +100,9 @@ pub struct InfraOutputs {
     pub database_password_secret_arn: String,
     pub redis_endpoint: String,
     pub bucket_name: String,
+    /// Base64, as EKS gives it.
+    pub cluster_certificate_authority: String,
+    pub cluster_oidc_issuer: String,
 }
 
 impl InfraOutputs {
@@ -97,7 +116,8 @@ impl InfraOutputs {
             InfraOutput::DatabasePasswordSecretArn => &self.database_password_secret_arn,
             InfraOutput::RedisEndpoint => &self.redis_endpoint,
             InfraOutput::BucketName => &self.bucket_name,
-            InfraOutput::ClusterCertificateAuthority => return None,
+            InfraOutput::ClusterCertificateAuthority => &self.cluster_certificate_authority,
+            InfraOutput::ClusterOidcIssuer => &self.cluster_oidc_issuer,
         };
         Some(value)
     }
@@ -139,6 +159,8 @@ impl TryFrom<&Outputs> for InfraOutputs {
             database_password_secret_arn: take(InfraOutput::DatabasePasswordSecretArn),
             redis_endpoint: take(InfraOutput::RedisEndpoint),
             bucket_name: take(InfraOutput::BucketName),
+            cluster_certificate_authority: take(InfraOutput::ClusterCertificateAuthority),
+            cluster_oidc_issuer: take(InfraOutput::ClusterOidcIssuer),
         })
     }
 }
@@ -217,27 +239,33 @@ mod tests {
     }
 
     #[test]
-    fn other_outputs_are_ignored_and_the_sensitive_one_is_neither_required_nor_kept() {
+    fn other_outputs_are_ignored() {
         let mut map = all_reported();
         map.insert("something_new".to_owned(), "x".to_owned());
-        map.insert(
-            InfraOutput::ClusterCertificateAuthority.name().to_owned(),
-            "LS0t".to_owned(),
-        );
         let outputs = InfraOutputs::try_from(&map).unwrap();
-        assert_eq!(outputs.get(InfraOutput::ClusterCertificateAuthority), None);
         assert_eq!(Outputs::from(&outputs), all_reported());
     }
 
     #[test]
-    fn names_are_unique_and_only_the_ca_is_sensitive() {
+    fn the_cluster_ca_and_oidc_issuer_are_reported_like_the_rest() {
+        let outputs = InfraOutputs::try_from(&all_reported()).unwrap();
+        assert_eq!(
+            outputs.get(InfraOutput::ClusterCertificateAuthority),
+            Some("cluster_certificate_authority-value")
+        );
+        assert_eq!(outputs.cluster_oidc_issuer, "cluster_oidc_issuer-value");
+        let mut map = all_reported();
+        map.remove("cluster_certificate_authority");
+        let err = InfraOutputs::try_from(&map).unwrap_err();
+        assert_eq!(err.missing, [InfraOutput::ClusterCertificateAuthority]);
+    }
+
+    #[test]
+    fn names_are_unique_and_none_is_sensitive() {
         let names: BTreeSet<&str> = InfraOutput::ALL.iter().map(|o| o.name()).collect();
         assert_eq!(names.len(), InfraOutput::ALL.len());
-        let sensitive: Vec<InfraOutput> = InfraOutput::ALL
-            .into_iter()
-            .filter(|o| o.is_sensitive())
-            .collect();
-        assert_eq!(sensitive, [InfraOutput::ClusterCertificateAuthority]);
+        assert!(InfraOutput::ALL.iter().all(|o| !o.is_sensitive()));
+        assert_eq!(InfraOutput::reported().count(), InfraOutput::ALL.len());
         assert!(!names.contains(BootstrapOutputs::ENDPOINT));
     }
 

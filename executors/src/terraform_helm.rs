@@ -3,9 +3,9 @@
 //!
 //! - infra: write `main.tf.json` (+ `simulate.json` in the sandbox), `terraform init`,
 //!   `terraform apply`, `terraform output -json` → the non-sensitive string outputs.
-//! - bootstrap: parse the job's infra outputs ([`InfraOutputs`]), and on `aws` read the cluster's
-//!   CA bundle from the Terraform state; the [`BootstrapStep`] decides the files (kubeconfig,
-//!   values) and the `helm upgrade --install` runs, in order, which this driver performs.
+//! - bootstrap: parse the job's infra outputs ([`InfraOutputs`], the cluster's CA bundle
+//!   included); the [`BootstrapStep`] decides the files (kubeconfig, values) and the
+//!   `helm upgrade --install` runs, in order, which this driver performs.
 //! - destroy: write the configuration again, `terraform init`, `terraform destroy`.
 //!
 //! A state lock left by a holder that is gone (an executor killed mid-apply) is taken over
@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bootstrap::{BootstrapRunner, BootstrapStep, ClusterAccess, FileToWrite, HelmInvocation};
 use domain::aggregate::Outputs;
-use domain::outputs::{InfraOutput, InfraOutputs};
+use domain::outputs::InfraOutputs;
 use domain::spec::{Provider, Step};
 use futures::future::BoxFuture;
 use serde_json::Value;
@@ -136,7 +136,7 @@ impl TerraformHelmDriver {
         write_simulate_file(ctx, self.provider).await?;
         let infra = InfraOutputs::try_from(&ctx.job.infra_outputs)
             .map_err(|missing| StepError::failed(format!("cannot bootstrap: {missing}")))?;
-        let access = self.cluster_access(ctx).await?;
+        let access = self.cluster_access(ctx);
         let step = BootstrapStep::new(&ctx.job.beta9, &infra, &access);
         let outputs = step
             .run(&ctx.workdir, &StepTools { driver: self, ctx })
@@ -144,27 +144,14 @@ impl TerraformHelmDriver {
         Ok(Outputs::from(&outputs))
     }
 
-    /// How helm reaches the cluster. On `aws` the CA bundle is a sensitive output: it is read
-    /// from the Terraform state here, never from the job.
-    async fn cluster_access(&self, ctx: &StepContext) -> Result<ClusterAccess, StepError> {
+    /// How helm reaches the cluster: on `aws` through `aws eks get-token` in the environment's
+    /// region, trusting the CA bundle of the job's infra outputs.
+    fn cluster_access(&self, ctx: &StepContext) -> ClusterAccess {
         match self.provider {
-            Provider::Sandbox => Ok(ClusterAccess::Sandbox),
-            Provider::Aws => {
-                self.prepare_terraform(ctx).await?;
-                let outputs = self.terraform_outputs(ctx).await?;
-                let ca = InfraOutput::ClusterCertificateAuthority;
-                let Some(certificate_authority) =
-                    outputs.get(ca.name()).and_then(|o| o.value.as_str())
-                else {
-                    return Err(StepError::failed(format!(
-                        "the Terraform state has no {ca} output: apply the infra first"
-                    )));
-                };
-                Ok(ClusterAccess::Eks {
-                    region: ctx.job.infra_model.region.clone(),
-                    certificate_authority: certificate_authority.to_owned(),
-                })
-            }
+            Provider::Sandbox => ClusterAccess::Sandbox,
+            Provider::Aws => ClusterAccess::Eks {
+                region: ctx.job.infra_model.region.clone(),
+            },
         }
     }
 
@@ -513,7 +500,7 @@ mod tests {
         let outputs = parse_outputs(
             r#"{
                 "cluster_name": {"sensitive": false, "type": "string", "value": "c1"},
-                "cluster_certificate_authority": {"sensitive": true, "type": "string", "value": "LS0t"},
+                "admin_token": {"sensitive": true, "type": "string", "value": "LS0t"},
                 "azs": {"sensitive": false, "type": ["tuple", ["string"]], "value": ["a"]}
             }"#,
         )

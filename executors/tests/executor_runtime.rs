@@ -347,7 +347,7 @@ fn pid_alive(pid: i32) -> bool {
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread")]
-async fn infra_job_reports_success_with_outputs_and_without_sensitive_ones() {
+async fn infra_job_reports_success_with_every_infra_output() {
     let harness = Harness::start().await;
     let env = EnvironmentId::generate();
     let op = OperationId::generate();
@@ -366,7 +366,7 @@ async fn infra_job_reports_success_with_outputs_and_without_sensitive_ones() {
         outputs["cluster_name"],
         format!("beta9-{}", env.as_str().replace('_', "-"))
     );
-    assert!(!outputs.contains_key("cluster_certificate_authority"));
+    assert!(outputs.contains_key("cluster_certificate_authority"));
 
     harness.wait_until_jobs_settled().await;
     let logs = harness.logs(&env, &op).await;

@@ -553,11 +553,13 @@ fn declare(output: InfraOutput) -> Value {
             "${aws_s3_bucket.artifacts.bucket}",
             "The object storage bucket.",
         ),
-        // Not a secret as such, but only the executor needs it (to build a kubeconfig), so it
-        // stays out of results, events and read models.
         InfraOutput::ClusterCertificateAuthority => (
             "${aws_eks_cluster.main.certificate_authority[0].data}",
             "The cluster's CA bundle, base64.",
+        ),
+        InfraOutput::ClusterOidcIssuer => (
+            "${aws_eks_cluster.main.identity[0].oidc[0].issuer}",
+            "The cluster's OIDC issuer URL (IAM roles for service accounts).",
         ),
     };
     let mut declaration = json!({"value": value, "description": description});
@@ -794,10 +796,9 @@ mod tests {
             );
             assert!(outputs[name].get("sensitive").is_none(), "{name}");
         }
-        assert_eq!(
-            outputs["cluster_certificate_authority"]["sensitive"],
-            json!(true)
-        );
+        for name in ["cluster_certificate_authority", "cluster_oidc_issuer"] {
+            assert!(outputs[name].get("sensitive").is_none(), "{name}");
+        }
     }
 
     #[test]
