@@ -386,23 +386,30 @@ fn cluster(doc: &mut Document<'_>, model: &InfraModel) {
     }
 }
 
-/// A security group admitting `port` from inside the VPC only.
-fn vpc_only_security_group(doc: &mut Document<'_>, name: &str, port: u16, model: &InfraModel) {
+/// What the cluster's nodes (and so their pods) carry: the security group EKS creates for the
+/// cluster. Managed node groups without a launch template attach exactly this group to every
+/// node, and with the VPC CNI pods send from their node's interfaces; a separate node group of
+/// our own would need a launch template to attach it, for no gain in who is admitted.
+const CLUSTER_SECURITY_GROUP: &str =
+    "${aws_eks_cluster.main.vpc_config[0].cluster_security_group_id}";
+
+/// A security group admitting `port` from the cluster's nodes only.
+fn cluster_only_security_group(doc: &mut Document<'_>, name: &str, port: u16) {
     doc.add(
         "aws_security_group",
         name,
         json!({
             "name": format!("{}-{name}", doc.slug),
-            "description": format!("{name} reachable from inside the environment's VPC"),
+            "description": format!("{name} reachable from the environment's cluster nodes only"),
             "vpc_id": "${aws_vpc.main.id}",
         }),
     );
     doc.add(
         "aws_vpc_security_group_ingress_rule",
-        &format!("{name}_from_vpc"),
+        &format!("{name}_from_cluster"),
         json!({
             "security_group_id": format!("${{aws_security_group.{name}.id}}"),
-            "cidr_ipv4": model.network.vpc_cidr,
+            "referenced_security_group_id": CLUSTER_SECURITY_GROUP,
             "ip_protocol": "tcp",
             "from_port": port,
             "to_port": port,
@@ -413,7 +420,7 @@ fn vpc_only_security_group(doc: &mut Document<'_>, name: &str, port: u16, model:
 fn database(doc: &mut Document<'_>, model: &InfraModel) {
     let pg = &model.postgres;
     let slug = doc.slug.clone();
-    vpc_only_security_group(doc, "database", 5432, model);
+    cluster_only_security_group(doc, "database", 5432);
     doc.add(
         "aws_db_subnet_group",
         "main",
@@ -450,7 +457,7 @@ fn database(doc: &mut Document<'_>, model: &InfraModel) {
 fn redis(doc: &mut Document<'_>, model: &InfraModel) {
     let redis = &model.redis;
     let slug = doc.slug.clone();
-    vpc_only_security_group(doc, "redis", 6379, model);
+    cluster_only_security_group(doc, "redis", 6379);
     doc.add(
         "aws_elasticache_subnet_group",
         "main",
@@ -798,6 +805,38 @@ mod tests {
         }
         for name in ["cluster_certificate_authority", "cluster_oidc_issuer"] {
             assert!(outputs[name].get("sensitive").is_none(), "{name}");
+        }
+    }
+
+    #[test]
+    fn database_and_redis_admit_only_the_cluster_security_group() {
+        let config = render(target(), &medium(Provider::Aws));
+        for (name, port) in [("database", 5432), ("redis", 6379)] {
+            let rules: Vec<&Value> = config["resource"]["aws_vpc_security_group_ingress_rule"]
+                .as_object()
+                .unwrap()
+                .values()
+                .filter(|rule| {
+                    rule["security_group_id"] == json!(format!("${{aws_security_group.{name}.id}}"))
+                })
+                .collect();
+            assert_eq!(rules.len(), 1, "{name}: {rules:?}");
+            let rule = rules[0];
+            assert_eq!(
+                rule["referenced_security_group_id"],
+                json!("${aws_eks_cluster.main.vpc_config[0].cluster_security_group_id}"),
+                "{name}"
+            );
+            assert!(rule.get("cidr_ipv4").is_none(), "{name}: {rule}");
+            assert_eq!(rule["from_port"], json!(port));
+            assert_eq!(rule["to_port"], json!(port));
+        }
+        for rule in config["resource"]["aws_vpc_security_group_ingress_rule"]
+            .as_object()
+            .unwrap()
+            .values()
+        {
+            assert!(rule.get("cidr_ipv4").is_none(), "{rule}");
         }
     }
 
