@@ -21,7 +21,7 @@ pub const CONFIG_FILE: &str = "main.tf.json";
 pub const ENVIRONMENT_TAG: &str = "beta9:environment-id";
 
 /// Resource types AWS cannot tag; every other resource carries [`ENVIRONMENT_TAG`].
-pub const UNTAGGABLE: [&str; 7] = [
+pub const UNTAGGABLE: [&str; 8] = [
     "aws_route",
     "aws_iam_role_policy",
     "aws_route_table_association",
@@ -29,10 +29,15 @@ pub const UNTAGGABLE: [&str; 7] = [
     "aws_s3_bucket_versioning",
     "aws_s3_bucket_public_access_block",
     "aws_s3_bucket_server_side_encryption_configuration",
+    "aws_s3_bucket_lifecycle_configuration",
 ];
 
 const AWS_PROVIDER_VERSION: &str = "~> 5.70";
 const REDIS_ENGINE_VERSION: &str = "7.1";
+/// Days an overwritten or deleted object's old version is kept before it expires.
+const NONCURRENT_VERSION_DAYS: u32 = 30;
+/// Days after which an unfinished multipart upload is aborted (its parts are billed until then).
+const INCOMPLETE_UPLOAD_DAYS: u32 = 7;
 
 /// Who the configuration is for.
 #[derive(Clone, Copy, Debug)]
@@ -524,6 +529,33 @@ fn bucket(doc: &mut Document<'_>, model: &InfraModel) {
             "rule": {"apply_server_side_encryption_by_default": {"sse_algorithm": "aws:kms"}},
         }),
     );
+    // Each rule applies to the whole bucket: provider v5 wants a `filter` (or the deprecated
+    // `prefix`) in every rule, and an empty `filter` matches every object.
+    doc.add(
+        "aws_s3_bucket_lifecycle_configuration",
+        "artifacts",
+        json!({
+            "bucket": "${aws_s3_bucket.artifacts.id}",
+            "rule": [
+                {
+                    "id": "expire-noncurrent-versions",
+                    "status": "Enabled",
+                    "filter": {},
+                    "noncurrent_version_expiration": {"noncurrent_days": NONCURRENT_VERSION_DAYS},
+                },
+                {
+                    "id": "abort-incomplete-multipart-uploads",
+                    "status": "Enabled",
+                    "filter": {},
+                    "abort_incomplete_multipart_upload": {
+                        "days_after_initiation": INCOMPLETE_UPLOAD_DAYS,
+                    },
+                },
+            ],
+            // AWS applies noncurrent-version rules only once versioning is configured.
+            "depends_on": ["aws_s3_bucket_versioning.artifacts"],
+        }),
+    );
 }
 
 /// The `output` block: every [`InfraOutput`], by its name.
@@ -854,5 +886,30 @@ mod tests {
         );
         let block = resource(&config, "aws_s3_bucket_public_access_block", "artifacts");
         assert_eq!(block["block_public_acls"], json!(true));
+    }
+
+    #[test]
+    fn old_versions_expire_and_incomplete_uploads_are_aborted_bucket_wide() {
+        let config = render(target(), &small_without_gpu(Provider::Aws));
+        let lifecycle = resource(
+            &config,
+            "aws_s3_bucket_lifecycle_configuration",
+            "artifacts",
+        );
+        assert_eq!(lifecycle["bucket"], json!("${aws_s3_bucket.artifacts.id}"));
+        let rules = lifecycle["rule"].as_array().unwrap();
+        assert_eq!(rules.len(), 2);
+        for rule in rules {
+            assert_eq!(rule["status"], json!("Enabled"), "{rule}");
+            assert_eq!(rule["filter"], json!({}), "{rule}");
+        }
+        assert_eq!(
+            rules[0]["noncurrent_version_expiration"],
+            json!({"noncurrent_days": 30})
+        );
+        assert_eq!(
+            rules[1]["abort_incomplete_multipart_upload"],
+            json!({"days_after_initiation": 7})
+        );
     }
 }
