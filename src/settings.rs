@@ -129,6 +129,31 @@ where
     }
 }
 
+/// The shape of an AWS region name (`eu-west-1`, `us-gov-west-1`): a setting may name a region
+/// environments are not created in, so only the form is checked.
+fn aws_region(variable: &'static str) -> impl Fn(&str) -> Result<String, SettingError> + Clone {
+    move |value| {
+        let parts: Vec<&str> = value.split('-').collect();
+        let well_formed = value.len() <= 32
+            && parts.len() >= 3
+            && parts[..parts.len() - 1]
+                .iter()
+                .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_lowercase()))
+            && parts[parts.len() - 1]
+                .parse::<u8>()
+                .is_ok_and(|number| number > 0);
+        if well_formed {
+            Ok(value.to_owned())
+        } else {
+            Err(SettingError::new(
+                variable,
+                value,
+                "use an AWS region name such as eu-west-1",
+            ))
+        }
+    }
+}
+
 /// A positive duration in milliseconds.
 fn millis(variable: &'static str) -> impl Fn(&str) -> Result<Duration, SettingError> + Clone {
     move |value| match value.trim().parse::<u64>() {
@@ -311,7 +336,13 @@ pub struct ExecutorArgs {
     /// The S3 bucket holding aws Terraform state (`-backend-config=bucket=...`).
     #[arg(long, env = "PROVISIONER_TF_STATE_BUCKET")]
     pub tf_state_bucket: Option<String>,
-    /// The DynamoDB table for aws Terraform state locking.
+    /// The region of the state bucket (`-backend-config=region=...`); default: each
+    /// environment's own region.
+    #[arg(long, env = "PROVISIONER_TF_STATE_REGION",
+          value_parser = aws_region("PROVISIONER_TF_STATE_REGION"))]
+    pub tf_state_region: Option<String>,
+    /// A DynamoDB table for aws Terraform state locking, besides the S3 lock file (optional:
+    /// DynamoDB locking is deprecated upstream).
     #[arg(long, env = "PROVISIONER_TF_LOCK_TABLE")]
     pub tf_lock_table: Option<String>,
     /// Jobs run at once by this process.
@@ -453,6 +484,7 @@ pub fn executor_settings(
     settings.terraform_bin = executor.terraform_bin.clone();
     settings.helm_bin = executor.helm_bin.clone();
     settings.state_bucket = executor.tf_state_bucket.clone();
+    settings.state_region = executor.tf_state_region.clone();
     settings.state_lock_table = executor.tf_lock_table.clone();
     settings.concurrency = executor.executor_concurrency;
     settings.heartbeat = executor.executor_heartbeat_ms;
@@ -531,8 +563,12 @@ mod tests {
             "--http-max-connections=10",
             "--infra-timeout-secs=60",
             "--postgres-binaries=pypi",
+            "--tf-state-bucket=tf-state",
+            "--tf-state-region=eu-central-1",
         ]);
         let settings = executor_settings(&common, &executor).unwrap();
+        assert_eq!(settings.state_bucket.as_deref(), Some("tf-state"));
+        assert_eq!(settings.state_region.as_deref(), Some("eu-central-1"));
         assert_eq!(settings.nats_url, "nats://nats:4222");
         assert_eq!(settings.subject_prefix, "beta9-prov");
         assert_eq!(
@@ -589,6 +625,10 @@ mod tests {
                 &["--nats-prefix=a.b"][..],
                 "invalid setting PROVISIONER_NATS_PREFIX=\"a.b\"",
             ),
+            (
+                &["--tf-state-region=EU-West-1"][..],
+                "invalid setting PROVISIONER_TF_STATE_REGION=\"EU-West-1\": use an AWS region name such as eu-west-1",
+            ),
         ] {
             let error = error(args);
             assert!(error.contains(expected), "{args:?}: {error}");
@@ -601,6 +641,31 @@ mod tests {
         for bad in ["", "Upper", "has.dot", "has space", "wild*"] {
             let error = prefix(bad).unwrap_err();
             assert_eq!(error.variable, "PROVISIONER_NATS_PREFIX", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_state_region_must_look_like_an_aws_region() {
+        let parse = aws_region("PROVISIONER_TF_STATE_REGION");
+        for good in [
+            "us-east-1",
+            "eu-central-2",
+            "us-gov-west-1",
+            "ap-southeast-5",
+        ] {
+            assert_eq!(parse(good).unwrap(), good);
+        }
+        for bad in [
+            "",
+            "us-east",
+            "us-east-0",
+            "us-east-1a",
+            "us--1",
+            "eu_west_1",
+            "a-b-300",
+        ] {
+            let error = parse(bad).unwrap_err();
+            assert_eq!(error.variable, "PROVISIONER_TF_STATE_REGION", "{bad:?}");
         }
     }
 

@@ -27,7 +27,11 @@ pub struct ExecutorSettings {
     /// `PROVISIONER_TF_STATE_BUCKET`: the S3 bucket holding `aws` Terraform state, passed to
     /// `terraform init` as `-backend-config=bucket=...`.
     pub state_bucket: Option<String>,
-    /// `PROVISIONER_TF_LOCK_TABLE`: the DynamoDB table for `aws` state locking.
+    /// `PROVISIONER_TF_STATE_REGION`: the state bucket's region, passed as
+    /// `-backend-config=region=...`; `None`: the environment's own region, as rendered.
+    pub state_region: Option<String>,
+    /// `PROVISIONER_TF_LOCK_TABLE`: a DynamoDB table for `aws` state locking, besides the S3
+    /// lock file (`use_lockfile`, rendered).
     pub state_lock_table: Option<String>,
     /// `PROVISIONER_EXECUTOR_CONCURRENCY`: jobs run at once by this process.
     pub concurrency: usize,
@@ -59,6 +63,7 @@ impl ExecutorSettings {
             helm_bin: PathBuf::from("helm"),
             sandbox_tools: None,
             state_bucket: None,
+            state_region: None,
             state_lock_table: None,
             concurrency: 4,
             heartbeat: Duration::from_secs(5),

@@ -56,7 +56,8 @@ pub struct TerraformHelmDriver {
     pub lock_timeout: Duration,
     /// Between SIGINT and SIGKILL when a step is cancelled.
     pub cancel_grace: Duration,
-    /// `-backend-config=KEY=VALUE` pairs for `terraform init` (the S3 bucket and lock table).
+    /// `-backend-config=KEY=VALUE` pairs for `terraform init` (the S3 bucket, its region when it
+    /// is not the environment's, and the optional lock table); they override the rendering's.
     pub backend_config: Vec<(String, String)>,
 }
 
@@ -66,6 +67,9 @@ impl TerraformHelmDriver {
         let mut backend_config = Vec::new();
         if let Some(bucket) = &settings.state_bucket {
             backend_config.push(("bucket".to_owned(), bucket.clone()));
+        }
+        if let Some(region) = &settings.state_region {
+            backend_config.push(("region".to_owned(), region.clone()));
         }
         if let Some(table) = &settings.state_lock_table {
             backend_config.push(("dynamodb_table".to_owned(), table.clone()));
@@ -446,9 +450,20 @@ mod tests {
     }
 
     #[test]
-    fn aws_init_gets_the_state_bucket_and_lock_table() {
+    fn aws_init_gets_the_state_bucket_and_its_region_and_lock_table_when_set() {
         let mut settings = ExecutorSettings::new("nats://x", "p");
         settings.state_bucket = Some("state-bucket".into());
+        let driver = TerraformHelmDriver::aws(&settings);
+        assert_eq!(
+            init_args(&driver.backend_config),
+            [
+                "init",
+                "-input=false",
+                "-no-color",
+                "-backend-config=bucket=state-bucket",
+            ]
+        );
+        settings.state_region = Some("eu-central-1".into());
         settings.state_lock_table = Some("locks".into());
         let driver = TerraformHelmDriver::aws(&settings);
         assert_eq!(
@@ -458,6 +473,7 @@ mod tests {
                 "-input=false",
                 "-no-color",
                 "-backend-config=bucket=state-bucket",
+                "-backend-config=region=eu-central-1",
                 "-backend-config=dynamodb_table=locks"
             ]
         );

@@ -60,7 +60,7 @@ pub fn render(target: Target<'_>, model: &InfraModel) -> Value {
             "required_providers": {
                 "aws": {"source": "hashicorp/aws", "version": AWS_PROVIDER_VERSION},
             },
-            "backend": backend(target, model.provider),
+            "backend": backend(target, model),
         },
         "provider": {
             "aws": {
@@ -76,16 +76,20 @@ pub fn render(target: Target<'_>, model: &InfraModel) -> Value {
     })
 }
 
-/// The state backend: a local file in the sandbox; S3 (with locking) for real clouds. The S3
-/// bucket and lock table are deployment settings, given to `terraform init` as
-/// `-backend-config` (Terraform's partial configuration), so the rendering stays pure.
-fn backend(target: Target<'_>, provider: Provider) -> Value {
-    match provider {
+/// The state backend: a local file in the sandbox; for real clouds S3, encrypted, one key per
+/// environment, locked by S3 itself (`use_lockfile`, Terraform >= 1.10). The bucket (and a
+/// state region other than the environment's, and an optional DynamoDB lock table) are
+/// deployment settings, given to `terraform init` as `-backend-config` (Terraform's partial
+/// configuration, which overrides what is written here), so the rendering stays pure.
+fn backend(target: Target<'_>, model: &InfraModel) -> Value {
+    match model.provider {
         Provider::Sandbox => json!({"local": {}}),
         Provider::Aws => json!({
             "s3": {
                 "key": format!("environments/{}/terraform.tfstate", target.environment_id),
+                "region": model.region,
                 "encrypt": true,
+                "use_lockfile": true,
             },
         }),
     }
@@ -700,6 +704,11 @@ mod tests {
             s3["key"],
             json!(format!("environments/{ENV}/terraform.tfstate"))
         );
+        assert_eq!(s3["region"], json!("us-east-1"));
+        assert_eq!(s3["encrypt"], json!(true));
+        assert_eq!(s3["use_lockfile"], json!(true));
+        // The bucket and a DynamoDB table are settings, given at `terraform init`.
+        assert!(s3.get("bucket").is_none() && s3.get("dynamodb_table").is_none());
         assert_eq!(config["terraform"]["backend"].as_object().unwrap().len(), 1);
     }
 
