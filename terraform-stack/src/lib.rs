@@ -1,8 +1,9 @@
 //! Renders the Terraform JSON configuration (`main.tf.json`) of one environment from its
 //! [`InfraModel`]: the role CDKTF played in the original design, in plain Rust.
 //!
-//! The `aws` and `sandbox` providers render the same resources; only the state backend differs
-//! (S3 for `aws`, local for the sandbox, whose stand-in applies it). Secrets never become
+//! The `aws` and `sandbox` providers render the same resources; only how Terraform reaches the
+//! cloud and keeps its state differs ([`provider`]: on `aws` the customer's role, assumed by the
+//! provider, and an S3 backend; in the sandbox, whose stand-in applies it, a local one). Secrets never become
 //! Terraform values: the database password is generated and kept by RDS in Secrets Manager
 //! (`manage_master_user_password`), and only its ARN is an output.
 //!
@@ -11,8 +12,11 @@
 
 use domain::infra_model::{InfraModel, NatLayout, NodeGroupModel};
 use domain::outputs::InfraOutput;
-use domain::spec::Provider;
 use serde_json::{Map, Value, json};
+
+pub mod provider;
+
+pub use provider::{AWS_PROVIDER_VERSION, variables};
 
 /// The file the configuration is written to, in the environment's workdir.
 pub const CONFIG_FILE: &str = "main.tf.json";
@@ -32,7 +36,6 @@ pub const UNTAGGABLE: [&str; 8] = [
     "aws_s3_bucket_lifecycle_configuration",
 ];
 
-const AWS_PROVIDER_VERSION: &str = "~> 5.70";
 const REDIS_ENGINE_VERSION: &str = "7.1";
 /// Days an overwritten or deleted object's old version is kept before it expires.
 const NONCURRENT_VERSION_DAYS: u32 = 30;
@@ -55,44 +58,19 @@ pub fn render(target: Target<'_>, model: &InfraModel) -> Value {
     database(&mut doc, model);
     redis(&mut doc, model);
     bucket(&mut doc, model);
-    json!({
-        "terraform": {
-            "required_providers": {
-                "aws": {"source": "hashicorp/aws", "version": AWS_PROVIDER_VERSION},
-            },
-            "backend": backend(target, model),
-        },
-        "provider": {
-            "aws": {
-                "region": model.region,
-                "default_tags": {"tags": doc.tags(None)},
-            },
-        },
+    let mut config = json!({
+        "terraform": provider::terraform(target, model),
+        "provider": provider::provider(model, doc.tags(None)),
         "data": {
             "aws_availability_zones": {"available": {"state": "available"}},
         },
         "resource": Value::Object(doc.resources),
         "output": outputs(),
-    })
-}
-
-/// The state backend: a local file in the sandbox; for real clouds S3, encrypted, one key per
-/// environment, locked by S3 itself (`use_lockfile`, Terraform >= 1.10). The bucket (and a
-/// state region other than the environment's, and an optional DynamoDB lock table) are
-/// deployment settings, given to `terraform init` as `-backend-config` (Terraform's partial
-/// configuration, which overrides what is written here), so the rendering stays pure.
-fn backend(target: Target<'_>, model: &InfraModel) -> Value {
-    match model.provider {
-        Provider::Sandbox => json!({"local": {}}),
-        Provider::Aws => json!({
-            "s3": {
-                "key": format!("environments/{}/terraform.tfstate", target.environment_id),
-                "region": model.region,
-                "encrypt": true,
-                "use_lockfile": true,
-            },
-        }),
+    });
+    if let Some(variables) = provider::variables(model) {
+        config["variable"] = variables;
     }
+    config
 }
 
 /// Resources being collected, plus the names and tags shared by all of them.
@@ -616,6 +594,7 @@ fn declare(output: InfraOutput) -> Value {
 mod tests {
     use super::*;
     use domain::infra_model::{BucketModel, ClusterModel, NetworkModel, PostgresModel, RedisModel};
+    use domain::spec::Provider;
     use std::collections::BTreeSet;
 
     const ENV: &str = "env_01jd0000000000000000000000";
@@ -713,10 +692,51 @@ mod tests {
     }
 
     #[test]
+    fn aws_assumes_the_customers_role_through_variables_never_their_values() {
+        let config = render(target(), &medium(Provider::Aws));
+        assert_eq!(
+            config["provider"]["aws"]["assume_role"],
+            json!({
+                "role_arn": "${var.customer_role_arn}",
+                "external_id": "${var.customer_external_id}",
+                "session_name": "${var.customer_session_name}",
+                "duration": "${var.customer_session_duration}",
+            })
+        );
+        let declared: Vec<&str> = config["variable"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut expected = variables::ALL.to_vec();
+        expected.sort_unstable();
+        assert_eq!(declared, expected);
+        let external_id = &config["variable"][variables::EXTERNAL_ID];
+        assert_eq!(external_id["sensitive"], json!(true));
+        for name in variables::ALL {
+            let variable = &config["variable"][name];
+            assert_eq!(variable["type"], json!("string"), "{name}");
+            // No value is written, only declared (the external id may be null: none).
+            assert!(
+                variable.get("default").is_none_or(Value::is_null),
+                "{name}: {variable}"
+            );
+            assert_eq!(
+                variable.get("sensitive") == Some(&json!(true)),
+                name == variables::EXTERNAL_ID,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
     fn sandbox_renders_the_same_resources_with_a_local_backend() {
         let aws = render(target(), &medium(Provider::Aws));
         let sandbox = render(target(), &medium(Provider::Sandbox));
         assert_eq!(sandbox["terraform"]["backend"], json!({"local": {}}));
+        assert!(sandbox["provider"]["aws"].get("assume_role").is_none());
+        assert!(sandbox.get("variable").is_none());
         assert_eq!(sandbox["resource"], aws["resource"]);
         assert_eq!(sandbox["output"], aws["output"]);
     }
