@@ -808,11 +808,6 @@ mod tests {
             "child-process/src/lib.rs",
             "passes PATH, HOME, ... through to children",
         ),
-        // A test-only snapshot switch inside #[cfg(test)].
-        (
-            "terraform-stack/src/lib.rs",
-            "UPDATE_SNAPSHOTS in its unit tests",
-        ),
         // PATH lookups of tools.
         ("local-services/src/nats.rs", "nats-server on PATH"),
         (
