@@ -5,19 +5,16 @@
 mod support;
 
 use domain::spec::Provider;
-use support::{PROFILES, model, profile_name, target};
+use support::{every_model, target};
 
 #[test]
 fn every_aws_profile_renders_as_its_snapshot() {
-    for profile in PROFILES {
-        for gpu in [false, true] {
-            let name = format!(
-                "aws_{}{}",
-                profile_name(profile),
-                if gpu { "_gpu" } else { "" }
-            );
-            let config = terraform_stack::render(target(), &model(Provider::Aws, profile, gpu));
-            insta::assert_json_snapshot!(name, config);
-        }
+    let aws: Vec<_> = every_model()
+        .into_iter()
+        .filter(|(_, model)| model.provider == Provider::Aws)
+        .collect();
+    assert_eq!(aws.len(), 6, "small, medium, large, with and without GPU");
+    for (name, model) in aws {
+        insta::assert_json_snapshot!(name, terraform_stack::render(target(), &model));
     }
 }

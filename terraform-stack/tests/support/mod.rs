@@ -47,3 +47,21 @@ pub fn model(provider: Provider, profile: Profile, gpu: bool) -> InfraModel {
     let spec = parse(&yaml, Format::Yaml).unwrap_or_else(|e| panic!("{yaml}\n{e:?}"));
     InfraModel::for_spec(&spec)
 }
+/// Every model the rendering must handle: each provider, profile, with and without GPU.
+pub fn every_model() -> Vec<(String, InfraModel)> {
+    let mut models = Vec::new();
+    for provider in [Provider::Aws, Provider::Sandbox] {
+        for profile in PROFILES {
+            for gpu in [false, true] {
+                let name = format!(
+                    "{}_{}{}",
+                    provider.as_str(),
+                    profile_name(profile),
+                    if gpu { "_gpu" } else { "" }
+                );
+                models.push((name, model(provider, profile, gpu)));
+            }
+        }
+    }
+    models
+}
