@@ -12,3 +12,4 @@ pub mod process;
 pub mod runner;
 pub mod settings;
 pub mod terraform_helm;
+pub mod terraform_version;

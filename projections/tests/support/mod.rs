@@ -215,7 +215,6 @@ impl History {
             operation_id: op(n),
             phase,
             timeout_seconds: Some(600),
-            customer_role: None,
             error: format!("timed out: the {} step did not finish within its timeout of 10m; retry to run it again", phase.as_str()),
         })
     }
