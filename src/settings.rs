@@ -33,6 +33,7 @@ use command_api::settings::{
 use domain::aggregate::StepTimeouts;
 use domain::spec::Provider;
 use executors::settings::ExecutorSettings;
+use executors::terraform_version::Flavour;
 use local_services::postgres::BinarySource;
 use secrecy::SecretString;
 use std::ffi::OsStr;
@@ -175,6 +176,20 @@ fn step_timeout(variable: &'static str) -> impl Fn(&str) -> Result<Duration, Set
             variable,
             value,
             format!("use 1 to {MAX_SECONDS} seconds"),
+        )),
+    }
+}
+
+/// An STS session length: 900 seconds to 12 hours, as AWS allows.
+fn session_seconds(
+    variable: &'static str,
+) -> impl Fn(&str) -> Result<Duration, SettingError> + Clone {
+    move |value| match value.trim().parse::<u64>() {
+        Ok(seconds) if (900..=43_200).contains(&seconds) => Ok(Duration::from_secs(seconds)),
+        _ => Err(SettingError::new(
+            variable,
+            value,
+            "use 900 to 43200 seconds (AWS's limits for an assumed-role session)",
         )),
     }
 }
@@ -330,6 +345,11 @@ pub struct ExecutorArgs {
     /// The real `terraform` (or `tofu`) for the aws provider.
     #[arg(long, env = "PROVISIONER_TERRAFORM_BIN", default_value = "terraform")]
     pub terraform_bin: PathBuf,
+    /// Which Terraform that is: terraform or tofu (>= 1.10 either way; checked at start-up when
+    /// the aws state bucket is set).
+    #[arg(long, env = "PROVISIONER_TERRAFORM_FLAVOUR", default_value = "terraform",
+          value_parser = parsed::<Flavour>("PROVISIONER_TERRAFORM_FLAVOUR"))]
+    pub terraform_flavour: Flavour,
     /// The real `helm` for the aws provider.
     #[arg(long, env = "PROVISIONER_HELM_BIN", default_value = "helm")]
     pub helm_bin: PathBuf,
@@ -345,6 +365,14 @@ pub struct ExecutorArgs {
     /// DynamoDB locking is deprecated upstream).
     #[arg(long, env = "PROVISIONER_TF_LOCK_TABLE")]
     pub tf_lock_table: Option<String>,
+    /// STS's URL when it is not AWS's regional endpoint (a VPC endpoint; a local STS).
+    #[arg(long, env = "PROVISIONER_AWS_STS_ENDPOINT")]
+    pub aws_sts_endpoint: Option<String>,
+    /// Seconds an assumed customer-role session lasts (900 to 43200, within the role's
+    /// maximum); Terraform renews its own.
+    #[arg(long, env = "PROVISIONER_AWS_SESSION_SECONDS", default_value = "3600",
+          value_parser = session_seconds("PROVISIONER_AWS_SESSION_SECONDS"))]
+    pub aws_session_seconds: Duration,
     /// Jobs run at once by this process.
     #[arg(long, env = "PROVISIONER_EXECUTOR_CONCURRENCY", default_value = "4",
           value_parser = positive::<usize>("PROVISIONER_EXECUTOR_CONCURRENCY"))]
@@ -482,10 +510,13 @@ pub fn executor_settings(
     let mut settings = ExecutorSettings::new(common.nats_url(), common.subject_prefix.clone());
     settings.data_dir = executor.data_dir.clone();
     settings.terraform_bin = executor.terraform_bin.clone();
+    settings.terraform_flavour = executor.terraform_flavour;
     settings.helm_bin = executor.helm_bin.clone();
     settings.state_bucket = executor.tf_state_bucket.clone();
     settings.state_region = executor.tf_state_region.clone();
     settings.state_lock_table = executor.tf_lock_table.clone();
+    settings.aws.sts_endpoint = executor.aws_sts_endpoint.clone();
+    settings.aws.session_duration = executor.aws_session_seconds;
     settings.concurrency = executor.executor_concurrency;
     settings.heartbeat = executor.executor_heartbeat_ms;
     settings.ack_wait = executor.executor_ack_wait_ms;
@@ -555,10 +586,13 @@ mod tests {
             "--nats-prefix=beta9-prov",
             "--data-dir=/var/lib/provisioner",
             "--terraform-bin=/usr/bin/tofu",
+            "--terraform-flavour=tofu",
             "--executor-concurrency=8",
             "--executor-heartbeat-ms=250",
             "--executor-ack-wait-ms=2000",
             "--executor-max-deliver=9",
+            "--aws-sts-endpoint=http://127.0.0.1:5000",
+            "--aws-session-seconds=7200",
             "--providers=sandbox, aws",
             "--http-max-connections=10",
             "--infra-timeout-secs=60",
@@ -576,10 +610,16 @@ mod tests {
             PathBuf::from("/var/lib/provisioner/workdirs/env_1")
         );
         assert_eq!(settings.terraform_bin, PathBuf::from("/usr/bin/tofu"));
+        assert_eq!(settings.terraform_flavour, Flavour::OpenTofu);
         assert_eq!(settings.concurrency, 8);
         assert_eq!(settings.heartbeat, Duration::from_millis(250));
         assert_eq!(settings.ack_wait, Duration::from_secs(2));
         assert_eq!(settings.max_deliver, 9);
+        assert_eq!(
+            settings.aws.sts_endpoint.as_deref(),
+            Some("http://127.0.0.1:5000")
+        );
+        assert_eq!(settings.aws.session_duration, Duration::from_secs(7200));
         let settings = api_settings(&common, &api, &Secrets::default());
         assert_eq!(
             settings.enabled_providers,
@@ -608,6 +648,10 @@ mod tests {
             (
                 &["--http-idle-timeout-ms=soon"][..],
                 "invalid setting PROVISIONER_HTTP_IDLE_TIMEOUT_MS=\"soon\"",
+            ),
+            (
+                &["--aws-session-seconds=60"][..],
+                "invalid setting PROVISIONER_AWS_SESSION_SECONDS=\"60\": use 900 to 43200 seconds",
             ),
             (
                 &["--providers=sandbox,gcp"][..],

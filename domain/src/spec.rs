@@ -55,10 +55,30 @@ string_newtype!(
     /// `arn:aws:iam::<account>:role/<path/name>`, account equal to the spec's account id.
     RoleArn
 );
-string_newtype!(
-    /// The optional STS external id (2-1224 chars of `[\w+=,.@:/-]`).
-    ExternalId
-);
+/// The optional STS external id (2-1224 chars of `[\w+=,.@:/-]`): the customer's shared
+/// secret with the provisioner. Its `Debug` never shows it and it has no `Display`, so a log line
+/// or error message cannot print it by accident; [`ExternalId::expose`] is the one way out.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ExternalId(String);
+
+impl ExternalId {
+    /// Wraps a value that a `config` validator has already checked.
+    pub(crate) fn new_unchecked(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value itself, for the one place that must send it (STS, Terraform's variables).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ExternalId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExternalId(<redacted>)")
+    }
+}
 string_newtype!(
     /// A DNS name for the Beta9 API.
     DomainName
@@ -124,6 +144,18 @@ impl CloudSpec {
         }
     }
 
+    /// The role in the customer's account that the executor assumes; only real clouds have one.
+    pub fn customer_role(&self) -> Option<CustomerRole> {
+        match self {
+            CloudSpec::Aws(aws) => Some(CustomerRole {
+                account_id: aws.account_id.clone(),
+                role_arn: aws.role_arn.clone(),
+                external_id: aws.external_id.clone(),
+            }),
+            CloudSpec::Sandbox(_) => None,
+        }
+    }
+
     /// The fault-injection knobs; only the sandbox has them.
     pub fn simulation(&self) -> Option<&Simulation> {
         match self {
@@ -153,6 +185,16 @@ impl Provider {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AwsCloud {
     pub region: Region,
+    pub account_id: AwsAccountId,
+    pub role_arn: RoleArn,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<ExternalId>,
+}
+
+/// How an executor reaches the customer's account: assume `role_arn` (with `external_id`), and
+/// the identity it gets must belong to `account_id`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerRole {
     pub account_id: AwsAccountId,
     pub role_arn: RoleArn,
     #[serde(default, skip_serializing_if = "Option::is_none")]

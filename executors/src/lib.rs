@@ -3,6 +3,7 @@
 //! per environment and report the results. How every child starts is the `child-process` crate's
 //! (shared with `local-services`).
 
+pub mod customer_account;
 pub mod driver;
 mod inflight;
 mod job;
@@ -11,3 +12,4 @@ pub mod process;
 pub mod runner;
 pub mod settings;
 pub mod terraform_helm;
+pub mod terraform_version;

@@ -27,6 +27,8 @@ pub use crate::inflight::Exclusion;
 use crate::inflight::{EnvironmentLocks, RunningOperations};
 use crate::job::{self, Runtime};
 use crate::settings::ExecutorSettings;
+use crate::terraform_helm::TerraformHelmDriver;
+use crate::terraform_version;
 use domain::aggregate::event_sets::{ENDED_EARLY_EVENTS, JOB_EVENTS};
 
 /// The durable consumer's name, shared by all executor replicas.
@@ -39,6 +41,12 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Runs the executor until `shutdown` fires, with the standard drivers (real CLIs for `aws`,
 /// the stand-ins for `sandbox`).
 pub async fn run(settings: ExecutorSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    if settings.state_bucket.is_some() {
+        // Configured for `aws`: its Terraform must run and be new enough, or nothing starts.
+        let terraform = TerraformHelmDriver::aws(&settings).terraform;
+        let version = terraform_version::check(&terraform, settings.terraform_flavour).await?;
+        tracing::info!(%version, flavour = settings.terraform_flavour.name(), "terraform checked");
+    }
     let drivers = Drivers::from_settings(&settings);
     run_with_drivers(settings, drivers, Exclusion::PerEnvironment, shutdown).await
 }

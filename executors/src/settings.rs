@@ -4,7 +4,9 @@
 
 use std::path::PathBuf;
 
+use crate::customer_account::AwsSettings;
 use crate::process::Program;
+use crate::terraform_version::Flavour;
 use std::time::Duration;
 
 /// Everything the executor runtime needs to know about its surroundings.
@@ -18,6 +20,9 @@ pub struct ExecutorSettings {
     pub data_dir: PathBuf,
     /// `PROVISIONER_TERRAFORM_BIN`: the real `terraform` (or `tofu`) for the `aws` provider.
     pub terraform_bin: PathBuf,
+    /// `PROVISIONER_TERRAFORM_FLAVOUR`: which Terraform `terraform_bin` is (checked at start-up
+    /// when `aws` is configured: >= 1.10).
+    pub terraform_flavour: Flavour,
     /// `PROVISIONER_HELM_BIN`: the real `helm` for the `aws` provider.
     pub helm_bin: PathBuf,
     /// The `sandbox` provider's engine: the stand-ins built into the `provisioner` binary (what
@@ -33,6 +38,8 @@ pub struct ExecutorSettings {
     /// `PROVISIONER_TF_LOCK_TABLE`: a DynamoDB table for `aws` state locking, besides the S3
     /// lock file (`use_lockfile`, rendered).
     pub state_lock_table: Option<String>,
+    /// How the executor reaches AWS (STS endpoint, session length; its own identity).
+    pub aws: AwsSettings,
     /// `PROVISIONER_EXECUTOR_CONCURRENCY`: jobs run at once by this process.
     pub concurrency: usize,
     /// `PROVISIONER_EXECUTOR_HEARTBEAT_MS`: how often a running job tells JetStream it is alive.
@@ -60,11 +67,13 @@ impl ExecutorSettings {
             subject_prefix: subject_prefix.into(),
             data_dir: PathBuf::from("./provisioner-data"),
             terraform_bin: PathBuf::from("terraform"),
+            terraform_flavour: Flavour::Terraform,
             helm_bin: PathBuf::from("helm"),
             sandbox_tools: None,
             state_bucket: None,
             state_region: None,
             state_lock_table: None,
+            aws: AwsSettings::default(),
             concurrency: 4,
             heartbeat: Duration::from_secs(5),
             ack_wait: Duration::from_secs(30),
@@ -136,6 +145,8 @@ mod tests {
         assert_eq!(settings.max_deliver, 5);
         assert_eq!(settings.lock_timeout, Duration::from_secs(300));
         assert_eq!(settings.cancel_grace, Duration::from_secs(10));
+        assert_eq!(settings.aws.sts_endpoint, None);
+        assert_eq!(settings.aws.session_duration, Duration::from_secs(3600));
     }
 
     #[test]

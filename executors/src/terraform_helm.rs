@@ -12,7 +12,8 @@
 //! once with `terraform force-unlock`; a lock held by a live process is reported as a failure.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bootstrap::{BootstrapRunner, BootstrapStep, ClusterAccess, FileToWrite, HelmInvocation};
@@ -22,11 +23,12 @@ use domain::spec::{Provider, Step};
 use futures::future::BoxFuture;
 use serde_json::Value;
 
+use crate::customer_account::{CustomerAccounts, session_name};
 use crate::driver::{StepContext, StepDriver, StepError};
 use crate::process::{self, Finished, Invocation, Program};
 use crate::settings::{ExecutorSettings, SandboxTools};
 use child_process::NETWORK_ENV;
-use terraform_stack::{CONFIG_FILE, Target};
+use terraform_stack::{CONFIG_FILE, Target, customer_role};
 
 /// The variables the real CLIs may take from the executor's environment beside the network's
 /// ([`NETWORK_ENV`]): where the AWS configuration is (never the credentials themselves), and
@@ -59,6 +61,8 @@ pub struct TerraformHelmDriver {
     /// `-backend-config=KEY=VALUE` pairs for `terraform init` (the S3 bucket, its region when it
     /// is not the environment's, and the optional lock table); they override the rendering's.
     pub backend_config: Vec<(String, String)>,
+    /// The way into customer accounts (`aws` only): checked before any tool runs.
+    pub accounts: Option<Arc<CustomerAccounts>>,
 }
 
 impl TerraformHelmDriver {
@@ -91,6 +95,7 @@ impl TerraformHelmDriver {
             lock_timeout: settings.lock_timeout,
             cancel_grace: settings.cancel_grace,
             backend_config,
+            accounts: Some(Arc::new(CustomerAccounts::new(settings.aws.clone()))),
         }
     }
 
@@ -103,6 +108,7 @@ impl TerraformHelmDriver {
             lock_timeout: settings.lock_timeout,
             cancel_grace: settings.cancel_grace,
             backend_config: Vec::new(),
+            accounts: None,
         }
     }
 
@@ -114,6 +120,11 @@ impl TerraformHelmDriver {
                 self.provider.as_str()
             )));
         }
+        // Kept until the step ends: the customer role's variables for Terraform.
+        let _customer_vars = match &self.accounts {
+            Some(accounts) => Some(self.enter_customer_account(accounts, ctx).await?),
+            None => None,
+        };
         match ctx.job.step {
             Step::Infra => self.infra(ctx).await,
             Step::Bootstrap => self.bootstrap(ctx).await,
@@ -133,6 +144,13 @@ impl TerraformHelmDriver {
         self.prepare_terraform(ctx).await?;
         self.terraform_with_lock(ctx, destroy_args(self.lock_timeout))
             .await?;
+        if self.provider == Provider::Aws {
+            // Nothing of the environment is left to keep: its state lives in the S3 backend,
+            // and a redelivered destroy starts again in a fresh workdir against that state. The
+            // sandbox keeps its workdir: it is the simulated cloud (the stand-ins' state and
+            // run records), which users and tests inspect.
+            remove_dir(&ctx.workdir).await?;
+        }
         Ok(Outputs::new())
     }
 
@@ -157,6 +175,37 @@ impl TerraformHelmDriver {
                 region: ctx.job.infra_model.region.clone(),
             },
         }
+    }
+
+    /// The preflight (assume the customer role, check the account), then the variables through
+    /// which Terraform's provider assumes the role itself, in an owner-only file removed when
+    /// the returned guard drops (at the end of the step, whatever its result).
+    async fn enter_customer_account(
+        &self,
+        accounts: &CustomerAccounts,
+        ctx: &StepContext,
+    ) -> Result<RemovedOnDrop, StepError> {
+        let environment_id = ctx.job.environment_id.as_str();
+        let role = ctx.job.customer_role.as_ref();
+        accounts
+            .preflight(environment_id, &ctx.job.infra_model.region, role)
+            .await
+            .map_err(|e| StepError::failed(format!("preflight: {e}")))?;
+        ctx.logs.note(
+            "preflight: the customer role was assumed, and its session belongs to the \
+             configured account",
+        );
+        let role = role.expect("the preflight refuses a job without a role");
+        let values = customer_role::values(
+            role.role_arn.as_str(),
+            role.external_id.as_ref().map(|id| id.expose()),
+            &session_name(environment_id),
+            accounts.settings().session_duration,
+        );
+        let path = ctx.workdir.join(customer_role::VARS_FILE);
+        let guard = RemovedOnDrop(path.clone());
+        write_private_json(&path, &values).await?;
+        Ok(guard)
     }
 
     /// Writes the configuration (and the sandbox's simulate file), then `terraform init`.
@@ -391,6 +440,48 @@ async fn write_simulate_file(ctx: &StepContext, provider: Provider) -> Result<()
     }
 }
 
+/// A file of secrets in the workdir, removed when this drops.
+struct RemovedOnDrop(PathBuf);
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        match std::fs::remove_file(&self.0) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::error!(error = %e, file = %self.0.display(), "could not remove"),
+        }
+    }
+}
+
+/// Writes `value` to a file only its owner can read, created so from the start.
+async fn write_private_json(path: &Path, value: &Value) -> Result<(), StepError> {
+    use tokio::io::AsyncWriteExt;
+    let text = serde_json::to_vec(value)
+        .map_err(|e| StepError::io(format!("encode {}", path.display()), e.into()))?;
+    let write = async {
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .await?;
+        // An older file may have been made with other permissions.
+        restrict_to_owner_now(&file).await?;
+        file.write_all(&text).await?;
+        file.flush().await
+    };
+    write
+        .await
+        .map_err(|e| StepError::io(format!("write {}", path.display()), e))
+}
+
+async fn restrict_to_owner_now(file: &tokio::fs::File) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .await
+}
+
 async fn write_json(path: &Path, value: &Value) -> Result<(), StepError> {
     let mut text = serde_json::to_string_pretty(value)
         .map_err(|e| StepError::io(format!("encode {}", path.display()), e.into()))?;
@@ -402,6 +493,14 @@ async fn write_text(path: &Path, text: &str) -> Result<(), StepError> {
     tokio::fs::write(path, text)
         .await
         .map_err(|e| StepError::io(format!("write {}", path.display()), e))
+}
+
+async fn remove_dir(path: &Path) -> Result<(), StepError> {
+    match tokio::fs::remove_dir_all(path).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StepError::io(format!("remove {}", path.display()), e)),
+    }
 }
 
 async fn create_dir(path: &Path) -> Result<(), StepError> {

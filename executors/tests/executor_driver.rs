@@ -132,6 +132,8 @@ async fn a_missing_terraform_binary_fails_the_step_naming_its_path_and_how_to_ge
     );
     let mut driver = TerraformHelmDriver::aws(&ExecutorSettings::new("nats://unused", "t"));
     driver.provider = domain::spec::Provider::Sandbox;
+    // The sandbox job needs no customer account (aws_driver.rs tests the preflight).
+    driver.accounts = None;
     driver.terraform.path = PathBuf::from("terraform-not-installed-here");
     assert_eq!(
         failure(apply(&driver, dir.path()).await),

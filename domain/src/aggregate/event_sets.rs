@@ -64,6 +64,7 @@ mod tests {
             simulate: None,
             infra_outputs: Default::default(),
             timeout_seconds: Some(StepTimeouts::DEFAULT.infra.as_secs()),
+            customer_role: None,
         };
         let events = vec![
             Event::EnvironmentRequested {

@@ -1,6 +1,6 @@
 use crate::ids::{EnvironmentId, OperationId};
 use crate::infra_model::InfraModel;
-use crate::spec::{Beta9Spec, EnvironmentName, EnvironmentSpec, Simulation, Step};
+use crate::spec::{Beta9Spec, CustomerRole, EnvironmentName, EnvironmentSpec, Simulation, Step};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -55,6 +55,11 @@ pub struct OperationJob {
     /// before deadlines existed (the configured timeout of the step applies to those).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
+    /// The role to assume in the customer's account (real clouds only). Absent on events
+    /// recorded before it was carried: the executor then refuses the step with a message that
+    /// says to retry (a retry records a new job with it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_role: Option<CustomerRole>,
 }
 
 /// Why a step failed, kept on the environment until it is retried.

@@ -175,6 +175,7 @@ impl Environment {
             simulate: requested.spec.cloud.simulation().cloned(),
             infra_outputs: self.infra_outputs.clone(),
             timeout_seconds: None,
+            customer_role: requested.spec.cloud.customer_role(),
         }
     }
 }

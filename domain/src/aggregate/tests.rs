@@ -85,6 +85,7 @@ fn job(step: Step, infra_outputs: Outputs) -> OperationJob {
         simulate: Some(Simulation::default()),
         infra_outputs,
         timeout_seconds: Some(StepTimeouts::DEFAULT.for_step(step).as_secs()),
+        customer_role: None,
     }
 }
 
@@ -590,4 +591,40 @@ fn operation_timed_out_round_trips_through_json_with_its_type_name() {
     assert_eq!(event.operation_id(), Some(&op(1)));
     let back: Event = serde_json::from_value(json).unwrap();
     assert_eq!(back, event);
+}
+
+#[test]
+fn an_aws_job_carries_the_customer_role_and_a_sandbox_job_none() {
+    let aws = crate::config::parse(
+        "name: production\ncloud:\n  provider: aws\n  region: us-east-1\n  account_id: \"123456789012\"\n  role_arn: arn:aws:iam::123456789012:role/provisioner\n  external_id: ext-secret-1\n",
+        crate::config::Format::Yaml,
+    )
+    .expect("a valid spec");
+    let requested_aws = Event::EnvironmentRequested {
+        id: env_id(),
+        infra_model: InfraModel::for_spec(&aws),
+        spec: aws,
+    };
+    let events = given(&[requested_aws]).when(start(1)).result.unwrap();
+    let (_, job) = events[0].job().unwrap();
+    let role = job
+        .customer_role
+        .as_ref()
+        .expect("an aws job names its role");
+    assert_eq!(role.account_id.as_str(), "123456789012");
+    assert_eq!(
+        role.role_arn.as_str(),
+        "arn:aws:iam::123456789012:role/provisioner"
+    );
+    assert_eq!(
+        role.external_id.as_ref().map(ExternalId::expose),
+        Some("ext-secret-1")
+    );
+    assert!(
+        !format!("{job:?}").contains("ext-secret-1"),
+        "Debug never prints the external id"
+    );
+
+    let events = given(&[requested()]).when(start(1)).result.unwrap();
+    assert_eq!(events[0].job().unwrap().1.customer_role, None);
 }

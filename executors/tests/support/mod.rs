@@ -121,5 +121,6 @@ pub fn job(env: &EnvironmentId, step: Step, simulate: Option<Simulation>) -> Ope
         simulate,
         infra_outputs: BTreeMap::new(),
         timeout_seconds: Some(600),
+        customer_role: None,
     }
 }

@@ -126,6 +126,7 @@ impl History {
             simulate: None,
             infra_outputs: BTreeMap::new(),
             timeout_seconds: Some(600),
+            customer_role: None,
         }
     }
 
