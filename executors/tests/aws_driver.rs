@@ -174,6 +174,51 @@ async fn terraform_gets_the_role_in_an_owner_only_file_that_is_gone_after_the_st
     );
 }
 
+#[tokio::test]
+async fn an_aws_bootstrap_trusts_the_ca_of_the_job_and_runs_no_terraform() {
+    use domain::outputs::InfraOutput;
+    let sts = StandinSts::start(StsBehaviour {
+        expected_external_id: Some(EXTERNAL_ID.to_owned()),
+        ..StsBehaviour::default()
+    })
+    .await;
+    let tools = tempfile::tempdir().unwrap();
+    let workdir = tempfile::tempdir().unwrap();
+    let (mut ctx, _rx) = aws_context(workdir.path());
+    ctx.job.step = Step::Bootstrap;
+    ctx.job.infra_outputs = InfraOutput::ALL
+        .iter()
+        .map(|output| (output.name().to_owned(), format!("{output}-value")))
+        .collect();
+    ctx.job.infra_outputs.insert(
+        InfraOutput::ClusterEndpoint.name().to_owned(),
+        "https://0123ABCD.gr7.us-east-1.eks.amazonaws.com".to_owned(),
+    );
+    ctx.job.infra_outputs.insert(
+        InfraOutput::ClusterCertificateAuthority.name().to_owned(),
+        "Y2EtZnJvbS10aGUtam9i".to_owned(),
+    );
+    // The recording terraform fails any step it is run in: the CA comes from the job.
+    let mut driver = driver(&sts.endpoint(), &recording_terraform(tools.path()));
+    driver.helm = support::sandbox_tools().helm();
+    let result = driver.run(ctx).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(
+        !workdir.path().join("seen-args").exists(),
+        "terraform ran in a bootstrap"
+    );
+    let kubeconfig: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(workdir.path().join(bootstrap::kubeconfig::KUBECONFIG_FILE))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"],
+        "Y2EtZnJvbS10aGUtam9i"
+    );
+    assert_eq!(kubeconfig["users"][0]["user"]["exec"]["command"], "aws");
+}
+
 /// A `terraform` that succeeds at everything (and prints no outputs).
 fn succeeding_terraform(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("terraform");

@@ -209,35 +209,6 @@ async fn the_sandbox_infra_reports_exactly_the_typed_infra_outputs() {
 }
 
 #[tokio::test]
-async fn an_aws_bootstrap_trusts_the_ca_of_the_job_and_runs_no_terraform() {
-    let applied = tempfile::tempdir().unwrap();
-    let mut outputs = apply(&sandbox_driver(), applied.path()).await.unwrap();
-    outputs.insert(
-        InfraOutput::ClusterCertificateAuthority.name().to_owned(),
-        "Y2EtZnJvbS10aGUtam9i".to_owned(),
-    );
-    let mut driver = TerraformHelmDriver::aws(&ExecutorSettings::new("nats://unused", "t"));
-    // A terraform run would fail the step: the CA comes from the job, not the state.
-    driver.terraform.path = PathBuf::from("terraform-not-installed-here");
-    driver.helm = sandbox_tools().helm();
-    let dir = tempfile::tempdir().unwrap();
-    let (mut ctx, _rx) = context(dir.path(), Step::Bootstrap, None);
-    ctx.job.infra_model.provider = domain::spec::Provider::Aws;
-    ctx.job.infra_outputs = outputs;
-    let result = driver.run(ctx).await.unwrap();
-    assert_eq!(result["endpoint"], "https://api.demo.example.com");
-    let kubeconfig: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join(bootstrap::kubeconfig::KUBECONFIG_FILE)).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(
-        kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"],
-        "Y2EtZnJvbS10aGUtam9i"
-    );
-    assert_eq!(kubeconfig["users"][0]["user"]["exec"]["command"], "aws");
-}
-
-#[tokio::test]
 async fn bootstrap_writes_the_prepared_files_the_kubeconfig_for_the_owner_only() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();

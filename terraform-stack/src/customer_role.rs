@@ -20,6 +20,9 @@ pub const SESSION_NAME: &str = "customer_session_name";
 /// How long each session lasts (`"3600s"`); the provider renews it.
 pub const SESSION_DURATION: &str = "customer_session_duration";
 
+/// Every variable, in the order the rendering declares them.
+pub const ALL: [&str; 4] = [ROLE_ARN, EXTERNAL_ID, SESSION_NAME, SESSION_DURATION];
+
 /// The contents of [`VARS_FILE`].
 pub fn values(
     role_arn: &str,

@@ -2,23 +2,23 @@
 //! [`InfraModel`]: the role CDKTF played in the original design, in plain Rust.
 //!
 //! The `aws` and `sandbox` providers render the same resources; only how Terraform reaches the
-//! cloud and keeps its state differs ([`provider`]: on `aws` the customer's role, assumed by the
-//! provider, and an S3 backend; in the sandbox, whose stand-in applies it, a local one). Secrets never become
-//! Terraform values: the database password is generated and kept by RDS in Secrets Manager
-//! (`manage_master_user_password`), and only its ARN is an output.
+//! cloud and keeps its state differs ([`provider`]: on `aws` the customer's role, assumed by
+//! the provider, and an S3 backend; in the sandbox, whose stand-in applies it, a local one).
+//! Secrets are never values in the configuration: the database password is generated and kept
+//! by RDS in Secrets Manager (`manage_master_user_password`), and only its ARN is an output; the
+//! customer's external id is a sensitive variable whose value the executor supplies per step.
 //!
 //! The outputs are exactly [`InfraOutput::ALL`]: the names and which are sensitive come from
 //! `domain::outputs`; this module says only how Terraform computes each.
 
 pub mod customer_role;
+pub mod provider;
 
 use domain::infra_model::{InfraModel, NatLayout, NodeGroupModel};
 use domain::outputs::InfraOutput;
 use serde_json::{Map, Value, json};
 
-pub mod provider;
-
-pub use provider::{AWS_PROVIDER_VERSION, variables};
+pub use provider::AWS_PROVIDER_VERSION;
 
 /// The file the configuration is written to, in the environment's workdir.
 pub const CONFIG_FILE: &str = "main.tf.json";
@@ -61,15 +61,15 @@ pub fn render(target: Target<'_>, model: &InfraModel) -> Value {
     redis(&mut doc, model);
     bucket(&mut doc, model);
     let mut config = json!({
-        "terraform": provider::terraform(target, model),
-        "provider": provider::provider(model, doc.tags(None)),
+        "terraform": provider::terraform_block(target, model),
+        "provider": provider::provider_block(model, doc.tags(None)),
         "data": {
             "aws_availability_zones": {"available": {"state": "available"}},
         },
         "resource": Value::Object(doc.resources),
         "output": outputs(),
     });
-    if let Some(variables) = provider::variables(model) {
+    if let Some(variables) = provider::variable_block(model) {
         config["variable"] = variables;
     }
     config
@@ -685,12 +685,12 @@ mod tests {
             .keys()
             .map(String::as_str)
             .collect();
-        let mut expected = variables::ALL.to_vec();
+        let mut expected = customer_role::ALL.to_vec();
         expected.sort_unstable();
         assert_eq!(declared, expected);
-        let external_id = &config["variable"][variables::EXTERNAL_ID];
+        let external_id = &config["variable"][customer_role::EXTERNAL_ID];
         assert_eq!(external_id["sensitive"], json!(true));
-        for name in variables::ALL {
+        for name in customer_role::ALL {
             let variable = &config["variable"][name];
             assert_eq!(variable["type"], json!("string"), "{name}");
             // No value is written, only declared (the external id may be null: none).
@@ -700,7 +700,7 @@ mod tests {
             );
             assert_eq!(
                 variable.get("sensitive") == Some(&json!(true)),
-                name == variables::EXTERNAL_ID,
+                name == customer_role::EXTERNAL_ID,
                 "{name}"
             );
         }
