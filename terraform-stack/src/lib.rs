@@ -513,8 +513,9 @@ fn bucket(doc: &mut Document<'_>, model: &InfraModel) {
             "rule": {"apply_server_side_encryption_by_default": {"sse_algorithm": "aws:kms"}},
         }),
     );
-    // Each rule applies to the whole bucket: provider v5 wants a `filter` (or the deprecated
-    // `prefix`) in every rule, and an empty `filter` matches every object.
+    // Each rule applies to the whole bucket. Provider v5 wants a `filter` (or the deprecated
+    // `prefix`) in every rule, and in the filter exactly one condition: an empty prefix, which
+    // every key has (an empty `filter {}` draws "will be an error" warnings since 5.90).
     doc.add(
         "aws_s3_bucket_lifecycle_configuration",
         "artifacts",
@@ -524,13 +525,13 @@ fn bucket(doc: &mut Document<'_>, model: &InfraModel) {
                 {
                     "id": "expire-noncurrent-versions",
                     "status": "Enabled",
-                    "filter": {},
+                    "filter": {"prefix": ""},
                     "noncurrent_version_expiration": {"noncurrent_days": NONCURRENT_VERSION_DAYS},
                 },
                 {
                     "id": "abort-incomplete-multipart-uploads",
                     "status": "Enabled",
-                    "filter": {},
+                    "filter": {"prefix": ""},
                     "abort_incomplete_multipart_upload": {
                         "days_after_initiation": INCOMPLETE_UPLOAD_DAYS,
                     },
@@ -906,7 +907,7 @@ mod tests {
         assert_eq!(rules.len(), 2);
         for rule in rules {
             assert_eq!(rule["status"], json!("Enabled"), "{rule}");
-            assert_eq!(rule["filter"], json!({}), "{rule}");
+            assert_eq!(rule["filter"], json!({"prefix": ""}), "{rule}");
         }
         assert_eq!(
             rules[0]["noncurrent_version_expiration"],

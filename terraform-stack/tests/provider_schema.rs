@@ -5,7 +5,8 @@
 //! over a checked-in subset of the provider's own schema, `schema/aws-provider.json` (where each
 //! part was taken from is written in it): every resource and data source type is known; every
 //! argument and nested block exists, may be set (not computed-only) and is not deprecated;
-//! required arguments are present; no block is given more often than allowed; and every
+//! required arguments are present, and exactly one of each group the provider wants one of; no
+//! block is given more often than allowed; and every
 //! reference (`${aws_x.name.attr}`, `var.x`, `count.index`, `depends_on`) names something
 //! declared and an attribute its schema has. The `provider "aws"` block and the S3 backend are
 //! checked the same way, as are the few Terraform language blocks the rendering writes.
@@ -301,6 +302,27 @@ impl<'a> Check<'a> {
         for (key, nested) in blocks {
             if nested["min_items"].as_u64().unwrap_or(0) > 0 && !body.contains_key(key) {
                 self.problem(&format!("{path}.{key}"), "required block missing");
+            }
+        }
+        for group in schema["exactly_one_of"].as_array().into_iter().flatten() {
+            let names: Vec<&str> = group
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let given = names
+                .iter()
+                .filter(|name| body.contains_key(**name))
+                .count();
+            if given != 1 {
+                self.problem(
+                    path,
+                    format_args!(
+                        "exactly one of {} is required, {given} given",
+                        names.join(", ")
+                    ),
+                );
             }
         }
     }
@@ -719,10 +741,10 @@ fn unknown_types_nested_mistakes_and_repeated_blocks_are_found() {
         let vpc_config = cluster["vpc_config"].clone();
         cluster["vpc_config"] = json!([vpc_config.clone(), vpc_config]);
         resources["aws_eks_node_group"]["cpu"]["scaling_config"]["max"] = json!(3);
-        resources["aws_s3_bucket_lifecycle_configuration"]["artifacts"]["rule"][0]
-            .as_object_mut()
-            .unwrap()
-            .remove("status");
+        let rules = &mut resources["aws_s3_bucket_lifecycle_configuration"]["artifacts"]["rule"];
+        rules[0].as_object_mut().unwrap().remove("status");
+        // An empty filter: the provider warns that it will be an error.
+        rules[1]["filter"] = json!({});
     });
     assert_found(
         &problems,
@@ -731,6 +753,7 @@ fn unknown_types_nested_mistakes_and_repeated_blocks_are_found() {
             "resource.aws_eks_cluster.main.vpc_config: given 2 times, at most 1 allowed",
             "resource.aws_eks_node_group.cpu.scaling_config[0].max: unknown argument or block",
             "resource.aws_s3_bucket_lifecycle_configuration.artifacts.rule[0].status: required argument missing",
+            "resource.aws_s3_bucket_lifecycle_configuration.artifacts.rule[1].filter[0]: exactly one of and, object_size_greater_than, object_size_less_than, prefix, tag is required, 0 given",
         ],
     );
 }
