@@ -13,6 +13,7 @@ use domain::spec::Provider;
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
+use crate::lease::Takeover;
 use crate::logs::LogSink;
 use crate::process::ProcessError;
 use crate::settings::ExecutorSettings;
@@ -30,6 +31,10 @@ pub struct StepContext {
     /// [`StepError::Cancelled`].
     pub cancel: CancellationToken,
     pub logs: LogSink,
+    /// Set when this attempt took over the environment's step lease from a holder that never
+    /// let go and whose heartbeat lapsed (presumed dead): only then may a state lock it left be
+    /// forced open.
+    pub takeover: Option<Takeover>,
 }
 
 /// Why a step did not succeed; each variant is a different decision for the runner.
