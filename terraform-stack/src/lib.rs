@@ -9,6 +9,8 @@
 //! The outputs are exactly [`InfraOutput::ALL`]: the names and which are sensitive come from
 //! `domain::outputs`; this module says only how Terraform computes each.
 
+pub mod summary;
+
 use domain::infra_model::{InfraModel, NatLayout, NodeGroupModel};
 use domain::outputs::InfraOutput;
 use domain::spec::Provider;
