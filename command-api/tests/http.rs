@@ -766,6 +766,23 @@ async fn outputs_answers_the_read_models_outputs_and_404_for_an_unknown_id() {
         view["cost"]["monthly_total_cents"].as_u64() > Some(0),
         "{view}"
     );
+    // The estimate is in the list's items too, once the projection has the row.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let listed = loop {
+        let (_, list) = error_body(
+            app.request(Method::GET, "/v1/environments?name=outputs")
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        if list["items"][0].is_object() {
+            break list["items"][0].clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "never listed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(listed["cost"], view["cost"]);
 
     for unknown in ["env_01jd0000000000000000000000", "not-an-id"] {
         let response = app

@@ -75,8 +75,12 @@ pub struct PriceTable {
 }
 
 /// AWS's published on-demand prices in US East (N. Virginia), USD, before tax, as listed on the
-/// pages in [`sources`]. Every instance type `infra_model` can produce has a price here (a test
-/// walks every profile, size and GPU choice). Update them together, with `as_of`.
+/// pages in [`sources`] on `as_of`. They were transcribed, not fetched by a tool (the machine
+/// that wrote them had no access to the pages); g5.xlarge ($1.006/h), db.t4g.medium ($0.065/h)
+/// and RDS gp3 ($0.115/GB-month) were cross-checked against third-party pages quoting the same
+/// us-east-1 prices in mid-2026. Check them all against the sources when updating, and update
+/// them together, with `as_of`. Every instance type `infra_model` can produce has a price here
+/// (a test walks every profile, size and GPU choice).
 pub const US_EAST_1: PriceTable = PriceTable {
     region: "us-east-1",
     as_of: "2025-06-01",
