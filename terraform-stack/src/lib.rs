@@ -10,6 +10,7 @@
 //! `domain::outputs`; this module says only how Terraform computes each.
 
 pub mod customer_role;
+pub mod summary;
 
 use domain::infra_model::{InfraModel, NatLayout, NodeGroupModel};
 use domain::outputs::InfraOutput;
