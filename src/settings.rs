@@ -336,6 +336,15 @@ pub struct ExecutorArgs {
     /// The DynamoDB table for aws Terraform state locking.
     #[arg(long, env = "PROVISIONER_TF_LOCK_TABLE")]
     pub tf_lock_table: Option<String>,
+    /// Seconds terraform waits for the state lock (`-lock-timeout`) before it gives up.
+    #[arg(long, env = "PROVISIONER_TF_LOCK_TIMEOUT_SECS", default_value = "300",
+          value_parser = step_timeout("PROVISIONER_TF_LOCK_TIMEOUT_SECS"))]
+    pub tf_lock_timeout_secs: Duration,
+    /// Milliseconds a cancelled or timed-out tool gets between SIGINT (to its process group)
+    /// and SIGKILL.
+    #[arg(long, env = "PROVISIONER_EXECUTOR_CANCEL_GRACE_MS", default_value = "10000",
+          value_parser = millis("PROVISIONER_EXECUTOR_CANCEL_GRACE_MS"))]
+    pub executor_cancel_grace_ms: Duration,
     /// STS's URL when it is not AWS's regional endpoint (a VPC endpoint; a local STS).
     #[arg(long, env = "PROVISIONER_AWS_STS_ENDPOINT")]
     pub aws_sts_endpoint: Option<String>,
@@ -486,6 +495,8 @@ pub fn executor_settings(
     settings.helm_bin = executor.helm_bin.clone();
     settings.state_bucket = common.tf_state_bucket.clone();
     settings.state_lock_table = executor.tf_lock_table.clone();
+    settings.lock_timeout = executor.tf_lock_timeout_secs;
+    settings.cancel_grace = executor.executor_cancel_grace_ms;
     settings.aws.sts_endpoint = executor.aws_sts_endpoint.clone();
     settings.aws.session_duration = executor.aws_session_seconds;
     settings.concurrency = executor.executor_concurrency;
@@ -564,6 +575,8 @@ mod tests {
             "--executor-ack-wait-ms=2000",
             "--executor-max-deliver=9",
             "--aws-sts-endpoint=http://127.0.0.1:5000",
+            "--tf-lock-timeout-secs=60",
+            "--executor-cancel-grace-ms=2500",
             "--aws-session-seconds=7200",
             "--providers=sandbox, aws",
             "--http-max-connections=10",
@@ -588,6 +601,8 @@ mod tests {
             Some("http://127.0.0.1:5000")
         );
         assert_eq!(settings.aws.session_duration, Duration::from_secs(7200));
+        assert_eq!(settings.lock_timeout, Duration::from_secs(60));
+        assert_eq!(settings.cancel_grace, Duration::from_millis(2500));
         let settings = api_settings(&common, &api, &Secrets::default());
         assert_eq!(
             settings.enabled_providers,
