@@ -28,7 +28,7 @@ fn main() -> ExitCode {
     }
     command_api::install_tls_provider();
     let default_filter = match cli.command {
-        Commands::Env(_) | Commands::Demo { .. } => "warn",
+        Commands::Env(_) | Commands::Plan(_) | Commands::Demo { .. } => "warn",
         _ => "info,sqlx=warn",
     };
     init_tracing(default_filter, &cli.log);

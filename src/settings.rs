@@ -10,7 +10,7 @@
 //! | group | settings | subcommands |
 //! |---|---|---|
 //! | [`LogArgs`] | log filter (`RUST_LOG`) and format | all (before the subcommand) |
-//! | [`CommonArgs`] | NATS URL, subject prefix | `serve`, `executor`, `dev`, `demo` |
+//! | [`CommonArgs`] | NATS URL, subject prefix, aws Terraform state bucket | `serve`, `executor`, `dev`, `demo` |
 //! | [`ApiArgs`] | listen address, pool, providers, timeouts, HTTP limits | `serve`, `dev`, `demo` |
 //! | [`ExecutorArgs`] | data dir, tools, concurrency, heartbeat, ack wait | `executor`, `dev`, `demo` |
 //! | [`DevArgs`] | where the private servers' binaries come from | `dev`, `demo` |
@@ -244,7 +244,7 @@ pub enum LogFormat {
 #[command(next_help_heading = "Logging")]
 pub struct LogArgs {
     /// Which logs are written: a tracing-subscriber filter such as `info,sqlx=warn`
-    /// [default: warn for env and demo, else info,sqlx=warn].
+    /// [default: warn for env, plan and demo, else info,sqlx=warn].
     #[arg(long, env = "RUST_LOG")]
     pub log_filter: Option<String>,
     /// How logs are written to stderr.
@@ -252,7 +252,8 @@ pub struct LogArgs {
     pub log_format: LogFormat,
 }
 
-/// Where the events flow: shared by the API side and the executors.
+/// What the API side and the executors share: where the events flow, and where aws Terraform
+/// state lives (the executors keep it there; the API accepts aws only when there is one).
 #[derive(Clone, Debug, Args)]
 #[command(next_help_heading = "Events (NATS)")]
 pub struct CommonArgs {
@@ -265,6 +266,10 @@ pub struct CommonArgs {
     #[arg(long = "nats-prefix", env = "PROVISIONER_NATS_PREFIX", value_name = "PREFIX",
           default_value = DEFAULT_PREFIX, value_parser = prefix)]
     pub subject_prefix: String,
+    /// The S3 bucket holding aws Terraform state (the executors' `-backend-config=bucket=...`).
+    /// The API accepts aws environments only when it is set, so set it for both.
+    #[arg(long, env = "PROVISIONER_TF_STATE_BUCKET", help_heading = "AWS")]
+    pub tf_state_bucket: Option<String>,
 }
 
 impl CommonArgs {
@@ -353,9 +358,6 @@ pub struct ExecutorArgs {
     /// The real `helm` for the aws provider.
     #[arg(long, env = "PROVISIONER_HELM_BIN", default_value = "helm")]
     pub helm_bin: PathBuf,
-    /// The S3 bucket holding aws Terraform state (`-backend-config=bucket=...`).
-    #[arg(long, env = "PROVISIONER_TF_STATE_BUCKET")]
-    pub tf_state_bucket: Option<String>,
     /// The region of the state bucket (`-backend-config=region=...`); default: each
     /// environment's own region.
     #[arg(long, env = "PROVISIONER_TF_STATE_REGION",
@@ -365,6 +367,15 @@ pub struct ExecutorArgs {
     /// DynamoDB locking is deprecated upstream).
     #[arg(long, env = "PROVISIONER_TF_LOCK_TABLE")]
     pub tf_lock_table: Option<String>,
+    /// Seconds terraform waits for the state lock (`-lock-timeout`) before it gives up.
+    #[arg(long, env = "PROVISIONER_TF_LOCK_TIMEOUT_SECS", default_value = "300",
+          value_parser = step_timeout("PROVISIONER_TF_LOCK_TIMEOUT_SECS"))]
+    pub tf_lock_timeout_secs: Duration,
+    /// Milliseconds a cancelled or timed-out tool gets between SIGINT (to its process group)
+    /// and SIGKILL.
+    #[arg(long, env = "PROVISIONER_EXECUTOR_CANCEL_GRACE_MS", default_value = "10000",
+          value_parser = millis("PROVISIONER_EXECUTOR_CANCEL_GRACE_MS"))]
+    pub executor_cancel_grace_ms: Duration,
     /// STS's URL when it is not AWS's regional endpoint (a VPC endpoint; a local STS).
     #[arg(long, env = "PROVISIONER_AWS_STS_ENDPOINT")]
     pub aws_sts_endpoint: Option<String>,
@@ -478,6 +489,7 @@ pub fn api_settings(common: &CommonArgs, api: &ApiArgs, secrets: &Secrets) -> Se
         listen: api.listen,
         admin_token: secrets.admin_token.clone(),
         enabled_providers: api.providers.clone(),
+        tf_state_bucket_set: common.tf_state_bucket.is_some(),
         sse_keep_alive: api.sse_keepalive_ms,
         step_timeouts: StepTimeouts {
             infra: api.infra_timeout_secs,
@@ -512,9 +524,11 @@ pub fn executor_settings(
     settings.terraform_bin = executor.terraform_bin.clone();
     settings.terraform_flavour = executor.terraform_flavour;
     settings.helm_bin = executor.helm_bin.clone();
-    settings.state_bucket = executor.tf_state_bucket.clone();
+    settings.state_bucket = common.tf_state_bucket.clone();
     settings.state_region = executor.tf_state_region.clone();
     settings.state_lock_table = executor.tf_lock_table.clone();
+    settings.lock_timeout = executor.tf_lock_timeout_secs;
+    settings.cancel_grace = executor.executor_cancel_grace_ms;
     settings.aws.sts_endpoint = executor.aws_sts_endpoint.clone();
     settings.aws.session_duration = executor.aws_session_seconds;
     settings.concurrency = executor.executor_concurrency;
@@ -568,6 +582,7 @@ mod tests {
         assert_eq!(settings.listen, expected.listen);
         assert!(settings.admin_token.is_none());
         assert_eq!(settings.enabled_providers, vec![Provider::Sandbox]);
+        assert!(!settings.tf_state_bucket_set);
         assert_eq!(settings.sse_keep_alive, Duration::from_millis(15_000));
         assert_eq!(settings.step_timeouts, StepTimeouts::DEFAULT);
         assert_eq!(settings.http, HttpSettings::default());
@@ -592,6 +607,8 @@ mod tests {
             "--executor-ack-wait-ms=2000",
             "--executor-max-deliver=9",
             "--aws-sts-endpoint=http://127.0.0.1:5000",
+            "--tf-lock-timeout-secs=60",
+            "--executor-cancel-grace-ms=2500",
             "--aws-session-seconds=7200",
             "--providers=sandbox, aws",
             "--http-max-connections=10",
@@ -620,6 +637,8 @@ mod tests {
             Some("http://127.0.0.1:5000")
         );
         assert_eq!(settings.aws.session_duration, Duration::from_secs(7200));
+        assert_eq!(settings.lock_timeout, Duration::from_secs(60));
+        assert_eq!(settings.cancel_grace, Duration::from_millis(2500));
         let settings = api_settings(&common, &api, &Secrets::default());
         assert_eq!(
             settings.enabled_providers,
@@ -628,6 +647,19 @@ mod tests {
         assert_eq!(settings.http.max_connections, 10);
         assert_eq!(settings.step_timeouts.infra, Duration::from_secs(60));
         assert_eq!(dev.postgres_binaries, BinarySource::Pypi);
+    }
+
+    #[test]
+    fn the_state_bucket_is_one_setting_the_executor_uses_and_the_api_sees() {
+        let (common, api, executor, _) = dev(&["--tf-state-bucket=acme-tf-state"]);
+        let settings = executor_settings(&common, &executor).unwrap();
+        assert_eq!(settings.state_bucket.as_deref(), Some("acme-tf-state"));
+        assert!(api_settings(&common, &api, &Secrets::default()).tf_state_bucket_set);
+        for subcommand in [&["serve"][..], &["executor"]] {
+            let mut args = subcommand.to_vec();
+            args.push("--tf-state-bucket=acme-tf-state");
+            assert!(parse(&args).is_ok(), "{subcommand:?}");
+        }
     }
 
     #[test]
@@ -805,6 +837,7 @@ mod tests {
             "PROVISIONER_LISTEN",
             "PROVISIONER_DB_MAX_CONNECTIONS",
             "PROVISIONER_PROVIDERS",
+            "PROVISIONER_TF_STATE_BUCKET",
             "PROVISIONER_SSE_KEEPALIVE_MS",
             "PROVISIONER_INFRA_TIMEOUT_SECS",
             "PROVISIONER_BOOTSTRAP_TIMEOUT_SECS",

@@ -3,7 +3,7 @@
 
 use crate::database;
 use crate::deadlines::DeadlineSweep;
-use crate::environments::Environments;
+use crate::environments::{Environments, Providers};
 use crate::http::{self, AppState, auth::Tokens};
 use crate::jetstream::ensure_streams;
 use crate::process_manager::ProcessManager;
@@ -55,7 +55,13 @@ impl Application {
             .context("failed to create jetstream streams (is this NATS >= 2.10 with JetStream?)")?;
         let store = EventStore::new(pool.clone());
         let state = AppState {
-            environments: Environments::new(store.clone(), settings.enabled_providers.clone()),
+            environments: Environments::new(
+                store.clone(),
+                Providers {
+                    enabled: settings.enabled_providers.clone(),
+                    tf_state_bucket_set: settings.tf_state_bucket_set,
+                },
+            ),
             pool,
             nats,
             js,

@@ -93,6 +93,22 @@ impl Client {
         self.json(request).await
     }
 
+    /// Previews a MetaConfig document (YAML or JSON, by `content_type`): resources by type, the
+    /// infrastructure model and a monthly cost estimate. Creates nothing.
+    pub async fn plan(&self, document: String, content_type: &str) -> Result<Value, ClientError> {
+        let request = self
+            .request(Method::POST, "/v1/plans")
+            .header("content-type", content_type)
+            .body(document);
+        self.json(request).await
+    }
+
+    /// An environment's non-sensitive outputs: `{id, name, status, outputs}`.
+    pub async fn outputs(&self, id: &str) -> Result<Value, ClientError> {
+        self.json(self.request(Method::GET, &format!("/v1/environments/{id}/outputs")))
+            .await
+    }
+
     pub async fn list(
         &self,
         status: Option<&str>,

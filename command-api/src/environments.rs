@@ -1,9 +1,10 @@
 //! The application service behind the REST commands: validation at the edge, idempotency,
 //! retries on optimistic-concurrency conflicts, and the command metadata.
 
+use crate::plans::Plan;
 use crate::store::{EventStore, ReadError, StoreError};
 use domain::aggregate::{Command, DomainError, Environment, Status};
-use domain::config::{self, ConfigError, Format};
+use domain::config::{self, ConfigError, FieldError, Format};
 use domain::ids::EnvironmentId;
 use domain::spec::{EnvironmentSpec, Provider};
 use domain::wire::{Actor, EventMetadata, RequestId};
@@ -34,6 +35,12 @@ pub enum ServiceError {
         requested: Provider,
         enabled: Vec<Provider>,
     },
+    /// `aws` is enabled, but the executors have nowhere to keep its Terraform state.
+    #[error(
+        "provider aws is enabled but not configured: set PROVISIONER_TF_STATE_BUCKET (the S3 \
+         bucket the executors keep Terraform state in) for the API and the executors"
+    )]
+    AwsStateBucketUnset,
     /// The idempotency key was first used with another document.
     #[error(
         "idempotency key {} was already used with a different request body",
@@ -52,6 +59,22 @@ pub enum ServiceError {
     /// A stored event or environment id does not decode: a defect or version skew.
     #[error("stored data does not decode")]
     Corrupt(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ServiceError {
+    /// The field error of a provider this deployment does not provision, as the 422 names it
+    /// (`cloud.provider`); `None` for any other error.
+    pub fn provider_refusal(&self) -> Option<FieldError> {
+        match self {
+            ServiceError::ProviderNotEnabled { .. } | ServiceError::AwsStateBucketUnset => {
+                Some(FieldError {
+                    path: "cloud.provider".into(),
+                    message: self.to_string(),
+                })
+            }
+            _ => None,
+        }
+    }
 }
 
 impl From<ReadError> for ServiceError {
@@ -90,18 +113,42 @@ pub struct Accepted {
     pub status: Status,
 }
 
+/// Which providers this deployment provisions.
+#[derive(Clone, Debug)]
+pub struct Providers {
+    /// `PROVISIONER_PROVIDERS`.
+    pub enabled: Vec<Provider>,
+    /// `PROVISIONER_TF_STATE_BUCKET` is set: `aws` state has somewhere to live.
+    pub tf_state_bucket_set: bool,
+}
+
+impl Providers {
+    /// Whether an environment of `spec`'s provider can be provisioned here, and if not, why
+    /// (the error's path is `cloud.provider`).
+    pub fn check(&self, spec: &EnvironmentSpec) -> Result<(), ServiceError> {
+        let requested = spec.cloud.provider();
+        if !self.enabled.contains(&requested) {
+            return Err(ServiceError::ProviderNotEnabled {
+                requested,
+                enabled: self.enabled.clone(),
+            });
+        }
+        if requested == Provider::Aws && !self.tf_state_bucket_set {
+            return Err(ServiceError::AwsStateBucketUnset);
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone)]
 pub struct Environments {
     store: EventStore,
-    enabled_providers: Vec<Provider>,
+    providers: Providers,
 }
 
 impl Environments {
-    pub fn new(store: EventStore, enabled_providers: Vec<Provider>) -> Self {
-        Self {
-            store,
-            enabled_providers,
-        }
+    pub fn new(store: EventStore, providers: Providers) -> Self {
+        Self { store, providers }
     }
 
     pub fn store(&self) -> &EventStore {
@@ -123,7 +170,7 @@ impl Environments {
         idempotency_key: Option<&str>,
     ) -> Result<Accepted, ServiceError> {
         let spec = config::parse(document, format)?;
-        self.check_provider_enabled(&spec)?;
+        self.providers.check(&spec)?;
         let id = match idempotency_key {
             Some(key) => self.claim_idempotency_key(caller, key, document).await?,
             None => EnvironmentId::generate(),
@@ -203,15 +250,17 @@ impl Environments {
         Ok(self.load(id).await?.status)
     }
 
-    fn check_provider_enabled(&self, spec: &EnvironmentSpec) -> Result<(), ServiceError> {
-        let requested = spec.cloud.provider();
-        if self.enabled_providers.contains(&requested) {
-            return Ok(());
-        }
-        Err(ServiceError::ProviderNotEnabled {
-            requested,
-            enabled: self.enabled_providers.clone(),
-        })
+    /// Validates a MetaConfig document exactly as [`Environments::create`] does and previews
+    /// it; records nothing. A valid document whose provider cannot be provisioned here is still
+    /// previewed, with the reason creating it would be refused.
+    pub fn plan(&self, document: &str, format: Format) -> Result<Plan, ServiceError> {
+        let spec = config::parse(document, format)?;
+        let refusal = self
+            .providers
+            .check(&spec)
+            .err()
+            .and_then(|error| error.provider_refusal());
+        Ok(Plan::new(&spec, refusal))
     }
 
     /// Binds an idempotency key to an environment id, or returns the id it is already bound to.

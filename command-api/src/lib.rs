@@ -5,7 +5,8 @@
 //! [`store`]); the [`relay`] publishes every
 //! committed event to JetStream; the [`process_manager`] turns events into next steps and
 //! executor results into commands; [`deadlines`] fails operations that outlive their deadline;
-//! [`http`] serves the API including live SSE streams; [`client`] is the API's HTTP client (the
+//! [`plans`] previews a document without recording anything; [`http`] serves the API including
+//! live SSE streams; [`client`] is the API's HTTP client (the
 //! `provisioner` binary's verbs and the system tests use it).
 //!
 //! The composition (command line, `dev`, telemetry) lives in the `provisioner` binary; this
@@ -18,6 +19,7 @@ pub mod deadlines;
 pub mod environments;
 pub mod http;
 pub mod jetstream;
+pub mod plans;
 pub mod process_manager;
 pub mod relay;
 pub mod server;

@@ -27,7 +27,9 @@ use domain::aggregate::event_sets::STEP_TRIGGERS;
 use domain::aggregate::{Command, DomainError, OperationOutcome, StepTimeouts};
 use domain::ids::OperationId;
 use domain::text::error_chain;
-use domain::wire::{EventEnvelope, EventMetadata, MAX_EVENT_BYTES, OperationResult, Subjects};
+use domain::wire::{
+    EventEnvelope, EventMetadata, MAX_EVENT_BYTES, OperationResult, StepLease, Subjects,
+};
 use futures::StreamExt;
 use jetstream_consumer::{Backoff, Consumer, Delivery, Disposition};
 use std::time::Duration;
@@ -244,6 +246,17 @@ impl ProcessManager {
                 return Disposition::term(format!("undecodable executor result: {error}"));
             }
         };
+        if let Some(holder) = self.fencing_lease(&result).await {
+            tracing::warn!(
+                env_id = %result.environment_id,
+                op_id = %result.operation_id,
+                attempt = result.attempt,
+                holder_attempt = holder.attempt,
+                "rejected the result of a superseded attempt (its executor was paused or cut off \
+                 past its lease; a newer attempt runs the step)"
+            );
+            return Disposition::Ack;
+        }
         let metadata = EventMetadata::result(&result.operation_id);
         let environment_id = result.environment_id.as_str();
         let command = Command::CompleteOperation {
@@ -265,6 +278,32 @@ impl ProcessManager {
             }
             other => settle(environment_id, other, delivered(message)),
         }
+    }
+}
+
+impl ProcessManager {
+    /// The executors' step lease that fences `result` out, if one does: a newer attempt of the
+    /// same operation holds (or last held) the environment. Results that carry no attempt, and
+    /// results when the bucket cannot be read, pass (the aggregate still accepts a result only
+    /// for the operation in flight).
+    async fn fencing_lease(&self, result: &OperationResult) -> Option<StepLease> {
+        let attempt = result.attempt?;
+        let store = self
+            .js
+            .get_key_value(self.subjects.leases_bucket())
+            .await
+            .ok()?;
+        let value = match store.get(result.environment_id.as_str()).await {
+            Ok(value) => value?,
+            Err(error) => {
+                tracing::warn!(%error, "could not read the step lease; accepting the result");
+                return None;
+            }
+        };
+        let lease: StepLease = serde_json::from_slice(&value).ok()?;
+        lease
+            .fences_out(&result.operation_id, attempt)
+            .then_some(lease)
     }
 }
 

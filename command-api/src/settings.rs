@@ -33,6 +33,10 @@ pub struct Settings {
     pub admin_token: Option<SecretString>,
     /// `PROVISIONER_PROVIDERS`: comma-separated providers this deployment accepts.
     pub enabled_providers: Vec<Provider>,
+    /// Whether `PROVISIONER_TF_STATE_BUCKET` is set: the executors' S3 bucket for `aws`
+    /// Terraform state. Without it `aws` environments are refused (422 on `cloud.provider`)
+    /// even when `aws` is enabled; previews of them are still answered.
+    pub tf_state_bucket_set: bool,
     /// `PROVISIONER_SSE_KEEPALIVE_MS`
     pub sse_keep_alive: Duration,
     /// `PROVISIONER_INFRA_TIMEOUT_SECS`, `PROVISIONER_BOOTSTRAP_TIMEOUT_SECS`,
@@ -53,6 +57,7 @@ impl Default for Settings {
             listen: DEFAULT_LISTEN.parse().expect("a valid default address"),
             admin_token: None,
             enabled_providers: vec![Provider::Sandbox],
+            tf_state_bucket_set: false,
             sse_keep_alive: DEFAULT_SSE_KEEP_ALIVE,
             step_timeouts: StepTimeouts::DEFAULT,
             http: HttpSettings::default(),
@@ -111,6 +116,7 @@ impl std::fmt::Debug for Settings {
             .field("listen", &self.listen)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
             .field("enabled_providers", &self.enabled_providers)
+            .field("tf_state_bucket_set", &self.tf_state_bucket_set)
             .field("sse_keep_alive", &self.sse_keep_alive)
             .field("step_timeouts", &self.step_timeouts)
             .field("http", &self.http)
@@ -156,6 +162,7 @@ mod tests {
         assert_eq!(settings.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(settings.database_max_connections, 32);
         assert_eq!(settings.enabled_providers, vec![Provider::Sandbox]);
+        assert!(!settings.tf_state_bucket_set);
         assert_eq!(settings.sse_keep_alive, Duration::from_millis(15_000));
     }
 }

@@ -228,6 +228,7 @@ async fn a_step_result_too_large_to_record_fails_the_step() {
         environment_id: domain::EnvironmentId::parse(&id).unwrap(),
         operation_id: domain::OperationId::parse(&operation_id).unwrap(),
         outcome: domain::aggregate::OperationOutcome::Succeeded { outputs },
+        attempt: None,
     };
     let client = async_nats::connect(stack.nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
@@ -614,4 +615,227 @@ async fn get_without_a_projected_row_answers_the_fold_of_the_history() {
     assert_eq!(folded, from_row);
     assert_eq!(folded["status"], "provisioning");
     assert_eq!(folded["operation"]["step"], "infra");
+}
+
+/// A valid aws document (the contract's example, minus the external id).
+const AWS_MEDIUM_GPU: &str = "name: production\ncloud:\n  provider: aws\n  region: eu-west-1\n  account_id: \"123456789012\"\n  role_arn: arn:aws:iam::123456789012:role/provisioner\ncluster:\n  profile: medium\ndata:\n  postgres: {size: medium, multi_az: true}\n  redis: {size: medium, ha: true}\nbeta9:\n  domain: api.beta9.example.com\n  workers: {gpu_enabled: true}\n";
+
+async fn event_count(app: &App) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_previews_resources_model_and_cost_and_records_nothing() {
+    let app = api_only().await;
+    let yaml = "name: preview\ncloud:\n  provider: sandbox\ncluster:\n  profile: medium\nbeta9:\n  workers: {gpu_enabled: true}\n";
+    let response = app.plan(yaml).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let plan: Value = response.json().await.unwrap();
+    assert_eq!(plan["name"], "preview");
+    assert_eq!(plan["provider"], "sandbox");
+    assert_eq!(plan["creatable"], true);
+    assert_eq!(plan["refusals"], serde_json::json!([]));
+    assert_eq!(
+        plan["infra_model"]["cluster"]["gpu_nodes"]["instance_type"],
+        "g5.2xlarge"
+    );
+    let resources = &plan["resources"];
+    assert_eq!(resources["by_type"]["aws_eks_node_group"], 2);
+    assert_eq!(resources["by_type"]["aws_nat_gateway"], 3);
+    let counted: u64 = resources["by_type"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(resources["total"], counted);
+    let cost = &plan["cost"];
+    assert!(cost["monthly_total_cents"].as_u64() > Some(0), "{cost}");
+    assert!(
+        cost["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|item| item["item"] == "EKS nodes (gpu): g5.2xlarge"),
+        "{cost}"
+    );
+
+    // JSON is accepted too, and an aws document is previewed even where aws is not enabled,
+    // saying why creating it would be refused.
+    let response = app
+        .request(Method::POST, "/v1/plans")
+        .header("content-type", "application/json")
+        .body(r#"{"name": "json-plan", "cloud": {"provider": "sandbox"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let plan: Value = app.plan(AWS_MEDIUM_GPU).await.json().await.unwrap();
+    assert_eq!(plan["creatable"], false);
+    assert_eq!(plan["refusals"][0]["path"], "cloud.provider");
+    assert_eq!(plan["cost"]["basis"]["region"], "eu-west-1");
+    assert_eq!(plan["cost"]["basis"]["prices_region"], "us-east-1");
+
+    assert_eq!(event_count(&app).await, 0, "a plan records no event");
+    let (status, list) = error_body(
+        app.request(Method::GET, "/v1/environments")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["items"], serde_json::json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_refuses_bad_documents_with_the_same_errors_as_create() {
+    let app = api_only().await;
+    let invalid =
+        "name: 9lives\ncloud:\n  provider: sandbox\ncluster:\n  profile: huge\n  colour: red\n";
+    let huge = format!(
+        "{}# {}\n",
+        sandbox_yaml("huge", ""),
+        "x".repeat(1024 * 1024)
+    );
+    for (document, content_type, expected) in [
+        (
+            invalid,
+            "application/yaml",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "name: [unclosed",
+            "application/yaml",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            huge.as_str(),
+            "application/yaml",
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            "name: plain\n",
+            "text/plain",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+    ] {
+        let send = |path: &'static str| {
+            app.request(Method::POST, path)
+                .header("content-type", content_type)
+                .body(document.to_owned())
+                .send()
+        };
+        let (plan_status, plan_body) = error_body(send("/v1/plans").await.unwrap()).await;
+        let (create_status, create_body) =
+            error_body(send("/v1/environments").await.unwrap()).await;
+        assert_eq!(plan_status, expected, "{plan_body}");
+        assert_eq!((plan_status, &plan_body), (create_status, &create_body));
+    }
+    assert_eq!(event_count(&app).await, 0);
+
+    let anonymous = app
+        .http
+        .post(format!("{}/v1/plans", app.base_url))
+        .header("content-type", "application/yaml")
+        .body(sandbox_yaml("anon", ""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn outputs_answers_the_read_models_outputs_and_404_for_an_unknown_id() {
+    let app = api_only().await;
+    let id = app.create_ok(&sandbox_yaml("outputs", "")).await;
+    let response = app
+        .request(Method::GET, &format!("/v1/environments/{id}/outputs"))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = error_body(response).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["id"], id.as_str());
+    assert_eq!(body["name"], "outputs");
+    let (_, view) = app.get(&id).await;
+    assert_eq!(body["outputs"], view["outputs"]);
+    assert!(
+        view["cost"]["monthly_total_cents"].as_u64() > Some(0),
+        "{view}"
+    );
+    // The estimate is in the list's items too, once the projection has the row.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let listed = loop {
+        let (_, list) = error_body(
+            app.request(Method::GET, "/v1/environments?name=outputs")
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        if list["items"][0].is_object() {
+            break list["items"][0].clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "never listed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(listed["cost"], view["cost"]);
+
+    for unknown in ["env_01jd0000000000000000000000", "not-an-id"] {
+        let response = app
+            .request(Method::GET, &format!("/v1/environments/{unknown}/outputs"))
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = error_body(response).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{unknown}");
+        assert_eq!(body["error"]["code"], "not_found");
+    }
+    let anonymous = app
+        .http
+        .get(format!("{}/v1/environments/{id}/outputs", app.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aws_is_refused_without_the_state_bucket_and_accepted_with_it() {
+    use domain::spec::Provider;
+    let unconfigured = App::spawn_with(|settings| {
+        settings.enabled_providers = vec![Provider::Sandbox, Provider::Aws];
+    })
+    .await;
+    let (status, body) = error_body(unconfigured.create(AWS_MEDIUM_GPU).await).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "validation_failed");
+    let detail = &body["error"]["details"][0];
+    assert_eq!(detail["path"], "cloud.provider");
+    let message = detail["message"].as_str().unwrap();
+    assert!(message.contains("PROVISIONER_TF_STATE_BUCKET"), "{message}");
+    assert_eq!(event_count(&unconfigured).await, 0);
+    // The preview is still answered, with the same refusal.
+    let plan: Value = unconfigured
+        .plan(AWS_MEDIUM_GPU)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(plan["creatable"], false);
+    assert_eq!(plan["refusals"][0], *detail);
+    drop(unconfigured);
+
+    let configured = App::spawn_with(|settings| {
+        settings.enabled_providers = vec![Provider::Sandbox, Provider::Aws];
+        settings.tf_state_bucket_set = true;
+    })
+    .await;
+    let plan: Value = configured.plan(AWS_MEDIUM_GPU).await.json().await.unwrap();
+    assert_eq!(plan["creatable"], true);
+    configured.create_ok(AWS_MEDIUM_GPU).await;
 }

@@ -10,7 +10,7 @@ use command_api::process_manager::ProcessManager;
 use command_api::relay::Relay;
 use domain::aggregate::{OperationOutcome, StepTimeouts};
 use domain::ids::{EnvironmentId, OperationId};
-use domain::wire::{OperationResult, Subjects};
+use domain::wire::{EventEnvelope, OperationResult, StepLease, Subjects};
 use event_store::EventStore;
 use std::time::{Duration, Instant};
 use system_tests::fixtures::{admin_request as metadata, sandbox_spec};
@@ -27,44 +27,93 @@ async fn publish(js: &jetstream::Context, subject: String, payload: Vec<u8>) {
         .expect("stream ack");
 }
 
+/// A process manager and a relay over a fresh database and a private nats-server.
+struct Harness {
+    _db: support::TestDb,
+    _nats: system_tests::services::LocalNats,
+    js: jetstream::Context,
+    subjects: Subjects,
+    store: EventStore,
+    shutdown: CancellationToken,
+    running: tokio::task::JoinHandle<()>,
+}
+
+impl Harness {
+    async fn start() -> Self {
+        command_api::install_tls_provider();
+        let db = support::test_db().await;
+        let nats = system_tests::services::nats().await;
+        let js = jetstream::new(async_nats::connect(nats.url()).await.expect("connect nats"));
+        let subjects = Subjects::new(format!("t{:08x}", rand::random::<u32>()));
+        ensure_streams(&js, &subjects).await.expect("streams");
+        let store = EventStore::new(db.pool.clone());
+        let shutdown = CancellationToken::new();
+        let manager = ProcessManager::new(
+            store.clone(),
+            js.clone(),
+            subjects.clone(),
+            StepTimeouts::DEFAULT,
+        );
+        let running = tokio::spawn(manager.run(shutdown.clone()));
+        let relay = Relay::new(
+            db.pool.clone(),
+            js.clone(),
+            subjects.clone(),
+            store.committed(),
+        );
+        tokio::spawn(relay.run(shutdown.clone()));
+        Harness {
+            _db: db,
+            _nats: nats,
+            js,
+            subjects,
+            store,
+            shutdown,
+            running,
+        }
+    }
+
+    /// Waits until `id`'s history has an event of `event_type`; returns it.
+    async fn wait_for(&self, id: &EnvironmentId, event_type: &str) -> EventEnvelope {
+        let deadline = Instant::now() + WITHIN;
+        loop {
+            let history = self.store.history(id.as_str()).await.unwrap();
+            if let Some(event) = history.iter().find(|e| e.event_type == event_type) {
+                return event.clone();
+            }
+            assert!(Instant::now() < deadline, "no {event_type} in {history:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.running)
+            .await
+            .expect("the process manager stops promptly")
+            .unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn results_that_can_never_be_recorded_are_terminated_once_and_triggers_keep_flowing() {
-    command_api::install_tls_provider();
-    let db = support::test_db().await;
-    let nats = system_tests::services::nats().await;
-    let js = jetstream::new(async_nats::connect(nats.url()).await.expect("connect nats"));
-    let subjects = Subjects::new(format!("t{:08x}", rand::random::<u32>()));
-    ensure_streams(&js, &subjects).await.expect("streams");
-    let store = EventStore::new(db.pool.clone());
-    let shutdown = CancellationToken::new();
-    let manager = ProcessManager::new(
-        store.clone(),
-        js.clone(),
-        subjects.clone(),
-        StepTimeouts::DEFAULT,
-    );
-    let running = tokio::spawn(manager.run(shutdown.clone()));
-    let relay = Relay::new(
-        db.pool.clone(),
-        js.clone(),
-        subjects.clone(),
-        store.committed(),
-    );
-    tokio::spawn(relay.run(shutdown.clone()));
+    let harness = Harness::start().await;
+    let (js, subjects, store) = (&harness.js, &harness.subjects, &harness.store);
 
     // Two poison results: not JSON, and a result for an environment that does not exist (the
     // store refuses it for good).
     let unknown = EnvironmentId::generate();
-    publish(&js, subjects.result(unknown.as_str()), b"not json".to_vec()).await;
+    publish(js, subjects.result(unknown.as_str()), b"not json".to_vec()).await;
     let orphan = OperationResult {
         environment_id: unknown.clone(),
         operation_id: OperationId::generate(),
         outcome: OperationOutcome::Failed {
             error: "boom".into(),
         },
+        attempt: None,
     };
     publish(
-        &js,
+        js,
         subjects.result(unknown.as_str()),
         serde_json::to_vec(&orphan).unwrap(),
     )
@@ -76,18 +125,7 @@ async fn results_that_can_never_be_recorded_are_terminated_once_and_triggers_kee
         .request(&id, sandbox_spec("pm-poison"), &metadata("req_pm"))
         .await
         .expect("request commits");
-    let deadline = Instant::now() + WITHIN;
-    loop {
-        let history = store.history(id.as_str()).await.unwrap();
-        if history.iter().any(|e| e.event_type == "InfraApplyStarted") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the step never started: {history:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    harness.wait_for(&id, "InfraApplyStarted").await;
 
     // Both poison results were delivered once and terminated: nothing pending, nothing
     // waiting for redelivery, nothing redelivered.
@@ -116,9 +154,99 @@ async fn results_that_can_never_be_recorded_are_terminated_once_and_triggers_kee
         "nothing recorded for the unknown environment"
     );
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), running)
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_result_of_a_superseded_attempt_is_rejected_and_the_current_attempts_counts() {
+    let harness = Harness::start().await;
+    let id = EnvironmentId::generate();
+    harness
+        .store
+        .request(&id, sandbox_spec("pm-fencing"), &metadata("req_fence"))
         .await
-        .expect("the process manager stops promptly")
+        .expect("request commits");
+    let started = harness.wait_for(&id, "InfraApplyStarted").await;
+    let operation_id =
+        OperationId::parse(started.payload["operation_id"].as_str().unwrap()).unwrap();
+
+    // Attempt 2 took the step over (the executors' lease says so), as when attempt 1's
+    // executor was paused past its lease.
+    let leases = harness
+        .js
+        .create_key_value(async_nats::jetstream::kv::Config {
+            bucket: harness.subjects.leases_bucket(),
+            history: 1,
+            ..Default::default()
+        })
+        .await
         .unwrap();
+    let lease = StepLease {
+        operation_id: operation_id.clone(),
+        attempt: 2,
+        executor: "executor-b".into(),
+        renewed_at_ms: chrono::Utc::now().timestamp_millis(),
+        released: false,
+    };
+    leases
+        .put(id.as_str(), serde_json::to_vec(&lease).unwrap().into())
+        .await
+        .unwrap();
+
+    let result = |attempt, error: &str| OperationResult {
+        environment_id: id.clone(),
+        operation_id: operation_id.clone(),
+        outcome: OperationOutcome::Failed {
+            error: error.into(),
+        },
+        attempt: Some(attempt),
+    };
+    // The late result of attempt 1 is dropped...
+    let subject = harness.subjects.result(id.as_str());
+    publish(
+        &harness.js,
+        subject.clone(),
+        serde_json::to_vec(&result(1, "late zombie")).unwrap(),
+    )
+    .await;
+    let results = harness
+        .js
+        .get_stream(harness.subjects.results_stream())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + WITHIN;
+    while results
+        .consumer_info(RESULTS_CONSUMER)
+        .await
+        .unwrap()
+        .num_ack_pending
+        > 0
+        || results
+            .consumer_info(RESULTS_CONSUMER)
+            .await
+            .unwrap()
+            .num_pending
+            > 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the late result was never handled"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let history = harness.store.history(id.as_str()).await.unwrap();
+    assert!(
+        !history.iter().any(|e| e.event_type == "InfraApplyFailed"),
+        "a superseded attempt's result was recorded: {history:?}"
+    );
+    // ...and attempt 2's counts.
+    publish(
+        &harness.js,
+        subject,
+        serde_json::to_vec(&result(2, "the real outcome")).unwrap(),
+    )
+    .await;
+    let failed = harness.wait_for(&id, "InfraApplyFailed").await;
+    assert_eq!(failed.payload["error"], "the real outcome");
+    harness.stop().await;
 }

@@ -5,6 +5,7 @@
 
 pub mod aggregate;
 pub mod config;
+pub mod cost;
 pub mod ids;
 pub mod infra_model;
 pub mod outputs;

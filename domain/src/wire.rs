@@ -301,6 +301,36 @@ pub struct OperationResult {
     pub operation_id: OperationId,
     #[serde(flatten)]
     pub outcome: OperationOutcome,
+    /// The fencing token: the attempt (the job's delivery) that ran the step. A result of an
+    /// attempt older than the one holding the environment's [`StepLease`] is rejected. Absent
+    /// from results sent before attempts were carried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u64>,
+}
+
+/// Which executor runs an environment's step, and which attempt of it: one key per environment
+/// in the executors' lease bucket ([`Subjects::leases_bucket`]). The holder renews it while its
+/// step runs; a newer attempt takes it over only once it lapsed; a result is accepted only
+/// from the attempt that holds it (or held it last).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepLease {
+    pub operation_id: OperationId,
+    /// The job message's delivery number (1 on the first delivery).
+    pub attempt: u64,
+    /// The executor process holding it (`<host>:<pid>:<random>`).
+    pub executor: String,
+    /// When the holder last renewed it, in milliseconds since the Unix epoch.
+    pub renewed_at_ms: i64,
+    /// The step ended and its holder let go: the next step need not wait for a lapse.
+    #[serde(default)]
+    pub released: bool,
+}
+
+impl StepLease {
+    /// Whether a result of `attempt` for `operation_id` comes from a superseded attempt.
+    pub fn fences_out(&self, operation_id: &OperationId, attempt: u64) -> bool {
+        &self.operation_id == operation_id && self.attempt > attempt
+    }
 }
 
 /// One line of executor output.
@@ -370,6 +400,11 @@ impl Subjects {
     /// Stream of executor output lines (kept for a while).
     pub fn logs_stream(&self) -> String {
         self.stream("LOGS")
+    }
+
+    /// The key-value bucket of the executors' [`StepLease`]s, keyed by environment id.
+    pub fn leases_bucket(&self) -> String {
+        self.stream("LEASES")
     }
 
     /// `<prefix>.events.>`

@@ -13,6 +13,7 @@ use domain::spec::Provider;
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
+use crate::lease::Takeover;
 use crate::logs::LogSink;
 use crate::process::ProcessError;
 use crate::settings::ExecutorSettings;
@@ -30,6 +31,10 @@ pub struct StepContext {
     /// [`StepError::Cancelled`].
     pub cancel: CancellationToken,
     pub logs: LogSink,
+    /// Set when this attempt took over the environment's step lease from a holder that never
+    /// let go and whose heartbeat lapsed (presumed dead): only then may a state lock it left be
+    /// forced open.
+    pub takeover: Option<Takeover>,
 }
 
 /// Why a step did not succeed; each variant is a different decision for the runner.
@@ -88,17 +93,23 @@ pub trait StepDriver: Send + Sync {
 /// The driver for each provider.
 #[derive(Clone)]
 pub struct Drivers {
-    pub aws: Arc<dyn StepDriver>,
+    /// `None` when this executor is not configured for `aws` (no state bucket): aws jobs then
+    /// fail with a message saying what to configure.
+    pub aws: Option<Arc<dyn StepDriver>>,
     /// `None` when no stand-ins are configured: sandbox jobs then fail with a clear message
     /// instead of silently using anything else.
     pub sandbox: Option<Arc<dyn StepDriver>>,
 }
 
 impl Drivers {
-    /// Real `terraform`/`helm` for `aws`; the stand-ins for `sandbox`.
+    /// Real `terraform`/`helm` for `aws` (when its state bucket is set); the stand-ins for
+    /// `sandbox`.
     pub fn from_settings(settings: &ExecutorSettings) -> Self {
         Drivers {
-            aws: Arc::new(TerraformHelmDriver::aws(settings)),
+            aws: settings
+                .state_bucket
+                .as_ref()
+                .map(|_| Arc::new(TerraformHelmDriver::aws(settings)) as Arc<dyn StepDriver>),
             sandbox: settings.sandbox_tools.as_ref().map(|tools| {
                 Arc::new(TerraformHelmDriver::sandbox(tools, settings)) as Arc<dyn StepDriver>
             }),
@@ -108,7 +119,12 @@ impl Drivers {
     /// The driver for `provider`, or why there is none.
     pub fn for_provider(&self, provider: Provider) -> Result<&dyn StepDriver, StepError> {
         match provider {
-            Provider::Aws => Ok(self.aws.as_ref()),
+            Provider::Aws => self.aws.as_deref().ok_or_else(|| {
+                StepError::failed(
+                    "this executor is not configured for the aws provider: set \
+                     PROVISIONER_TF_STATE_BUCKET (the S3 bucket of Terraform state) on it",
+                )
+            }),
             Provider::Sandbox => self.sandbox.as_deref().ok_or_else(|| {
                 StepError::failed(
                     "the sandbox provider is not available on this executor: it runs \
@@ -116,5 +132,29 @@ impl Drivers {
                 )
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aws_jobs_need_the_state_bucket_on_this_executor() {
+        let mut settings = ExecutorSettings::new("nats://unused", "t");
+        let error = Drivers::from_settings(&settings)
+            .for_provider(Provider::Aws)
+            .err()
+            .expect("no aws driver without a bucket");
+        assert!(
+            error.to_string().contains("PROVISIONER_TF_STATE_BUCKET"),
+            "{error}"
+        );
+        settings.state_bucket = Some("acme-state".into());
+        assert!(
+            Drivers::from_settings(&settings)
+                .for_provider(Provider::Aws)
+                .is_ok()
+        );
     }
 }

@@ -13,8 +13,9 @@ pub enum Exclusion {
     /// Never two steps of one environment at once (what an executor always runs with).
     #[default]
     PerEnvironment,
-    /// No waiting at all: a test seam, so a test can show that the overlap check sees two
-    /// steps of one environment running at once. Never chosen by the `provisioner` binary.
+    /// No waiting at all, neither here nor for the step lease across processes: a test seam,
+    /// so a test can show that the overlap check sees two steps of one environment running at
+    /// once. Never chosen by the `provisioner` binary.
     Disabled,
 }
 

@@ -21,6 +21,7 @@ use tracing::Instrument;
 
 use crate::driver::{Drivers, StepContext, StepError};
 use crate::inflight::{EnvironmentLocks, RunningOperations};
+use crate::lease::{Acquired, HeldLease, LeaseError, Leases};
 use crate::logs::{LogReceiver, LogSink};
 use crate::settings::ExecutorSettings;
 
@@ -38,6 +39,7 @@ pub struct Runtime {
     pub drivers: Drivers,
     pub running: RunningOperations,
     pub environments: EnvironmentLocks,
+    pub leases: Leases,
 }
 
 /// Handles one delivered job message to its end and says how to settle it: `Ack` when done
@@ -115,6 +117,94 @@ async fn run_job(
         return Disposition::retry_after(RETRY_DELAY);
     }
 
+    let attempt = message
+        .info()
+        .map(|i| u64::try_from(i.delivered).unwrap_or(1))
+        .unwrap_or(1);
+    let held = match runtime
+        .leases
+        .acquire(environment_id.as_str(), &operation_id, attempt)
+        .await
+    {
+        Ok(Acquired::Held(held)) => held,
+        Ok(Acquired::Busy { holder }) => {
+            tracing::info!(
+                holder = holder.executor,
+                holder_attempt = holder.attempt,
+                "another attempt holds this environment's step lease and may be running; trying later"
+            );
+            return Disposition::retry_after(runtime.settings.ack_wait);
+        }
+        Ok(Acquired::Superseded { holder }) => {
+            tracing::info!(
+                holder = holder.executor,
+                holder_attempt = holder.attempt,
+                attempt,
+                "a newer attempt of this operation holds the lease; this delivery is obsolete"
+            );
+            return Disposition::retry_after(runtime.settings.ack_wait);
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot take the step lease; trying later");
+            return Disposition::retry_after(RETRY_DELAY);
+        }
+    };
+    if let Some(takeover) = &held.takeover {
+        tracing::warn!(
+            previous = takeover.previous.executor,
+            previous_attempt = takeover.previous.attempt,
+            attempt,
+            "took over the step lease of a holder whose heartbeat lapsed"
+        );
+    }
+    let leased = Leased {
+        operation_id,
+        attempt,
+        environment_id,
+        workdir,
+    };
+    let (disposition, held) = run_leased(
+        runtime,
+        message,
+        leased,
+        held,
+        job,
+        &registration,
+        hand_back,
+    )
+    .await;
+    if let Some(held) = held {
+        runtime.leases.release(held).await;
+    }
+    disposition
+}
+
+/// What a job holding its environment's lease runs with.
+struct Leased {
+    operation_id: OperationId,
+    attempt: u64,
+    environment_id: domain::EnvironmentId,
+    workdir: std::path::PathBuf,
+}
+
+/// Runs the step under the lease `held`, renewing it at every heartbeat; a renewal that finds
+/// the lease taken over stops the step, and nothing is reported (the lease is then not ours to
+/// release: `None` comes back).
+async fn run_leased(
+    runtime: &Runtime,
+    message: &jetstream::Message,
+    leased: Leased,
+    held: HeldLease,
+    job: OperationJob,
+    registration: &crate::inflight::Registration<'_>,
+    hand_back: &CancellationToken,
+) -> (Disposition, Option<HeldLease>) {
+    let Leased {
+        operation_id,
+        attempt,
+        environment_id,
+        workdir,
+    } = leased;
     let (logs, log_rx) = LogSink::channel(environment_id.clone(), operation_id.clone());
     let forwarder = tokio::spawn(forward_logs(
         runtime.jetstream.clone(),
@@ -124,16 +214,38 @@ async fn run_job(
         log_rx,
     ));
     let step_cancel = registration.token().child_token();
+    let takeover = held.takeover.clone();
     let ctx = StepContext {
         operation_id: operation_id.clone(),
         job,
         workdir,
         cancel: step_cancel.clone(),
         logs,
+        takeover,
     };
-    tracing::info!("step started");
+    tracing::info!(attempt, "step started");
+    let lost = CancellationToken::new();
+    let renewal_stop = CancellationToken::new();
+    let renewal = tokio::spawn(renew_lease(
+        runtime.leases.clone(),
+        held,
+        runtime.settings.heartbeat,
+        step_cancel.clone(),
+        lost.clone(),
+        renewal_stop.clone(),
+    ));
     let outcome = run_step(&runtime.drivers, ctx, &step_cancel, hand_back).await;
+    renewal_stop.cancel();
+    let held = renewal.await.ok().flatten();
     let _ = tokio::time::timeout(LOG_FLUSH_TIMEOUT, forwarder).await;
+    if lost.is_cancelled() {
+        tracing::warn!(
+            attempt,
+            "this attempt was superseded while its step ran (paused past its lease?): the step \
+             was stopped and nothing is reported"
+        );
+        return (Disposition::Ack, None);
+    }
 
     let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
     let outcome = match outcome {
@@ -141,15 +253,15 @@ async fn run_job(
         Err(StepError::Failed { message }) => OperationOutcome::Failed { error: message },
         Err(StepError::Cancelled) if registration.token().is_cancelled() => {
             tracing::info!("operation cancelled; no result is reported");
-            return Disposition::Ack;
+            return (Disposition::Ack, held);
         }
         Err(StepError::Cancelled) => {
             tracing::info!("interrupted by shutdown; handing the job back");
-            return Disposition::hand_back();
+            return (Disposition::hand_back(), held);
         }
         Err(error @ StepError::Io { .. }) if delivered < runtime.settings.max_deliver => {
             tracing::warn!(%error, delivered, "executor error; handing the job back");
-            return Disposition::retry_after(RETRY_DELAY);
+            return (Disposition::retry_after(RETRY_DELAY), held);
         }
         Err(error @ StepError::Io { .. }) => OperationOutcome::Failed {
             error: format!("executor error after {delivered} attempts: {error}"),
@@ -159,12 +271,47 @@ async fn run_job(
         environment_id,
         operation_id,
         outcome,
+        attempt: Some(attempt),
     };
     match publish_result(runtime, &result).await {
-        Ok(()) => Disposition::Ack,
+        Ok(()) => (Disposition::Ack, held),
         Err(e) => {
             tracing::error!(error = %e, "failed to publish the result; the job will run again");
-            Disposition::retry_after(RETRY_DELAY)
+            (Disposition::retry_after(RETRY_DELAY), held)
+        }
+    }
+}
+
+/// Renews `held` every `every` until `stop`; when the lease was taken over, cancels the step
+/// (`step`) and fires `lost`. Returns the lease if it is still ours.
+async fn renew_lease(
+    leases: Leases,
+    mut held: HeldLease,
+    every: Duration,
+    step: CancellationToken,
+    lost: CancellationToken,
+    stop: CancellationToken,
+) -> Option<HeldLease> {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return Some(held),
+            () = tokio::time::sleep(every) => {}
+        }
+        match leases.renew(&mut held).await {
+            Ok(()) => {}
+            Err(LeaseError::Lost { holder }) => {
+                tracing::warn!(
+                    holder = holder.executor,
+                    holder_attempt = holder.attempt,
+                    "the step lease was taken over; stopping the step"
+                );
+                lost.cancel();
+                step.cancel();
+                return None;
+            }
+            Err(error @ LeaseError::Unavailable(_)) => {
+                tracing::warn!(%error, "could not renew the step lease");
+            }
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod customer_account;
 pub mod driver;
 mod inflight;
 mod job;
+pub mod lease;
 pub mod logs;
 pub mod process;
 pub mod runner;

@@ -26,6 +26,7 @@ use crate::driver::Drivers;
 pub use crate::inflight::Exclusion;
 use crate::inflight::{EnvironmentLocks, RunningOperations};
 use crate::job::{self, Runtime};
+use crate::lease::{Leases, executor_identity};
 use crate::settings::ExecutorSettings;
 use crate::terraform_helm::TerraformHelmDriver;
 use crate::terraform_version;
@@ -101,6 +102,20 @@ pub async fn run_with_drivers(
         .context("failed to subscribe to time-outs")?;
     let cancellations = futures::stream::select(cancellations, time_outs);
 
+    // A lease lapses when its holder missed heartbeats for as long as JetStream waits before it
+    // redelivers the job: the two agree on when a holder is gone.
+    let leases = Leases::open(
+        &jetstream,
+        &subjects,
+        executor_identity(),
+        settings.ack_wait,
+    )
+    .await
+    .context("failed to open the step lease bucket")?;
+    let leases = match exclusion {
+        Exclusion::PerEnvironment => leases,
+        Exclusion::Disabled => leases.bypassed(),
+    };
     let runtime = Arc::new(Runtime {
         subjects,
         jetstream,
@@ -108,6 +123,7 @@ pub async fn run_with_drivers(
         drivers,
         running: RunningOperations::default(),
         environments: EnvironmentLocks::new(exclusion),
+        leases,
         settings,
     });
     let listener_stop = CancellationToken::new();

@@ -228,8 +228,10 @@ impl TerraformHelmDriver {
         }
     }
 
-    /// Runs a locking terraform command; if it fails only because a holder that is gone left
-    /// the state locked, forces the lock open once and runs the command again.
+    /// Runs a locking terraform command. If it fails because the state is locked, and this
+    /// attempt took the environment over from a holder presumed dead (its attempt superseded,
+    /// its lease lapsed: [`StepContext::takeover`]), forces that lock open once and runs the
+    /// command again; a lock whose holder may be alive is never forced.
     async fn terraform_with_lock(
         &self,
         ctx: &StepContext,
@@ -240,13 +242,26 @@ impl TerraformHelmDriver {
         if finished.status.success() {
             return Ok(());
         }
-        let Some(lock_id) = stale_lock_id(&finished.stderr_text()) else {
+        let Some(lock_id) = state_lock_id(&finished.stderr_text()) else {
             return Err(StepError::failed(finished.error_message()));
         };
+        let Some(takeover) = &ctx.takeover else {
+            return Err(StepError::failed(format!(
+                "the state is locked by another run (lock {lock_id}) that is not known to be \
+                 dead; retry once it has finished. {}",
+                finished.error_message()
+            )));
+        };
         ctx.logs.note(&format!(
-            "the state lock {lock_id} was left by a process that is gone; unlocking and retrying"
+            "the state lock {lock_id} was left by attempt {} of an executor whose lease lapsed; \
+             forcing it open and retrying",
+            takeover.previous.attempt
         ));
-        tracing::warn!(lock_id, "taking over a stale terraform state lock");
+        tracing::warn!(
+            lock_id,
+            previous = takeover.previous.executor,
+            "taking over the state lock of a holder presumed dead"
+        );
         let unlock = self.terraform(ctx).args(force_unlock_args(&lock_id));
         let unlocked = self.exec(ctx, &unlock).await?;
         if !unlocked.status.success() {
@@ -405,21 +420,24 @@ pub fn reportable_outputs(outputs: &BTreeMap<String, TerraformOutput>) -> Output
         .collect()
 }
 
-/// The lock ID from terraform's "Error acquiring the state lock" diagnostic, when it also says
-/// the holder is gone (the stand-in checks the holder's pid). A lock whose holder may be alive
-/// is never taken over.
-pub fn stale_lock_id(stderr: &str) -> Option<String> {
+/// The lock ID from terraform's "Error acquiring the state lock" diagnostic (its `Lock Info:`
+/// block, `ID:` line), as terraform and OpenTofu print it with or without the diagnostic's
+/// `│` frame. Says nothing about whether the holder lives: that is for the caller to know.
+pub fn state_lock_id(stderr: &str) -> Option<String> {
     if !stderr.contains("Error acquiring the state lock") {
         return None;
     }
-    let holder_gone = stderr.contains("no longer running") || stderr.contains("the lock is stale");
-    if !holder_gone {
-        return None;
+    let mut in_lock_info = false;
+    for line in stderr.lines() {
+        let line = line.trim_start_matches(['│', '╷', '╵']).trim();
+        if line.starts_with("Lock Info:") {
+            in_lock_info = true;
+        } else if in_lock_info && let Some(id) = line.strip_prefix("ID:") {
+            let id = id.trim();
+            return (!id.is_empty()).then(|| id.to_owned());
+        }
     }
-    stderr.lines().find_map(|line| {
-        let id = line.trim_start().strip_prefix("ID:")?.trim();
-        (!id.is_empty()).then(|| id.to_owned())
-    })
+    None
 }
 
 /// Writes `simulate.json` for a sandbox job that has a `simulate` block, and removes a stale
@@ -632,31 +650,67 @@ mod tests {
         assert!(!err.to_string().contains("secret"), "{err}");
     }
 
-    const STALE: &str = "
+    /// Terraform 1.10's diagnostic for an S3 lock file that exists (`-no-color` keeps the frame).
+    const S3_LOCKED: &str = "
+╷
+│ Error: Error acquiring the state lock
+│ 
+│ Error message: operation error S3: PutObject, https response error StatusCode: 412,
+│ RequestID: 3Q9Z, HostID: x, api error PreconditionFailed: At least one of the
+│ pre-conditions you specified did not hold
+│ Lock Info:
+│   ID:        9f1c2d3e-0000-4000-8000-000000000001
+│   Path:      acme-state/environments/env_1/terraform.tfstate
+│   Operation: OperationTypeApply
+│   Who:       provisioner@executor-0
+│   Version:   1.10.3
+│   Created:   2026-11-30 00:00:00.123456789 +0000 UTC
+│   Info:      
+│ 
+│ 
+│ Terraform acquires a state lock to protect the state from being written
+│ by multiple users at the same time. Please resolve the issue above and try
+│ again. For most commands, you can disable locking with the \"-lock=false\"
+│ flag, but this is not recommended.
+╵
+";
+
+    /// The local backend's, without the frame.
+    const LOCAL_LOCKED: &str = "
 Error: Error acquiring the state lock
 
-Error message: the process holding the lock (pid 4242, 4242@host) is no longer running: the lock
-is stale. Remove it with: terraform force-unlock -force 9f1c2d3e-0000-4000-8000-000000000001
+Error message: resource temporarily unavailable
 Lock Info:
-  ID:        9f1c2d3e-0000-4000-8000-000000000001
+  ID:        0b7a2a52-5c5d-4f53-9d3a-1e1e6f7d8c9b
   Path:      terraform.tfstate
   Operation: OperationTypeApply
+  Who:       root@host
+  Version:   1.10.3
+  Created:   2026-11-30 00:00:00.1 +0000 UTC
+  Info:      
 ";
 
     #[test]
-    fn a_stale_lock_diagnostic_yields_the_lock_id() {
+    fn the_lock_id_comes_from_terraforms_real_diagnostics() {
         assert_eq!(
-            stale_lock_id(STALE).as_deref(),
+            state_lock_id(S3_LOCKED).as_deref(),
             Some("9f1c2d3e-0000-4000-8000-000000000001")
+        );
+        assert_eq!(
+            state_lock_id(LOCAL_LOCKED).as_deref(),
+            Some("0b7a2a52-5c5d-4f53-9d3a-1e1e6f7d8c9b")
         );
     }
 
     #[test]
-    fn a_lock_whose_holder_may_be_alive_is_never_taken_over() {
-        let held = STALE
-            .replace("is no longer running: the lock\nis stale", "is running")
-            .replace("no longer running", "running");
-        assert_eq!(stale_lock_id(&held), None);
-        assert_eq!(stale_lock_id("Error: simulated infra failure"), None);
+    fn other_failures_name_no_lock() {
+        assert_eq!(state_lock_id("Error: simulated infra failure"), None);
+        // An `ID:` outside a lock diagnostic is not a lock.
+        assert_eq!(state_lock_id("Error: creating VPC\n  ID: vpc-1"), None);
+        // A lock diagnostic cut before its Lock Info names none.
+        assert_eq!(
+            state_lock_id("Error: Error acquiring the state lock\n\nError message: x"),
+            None
+        );
     }
 }

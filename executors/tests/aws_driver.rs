@@ -57,6 +57,7 @@ fn aws_context(workdir: &Path) -> (StepContext, LogReceiver) {
         workdir: workdir.to_owned(),
         cancel: CancellationToken::new(),
         logs,
+        takeover: None,
     };
     (ctx, rx)
 }

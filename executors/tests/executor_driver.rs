@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 use domain::aggregate::Outputs;
 use domain::outputs::{InfraOutput, InfraOutputs};
 use domain::spec::{Simulation, Step};
+use domain::wire::StepLease;
 use domain::{EnvironmentId, OperationId};
 use executors::driver::{StepContext, StepDriver, StepError};
+use executors::lease::Takeover;
 use executors::logs::{LogReceiver, LogSink};
 use executors::settings::ExecutorSettings;
 use executors::settings::SandboxTools;
@@ -35,6 +37,7 @@ fn context(workdir: &Path, step: Step, simulate: Option<Simulation>) -> (StepCon
         workdir: workdir.to_owned(),
         cancel: CancellationToken::new(),
         logs,
+        takeover: None,
     };
     (ctx, rx)
 }
@@ -78,8 +81,21 @@ fn write_lock(workdir: &Path, id: &str, pid: i32) -> PathBuf {
     lock_path
 }
 
+/// The lease this attempt took over: attempt 1 of an executor whose heartbeat lapsed.
+fn takeover(operation_id: &OperationId) -> Takeover {
+    Takeover {
+        previous: StepLease {
+            operation_id: operation_id.clone(),
+            attempt: 1,
+            executor: "gone-host:4242:0000".into(),
+            renewed_at_ms: 0,
+            released: false,
+        },
+    }
+}
+
 #[tokio::test]
-async fn a_lock_left_by_a_dead_process_is_forced_open_and_the_apply_succeeds() {
+async fn a_lock_left_by_a_holder_whose_lease_was_taken_over_is_forced_open() {
     let dir = tempfile::tempdir().unwrap();
     let driver = sandbox_driver();
     apply(&driver, dir.path()).await.unwrap();
@@ -90,7 +106,8 @@ async fn a_lock_left_by_a_dead_process_is_forced_open_and_the_apply_succeeds() {
         dead_pid(),
     );
 
-    let (ctx, mut rx) = context(dir.path(), Step::Infra, None);
+    let (mut ctx, mut rx) = context(dir.path(), Step::Infra, None);
+    ctx.takeover = Some(takeover(&ctx.operation_id));
     let outputs = sandbox_driver().run(ctx).await.unwrap();
     assert!(outputs.contains_key("vpc_id"));
     assert!(!lock_path.exists());
@@ -101,6 +118,25 @@ async fn a_lock_left_by_a_dead_process_is_forced_open_and_the_apply_succeeds() {
             .any(|l| l.contains("force-unlock -force 11111111-2222-4333-8444-555555555555")),
         "{lines:#?}"
     );
+}
+
+#[tokio::test]
+async fn a_lock_is_never_forced_without_a_takeover_even_when_its_holder_looks_dead() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = sandbox_driver();
+    apply(&driver, dir.path()).await.unwrap();
+    let lock_path = write_lock(
+        dir.path(),
+        "22222222-2222-4333-8444-555555555555",
+        dead_pid(),
+    );
+
+    let message = failure(apply(&driver, dir.path()).await);
+    assert!(
+        message.contains("locked by another run (lock 22222222-2222-4333-8444-555555555555)"),
+        "{message}"
+    );
+    assert!(lock_path.exists(), "the lock was forced without a takeover");
 }
 
 #[tokio::test]

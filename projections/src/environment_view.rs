@@ -13,6 +13,9 @@
 
 use chrono::{DateTime, SubsecRound, Utc};
 use domain::aggregate::{Environment, Event};
+use domain::cost::CostEstimate;
+use domain::infra_model::InfraModel;
+use domain::spec::EnvironmentSpec;
 use domain::wire::{EventDecodeError, EventEnvelope};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -35,6 +38,10 @@ pub struct EnvironmentView {
     pub error: Option<Value>,
     /// The operation in flight: `{id, step}`.
     pub operation: Option<Value>,
+    /// The monthly cost estimate of the spec's infrastructure (`domain::cost`), derived from
+    /// the spec with the current price table whenever the view is built or read, never stored;
+    /// `None` only for a stored spec this build cannot read.
+    pub cost: Option<CostEstimate>,
     /// The sequence of the last event applied.
     pub version: i64,
     pub created_at: DateTime<Utc>,
@@ -82,11 +89,24 @@ impl EnvironmentView {
                     "step": in_flight.step.as_str(),
                 })
             }),
+            cost: Some(cost_estimate(&requested.spec)),
             version,
             created_at,
             updated_at,
         })
     }
+}
+
+/// The monthly cost estimate of `spec`'s infrastructure.
+pub fn cost_estimate(spec: &EnvironmentSpec) -> CostEstimate {
+    CostEstimate::for_model(&InfraModel::for_spec(spec))
+}
+
+/// The estimate of a spec as the view stores it (JSON); `None` if it does not decode.
+pub fn cost_estimate_of_stored(spec: &Value) -> Option<CostEstimate> {
+    EnvironmentSpec::deserialize(spec)
+        .ok()
+        .map(|spec| cost_estimate(&spec))
 }
 
 /// Why an event could not be folded into the view. None of these fixes itself by retrying the

@@ -136,12 +136,14 @@ pub(crate) const COLUMNS: &str =
     "id, name, status, provider, spec, outputs, error, operation, version, created_at, updated_at";
 
 pub(crate) fn view_from_row(row: &PgRow) -> Result<EnvironmentView, sqlx::Error> {
+    let spec: Value = row.try_get("spec")?;
     Ok(EnvironmentView {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
         status: row.try_get("status")?,
         provider: row.try_get("provider")?,
-        spec: row.try_get("spec")?,
+        cost: environment_view::cost_estimate_of_stored(&spec),
+        spec,
         outputs: row.try_get("outputs")?,
         error: row.try_get("error")?,
         operation: row.try_get("operation")?,

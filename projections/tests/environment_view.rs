@@ -319,6 +319,7 @@ fn the_view_serializes_with_the_api_field_names() {
     assert_eq!(
         keys,
         [
+            "cost",
             "created_at",
             "error",
             "id",
@@ -333,6 +334,10 @@ fn the_view_serializes_with_the_api_field_names() {
         ]
     );
     assert_eq!(value["error"], serde_json::Value::Null);
+    assert!(
+        value["cost"]["monthly_total_cents"].as_u64() > Some(0),
+        "{value}"
+    );
     let back: EnvironmentView = serde_json::from_value(value).unwrap();
     assert_eq!(back, view);
 }

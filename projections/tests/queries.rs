@@ -41,6 +41,13 @@ async fn get_returns_the_view_or_none() {
         .unwrap();
     assert_eq!(view.status, "ready");
     assert_eq!(view.name, "alpha");
+    // The estimate read back is the one the fold derives from the same spec.
+    let folded = projections::environment_view::fold(&history.envelopes())
+        .unwrap()
+        .unwrap()
+        .into_view();
+    assert!(view.cost.is_some());
+    assert_eq!(view.cost, folded.cost);
     assert_eq!(
         queries::get(&db.pool, "env_01jd0000000000000000000000")
             .await

@@ -5,6 +5,7 @@
 
 mod dev;
 mod dev_stack;
+mod plan;
 mod verbs;
 
 use crate::settings::{
@@ -55,6 +56,11 @@ pub enum Commands {
     /// Client verbs against a running provisioner.
     #[command(after_help = CLIENT_SECRETS_HELP)]
     Env(verbs::EnvArgs),
+    /// Preview a MetaConfig file against a running provisioner, creating nothing: whether it
+    /// can be created there, the infrastructure it asks for, its resources by type and a
+    /// monthly cost estimate.
+    #[command(after_help = CLIENT_SECRETS_HELP)]
+    Plan(plan::PlanArgs),
     /// The sandbox provider's terraform or helm stand-in; the executor runs these. They speak
     /// the real tool's command line over files in the current directory.
     #[command(hide = true, disable_help_flag = true)]
@@ -132,6 +138,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Commands::Demo { file, stack } => dev::demo(file, stack, secrets).await,
         Commands::Replay => dev::replay(secrets).await,
         Commands::Env(args) => verbs::run(args, secrets).await,
+        Commands::Plan(args) => plan::run(args, secrets).await,
         Commands::Standin { .. } => {
             anyhow::bail!("the stand-ins run before the async runtime starts (see main)")
         }

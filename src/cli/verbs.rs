@@ -4,7 +4,7 @@ use super::say;
 use crate::settings::{ClientArgs, Secrets};
 use clap::{Args, Subcommand};
 use command_api::client::Client;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
 pub struct EnvArgs {
@@ -32,6 +32,8 @@ enum Verb {
     },
     /// Show one environment.
     Get { id: String },
+    /// Show an environment's outputs (the non-sensitive ones: endpoints, names, ARNs).
+    Outputs { id: String },
     /// Destroy an environment.
     Delete { id: String },
     /// Resume a failed environment from its failed phase.
@@ -75,24 +77,34 @@ pub fn event_line(envelope: &domain::wire::EventEnvelope, status: domain::Status
     )
 }
 
-pub async fn run(args: EnvArgs, secrets: Secrets) -> anyhow::Result<i32> {
+/// The API's client with the verbs' token.
+pub(super) fn client(args: ClientArgs, secrets: &Secrets) -> anyhow::Result<Client> {
     let token = secrets.client_token().ok_or_else(|| {
         anyhow::anyhow!("no token: set PROVISIONER_TOKEN (or PROVISIONER_ADMIN_TOKEN)")
     })?;
-    let client = Client::new(args.client.api_url, token);
+    Ok(Client::new(args.api_url, token))
+}
+
+/// A MetaConfig file and its content type (JSON when it ends in `.json`, else YAML).
+pub(super) fn read_document(file: &Path) -> anyhow::Result<(String, &'static str)> {
+    let document = std::fs::read_to_string(file)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    let content_type = if file.extension().is_some_and(|e| e == "json") {
+        "application/json"
+    } else {
+        "application/yaml"
+    };
+    Ok((document, content_type))
+}
+
+pub async fn run(args: EnvArgs, secrets: Secrets) -> anyhow::Result<i32> {
+    let client = client(args.client, &secrets)?;
     match args.verb {
         Verb::Create {
             file,
             idempotency_key,
         } => {
-            let document = std::fs::read_to_string(&file)
-                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
-            let is_json = file.extension().is_some_and(|e| e == "json");
-            let content_type = if is_json {
-                "application/json"
-            } else {
-                "application/yaml"
-            };
+            let (document, content_type) = read_document(&file)?;
             print_json(
                 &client
                     .create(document, content_type, idempotency_key.as_deref())
@@ -103,6 +115,7 @@ pub async fn run(args: EnvArgs, secrets: Secrets) -> anyhow::Result<i32> {
             print_json(&client.list(status.as_deref(), name.as_deref()).await?)
         }
         Verb::Get { id } => print_json(&client.get(&id).await?),
+        Verb::Outputs { id } => print_json(&client.outputs(&id).await?),
         Verb::Delete { id } => print_json(&client.delete(&id).await?),
         Verb::Retry { id } => print_json(&client.retry(&id).await?),
         Verb::History { id } => print_json(&client.history(&id).await?),

@@ -386,31 +386,19 @@ fn scope_of(workdir: &Path) -> String {
     )
 }
 
+/// Terraform's own diagnostic for a state it cannot lock, word for word as the local backend
+/// prints it: it says nothing of whether the holder lives (real terraform cannot know; the
+/// executor decides from its leases). The stand-in does not wait out `-lock-timeout` for a
+/// holder it can see is dead, which real terraform would; the output is the same.
 fn lock_error(error: LockError) -> Error {
-    let (message, info) = match error {
+    let info = match error {
         LockError::Interrupted => return Error::Interrupted,
         LockError::Io(e) => return e,
-        LockError::Held { info, waited } => (
-            format!(
-                "resource temporarily unavailable: the lock is held by a running process \
-                 (pid {}); waited {:.1}s",
-                info.pid,
-                waited.as_secs_f64()
-            ),
-            info,
-        ),
-        LockError::Stale { info } => (
-            format!(
-                "the process holding the lock (pid {}, {}) is no longer running: the lock is \
-                 stale. Remove it with: terraform force-unlock -force {}",
-                info.pid, info.who, info.id
-            ),
-            info,
-        ),
+        LockError::Held { info, .. } | LockError::Stale { info } => info,
     };
     Error::Failed {
         summary: "Error acquiring the state lock".to_owned(),
-        detail: lock_detail(&message, &info),
+        detail: lock_detail("resource temporarily unavailable", &info),
     }
 }
 

@@ -13,6 +13,7 @@
 
 pub mod customer_role;
 pub mod provider;
+pub mod summary;
 
 use domain::infra_model::{InfraModel, NatLayout, NodeGroupModel};
 use domain::outputs::InfraOutput;

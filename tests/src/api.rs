@@ -70,6 +70,16 @@ impl ApiClient {
             .expect("POST /v1/environments")
     }
 
+    /// `POST /v1/plans` with a YAML document.
+    pub async fn plan(&self, yaml: &str) -> reqwest::Response {
+        self.request(Method::POST, "/v1/plans")
+            .header("content-type", "application/yaml")
+            .body(yaml.to_owned())
+            .send()
+            .await
+            .expect("POST /v1/plans")
+    }
+
     /// Creates an environment and returns its id, asserting 202.
     pub async fn create_ok(&self, yaml: &str) -> String {
         let response = self.create(yaml).await;

@@ -55,6 +55,7 @@ impl App {
             listen: "127.0.0.1:0".parse().expect("a socket address"),
             admin_token: Some(TOKEN.into()),
             enabled_providers: vec![Provider::Sandbox],
+            tf_state_bucket_set: false,
             sse_keep_alive: Duration::from_secs(1),
             step_timeouts: StepTimeouts::DEFAULT,
             http: HttpSettings::default(),

@@ -233,6 +233,12 @@ impl Stack {
         self.nats.restart().await.expect("restart nats-server");
     }
 
+    /// Starts another executor process beside the stack's own (same settings, same data dir:
+    /// as two replicas sharing nothing but NATS and the state backend would).
+    pub fn spawn_executor(&self) -> ProviderProcess {
+        ProviderProcess::spawn("executor", self.executor_env.clone())
+    }
+
     /// Starts a (new) executor process, whether or not the stack started with one.
     pub fn restart_executor(&mut self) {
         self.executor = Some(ProviderProcess::spawn(

@@ -2,9 +2,9 @@
 
 use serde_json::Value;
 use std::process::Output;
-use system_tests::{Stack, binary_dir, sandbox_yaml};
+use system_tests::{ApiClient, App, binary_dir, sandbox_yaml};
 
-fn provisioner(stack: &Stack, args: &[&str]) -> Output {
+fn provisioner(stack: &ApiClient, args: &[&str]) -> Output {
     std::process::Command::new(binary_dir().join("provisioner"))
         .args(args)
         .env("PROVISIONER_API_URL", &stack.base_url)
@@ -25,7 +25,7 @@ fn stdout_json(output: &Output) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cli_creates_watches_lists_shows_logs_and_destroys_an_environment() {
-    let stack = Stack::start().await;
+    let stack = system_tests::Stack::start().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("env.yaml");
     std::fs::write(&file, sandbox_yaml("from-cli", "")).unwrap();
@@ -46,6 +46,14 @@ async fn the_cli_creates_watches_lists_shows_logs_and_destroys_an_environment() 
     let list = stdout_json(&provisioner(&stack, &["env", "list", "--name", "from-cli"]));
     assert_eq!(list["items"][0]["id"], id.as_str());
 
+    // The outputs of a ready environment: the reported ones, never a sensitive one.
+    let outputs = stdout_json(&provisioner(&stack, &["env", "outputs", &id]));
+    assert_eq!(outputs["status"], "ready");
+    for name in domain::outputs::InfraOutput::ALL {
+        let shown = outputs["outputs"].get(name.name()).is_some();
+        assert_eq!(shown, !name.is_sensitive(), "{name}: {outputs}");
+    }
+
     let logs = provisioner(&stack, &["env", "logs", &id]);
     assert!(logs.status.success());
     let logs = String::from_utf8_lossy(&logs.stdout);
@@ -65,6 +73,62 @@ async fn the_cli_creates_watches_lists_shows_logs_and_destroys_an_environment() 
     // A bad file is refused with the API's field errors and a non-zero exit.
     std::fs::write(&file, "name: Bad Name\ncloud: {provider: sandbox}\n").unwrap();
     let refused = provisioner(&stack, &["env", "create", "-f", file.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("validation_failed"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_prints_a_readable_preview_or_the_json_and_creates_nothing() {
+    let app = App::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("env.yaml");
+    std::fs::write(
+        &file,
+        "name: preview\ncloud:\n  provider: sandbox\ncluster:\n  profile: large\n\
+         beta9:\n  workers: {gpu_enabled: true}\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+
+    let output = provisioner(&app, &["plan", "-f", file]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    for expected in [
+        "Plan for preview (sandbox, sandbox-local); can be created here: yes",
+        "gpu nodes g5.12xlarge × 2 (0..8)",
+        "aws_eks_node_group",
+        "EKS control plane",
+        "Monthly cost estimate (USD)",
+    ] {
+        assert!(
+            text.contains(expected),
+            "{expected:?} missing from:\n{text}"
+        );
+    }
+
+    let plan = stdout_json(&provisioner(&app, &["plan", "-f", file, "--json"]));
+    let total = plan["cost"]["monthly_total"].as_str().unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("total") && l.ends_with(total)),
+        "the summary's total is the API's {total}:\n{text}"
+    );
+    assert_eq!(plan["resources"]["by_type"]["aws_eks_node_group"], 2);
+
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(events, 0, "a plan creates nothing");
+
+    // A bad file: the API's field errors and a non-zero exit, as for create.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "name: Bad Name\ncloud: {provider: sandbox}\n").unwrap();
+    let refused = provisioner(&app, &["plan", "-f", bad.to_str().unwrap()]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("validation_failed"));
 }

@@ -274,3 +274,64 @@ async fn losing_every_database_connection_mid_lifecycle_loses_no_event() {
     stack.wait_for_status(&id, "ready", WITHIN).await;
     stack.assert_committed_events_published_once().await;
 }
+
+/// Sends `signal` to `pid` (SIGSTOP/SIGCONT: an executor paused, as a stalled VM or a frozen
+/// container would be, and resumed).
+fn signal(pid: u32, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).expect("signal");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_executor_paused_past_its_lease_is_superseded_and_neither_reports_nor_applies_again() {
+    use nix::sys::signal::Signal;
+    let stack = Stack::start().await;
+    let id = stack
+        .create_ok(&sandbox_yaml("paused", "    apply_seconds: 5\n"))
+        .await;
+    // Executor A is applying; pause it (its terraform goes on and finishes, holding the state
+    // lock until then), and start executor B.
+    stack.wait_for_run_start(&id).await;
+    let a = stack
+        .executor
+        .as_ref()
+        .unwrap()
+        .id()
+        .expect("executor A runs");
+    signal(a, Signal::SIGSTOP);
+    let _b = stack.spawn_executor();
+    // A's heartbeats stop: JetStream hands the job to B once the ack wait passed, B takes over
+    // the lapsed lease, waits for the state lock A's terraform still holds, and applies.
+    stack.wait_for_status(&id, "ready", WITHIN).await;
+    let types = stack.history_types(&id).await;
+    assert_eq!(count(&types, "InfraApplied"), 1, "{types:?}");
+
+    // A resumes: its lease was taken over, so it stops and reports nothing, and never runs
+    // another apply.
+    signal(a, Signal::SIGCONT);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let types = stack.history_types(&id).await;
+    assert_eq!(count(&types, "InfraApplied"), 1, "{types:?}");
+    assert_eq!(count(&types, "InfraApplyFailed"), 0, "{types:?}");
+    assert_eq!(count(&types, "BootstrapCompleted"), 1, "{types:?}");
+    let runs = standins::overlap::read(&stack.workdir(&id)).unwrap();
+    let applies: Vec<_> = runs
+        .started
+        .iter()
+        .filter(|run| run.operation == "apply")
+        .collect();
+    assert_eq!(
+        applies.len(),
+        2,
+        "A's apply, then B's (after A's terraform let go of the state); runs: {runs:?}"
+    );
+    assert_eq!(
+        applies
+            .iter()
+            .filter(|run| run.parent_pid == a as i32)
+            .count(),
+        1,
+        "A applied again after it resumed: {runs:?}"
+    );
+    stack.assert_no_overlap(&id);
+    stack.assert_committed_events_published_once().await;
+}

@@ -37,7 +37,7 @@ pub(super) fn parse_id(id: &str) -> Result<EnvironmentId, AppError> {
     EnvironmentId::parse(id).map_err(|_| AppError::environment_not_found(id))
 }
 
-fn content_format(headers: &HeaderMap) -> Result<Format, AppError> {
+pub(super) fn content_format(headers: &HeaderMap) -> Result<Format, AppError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -94,6 +94,20 @@ fn accepted(accepted: Accepted) -> Response {
         .into_response()
 }
 
+/// The MetaConfig document of a request and its format, as `POST /v1/environments` and
+/// `POST /v1/plans` read it: 415 for another content type, 413 over the limit, 400 for a body
+/// that is not UTF-8.
+pub(super) async fn document(
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(String, Format), AppError> {
+    let format = content_format(headers)?;
+    let body = read_body(body).await?;
+    let document = String::from_utf8(body.into())
+        .map_err(|_| AppError::MalformedDocument("the body is not valid UTF-8".into()))?;
+    Ok((document, format))
+}
+
 /// Reads a body of at most [`MAX_BODY_BYTES`] (the document limit); a larger one is 413.
 async fn read_body(body: Body) -> Result<Bytes, AppError> {
     let mut chunks = body.into_data_stream();
@@ -135,14 +149,11 @@ pub async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, AppError> {
-    let format = content_format(&headers)?;
-    let body = read_body(body).await?;
-    let document = std::str::from_utf8(&body)
-        .map_err(|_| AppError::MalformedDocument("the body is not valid UTF-8".into()))?;
+    let (document, format) = document(&headers, body).await?;
     let key = idempotency_key(&headers)?;
     let result = state
         .environments
-        .create(&caller(&principal, &request_id), document, format, key)
+        .create(&caller(&principal, &request_id), &document, format, key)
         .await?;
     Ok(accepted(result))
 }
@@ -164,17 +175,38 @@ pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<EnvironmentView>, AppError> {
-    let id = parse_id(&id)?;
+    Ok(Json(view(&state, &id).await?))
+}
+
+/// `GET /v1/environments/{id}/outputs`: the read model's outputs (never a sensitive one: the
+/// executor does not report those).
+pub async fn outputs(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    let view = view(&state, &id).await?;
+    let body = json!({
+        "id": view.id,
+        "name": view.name,
+        "status": view.status,
+        "outputs": view.outputs,
+    });
+    Ok(Json(body).into_response())
+}
+
+/// One environment's read model, or its history folded while the projection catches up.
+async fn view(state: &AppState, id: &str) -> Result<EnvironmentView, AppError> {
+    let id = parse_id(id)?;
     if let Some(view) = queries::get(&state.pool, id.as_str())
         .await
         .map_err(projection_error)?
     {
-        return Ok(Json(view));
+        return Ok(view);
     }
     let history = state.environments.store().history(id.as_str()).await?;
     projections::environment_view::fold(&history)
         .map_err(AppError::internal)?
-        .map(|folded| Json(folded.into_view()))
+        .map(|folded| folded.into_view())
         .ok_or_else(|| AppError::environment_not_found(id.as_str()))
 }
 

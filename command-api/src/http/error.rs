@@ -150,11 +150,9 @@ impl From<ServiceError> for AppError {
         match error {
             ServiceError::NotFound(id) => AppError::environment_not_found(id.as_str()),
             ServiceError::Config(error) => error.into(),
-            error @ ServiceError::ProviderNotEnabled { .. } => {
-                AppError::Validation(vec![FieldError {
-                    path: "cloud.provider".into(),
-                    message: error.to_string(),
-                }])
+            error @ (ServiceError::ProviderNotEnabled { .. }
+            | ServiceError::AwsStateBucketUnset) => {
+                AppError::Validation(error.provider_refusal().into_iter().collect())
             }
             error @ ServiceError::IdempotencyKeyReused { .. } => {
                 AppError::IdempotencyKeyReused(error.to_string())

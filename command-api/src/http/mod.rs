@@ -7,6 +7,7 @@ mod extract;
 pub mod head_limit;
 mod health;
 mod logs;
+mod plans;
 pub mod request_id;
 mod sse;
 
@@ -53,10 +54,12 @@ pub fn router(state: AppState) -> Router {
             get(environments::get).delete(environments::delete),
         )
         .route("/environments/{id}/retry", post(environments::retry))
+        .route("/environments/{id}/outputs", get(environments::outputs))
         .route("/environments/{id}/history", get(environments::history))
         .route("/environments/{id}/events", get(sse::environment_events))
         .route("/environments/{id}/logs", get(logs::logs))
         .route("/events", get(sse::all_events))
+        .route("/plans", post(plans::create))
         .method_not_allowed_fallback(error::method_not_allowed)
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
