@@ -15,7 +15,7 @@ use crate::Target;
 use crate::customer_role::{EXTERNAL_ID, ROLE_ARN, SESSION_DURATION, SESSION_NAME};
 
 /// The provider release series the rendering is written (and checked) against.
-pub const AWS_PROVIDER_VERSION: &str = "~> 5.70";
+pub const AWS_PROVIDER_VERSION: &str = "~> 5.80";
 
 /// `"${var.<name>}"`.
 fn var(name: &str) -> String {
