@@ -112,7 +112,7 @@ async fn run_job(
         return Disposition::Ack;
     }
     let workdir = runtime.settings.workdir(environment_id.as_str());
-    if let Err(e) = tokio::fs::create_dir_all(&workdir).await {
+    if let Err(e) = create_private_dir(&workdir).await {
         tracing::error!(error = %e, workdir = %workdir.display(), "cannot create the workdir");
         return Disposition::retry_after(RETRY_DELAY);
     }
@@ -314,6 +314,18 @@ async fn renew_lease(
             }
         }
     }
+}
+
+/// Creates `dir` (and its parents) for the executor's user alone: a workdir holds Terraform's
+/// saved plan and, during a step, the customer role's variables.
+async fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    tokio::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .await?;
+    tokio::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).await
 }
 
 /// Runs the step; on `hand_back` the step is cancelled and awaited (its tools get SIGINT).

@@ -378,6 +378,12 @@ async fn infra_job_reports_success_with_every_infra_output() {
     assert!(logs.iter().all(|l| l.operation_id == op));
     assert!(harness.workdir(&env).join("main.tf.json").is_file());
     assert!(!harness.workdir(&env).join("simulate.json").exists());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(harness.workdir(&env))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o700, "the workdir is the executor's alone");
     harness.stop().await;
 }
 
