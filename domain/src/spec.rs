@@ -224,6 +224,10 @@ pub struct Simulation {
     /// How many times `fail` fails before it succeeds; `None` means always.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fail_times: Option<u32>,
+    /// How many of the first terraform runs (`plan`, `apply`, `destroy`) in the workdir fail
+    /// with a cloud API throttling error, the kind of failure a retry gets past.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transient_failures: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -185,6 +185,7 @@ async fn simulate_json_holds_only_the_fields_the_job_sets() {
         apply_seconds: Some(0.1),
         fail: Some(Step::Bootstrap),
         fail_times: None,
+        transient_failures: None,
     };
     let (ctx, _rx) = context(dir.path(), Step::Infra, Some(simulate));
     sandbox_driver().run(ctx).await.unwrap();

@@ -97,6 +97,51 @@ pub fn take_failure(
     }))
 }
 
+/// The key of [`FAULTS_FILE`] that counts the transient failures injected so far.
+const TRANSIENT_KEY: &str = "transient";
+
+/// A transient failure the stand-in was told to inject: the first
+/// [`Simulation::transient_failures`] terraform runs of a workdir fail with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransientFailure {
+    /// 1 for the first one in this workdir.
+    pub attempt: u32,
+    pub of: u32,
+}
+
+impl TransientFailure {
+    /// The `Error:` summary: the AWS provider's wording for a throttled call (an AWS SDK for Go
+    /// v2 operation error with the service's `Throttling: Rate exceeded`), marked simulated.
+    pub fn summary(&self) -> String {
+        format!(
+            "reading EC2 VPCs (simulated transient failure {} of {}): operation error EC2: \
+             DescribeVpcs, https response error StatusCode: 400, RequestID: \
+             00000000-0000-4000-8000-{:012}, api error Throttling: Rate exceeded",
+            self.attempt, self.of, self.attempt
+        )
+    }
+}
+
+/// Decides, at the start of a terraform run that talks to the cloud (`plan`, `apply`,
+/// `destroy`), whether it fails transiently: while the runs failed so far are fewer than
+/// `transient_failures`. Counted like [`take_failure`], under the workdir mutex.
+pub fn take_transient(workdir: &Path, simulate: &Simulation) -> Result<Option<TransientFailure>> {
+    let Some(of) = simulate.transient_failures.filter(|n| *n > 0) else {
+        return Ok(None);
+    };
+    let _mutex = WorkdirMutex::lock(workdir)?;
+    let path = standin_path(workdir, FAULTS_FILE)?;
+    let mut counts: BTreeMap<String, u32> = read_json(&path)?.unwrap_or_default();
+    let count = counts.entry(TRANSIENT_KEY.to_owned()).or_default();
+    if *count >= of {
+        return Ok(None);
+    }
+    *count += 1;
+    let attempt = *count;
+    write_json_atomic(&path, &counts)?;
+    Ok(Some(TransientFailure { attempt, of }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +194,33 @@ mod tests {
         assert_eq!(second.attempt, 2);
         assert_eq!(take_failure(dir.path(), &sim, Step::Infra).unwrap(), None);
         assert_eq!(take_failure(dir.path(), &sim, Step::Infra).unwrap(), None);
+    }
+
+    #[test]
+    fn the_first_transient_failures_runs_fail_with_a_throttling_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = simulate(r#"{"transient_failures": 2}"#);
+        let first = take_transient(dir.path(), &sim).unwrap().unwrap();
+        assert_eq!(first, TransientFailure { attempt: 1, of: 2 });
+        assert!(
+            first
+                .summary()
+                .contains("api error Throttling: Rate exceeded"),
+            "{}",
+            first.summary()
+        );
+        assert_eq!(
+            take_transient(dir.path(), &sim).unwrap().unwrap().attempt,
+            2
+        );
+        assert_eq!(take_transient(dir.path(), &sim).unwrap(), None);
+        // Counted apart from the step failures.
+        assert_eq!(take_failure(dir.path(), &sim, Step::Infra).unwrap(), None);
+        let none = Simulation::default();
+        assert_eq!(
+            take_transient(tempfile::tempdir().unwrap().path(), &none).unwrap(),
+            None
+        );
     }
 
     #[test]

@@ -16,10 +16,11 @@
 //! | file | owner | what |
 //! |---|---|---|
 //! | `main.tf.json` | executor | the rendered Terraform configuration (input) |
-//! | `simulate.json` | executor | fault injection: `{apply_seconds, fail, fail_times}` (input) |
+//! | `simulate.json` | executor | fault injection: `{apply_seconds, fail, fail_times, transient_failures}` (input) |
 //! | `.terraform/` | `init` | marks the workdir as initialized |
 //! | `.terraform.tfstate.lock.info` | apply/destroy/plan | the state lock ([`state_lock`]) |
 //! | `terraform.tfstate` | apply/destroy | Terraform state, format version 4 |
+//! | `<FILE>` of `plan -out=FILE` | plan | a saved plan: actions, configuration, prior state ([`planfile`]) |
 //! | `.standin/faults.json` | both | how often each step has failed so far ([`faults`]) |
 //! | `.standin/runs.jsonl` | both | start and end of every mutating run, checked for overlaps ([`overlap`]) |
 //! | `.standin/helm-releases.json` | helm | installed releases and namespaces ([`helm`]) |
@@ -29,6 +30,7 @@ pub mod fsutil;
 pub mod helm;
 pub mod interrupt;
 pub mod overlap;
+pub mod planfile;
 pub mod state_lock;
 pub mod terraform;
 #[cfg(test)]

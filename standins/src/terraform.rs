@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use super::faults::{self, Simulation, Step, take_failure};
 use super::interrupt::{Interrupt, SLICE};
 use super::overlap::{Outcome, Run};
+use super::planfile::{PriorState, SavedPlan};
 use super::state_lock::{LockError, LockInfo, StateLock, UnlockError, force_unlock};
 use super::tfmodel::{
     Action, ActionKind, Config, Instance, Resolver, STATE_FILE, State, StateOutput, destroy_all,
@@ -33,13 +34,16 @@ Usage: terraform-standin [-chdir=DIR] <command> [flags]
 Commands:
   version [-json]
   init [-input=false] [-no-color] [-upgrade] [-reconfigure]
-  plan [-input=false] [-no-color] [-lock-timeout=D] [-detailed-exitcode] [-destroy]
+  plan [-input=false] [-no-color] [-lock-timeout=D] [-detailed-exitcode] [-destroy] [-out=FILE]
+  apply [-input=false] [-no-color] [-lock-timeout=D] PLANFILE
   apply -auto-approve [-input=false] [-no-color] [-lock-timeout=D] [-destroy]
   destroy -auto-approve [-input=false] [-no-color] [-lock-timeout=D]
   output [-json] [-no-color] [NAME]
   force-unlock -force LOCK_ID
 
 D is a Go duration (0s, 500ms, 60s, 5m); the default lock timeout is 0s.
+A saved plan applies exactly its actions, and only to the state it was planned against.
+Without a plan file, apply and destroy need -auto-approve: the stand-in reads no approval.
 Fault injection and timing: simulate.json in the working directory.";
 
 /// A parsed command line.
@@ -54,11 +58,16 @@ pub enum Command {
         destroy: bool,
         lock_timeout: Duration,
         detailed_exitcode: bool,
+        /// `-out=FILE`: where to save the plan.
+        out: Option<PathBuf>,
     },
     /// `apply`, or `destroy` (= `apply -destroy`).
     Apply {
         destroy: bool,
         lock_timeout: Duration,
+        auto_approve: bool,
+        /// `apply FILE`: a saved plan to apply.
+        plan: Option<PathBuf>,
     },
     Output {
         json: bool,
@@ -167,6 +176,7 @@ pub fn parse(args: &[String]) -> Result<(Option<PathBuf>, Command)> {
                     "-lock-timeout",
                     "-detailed-exitcode",
                     "-destroy",
+                    "-out",
                 ],
             )?;
             flags.no_positional()?;
@@ -174,6 +184,7 @@ pub fn parse(args: &[String]) -> Result<(Option<PathBuf>, Command)> {
                 destroy: flags.destroy,
                 lock_timeout: flags.lock_timeout,
                 detailed_exitcode: flags.detailed_exitcode,
+                out: flags.out.map(PathBuf::from),
             }
         }
         "apply" | "destroy" => {
@@ -189,15 +200,31 @@ pub fn parse(args: &[String]) -> Result<(Option<PathBuf>, Command)> {
                 &["-auto-approve", "-input", "-no-color", "-lock-timeout"]
             };
             let flags = Flags::parse(command, rest, allowed)?;
-            flags.no_positional()?;
-            if !flags.auto_approve {
-                return Err(Error::Usage(format!(
-                    "{command} needs -auto-approve: the stand-in never asks for approval"
-                )));
-            }
+            let plan = match flags.positional.as_slice() {
+                [] => None,
+                [_] if command == "destroy" => {
+                    return Err(Error::Usage(
+                        "destroy can't be called with a plan file: apply a plan made with \
+                         plan -destroy -out=FILE"
+                            .to_owned(),
+                    ));
+                }
+                [_] if flags.destroy => {
+                    return Err(Error::Usage(
+                        "apply: a saved plan already says whether it destroys: drop -destroy"
+                            .to_owned(),
+                    ));
+                }
+                [file] => Some(PathBuf::from(file)),
+                _ => {
+                    return Err(Error::Usage("apply takes at most one PLANFILE".to_owned()));
+                }
+            };
             Command::Apply {
                 destroy: command == "destroy" || flags.destroy,
                 lock_timeout: flags.lock_timeout,
+                auto_approve: flags.auto_approve,
+                plan,
             }
         }
         "output" => {
@@ -240,6 +267,7 @@ struct Flags<'a> {
     detailed_exitcode: bool,
     force: bool,
     lock_timeout: Duration,
+    out: Option<String>,
     positional: Vec<&'a str>,
 }
 
@@ -267,6 +295,12 @@ impl<'a> Flags<'a> {
                             "{command}: invalid {arg:?}: expected a duration such as 60s or 5m"
                         ))
                     })?;
+                }
+                ("-out", Some(file)) if !file.is_empty() => flags.out = Some(file.to_owned()),
+                ("-out", _) => {
+                    return Err(Error::Usage(format!(
+                        "{command}: -out needs a file name: -out=FILE"
+                    )));
                 }
                 ("-input", Some("false")) => {}
                 ("-input", _) => {
@@ -328,18 +362,44 @@ fn execute(
             destroy,
             lock_timeout,
             detailed_exitcode,
+            out,
         } => plan(
             workdir,
-            destroy,
-            lock_timeout,
-            detailed_exitcode,
+            PlanOptions {
+                destroy,
+                lock_timeout,
+                detailed_exitcode,
+                out,
+            },
             interrupt,
             console,
         ),
         Command::Apply {
             destroy,
             lock_timeout,
-        } => apply(workdir, destroy, lock_timeout, interrupt, console),
+            auto_approve,
+            plan: None,
+        } => apply(
+            workdir,
+            Apply::Direct {
+                destroy,
+                auto_approve,
+            },
+            lock_timeout,
+            interrupt,
+            console,
+        ),
+        Command::Apply {
+            lock_timeout,
+            plan: Some(file),
+            ..
+        } => apply(
+            workdir,
+            Apply::Saved(file),
+            lock_timeout,
+            interrupt,
+            console,
+        ),
         Command::Output { json, name } => output(workdir, json, name.as_deref(), console),
         Command::ForceUnlock { id } => unlock(workdir, &id, console),
     }
@@ -491,43 +551,119 @@ fn print_plan(actions: &[Action], destroy: bool, console: &mut Console<'_>) {
     console.out("");
 }
 
-fn plan(
-    workdir: &Path,
+/// `plan`'s flags.
+struct PlanOptions {
     destroy: bool,
     lock_timeout: Duration,
     detailed_exitcode: bool,
+    out: Option<PathBuf>,
+}
+
+fn plan(
+    workdir: &Path,
+    options: PlanOptions,
     interrupt: &Interrupt,
     console: &mut Console<'_>,
 ) -> Result<u8> {
     require_initialized(workdir)?;
+    let simulate = faults::load(workdir)?;
     let config = Config::load(workdir)?;
-    let _lock =
-        StateLock::acquire(workdir, OPERATION_PLAN, lock_timeout, interrupt).map_err(lock_error)?;
+    let _lock = StateLock::acquire(workdir, OPERATION_PLAN, options.lock_timeout, interrupt)
+        .map_err(lock_error)?;
+    let state_exists = workdir.join(STATE_FILE).exists();
     let state = State::load(workdir)?;
+    let current = state.instances();
+    print_refreshing(&current, console);
+    fail_if_transient(workdir, &simulate, current.first())?;
     let scope = scope_of(workdir);
     let resolver = Resolver::new(&scope, Some(&config));
-    let actions = pending_actions(&state, Some(&config), &resolver, destroy);
-    print_plan(&actions, destroy, console);
-    Ok(if detailed_exitcode && !actions.is_empty() {
+    let actions = pending_actions(&state, Some(&config), &resolver, options.destroy);
+    print_plan(&actions, options.destroy, console);
+    if let Some(out) = &options.out {
+        let saved = SavedPlan::new(
+            options.destroy,
+            PriorState::of(&state, state_exists),
+            (!options.destroy).then_some(&config),
+            actions.clone(),
+        );
+        saved.write(&workdir.join(out))?;
+        console.out("\u{2500}".repeat(77));
+        console.out("");
+        console.out(format!("Saved the plan to: {}", out.display()));
+        console.out("");
+        console.out("To perform exactly these actions, run the following command to apply:");
+        console.out(format!("    terraform apply \"{}\"", out.display()));
+    }
+    Ok(if options.detailed_exitcode && !actions.is_empty() {
         2
     } else {
         0
     })
 }
 
+/// `Refreshing state...` for each instance in state, as plans and direct applies print it.
+fn print_refreshing(instances: &[Instance], console: &mut Console<'_>) {
+    for instance in instances {
+        console.out(format!(
+            "{}: Refreshing state... [id={}]",
+            instance.address(),
+            instance.id()
+        ));
+    }
+}
+
+/// Fails a run that talks to the cloud while `simulate.transient_failures` says so, before it
+/// changes anything, with the throttling error a retry gets past.
+fn fail_if_transient(
+    workdir: &Path,
+    simulate: &Simulation,
+    instance: Option<&Instance>,
+) -> Result<()> {
+    match faults::take_transient(workdir, simulate)? {
+        None => Ok(()),
+        Some(failure) => Err(Error::Failed {
+            summary: failure.summary(),
+            detail: instance
+                .map(|i| vec![format!("  with {},", i.address())])
+                .unwrap_or_default(),
+        }),
+    }
+}
+
+/// What an `apply` applies.
+enum Apply {
+    /// Plans and applies at once (`apply [-destroy]`, `destroy`); without `auto_approve` it
+    /// asks for approval, which the stand-in (like terraform without a terminal) cannot read.
+    Direct { destroy: bool, auto_approve: bool },
+    /// Applies a saved plan (`apply FILE`, the path relative to the workdir).
+    Saved(PathBuf),
+}
+
 fn apply(
     workdir: &Path,
-    destroy: bool,
+    how: Apply,
     lock_timeout: Duration,
     interrupt: &Interrupt,
     console: &mut Console<'_>,
 ) -> Result<u8> {
     require_initialized(workdir)?;
     let simulate = faults::load(workdir)?;
-    let config = if destroy {
-        None
-    } else {
-        Some(Config::load(workdir)?)
+    let (destroy, config, saved, must_confirm) = match how {
+        Apply::Direct {
+            destroy,
+            auto_approve,
+        } => {
+            let config = if destroy {
+                None
+            } else {
+                Some(Config::load(workdir)?)
+            };
+            (destroy, config, None, !auto_approve)
+        }
+        Apply::Saved(file) => {
+            let saved = SavedPlan::read(&workdir.join(&file), &file.display().to_string())?;
+            (saved.destroy, saved.config()?, Some(saved), false)
+        }
     };
     // Recorded before asking for the lock, so a run that has to wait for it is seen waiting.
     let mut run = Run::start(workdir, if destroy { "destroy" } else { "apply" })?;
@@ -548,6 +684,8 @@ fn apply(
         simulate: &simulate,
         config: config.as_ref(),
         destroy,
+        saved: saved.as_ref(),
+        must_confirm,
         interrupt,
     }
     .run(console);
@@ -569,6 +707,10 @@ struct Changes<'a> {
     simulate: &'a Simulation,
     config: Option<&'a Config>,
     destroy: bool,
+    /// The saved plan being applied, if any: its actions instead of a fresh plan.
+    saved: Option<&'a SavedPlan>,
+    /// A direct apply without `-auto-approve`: stops at the approval prompt.
+    must_confirm: bool,
     interrupt: &'a Interrupt,
 }
 
@@ -579,15 +721,23 @@ impl Changes<'_> {
         let scope = scope_of(self.workdir);
         let resolver = Resolver::new(&scope, self.config);
         let mut live = state.instances();
-        for instance in &live {
-            console.out(format!(
-                "{}: Refreshing state... [id={}]",
-                instance.address(),
-                instance.id()
-            ));
-        }
-        let actions = pending_actions(&state, self.config, &resolver, self.destroy);
-        print_plan(&actions, self.destroy, console);
+        let actions = match self.saved {
+            Some(saved) => {
+                saved.check_still_current(&PriorState::of(&state, state_existed))?;
+                fail_if_transient(self.workdir, self.simulate, live.first())?;
+                saved.actions.clone()
+            }
+            None => {
+                print_refreshing(&live, console);
+                fail_if_transient(self.workdir, self.simulate, live.first())?;
+                let actions = pending_actions(&state, self.config, &resolver, self.destroy);
+                print_plan(&actions, self.destroy, console);
+                if self.must_confirm && !actions.is_empty() {
+                    return Err(self.approval_unreadable(console));
+                }
+                actions
+            }
+        };
 
         let step = if self.destroy {
             Step::Destroy
@@ -645,6 +795,35 @@ impl Changes<'_> {
             print_outputs(&state.outputs, console);
         }
         Ok(0)
+    }
+
+    /// Terraform's approval prompt, then its error when there is no input to read the answer
+    /// from (`-input=false`, no terminal): nothing is changed.
+    fn approval_unreadable(&self, console: &mut Console<'_>) -> Error {
+        let (query, description) = if self.destroy {
+            (
+                "Do you really want to destroy all resources?",
+                [
+                    "Terraform will destroy all your managed infrastructure, as shown above.",
+                    "There is no undo. Only 'yes' will be accepted to confirm.",
+                ],
+            )
+        } else {
+            (
+                "Do you want to perform these actions?",
+                [
+                    "Terraform will perform the actions described above.",
+                    "Only 'yes' will be accepted to approve.",
+                ],
+            )
+        };
+        console.out(query);
+        for line in description {
+            console.out(format!("  {line}"));
+        }
+        console.out("");
+        console.out("  Enter a value: ");
+        Error::failed("error asking for approval: EOF")
     }
 
     fn sleep(&self, duration: Duration) -> Result<()> {
@@ -822,14 +1001,36 @@ mod tests {
             command,
             Command::Apply {
                 destroy: false,
-                lock_timeout: Duration::from_secs(60)
+                lock_timeout: Duration::from_secs(60),
+                auto_approve: true,
+                plan: None,
             }
         );
         assert_eq!(
             parse(&args("destroy -auto-approve")).unwrap().1,
             Command::Apply {
                 destroy: true,
-                lock_timeout: Duration::ZERO
+                lock_timeout: Duration::ZERO,
+                auto_approve: true,
+                plan: None,
+            }
+        );
+        assert_eq!(
+            parse(&args("apply -input=false tfplan")).unwrap().1,
+            Command::Apply {
+                destroy: false,
+                lock_timeout: Duration::ZERO,
+                auto_approve: false,
+                plan: Some(PathBuf::from("tfplan")),
+            }
+        );
+        assert_eq!(
+            parse(&args("plan -out=tfplan -destroy")).unwrap().1,
+            Command::Plan {
+                destroy: true,
+                lock_timeout: Duration::ZERO,
+                detailed_exitcode: false,
+                out: Some(PathBuf::from("tfplan")),
             }
         );
         assert_eq!(
@@ -846,7 +1047,11 @@ mod tests {
                 "",
                 "frobnicate",
                 "apply -auto-approve -bogus",
-                "apply",
+                "apply a.tfplan b.tfplan",
+                "apply -destroy a.tfplan",
+                "destroy a.tfplan",
+                "plan -out",
+                "plan -out=",
                 "apply -auto-approve -lock-timeout=soon",
                 "apply -auto-approve -input=true",
                 "init extra",
@@ -1052,6 +1257,142 @@ mod tests {
         assert!(!dir.path().join(LOCK_FILE).exists());
         let runs = crate::overlap::runs(dir.path()).unwrap();
         assert_eq!(runs[0].outcome, Outcome::Interrupted);
+    }
+
+    #[test]
+    fn a_saved_plan_applies_exactly_its_actions_with_its_own_configuration() {
+        let dir = workdir(vpc_config());
+        run_in(dir.path(), "init");
+        let plan = run_in(dir.path(), "plan -input=false -out=tfplan");
+        assert_eq!(plan.code, 0, "{}", plan.err);
+        assert!(
+            plan.out.contains("Saved the plan to: tfplan"),
+            "{}",
+            plan.out
+        );
+        // A configuration changed after the plan does not change what the plan applies.
+        std::fs::write(
+            dir.path().join("main.tf.json"),
+            json!({"resource": {"aws_eip": {"nat": {}}}}).to_string(),
+        )
+        .unwrap();
+        let applied = run_in(dir.path(), "apply -input=false -no-color tfplan");
+        assert_eq!(applied.code, 0, "{}", applied.err);
+        assert!(
+            applied
+                .out
+                .contains("Apply complete! Resources: 1 added, 0 changed, 0 destroyed."),
+            "{}",
+            applied.out
+        );
+        let state = State::load(dir.path()).unwrap();
+        assert_eq!(state.instances()[0].address(), "aws_vpc.main");
+        assert!(state.outputs.contains_key("vpc_id"));
+    }
+
+    #[test]
+    fn a_plan_is_stale_once_another_apply_changed_the_state() {
+        let dir = workdir(vpc_config());
+        run_in(dir.path(), "init");
+        assert_eq!(run_in(dir.path(), "plan -out=first.tfplan").code, 0);
+        assert_eq!(run_in(dir.path(), "plan -out=second.tfplan").code, 0);
+        assert_eq!(run_in(dir.path(), "apply first.tfplan").code, 0);
+        let serial = State::load(dir.path()).unwrap().serial;
+        let stale = run_in(dir.path(), "apply second.tfplan");
+        assert_eq!(stale.code, 1);
+        assert!(
+            stale.err.contains("Error: Saved plan is stale"),
+            "{}",
+            stale.err
+        );
+        assert!(
+            stale
+                .err
+                .contains("the state was changed by another operation after the plan was created"),
+            "{}",
+            stale.err
+        );
+        assert_eq!(
+            State::load(dir.path()).unwrap().serial,
+            serial,
+            "nothing changed"
+        );
+        assert!(!dir.path().join(LOCK_FILE).exists());
+    }
+
+    #[test]
+    fn a_destroy_plan_destroys_and_a_missing_plan_file_is_named() {
+        let dir = workdir(vpc_config());
+        run_in(dir.path(), "init");
+        run_in(dir.path(), "apply -auto-approve");
+        assert_eq!(run_in(dir.path(), "plan -destroy -out=gone").code, 0);
+        let run = run_in(dir.path(), "apply gone");
+        assert_eq!(run.code, 0, "{}", run.err);
+        assert!(
+            run.out
+                .contains("Destroy complete! Resources: 1 destroyed."),
+            "{}",
+            run.out
+        );
+        let missing = run_in(dir.path(), "apply nope.tfplan");
+        assert_eq!(missing.code, 1);
+        assert!(
+            missing
+                .err
+                .contains("Error: Failed to load \"nope.tfplan\" as a plan file"),
+            "{}",
+            missing.err
+        );
+    }
+
+    #[test]
+    fn apply_without_a_plan_or_approval_stops_at_the_prompt_and_changes_nothing() {
+        let dir = workdir(vpc_config());
+        run_in(dir.path(), "init");
+        let run = run_in(dir.path(), "apply -input=false");
+        assert_eq!(run.code, 1);
+        assert!(
+            run.out.contains("Do you want to perform these actions?"),
+            "{}",
+            run.out
+        );
+        assert!(
+            run.err.contains("Error: error asking for approval: EOF"),
+            "{}",
+            run.err
+        );
+        assert!(State::load(dir.path()).unwrap().instances().is_empty());
+        // Nothing to change needs no approval.
+        let destroy = run_in(dir.path(), "destroy -input=false");
+        assert_eq!(destroy.code, 0, "{}", destroy.err);
+    }
+
+    #[test]
+    fn transient_failures_fail_the_first_runs_before_any_change() {
+        let dir = workdir(vpc_config());
+        simulate(
+            dir.path(),
+            r#"{"apply_seconds": 0, "transient_failures": 2}"#,
+        );
+        run_in(dir.path(), "init");
+        let plan = run_in(dir.path(), "plan -out=tfplan");
+        assert_eq!(plan.code, 1);
+        assert!(
+            plan.err.contains("api error Throttling: Rate exceeded"),
+            "{}",
+            plan.err
+        );
+        assert!(!dir.path().join("tfplan").exists());
+        let apply = run_in(dir.path(), "apply -auto-approve");
+        assert_eq!(apply.code, 1);
+        assert!(
+            apply.err.contains("transient failure 2 of 2"),
+            "{}",
+            apply.err
+        );
+        assert!(State::load(dir.path()).unwrap().instances().is_empty());
+        assert_eq!(run_in(dir.path(), "plan -out=tfplan").code, 0);
+        assert_eq!(run_in(dir.path(), "apply tfplan").code, 0);
     }
 
     #[test]

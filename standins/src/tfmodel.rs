@@ -67,6 +67,11 @@ impl Config {
         }
     }
 
+    /// The configuration as JSON, as a plan file keeps a snapshot of it.
+    pub fn to_value(&self) -> Value {
+        Value::Object(self.root.clone())
+    }
+
     /// `resource`: type → name → body.
     fn resources(&self) -> Option<&Map<String, Value>> {
         self.root.get("resource").and_then(Value::as_object)
@@ -403,7 +408,7 @@ pub fn type_of(value: &Value) -> Value {
 }
 
 /// One resource instance, in configuration or in state.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Instance {
     pub rtype: String,
     pub name: String,
@@ -551,7 +556,8 @@ fn provider_of(rtype: &str) -> String {
     format!("provider[\"registry.terraform.io/hashicorp/{provider}\"]")
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ActionKind {
     Create,
     Update,
@@ -559,7 +565,7 @@ pub enum ActionKind {
 }
 
 /// A change to one instance: for create and update the desired instance, for delete the current.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Action {
     pub kind: ActionKind,
     pub instance: Instance,

@@ -431,3 +431,87 @@ fn chdir_points_every_command_at_another_workdir() {
     assert_eq!(ran.code, Some(0), "{ran:?}");
     assert!(dir.path().join("terraform.tfstate").exists());
 }
+
+#[test]
+fn a_saved_plan_that_failed_midway_is_stale_and_a_fresh_plan_finishes_the_job() {
+    let dir = workdir(json!({"apply_seconds": 0.2, "fail": "infra", "fail_times": 1}));
+    let plan = run(
+        &mut terraform(dir.path()),
+        &[
+            "plan",
+            "-input=false",
+            "-no-color",
+            "-lock-timeout=5s",
+            "-out=tfplan",
+        ],
+    );
+    assert_eq!(plan.code, Some(0), "{plan:?}");
+    assert!(
+        plan.stdout
+            .contains("Plan: 2 to add, 0 to change, 0 to destroy.")
+    );
+    let apply_plan = [
+        "apply",
+        "-input=false",
+        "-no-color",
+        "-lock-timeout=5s",
+        "tfplan",
+    ];
+    let failed = run(&mut terraform(dir.path()), &apply_plan);
+    assert_eq!(failed.code, Some(1));
+    assert!(
+        failed
+            .stderr
+            .contains("simulated infra failure (attempt 1 of 1)"),
+        "{failed:?}"
+    );
+    // The failed apply saved what it created: the plan no longer matches the state.
+    let again = run(&mut terraform(dir.path()), &apply_plan);
+    assert_eq!(again.code, Some(1));
+    assert!(
+        again.stderr.contains("Error: Saved plan is stale"),
+        "{again:?}"
+    );
+
+    let replan = run(&mut terraform(dir.path()), &["plan", "-out=tfplan"]);
+    assert!(replan.stdout.contains("Plan: 1 to add"), "{replan:?}");
+    let applied = run(&mut terraform(dir.path()), &apply_plan);
+    assert_eq!(applied.code, Some(0), "{applied:?}");
+    assert!(
+        applied
+            .stdout
+            .contains("Apply complete! Resources: 1 added, 0 changed, 0 destroyed."),
+        "{applied:?}"
+    );
+    let outcomes: Vec<Outcome> = finished_runs(dir.path())
+        .into_iter()
+        .map(|run| run.outcome)
+        .collect();
+    assert_eq!(
+        outcomes,
+        [Outcome::Failed, Outcome::Failed, Outcome::Succeeded]
+    );
+}
+
+#[test]
+fn sigint_during_a_saved_plans_apply_stops_it_and_releases_the_lock() {
+    let dir = workdir(json!({"apply_seconds": 10}));
+    assert_eq!(
+        run(&mut terraform(dir.path()), &["plan", "-out=tfplan"]).code,
+        Some(0)
+    );
+    let mut child = spawn(
+        &mut terraform(dir.path()),
+        &["apply", "-input=false", "tfplan"],
+    );
+    wait_for("the apply to start", Duration::from_secs(5), || {
+        a_run_started(dir.path())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    send_signal(&child, Signal::SIGINT);
+    let status = wait_exit(&mut child, Duration::from_secs(5));
+    assert_eq!(status.code(), Some(1));
+    assert!(!dir.path().join(LOCK_FILE).exists());
+    let log = overlap::read(dir.path()).unwrap();
+    assert_eq!(log.finished[0].outcome, Outcome::Interrupted);
+}

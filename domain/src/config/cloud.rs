@@ -167,10 +167,14 @@ fn simulation(cloud: &mut Object<'_>, errors: &mut Errors) -> Option<Simulation>
         }
         Some(Some(times))
     });
+    let transient_failures = simulate.or_default("transient_failures", None, |field| {
+        field.integer_in(errors, 1..=MAX_FAIL_TIMES).map(Some)
+    });
     simulate.finish(errors);
     Some(Simulation {
         apply_seconds: apply_seconds?,
         fail: fail?,
         fail_times: fail_times?,
+        transient_failures: transient_failures?,
     })
 }

@@ -175,7 +175,8 @@ beta9: {domain: null, workers: {gpu_enabled: null}}
 #[test]
 fn accepts_sandbox_fault_injection_settings() {
     let spec = yaml(&sandbox_with(
-        "  region: us-west-2\n  simulate: {apply_seconds: 0.5, fail: bootstrap, fail_times: 2}\n",
+        "  region: us-west-2\n  simulate: {apply_seconds: 0.5, fail: bootstrap, fail_times: 2, \
+         transient_failures: 1}\n",
     ))
     .expect("valid sandbox config");
     let CloudSpec::Sandbox(sandbox) = spec.cloud else {
@@ -188,6 +189,7 @@ fn accepts_sandbox_fault_injection_settings() {
             apply_seconds: Some(0.5),
             fail: Some(Step::Bootstrap),
             fail_times: Some(2),
+            transient_failures: Some(1),
         }
     );
 }
@@ -414,6 +416,11 @@ fn rejects_simulation_values_out_of_range() {
         (
             "{fail: infra, fail_times: \"2\"}",
             "cloud.simulate.fail_times",
+        ),
+        ("transient_failures: 0", "cloud.simulate.transient_failures"),
+        (
+            "transient_failures: 1001",
+            "cloud.simulate.transient_failures",
         ),
     ];
     for (simulate, path) in cases {
