@@ -2,7 +2,9 @@
 //! real ones for `aws`, the stand-ins for `sandbox`) in the environment's workdir.
 //!
 //! - infra: write `main.tf.json` (+ `simulate.json` in the sandbox), `terraform init`,
-//!   `terraform apply`, `terraform output -json` → the non-sensitive string outputs.
+//!   `terraform plan -out=<PLAN_FILE>`, `terraform apply <PLAN_FILE>` (exactly what was planned;
+//!   terraform refuses the plan if the state changed in between), `terraform output -json` → the
+//!   non-sensitive string outputs. The plan file is removed when the step ends.
 //! - bootstrap: parse the job's infra outputs ([`InfraOutputs`], the cluster's CA bundle
 //!   included); the [`BootstrapStep`] decides the files (kubeconfig, values) and the
 //!   `helm upgrade --install` runs, in order, which this driver performs.
@@ -134,7 +136,11 @@ impl TerraformHelmDriver {
 
     async fn infra(&self, ctx: &StepContext) -> Result<Outputs, StepError> {
         self.prepare_terraform(ctx).await?;
-        self.terraform_with_lock(ctx, apply_args(self.lock_timeout))
+        // The plan may hold sensitive values: it never outlives the step.
+        let _plan = RemovedOnDrop(ctx.workdir.join(PLAN_FILE));
+        self.terraform_with_lock(ctx, plan_args(self.lock_timeout))
+            .await?;
+        self.terraform_with_lock(ctx, apply_plan_args(self.lock_timeout))
             .await?;
         let outputs = self.terraform_outputs(ctx).await?;
         Ok(reportable_outputs(&outputs))
@@ -368,13 +374,28 @@ fn lock_timeout_arg(lock_timeout: Duration) -> String {
     format!("-lock-timeout={}s", lock_timeout.as_secs())
 }
 
-pub fn apply_args(lock_timeout: Duration) -> Vec<String> {
+/// The saved plan of an infra step, in its workdir (relative: terraform runs there).
+pub const PLAN_FILE: &str = "provisioner.tfplan";
+
+/// `terraform plan`, saving the plan to [`PLAN_FILE`].
+pub fn plan_args(lock_timeout: Duration) -> Vec<String> {
     vec![
-        "apply".into(),
-        "-auto-approve".into(),
+        "plan".into(),
         "-input=false".into(),
         "-no-color".into(),
         lock_timeout_arg(lock_timeout),
+        format!("-out={PLAN_FILE}"),
+    ]
+}
+
+/// `terraform apply` of the saved plan: a plan file is its own approval.
+pub fn apply_plan_args(lock_timeout: Duration) -> Vec<String> {
+    vec![
+        "apply".into(),
+        "-input=false".into(),
+        "-no-color".into(),
+        lock_timeout_arg(lock_timeout),
+        PLAN_FILE.into(),
     ]
 }
 
@@ -543,13 +564,23 @@ mod tests {
     fn terraform_commands_never_prompt_and_wait_for_the_lock() {
         assert_eq!(init_args(&[]), ["init", "-input=false", "-no-color"]);
         assert_eq!(
-            apply_args(Duration::from_secs(300)),
+            plan_args(Duration::from_secs(300)),
             [
-                "apply",
-                "-auto-approve",
+                "plan",
                 "-input=false",
                 "-no-color",
-                "-lock-timeout=300s"
+                "-lock-timeout=300s",
+                "-out=provisioner.tfplan"
+            ]
+        );
+        assert_eq!(
+            apply_plan_args(Duration::from_secs(300)),
+            [
+                "apply",
+                "-input=false",
+                "-no-color",
+                "-lock-timeout=300s",
+                "provisioner.tfplan"
             ]
         );
         assert_eq!(

@@ -14,7 +14,7 @@ use executors::lease::Takeover;
 use executors::logs::{LogReceiver, LogSink};
 use executors::settings::ExecutorSettings;
 use executors::settings::SandboxTools;
-use executors::terraform_helm::TerraformHelmDriver;
+use executors::terraform_helm::{PLAN_FILE, TerraformHelmDriver};
 use standins::state_lock::LockInfo;
 use support::{LOCK_FILE, dead_pid, job, sandbox_tools};
 use tokio_util::sync::CancellationToken;
@@ -176,6 +176,27 @@ async fn a_missing_terraform_binary_fails_the_step_naming_its_path_and_how_to_ge
         "terraform not found at terraform-not-installed-here (on PATH): install Terraform \
          >= 1.10 (or OpenTofu) on PATH, or set PROVISIONER_TERRAFORM_BIN"
     );
+}
+
+#[tokio::test]
+async fn infra_applies_exactly_the_plan_it_saved_and_removes_the_plan_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, mut rx) = context(dir.path(), Step::Infra, None);
+    sandbox_driver().run(ctx).await.unwrap();
+    let commands: Vec<String> = lines(&mut rx)
+        .into_iter()
+        .filter_map(|l| l.strip_prefix("executor: $ terraform ").map(str::to_owned))
+        .collect();
+    assert_eq!(
+        commands,
+        [
+            "init -input=false -no-color",
+            "plan -input=false -no-color -lock-timeout=300s -out=provisioner.tfplan",
+            "apply -input=false -no-color -lock-timeout=300s provisioner.tfplan",
+            "output -json -no-color",
+        ]
+    );
+    assert!(!dir.path().join(PLAN_FILE).exists(), "the plan is removed");
 }
 
 #[tokio::test]
