@@ -12,7 +12,7 @@
 //! | [`LogArgs`] | log filter (`RUST_LOG`) and format | all (before the subcommand) |
 //! | [`CommonArgs`] | NATS URL, subject prefix, aws Terraform state bucket | `serve`, `executor`, `dev`, `demo` |
 //! | [`ApiArgs`] | listen address, pool, providers, timeouts, HTTP limits | `serve`, `dev`, `demo` |
-//! | [`ExecutorArgs`] | data dir, tools, concurrency, heartbeat, ack wait | `executor`, `dev`, `demo` |
+//! | [`ExecutorArgs`] | data dir, tools, concurrency, heartbeat, ack wait, terraform retries | `executor`, `dev`, `demo` |
 //! | [`DevArgs`] | where the private servers' binaries come from | `dev`, `demo` |
 //! | [`ClientArgs`] | API URL | `env` |
 //!
@@ -32,7 +32,7 @@ use command_api::settings::{
 };
 use domain::aggregate::StepTimeouts;
 use domain::spec::Provider;
-use executors::settings::ExecutorSettings;
+use executors::settings::{ExecutorSettings, TerraformRetry};
 use executors::terraform_version::Flavour;
 use local_services::postgres::BinarySource;
 use secrecy::SecretString;
@@ -152,6 +152,22 @@ fn aws_region(variable: &'static str) -> impl Fn(&str) -> Result<String, Setting
                 "use an AWS region name such as eu-west-1",
             ))
         }
+    }
+}
+
+/// A whole number from `min` to `max`.
+fn whole_in(
+    variable: &'static str,
+    min: u32,
+    max: u32,
+) -> impl Fn(&str) -> Result<u32, SettingError> + Clone {
+    move |value| match value.trim().parse::<u32>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(SettingError::new(
+            variable,
+            value,
+            format!("use a whole number from {min} to {max}"),
+        )),
     }
 }
 
@@ -400,6 +416,20 @@ pub struct ExecutorArgs {
     #[arg(long, env = "PROVISIONER_EXECUTOR_MAX_DELIVER", default_value = "5",
           value_parser = positive::<i64>("PROVISIONER_EXECUTOR_MAX_DELIVER"))]
     pub executor_max_deliver: i64,
+    /// Runs of a terraform command that failed transiently (throttling, a 5xx, the network, a
+    /// held state lock), the first included: 1 to 10 (1: no retry).
+    #[arg(long, env = "PROVISIONER_TERRAFORM_RETRY_ATTEMPTS", default_value = "3",
+          value_parser = whole_in("PROVISIONER_TERRAFORM_RETRY_ATTEMPTS", 1, 10))]
+    pub terraform_retry_attempts: u32,
+    /// Milliseconds before the first retry; each next pause doubles, with random jitter.
+    #[arg(long, env = "PROVISIONER_TERRAFORM_RETRY_DELAY_MS", default_value = "10000",
+          value_parser = millis("PROVISIONER_TERRAFORM_RETRY_DELAY_MS"))]
+    pub terraform_retry_delay_ms: Duration,
+    /// Seconds after a terraform command's first run past which it is not retried (nor past
+    /// the step's timeout).
+    #[arg(long, env = "PROVISIONER_TERRAFORM_RETRY_MAX_SECS", default_value = "900",
+          value_parser = step_timeout("PROVISIONER_TERRAFORM_RETRY_MAX_SECS"))]
+    pub terraform_retry_max_secs: Duration,
 }
 
 /// `dev` and `demo`: where their private servers come from.
@@ -535,6 +565,11 @@ pub fn executor_settings(
     settings.heartbeat = executor.executor_heartbeat_ms;
     settings.ack_wait = executor.executor_ack_wait_ms;
     settings.max_deliver = executor.executor_max_deliver;
+    settings.terraform_retry = TerraformRetry {
+        attempts: executor.terraform_retry_attempts,
+        first_delay: executor.terraform_retry_delay_ms,
+        max_elapsed: executor.terraform_retry_max_secs,
+    };
     Ok(settings)
 }
 
@@ -606,6 +641,9 @@ mod tests {
             "--executor-heartbeat-ms=250",
             "--executor-ack-wait-ms=2000",
             "--executor-max-deliver=9",
+            "--terraform-retry-attempts=5",
+            "--terraform-retry-delay-ms=250",
+            "--terraform-retry-max-secs=60",
             "--aws-sts-endpoint=http://127.0.0.1:5000",
             "--tf-lock-timeout-secs=60",
             "--executor-cancel-grace-ms=2500",
@@ -632,6 +670,14 @@ mod tests {
         assert_eq!(settings.heartbeat, Duration::from_millis(250));
         assert_eq!(settings.ack_wait, Duration::from_secs(2));
         assert_eq!(settings.max_deliver, 9);
+        assert_eq!(
+            settings.terraform_retry,
+            TerraformRetry {
+                attempts: 5,
+                first_delay: Duration::from_millis(250),
+                max_elapsed: Duration::from_secs(60),
+            }
+        );
         assert_eq!(
             settings.aws.sts_endpoint.as_deref(),
             Some("http://127.0.0.1:5000")
@@ -680,6 +726,10 @@ mod tests {
             (
                 &["--http-idle-timeout-ms=soon"][..],
                 "invalid setting PROVISIONER_HTTP_IDLE_TIMEOUT_MS=\"soon\"",
+            ),
+            (
+                &["--terraform-retry-attempts=11"][..],
+                "invalid setting PROVISIONER_TERRAFORM_RETRY_ATTEMPTS=\"11\": use a whole number from 1 to 10",
             ),
             (
                 &["--aws-session-seconds=60"][..],

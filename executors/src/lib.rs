@@ -12,5 +12,6 @@ pub mod logs;
 pub mod process;
 pub mod runner;
 pub mod settings;
+pub mod terraform_errors;
 pub mod terraform_helm;
 pub mod terraform_version;

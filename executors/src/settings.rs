@@ -52,6 +52,8 @@ pub struct ExecutorSettings {
     pub max_deliver: i64,
     /// Terraform's `-lock-timeout`.
     pub lock_timeout: Duration,
+    /// How a step runs terraform again after a transient failure.
+    pub terraform_retry: TerraformRetry,
     /// How long a cancelled tool gets between SIGINT and SIGKILL.
     pub cancel_grace: Duration,
     /// How long a graceful shutdown waits for in-flight jobs before handing them back.
@@ -79,6 +81,7 @@ impl ExecutorSettings {
             ack_wait: Duration::from_secs(30),
             max_deliver: 5,
             lock_timeout: Duration::from_secs(300),
+            terraform_retry: TerraformRetry::DEFAULT,
             cancel_grace: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
         }
@@ -90,6 +93,28 @@ impl ExecutorSettings {
         let workdir = self.data_dir.join("workdirs").join(environment_id);
         std::path::absolute(&workdir).unwrap_or(workdir)
     }
+}
+
+/// How a step retries a terraform run that failed transiently (throttled, a 5xx, the network, a
+/// state lock still held: see `terraform_errors`), with exponential back-off and jitter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TerraformRetry {
+    /// `PROVISIONER_TERRAFORM_RETRY_ATTEMPTS`: runs in all, the first included (1: no retry).
+    pub attempts: u32,
+    /// `PROVISIONER_TERRAFORM_RETRY_DELAY_MS`: the first pause; each next one doubles, each
+    /// with a random jitter of up to as much again.
+    pub first_delay: Duration,
+    /// `PROVISIONER_TERRAFORM_RETRY_MAX_SECS`: no retry starts later than this after the first
+    /// run began, nor past the step's own timeout.
+    pub max_elapsed: Duration,
+}
+
+impl TerraformRetry {
+    pub const DEFAULT: TerraformRetry = TerraformRetry {
+        attempts: 3,
+        first_delay: Duration::from_secs(10),
+        max_elapsed: Duration::from_secs(900),
+    };
 }
 
 /// Where the `sandbox` provider's terraform and helm stand-ins come from.
@@ -145,6 +170,14 @@ mod tests {
         assert_eq!(settings.max_deliver, 5);
         assert_eq!(settings.lock_timeout, Duration::from_secs(300));
         assert_eq!(settings.cancel_grace, Duration::from_secs(10));
+        assert_eq!(
+            settings.terraform_retry,
+            TerraformRetry {
+                attempts: 3,
+                first_delay: Duration::from_secs(10),
+                max_elapsed: Duration::from_secs(900),
+            }
+        );
         assert_eq!(settings.aws.sts_endpoint, None);
         assert_eq!(settings.aws.session_duration, Duration::from_secs(3600));
     }

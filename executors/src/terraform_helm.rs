@@ -12,11 +12,18 @@
 //!
 //! A state lock left by a holder that is gone (an executor killed mid-apply) is taken over
 //! once with `terraform force-unlock`; a lock held by a live process is reported as a failure.
+//!
+//! A terraform command that fails transiently (throttled, a 5xx, the network, a lock still held
+//! after `-lock-timeout`: [`terraform_errors::classify`]) runs again within the step, with
+//! exponential back-off and jitter, bounded by [`TerraformRetry`]; each retry is noted in the
+//! step's logs. Any other failure fails the step at once with terraform's first relevant error
+//! lines ([`terraform_errors::relevant_lines`]).
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bootstrap::{BootstrapRunner, BootstrapStep, ClusterAccess, FileToWrite, HelmInvocation};
 use domain::aggregate::Outputs;
@@ -28,7 +35,8 @@ use serde_json::Value;
 use crate::customer_account::{CustomerAccounts, session_name};
 use crate::driver::{StepContext, StepDriver, StepError};
 use crate::process::{self, Finished, Invocation, Program};
-use crate::settings::{ExecutorSettings, SandboxTools};
+use crate::settings::{ExecutorSettings, SandboxTools, TerraformRetry};
+use crate::terraform_errors::{self, Class};
 use child_process::NETWORK_ENV;
 use terraform_stack::{CONFIG_FILE, Target, customer_role};
 
@@ -58,6 +66,8 @@ pub struct TerraformHelmDriver {
     pub terraform: Program,
     pub helm: Program,
     pub lock_timeout: Duration,
+    /// How a terraform command that failed transiently runs again.
+    pub retry: TerraformRetry,
     /// Between SIGINT and SIGKILL when a step is cancelled.
     pub cancel_grace: Duration,
     /// `-backend-config=KEY=VALUE` pairs for `terraform init` (the S3 bucket, its region when it
@@ -95,6 +105,7 @@ impl TerraformHelmDriver {
             .inherit(NETWORK_ENV)
             .inherit(CLOUD_TOOL_ENV),
             lock_timeout: settings.lock_timeout,
+            retry: settings.terraform_retry,
             cancel_grace: settings.cancel_grace,
             backend_config,
             accounts: Some(Arc::new(CustomerAccounts::new(settings.aws.clone()))),
@@ -108,6 +119,7 @@ impl TerraformHelmDriver {
             terraform: tools.terraform(),
             helm: tools.helm(),
             lock_timeout: settings.lock_timeout,
+            retry: settings.terraform_retry,
             cancel_grace: settings.cancel_grace,
             backend_config: Vec::new(),
             accounts: None,
@@ -138,18 +150,25 @@ impl TerraformHelmDriver {
         self.prepare_terraform(ctx).await?;
         // The plan may hold sensitive values: it never outlives the step.
         let _plan = RemovedOnDrop(ctx.workdir.join(PLAN_FILE));
-        self.terraform_with_lock(ctx, plan_args(self.lock_timeout))
-            .await?;
-        self.terraform_with_lock(ctx, apply_plan_args(self.lock_timeout))
-            .await?;
+        // Planned again on a retry: an apply that failed midway has changed the state, and
+        // terraform refuses a plan made before that.
+        self.retrying(ctx, "terraform plan and apply", || async {
+            self.terraform_with_lock(ctx, plan_args(self.lock_timeout))
+                .await?;
+            self.terraform_with_lock(ctx, apply_plan_args(self.lock_timeout))
+                .await
+        })
+        .await?;
         let outputs = self.terraform_outputs(ctx).await?;
         Ok(reportable_outputs(&outputs))
     }
 
     async fn destroy(&self, ctx: &StepContext) -> Result<Outputs, StepError> {
         self.prepare_terraform(ctx).await?;
-        self.terraform_with_lock(ctx, destroy_args(self.lock_timeout))
-            .await?;
+        self.retrying(ctx, "terraform destroy", || {
+            self.terraform_with_lock(ctx, destroy_args(self.lock_timeout))
+        })
+        .await?;
         if self.provider == Provider::Aws {
             // Nothing of the environment is left to keep: its state lives in the S3 backend,
             // and a redelivered destroy starts again in a fresh workdir against that state. The
@@ -226,11 +245,72 @@ impl TerraformHelmDriver {
         write_json(&ctx.workdir.join(CONFIG_FILE), &config).await?;
         write_simulate_file(ctx, self.provider).await?;
         let init = self.terraform(ctx).args(init_args(&self.backend_config));
-        let finished = self.exec(ctx, &init).await?;
-        if finished.status.success() {
-            Ok(())
-        } else {
-            Err(StepError::failed(finished.error_message()))
+        self.retrying(ctx, "terraform init", || async {
+            let finished = self.exec(ctx, &init).await?;
+            if finished.status.success() {
+                Ok(())
+            } else {
+                Err(terraform_errors::failure(&finished))
+            }
+        })
+        .await
+    }
+
+    /// Runs `run` (terraform commands) again while it fails only transiently, pausing with
+    /// exponential back-off and jitter in between: at most `retry.attempts` runs, none starting
+    /// later than `retry.max_elapsed` (or the step's timeout) after the first. Each retry is noted
+    /// in the step's logs; any other failure, cancellation or success ends it at once.
+    async fn retrying<T, F, Fut>(
+        &self,
+        ctx: &StepContext,
+        what: &str,
+        mut run: F,
+    ) -> Result<T, StepError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StepError>>,
+    {
+        let started = Instant::now();
+        let budget = retry_budget(&self.retry, ctx.job.timeout_seconds);
+        let backoff = jetstream_consumer::Backoff::new(self.retry.first_delay, budget);
+        let mut attempt: u32 = 1;
+        loop {
+            let message = match run().await {
+                Err(StepError::Failed { message }) => message,
+                other => return other,
+            };
+            let Class::Retryable(cause) = terraform_errors::classify(&message) else {
+                return Err(StepError::Failed { message });
+            };
+            let delay = backoff.delay(u64::from(attempt));
+            if attempt >= self.retry.attempts || started.elapsed() + delay > budget {
+                ctx.logs.note(&format!(
+                    "{what} failed ({}); not retrying after {attempt} attempt(s)",
+                    cause.as_str()
+                ));
+                return Err(StepError::failed(format!(
+                    "{message}\n\n(gave up after {attempt} attempt(s): {})",
+                    cause.as_str()
+                )));
+            }
+            attempt += 1;
+            ctx.logs.note(&format!(
+                "{what} failed ({}); retrying in {:.1}s (attempt {attempt} of {})",
+                cause.as_str(),
+                delay.as_secs_f64(),
+                self.retry.attempts
+            ));
+            tracing::warn!(
+                what,
+                cause = cause.as_str(),
+                attempt,
+                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                "retrying a transient terraform failure"
+            );
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = ctx.cancel.cancelled() => return Err(StepError::Cancelled),
+            }
         }
     }
 
@@ -249,7 +329,7 @@ impl TerraformHelmDriver {
             return Ok(());
         }
         let Some(lock_id) = state_lock_id(&finished.stderr_text()) else {
-            return Err(StepError::failed(finished.error_message()));
+            return Err(terraform_errors::failure(&finished));
         };
         let Some(takeover) = &ctx.takeover else {
             return Err(StepError::failed(format!(
@@ -271,13 +351,13 @@ impl TerraformHelmDriver {
         let unlock = self.terraform(ctx).args(force_unlock_args(&lock_id));
         let unlocked = self.exec(ctx, &unlock).await?;
         if !unlocked.status.success() {
-            return Err(StepError::failed(unlocked.error_message()));
+            return Err(terraform_errors::failure(&unlocked));
         }
         let retried = self.exec(ctx, &command).await?;
         if retried.status.success() {
             Ok(())
         } else {
-            Err(StepError::failed(retried.error_message()))
+            Err(terraform_errors::failure(&retried))
         }
     }
 
@@ -357,6 +437,13 @@ impl BootstrapRunner for StepTools<'_> {
             Err(StepError::failed(finished.error_message()))
         }
     }
+}
+
+/// How long a step keeps retrying: `retry.max_elapsed`, or the step's timeout when shorter.
+pub fn retry_budget(retry: &TerraformRetry, step_timeout_seconds: Option<u64>) -> Duration {
+    step_timeout_seconds
+        .map(Duration::from_secs)
+        .map_or(retry.max_elapsed, |timeout| timeout.min(retry.max_elapsed))
 }
 
 /// `terraform init`, with the backend settings the rendering leaves to the deployment.
@@ -595,6 +682,14 @@ mod tests {
         );
         assert_eq!(output_args(), ["output", "-json", "-no-color"]);
         assert_eq!(force_unlock_args("abc"), ["force-unlock", "-force", "abc"]);
+    }
+
+    #[test]
+    fn retries_stop_at_the_configured_time_or_the_steps_timeout_whichever_is_sooner() {
+        let retry = TerraformRetry::DEFAULT;
+        assert_eq!(retry_budget(&retry, None), Duration::from_secs(900));
+        assert_eq!(retry_budget(&retry, Some(60)), Duration::from_secs(60));
+        assert_eq!(retry_budget(&retry, Some(3600)), Duration::from_secs(900));
     }
 
     #[test]

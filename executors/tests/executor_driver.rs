@@ -3,6 +3,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use domain::aggregate::Outputs;
 use domain::outputs::{InfraOutput, InfraOutputs};
@@ -13,17 +14,19 @@ use executors::driver::{StepContext, StepDriver, StepError};
 use executors::lease::Takeover;
 use executors::logs::{LogReceiver, LogSink};
 use executors::settings::ExecutorSettings;
-use executors::settings::SandboxTools;
+use executors::settings::{SandboxTools, TerraformRetry};
 use executors::terraform_helm::{PLAN_FILE, TerraformHelmDriver};
 use standins::state_lock::LockInfo;
 use support::{LOCK_FILE, dead_pid, job, sandbox_tools};
 use tokio_util::sync::CancellationToken;
 
 fn sandbox_driver() -> TerraformHelmDriver {
-    TerraformHelmDriver::sandbox(
+    let mut driver = TerraformHelmDriver::sandbox(
         &sandbox_tools(),
         &ExecutorSettings::new("nats://unused", "t"),
-    )
+    );
+    driver.retry = quick_retries(3);
+    driver
 }
 
 /// A step of a fresh environment whose workdir is `workdir`.
@@ -120,6 +123,23 @@ async fn a_lock_left_by_a_holder_whose_lease_was_taken_over_is_forced_open() {
     );
 }
 
+/// Retries that wait milliseconds, not seconds.
+fn quick_retries(attempts: u32) -> TerraformRetry {
+    TerraformRetry {
+        attempts,
+        first_delay: Duration::from_millis(50),
+        max_elapsed: Duration::from_secs(60),
+    }
+}
+
+/// The executor's own notes among a step's log lines.
+fn notes(lines: &[String]) -> Vec<&str> {
+    lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("executor: "))
+        .collect()
+}
+
 #[tokio::test]
 async fn a_lock_is_never_forced_without_a_takeover_even_when_its_holder_looks_dead() {
     let dir = tempfile::tempdir().unwrap();
@@ -140,20 +160,119 @@ async fn a_lock_is_never_forced_without_a_takeover_even_when_its_holder_looks_de
 }
 
 #[tokio::test]
-async fn a_lock_held_by_a_live_process_fails_the_step_after_the_lock_timeout() {
+async fn a_lock_held_by_a_live_process_is_waited_for_again_then_fails_the_step() {
     let dir = tempfile::tempdir().unwrap();
     let mut driver = sandbox_driver();
-    driver.lock_timeout = std::time::Duration::from_secs(1);
+    driver.lock_timeout = Duration::from_secs(1);
+    driver.retry = quick_retries(2);
     apply(&driver, dir.path()).await.unwrap();
 
     let lock_path = write_lock(dir.path(), "live-lock", std::process::id() as i32);
 
-    let message = failure(apply(&driver, dir.path()).await);
+    let (ctx, mut rx) = context(dir.path(), Step::Infra, None);
+    let message = failure(driver.run(ctx).await);
+    assert!(message.contains("locked by another run"), "{message}");
     assert!(
-        message.contains("Error acquiring the state lock"),
+        message.contains("Error: Error acquiring the state lock"),
         "{message}"
     );
+    assert!(
+        message.ends_with("(gave up after 2 attempt(s): another run still holds the state lock)"),
+        "{message}"
+    );
+    let lines = lines(&mut rx);
+    let notes = notes(&lines);
+    assert!(
+        notes.iter().any(|n| n.starts_with(
+            "terraform plan and apply failed (another run still holds the state lock); \
+             retrying in"
+        )),
+        "{notes:#?}"
+    );
+    let plans = notes
+        .iter()
+        .filter(|n| n.starts_with("$ terraform plan"))
+        .count();
+    assert_eq!(plans, 2, "{notes:#?}");
     assert!(lock_path.exists(), "a live holder's lock is left alone");
+}
+
+#[tokio::test]
+async fn a_throttled_plan_is_retried_with_back_off_and_the_step_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut driver = sandbox_driver();
+    driver.retry = quick_retries(3);
+    let simulate = Simulation {
+        transient_failures: Some(2),
+        ..Simulation::default()
+    };
+    let (ctx, mut rx) = context(dir.path(), Step::Infra, Some(simulate));
+    let outputs = driver.run(ctx).await.unwrap();
+    assert!(outputs.contains_key("vpc_id"));
+    let lines = lines(&mut rx);
+    let notes = notes(&lines);
+    let retries: Vec<&&str> = notes
+        .iter()
+        .filter(|n| n.contains("failed (the cloud API throttled the request); retrying in"))
+        .collect();
+    assert_eq!(retries.len(), 2, "{notes:#?}");
+    assert!(retries[0].ends_with("(attempt 2 of 3)"), "{retries:?}");
+    assert!(retries[1].ends_with("(attempt 3 of 3)"), "{retries:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("api error Throttling: Rate exceeded")),
+        "terraform's error is in the logs"
+    );
+    assert!(!dir.path().join(PLAN_FILE).exists());
+}
+
+#[tokio::test]
+async fn throttling_past_the_attempts_fails_the_step_with_terraforms_error_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut driver = sandbox_driver();
+    driver.retry = quick_retries(2);
+    let simulate = Simulation {
+        transient_failures: Some(5),
+        ..Simulation::default()
+    };
+    let (ctx, _rx) = context(dir.path(), Step::Infra, Some(simulate));
+    let message = failure(driver.run(ctx).await);
+    assert!(
+        message.starts_with("Error: reading EC2 VPCs (simulated transient failure 2 of 5)"),
+        "{message}"
+    );
+    assert!(
+        message.ends_with("(gave up after 2 attempt(s): the cloud API throttled the request)"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_permanent_failure_fails_the_step_at_once_without_a_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut driver = sandbox_driver();
+    driver.retry = quick_retries(3);
+    // It fails once only: a retry would have succeeded.
+    let simulate = Simulation {
+        fail: Some(Step::Infra),
+        fail_times: Some(1),
+        ..Simulation::default()
+    };
+    let (ctx, mut rx) = context(dir.path(), Step::Infra, Some(simulate));
+    let message = failure(driver.run(ctx).await);
+    assert!(
+        message.starts_with("Error: simulated infra failure (attempt 1 of 1)"),
+        "{message}"
+    );
+    let lines = lines(&mut rx);
+    let notes = notes(&lines);
+    assert!(!notes.iter().any(|n| n.contains("retrying")), "{notes:#?}");
+    let applies = notes
+        .iter()
+        .filter(|n| n.starts_with("$ terraform apply"))
+        .count();
+    assert_eq!(applies, 1, "{notes:#?}");
 }
 
 #[tokio::test]
