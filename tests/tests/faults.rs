@@ -1,7 +1,7 @@
 //! Failures and recovery: simulated step failures, retry from the failed phase, and destroy
 //! cancelling an in-flight step.
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::time::Duration;
 use system_tests::{Stack, StackOptions, count, sandbox_yaml};
@@ -28,6 +28,40 @@ async fn a_failed_bootstrap_is_retried_without_re_applying_infra() {
     assert_eq!(count(&types, "RetryRequested"), 1);
     assert_eq!(count(&types, "BootstrapStarted"), 2);
     assert_eq!(types.last().unwrap(), "BootstrapCompleted");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_throttled_terraform_is_retried_within_the_step_and_the_retries_are_in_its_logs() {
+    let stack = Stack::start_with(StackOptions {
+        executor_env: vec![("PROVISIONER_TERRAFORM_RETRY_DELAY_MS".into(), "100".into())],
+        ..StackOptions::default()
+    })
+    .await;
+    let simulate = "    apply_seconds: 0.2\n    transient_failures: 2\n";
+    let id = stack.create_ok(&sandbox_yaml("throttled", simulate)).await;
+    let ready = stack.wait_for_status(&id, "ready", WITHIN).await;
+    assert!(ready["error"].is_null());
+    let types = stack.history_types(&id).await;
+    assert_eq!(count(&types, "InfraApplyStarted"), 1, "{types:?}");
+    assert_eq!(count(&types, "InfraApplyFailed"), 0, "{types:?}");
+
+    let logs: Value = stack
+        .request(Method::GET, &format!("/v1/environments/{id}/logs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let retries: Vec<&str> = logs["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["stream"] == "executor")
+        .filter_map(|l| l["line"].as_str())
+        .filter(|l| l.contains("(the cloud API throttled the request); retrying in"))
+        .collect();
+    assert_eq!(retries.len(), 2, "{logs}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
