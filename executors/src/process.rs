@@ -24,8 +24,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::logs::LogSink;
 
-/// How many trailing lines of output are kept (for diagnostics such as terraform's lock info).
-pub const TAIL_LINES: usize = 40;
+/// How many trailing lines of output are kept (for diagnostics such as terraform's lock info):
+/// enough for several of terraform's diagnostics, whose first `Error:` lines make the message.
+pub const TAIL_LINES: usize = 200;
 /// How many of those make an error message.
 pub const MESSAGE_LINES: usize = 20;
 
