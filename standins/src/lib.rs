@@ -22,7 +22,7 @@
 //! | `terraform.tfstate` | apply/destroy | Terraform state, format version 4 |
 //! | `<FILE>` of `plan -out=FILE` | plan | a saved plan: actions, configuration, prior state ([`planfile`]) |
 //! | `.standin/faults.json` | both | how often each step has failed so far ([`faults`]) |
-//! | `.standin/runs.jsonl` | both | start and end of every mutating run, checked for overlaps ([`overlap`]) |
+//! | `.standin/runs.jsonl` | both | start and end of every run that locks or changes state (plan too), checked for overlaps ([`overlap`]) |
 //! | `.standin/helm-releases.json` | helm | installed releases and namespaces ([`helm`]) |
 
 pub mod faults;

@@ -1,6 +1,7 @@
-//! Run intervals, a test-tool feature: every mutating run (terraform apply and destroy, helm
-//! upgrade and uninstall) appends a `started` line to `.standin/runs.jsonl` before it asks for
-//! the state lock and a `finished` line after it released it. [`overlaps`] checks the intervals
+//! Run intervals, a test-tool feature: every run that takes the state lock or changes state
+//! (terraform plan, apply and destroy; helm upgrade and uninstall) appends a `started` line to
+//! `.standin/runs.jsonl` before it asks for the state lock and a `finished` line after it
+//! released it. [`overlaps`] checks the intervals
 //! for the two exclusions a workdir relies on:
 //!
 //! * **Sections** — the part of a run that changes state (terraform: while it holds the state

@@ -568,22 +568,37 @@ fn plan(
     require_initialized(workdir)?;
     let simulate = faults::load(workdir)?;
     let config = Config::load(workdir)?;
-    let _lock = StateLock::acquire(workdir, OPERATION_PLAN, options.lock_timeout, interrupt)
-        .map_err(lock_error)?;
+    under_lock(
+        workdir,
+        ("plan", OPERATION_PLAN),
+        options.lock_timeout,
+        interrupt,
+        || plan_locked(workdir, &options, &simulate, &config, console),
+    )
+}
+
+/// The plan, under the state lock.
+fn plan_locked(
+    workdir: &Path,
+    options: &PlanOptions,
+    simulate: &Simulation,
+    config: &Config,
+    console: &mut Console<'_>,
+) -> Result<u8> {
     let state_exists = workdir.join(STATE_FILE).exists();
     let state = State::load(workdir)?;
     let current = state.instances();
     print_refreshing(&current, console);
-    fail_if_transient(workdir, &simulate, current.first())?;
+    fail_if_transient(workdir, simulate, current.first())?;
     let scope = scope_of(workdir);
-    let resolver = Resolver::new(&scope, Some(&config));
-    let actions = pending_actions(&state, Some(&config), &resolver, options.destroy);
+    let resolver = Resolver::new(&scope, Some(config));
+    let actions = pending_actions(&state, Some(config), &resolver, options.destroy);
     print_plan(&actions, options.destroy, console);
     if let Some(out) = &options.out {
         let saved = SavedPlan::new(
             options.destroy,
             PriorState::of(&state, state_exists),
-            (!options.destroy).then_some(&config),
+            (!options.destroy).then_some(config),
             actions.clone(),
         );
         saved.write(&workdir.join(out))?;
@@ -665,9 +680,37 @@ fn apply(
             (saved.destroy, saved.config()?, Some(saved), false)
         }
     };
+    let kind = if destroy { "destroy" } else { "apply" };
+    let changes = Changes {
+        workdir,
+        simulate: &simulate,
+        config: config.as_ref(),
+        destroy,
+        saved: saved.as_ref(),
+        must_confirm,
+        interrupt,
+    };
+    under_lock(
+        workdir,
+        (kind, OPERATION_APPLY),
+        lock_timeout,
+        interrupt,
+        || changes.run(console),
+    )
+}
+
+/// Runs `body` under the state lock (terraform's `operation` in the lock info), recorded as a
+/// run of `kind` in the workdir's run log ([`super::overlap`]).
+fn under_lock(
+    workdir: &Path,
+    (kind, operation): (&str, &str),
+    lock_timeout: Duration,
+    interrupt: &Interrupt,
+    body: impl FnOnce() -> Result<u8>,
+) -> Result<u8> {
     // Recorded before asking for the lock, so a run that has to wait for it is seen waiting.
-    let mut run = Run::start(workdir, if destroy { "destroy" } else { "apply" })?;
-    let lock = match StateLock::acquire(workdir, OPERATION_APPLY, lock_timeout, interrupt) {
+    let mut run = Run::start(workdir, kind)?;
+    let lock = match StateLock::acquire(workdir, operation, lock_timeout, interrupt) {
         Ok(lock) => lock,
         Err(error) => {
             let outcome = match error {
@@ -679,16 +722,7 @@ fn apply(
         }
     };
     run.enter_section();
-    let result = Changes {
-        workdir,
-        simulate: &simulate,
-        config: config.as_ref(),
-        destroy,
-        saved: saved.as_ref(),
-        must_confirm,
-        interrupt,
-    }
-    .run(console);
+    let result = body();
     let outcome = match &result {
         Ok(_) => Outcome::Succeeded,
         Err(Error::Interrupted) => Outcome::Interrupted,

@@ -483,14 +483,23 @@ fn a_saved_plan_that_failed_midway_is_stale_and_a_fresh_plan_finishes_the_job() 
             .contains("Apply complete! Resources: 1 added, 0 changed, 0 destroyed."),
         "{applied:?}"
     );
-    let outcomes: Vec<Outcome> = finished_runs(dir.path())
+    // Plans take the state lock too: they are runs of their own.
+    let runs: Vec<(String, Outcome)> = finished_runs(dir.path())
         .into_iter()
-        .map(|run| run.outcome)
+        .map(|run| (run.started.operation, run.outcome))
         .collect();
+    let run = |operation: &str, outcome| (operation.to_owned(), outcome);
     assert_eq!(
-        outcomes,
-        [Outcome::Failed, Outcome::Failed, Outcome::Succeeded]
+        runs,
+        [
+            run("plan", Outcome::Succeeded),
+            run("apply", Outcome::Failed),
+            run("apply", Outcome::Failed),
+            run("plan", Outcome::Succeeded),
+            run("apply", Outcome::Succeeded),
+        ]
     );
+    assert!(overlap::overlaps(dir.path()).unwrap().is_empty());
 }
 
 #[test]
@@ -504,8 +513,8 @@ fn sigint_during_a_saved_plans_apply_stops_it_and_releases_the_lock() {
         &mut terraform(dir.path()),
         &["apply", "-input=false", "tfplan"],
     );
-    wait_for("the apply to start", Duration::from_secs(5), || {
-        a_run_started(dir.path())
+    wait_for("the apply to take the lock", Duration::from_secs(5), || {
+        dir.path().join(LOCK_FILE).exists()
     });
     std::thread::sleep(Duration::from_millis(200));
     send_signal(&child, Signal::SIGINT);
@@ -513,5 +522,16 @@ fn sigint_during_a_saved_plans_apply_stops_it_and_releases_the_lock() {
     assert_eq!(status.code(), Some(1));
     assert!(!dir.path().join(LOCK_FILE).exists());
     let log = overlap::read(dir.path()).unwrap();
-    assert_eq!(log.finished[0].outcome, Outcome::Interrupted);
+    let outcomes: Vec<(&str, Outcome)> = log
+        .finished
+        .iter()
+        .map(|run| (run.started.operation.as_str(), run.outcome))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("plan", Outcome::Succeeded),
+            ("apply", Outcome::Interrupted)
+        ]
+    );
 }
