@@ -42,6 +42,7 @@ pub enum Cause {
     ServerError,
     Network,
     LockHeld,
+    StalePlan,
     Validation,
     Permission,
     Quota,
@@ -54,6 +55,7 @@ impl Cause {
             Cause::ServerError => "the cloud API had a server error",
             Cause::Network => "the cloud API could not be reached",
             Cause::LockHeld => "another run still holds the state lock",
+            Cause::StalePlan => "the state changed between the plan and its apply",
             Cause::Validation => "a value or argument is invalid",
             Cause::Permission => "a permission is missing",
             Cause::Quota => "an account limit is reached",
@@ -63,7 +65,11 @@ impl Cause {
     fn retryable(self) -> bool {
         matches!(
             self,
-            Cause::Throttling | Cause::ServerError | Cause::Network | Cause::LockHeld
+            Cause::Throttling
+                | Cause::ServerError
+                | Cause::Network
+                | Cause::LockHeld
+                | Cause::StalePlan
         )
     }
 }
@@ -135,6 +141,9 @@ const PATTERNS: &[(Needle, Cause)] = &[
         Needle::Text("Error acquiring the state lock"),
         Cause::LockHeld,
     ),
+    // Another run changed the state between our plan and its apply: planning again (the retry
+    // runs plan and apply together) sees that change.
+    (Needle::Text("Saved plan is stale"), Cause::StalePlan),
     // Terraform's own validation diagnostics.
     (Needle::Text("Invalid value"), Cause::Validation),
     (Needle::Text("Unsupported argument"), Cause::Validation),
@@ -361,6 +370,10 @@ Error: reading EC2 VPC (vpc-0a1b2c3d): operation error EC2: DescribeVpcs, exceed
             (
                 "the state is locked by another run (lock abc) that is not known to be dead; retry once it has finished. Error: Error acquiring the state lock\n\nError message: resource temporarily unavailable\nLock Info:\n  ID:        abc",
                 Cause::LockHeld,
+            ),
+            (
+                "Error: Saved plan is stale\n\nThe given plan file can no longer be applied because the state was changed by another operation after the plan was created.",
+                Cause::StalePlan,
             ),
         ];
         for (stderr, cause) in retryable {
