@@ -16,7 +16,7 @@ use std::time::Duration;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_sts::config::{Credentials, Region, SharedHttpClient};
-use aws_sdk_sts::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls;
 use domain::spec::CustomerRole;
 use tokio::sync::OnceCell;
@@ -256,13 +256,8 @@ impl CustomerAccounts {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
         R: std::fmt::Debug + Send + Sync + 'static,
     {
-        let detail = || {
-            DisplayErrorContext(&error)
-                .to_string()
-                .chars()
-                .take(500)
-                .collect::<String>()
-        };
+        // The causes, one after the other (not their debug forms), bounded.
+        let detail = || domain::text::truncated(&domain::text::error_chain(&error), 500).to_owned();
         match &error {
             SdkError::ServiceError(service) => {
                 let code = service.err().code().unwrap_or("Unknown").to_owned();

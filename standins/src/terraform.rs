@@ -19,7 +19,7 @@ use super::tfmodel::{
 use super::{Console, Error, Result, parse_go_duration};
 
 /// The terraform version the stand-in claims to be.
-pub const VERSION: &str = "1.9.8";
+pub const VERSION: &str = "1.10.5";
 /// Marks an initialized workdir.
 pub const INIT_DIR: &str = ".terraform";
 /// How often a running change prints `Still creating...`.
@@ -33,7 +33,7 @@ Usage: terraform-standin [-chdir=DIR] <command> [flags]
 
 Commands:
   version [-json]
-  init [-input=false] [-no-color] [-upgrade] [-reconfigure]
+  init [-input=false] [-no-color] [-upgrade] [-reconfigure] [-backend-config=KEY=VALUE]...
   plan [-input=false] [-no-color] [-lock-timeout=D] [-detailed-exitcode] [-destroy] [-out=FILE]
   apply [-input=false] [-no-color] [-lock-timeout=D] PLANFILE
   apply -auto-approve [-input=false] [-no-color] [-lock-timeout=D] [-destroy]
@@ -161,7 +161,13 @@ pub fn parse(args: &[String]) -> Result<(Option<PathBuf>, Command)> {
             let flags = Flags::parse(
                 command,
                 rest,
-                &["-input", "-no-color", "-upgrade", "-reconfigure"],
+                &[
+                    "-input",
+                    "-no-color",
+                    "-upgrade",
+                    "-reconfigure",
+                    "-backend-config",
+                ],
             )?;
             flags.no_positional()?;
             Command::Init
@@ -300,6 +306,14 @@ impl<'a> Flags<'a> {
                 ("-out", _) => {
                     return Err(Error::Usage(format!(
                         "{command}: -out needs a file name: -out=FILE"
+                    )));
+                }
+                // The backend's partial configuration: the stand-in keeps its state in the
+                // workdir whatever the backend says, but takes the flag as terraform does.
+                ("-backend-config", Some(pair)) if pair.contains('=') => {}
+                ("-backend-config", _) => {
+                    return Err(Error::Usage(format!(
+                        "{command}: -backend-config needs KEY=VALUE"
                     )));
                 }
                 ("-input", Some("false")) => {}
@@ -1025,6 +1039,19 @@ mod tests {
     }
 
     #[test]
+    fn init_takes_the_backends_partial_configuration_as_terraform_does() {
+        assert_eq!(
+            parse(&args(
+                "init -input=false -no-color -backend-config=bucket=acme-state -backend-config=region=eu-west-1"
+            ))
+            .unwrap()
+            .1,
+            Command::Init
+        );
+        assert!(parse(&args("init -backend-config=bucket")).is_err());
+    }
+
+    #[test]
     fn flags_parse_in_any_order_with_one_or_two_dashes() {
         let (chdir, command) = parse(&args(
             "-chdir=env apply -no-color --lock-timeout=60s -input=false -auto-approve",
@@ -1106,7 +1133,7 @@ mod tests {
         let run = run_in(dir.path(), "version");
         assert_eq!(
             (run.code, run.out.trim()),
-            (0, "Terraform v1.9.8 (standin)")
+            (0, "Terraform v1.10.5 (standin)")
         );
         assert_eq!(run_in(dir.path(), "-version").out, run.out);
     }

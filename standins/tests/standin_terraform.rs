@@ -59,7 +59,7 @@ fn version_prints_the_standin_version() {
     let dir = tempfile::tempdir().unwrap();
     let ran = run(&mut terraform(dir.path()), &["version"]);
     assert_eq!(ran.code, Some(0));
-    assert_eq!(ran.stdout.trim(), "Terraform v1.9.8 (standin)");
+    assert_eq!(ran.stdout.trim(), "Terraform v1.10.5 (standin)");
 }
 
 #[test]

@@ -1,0 +1,177 @@
+//! The `aws` provider end to end, through the real `serve` and `executor` processes: the
+//! executor's real `aws-sdk-sts` client against moto's STS (and, for a refusal, the stand-in
+//! STS), Terraform's command line played by the terraform stand-in behind a `terraform` on the
+//! executor's `PROVISIONER_TERRAFORM_BIN` (which cannot be installed here), as a deployment would
+//! configure a real one.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use system_tests::aws::{Moto, StandinSts, StsBehaviour};
+use system_tests::{Stack, StackOptions, binary_dir, count};
+
+const WITHIN: Duration = Duration::from_secs(120);
+const BUCKET: &str = "acme-provisioner-state";
+const EXTERNAL_ID: &str = "canary-ext-id-3c9d1f";
+const ACCOUNT: &str = "210987654321";
+
+/// `terraform` and `helm` on the executor's settings: the stand-ins built into the binary.
+fn tools(dir: &Path) -> (PathBuf, PathBuf) {
+    let provisioner = binary_dir().join("provisioner");
+    let write = |tool: &str| {
+        let path = dir.join(tool);
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\nexec '{}' standin {tool} \"$@\"\n",
+                provisioner.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        path
+    };
+    (write("terraform"), write("helm"))
+}
+
+/// A stack whose executor reaches STS at `sts_endpoint` with its own (test) keys.
+async fn aws_stack(sts_endpoint: &str, tools_dir: &Path) -> Stack {
+    let (terraform, helm) = tools(tools_dir);
+    let env = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect::<Vec<_>>()
+    };
+    Stack::start_with(StackOptions {
+        api_env: env(&[
+            ("PROVISIONER_PROVIDERS", "sandbox,aws"),
+            ("PROVISIONER_TF_STATE_BUCKET", BUCKET),
+        ]),
+        executor_env: env(&[
+            ("PROVISIONER_TF_STATE_BUCKET", BUCKET),
+            ("PROVISIONER_TERRAFORM_BIN", terraform.to_str().unwrap()),
+            ("PROVISIONER_HELM_BIN", helm.to_str().unwrap()),
+            ("PROVISIONER_AWS_STS_ENDPOINT", sts_endpoint),
+            // The executor's own identity, through the standard chain (its environment here).
+            ("AWS_ACCESS_KEY_ID", "AKIDEXECUTOR000000000"),
+            ("AWS_SECRET_ACCESS_KEY", "executor-secret-access-key"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ]),
+        ..StackOptions::default()
+    })
+    .await
+}
+
+fn aws_yaml(name: &str) -> String {
+    format!(
+        "name: {name}\ncloud:\n  provider: aws\n  region: us-east-1\n  account_id: \"{ACCOUNT}\"\n  role_arn: arn:aws:iam::{ACCOUNT}:role/beta9-provisioner\n  external_id: {EXTERNAL_ID}\ncluster:\n  profile: small\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_aws_environment_goes_from_create_to_destroyed_through_moto_sts() {
+    let moto = Moto::start().await;
+    let tools_dir = tempfile::tempdir().unwrap();
+    let stack = aws_stack(moto.endpoint(), tools_dir.path()).await;
+
+    let id = stack.create_ok(&aws_yaml("acme")).await;
+    let ready = stack.wait_for_status(&id, "ready", WITHIN).await;
+    assert_eq!(ready["provider"], "aws", "{ready}");
+    for output in [
+        "cluster_name",
+        "cluster_certificate_authority",
+        "cluster_oidc_issuer",
+    ] {
+        assert!(ready["outputs"][output].is_string(), "{output} in {ready}");
+    }
+    let workdir = stack.workdir(&id);
+    assert!(workdir.join("main.tf.json").is_file());
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(workdir.join("main.tf.json")).unwrap())
+            .unwrap();
+    assert!(
+        !config.to_string().contains(EXTERNAL_ID),
+        "the external id was rendered into main.tf.json"
+    );
+    assert_eq!(
+        config["terraform"]["backend"]["s3"]["key"],
+        format!("environments/{id}/terraform.tfstate")
+    );
+    assert!(
+        !workdir.join("customer.auto.tfvars.json").exists(),
+        "the customer role's variables outlived their step"
+    );
+    let runs = standins::overlap::read(&workdir).unwrap();
+    assert!(
+        runs.started.iter().any(|run| run.operation == "apply"),
+        "terraform applied: {runs:?}"
+    );
+
+    // Every step went through the preflight against moto's STS first; nothing in the logs
+    // names the external id.
+    let logs = stack
+        .request(reqwest::Method::GET, &format!("/v1/environments/{id}/logs"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        logs.matches("preflight: the customer role was assumed")
+            .count()
+            >= 2,
+        "infra and bootstrap each ran the preflight: {logs}"
+    );
+    assert!(logs.contains("plan -input=false"), "{logs}");
+    assert!(
+        logs.contains("-backend-config=bucket=acme-provisioner-state"),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains(EXTERNAL_ID),
+        "the external id reached the logs"
+    );
+
+    assert_eq!(stack.delete(&id).await.status(), 202);
+    stack.wait_for_status(&id, "destroyed", WITHIN).await;
+    assert!(!workdir.exists(), "the workdir outlived InfraDestroyed");
+    let types = stack.history_types(&id).await;
+    assert_eq!(count(&types, "InfraApplied"), 1, "{types:?}");
+    assert_eq!(count(&types, "InfraDestroyed"), 1, "{types:?}");
+    stack.assert_committed_events_published_once().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_role_that_refuses_the_external_id_fails_the_step_before_terraform_runs() {
+    let sts = StandinSts::start(StsBehaviour {
+        expected_external_id: Some("the-one-the-role-trusts".to_owned()),
+        ..StsBehaviour::default()
+    })
+    .await;
+    let tools_dir = tempfile::tempdir().unwrap();
+    let stack = aws_stack(&sts.endpoint(), tools_dir.path()).await;
+
+    let id = stack.create_ok(&aws_yaml("refused")).await;
+    let failed = stack
+        .wait_for_failure(&id, "infra", "preflight: STS refused to assume", WITHIN)
+        .await;
+    let message = failed["error"]["message"].as_str().unwrap();
+    assert!(message.contains("AccessDenied"), "{message}");
+    assert!(!message.contains(EXTERNAL_ID), "{message}");
+    let runs = standins::overlap::read(&stack.workdir(&id)).unwrap();
+    assert!(runs.started.is_empty(), "terraform ran: {runs:?}");
+    assert!(
+        !stack.workdir(&id).join("main.tf.json").exists(),
+        "nothing was written before the preflight"
+    );
+    let calls = sts.calls();
+    assert!(
+        calls.iter().all(|call| call.action == "AssumeRole"),
+        "{calls:?}"
+    );
+    assert!(calls.iter().all(|call| call.sent_external_id));
+}
