@@ -180,7 +180,10 @@ impl Stack {
     pub async fn wait_for_run_start(&self, id: &str) {
         let workdir = self.workdir(id);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !overlap::read(&workdir).is_ok_and(|log| !log.started.is_empty()) {
+        // `plan` is recorded too, but changes nothing.
+        let mutating =
+            |log: &overlap::RunLog| log.started.iter().any(|run| run.operation != "plan");
+        while !overlap::read(&workdir).is_ok_and(|log| mutating(&log)) {
             assert!(
                 Instant::now() < deadline,
                 "no terraform/helm run of {id} started"
