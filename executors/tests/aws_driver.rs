@@ -88,11 +88,7 @@ fn log_lines(rx: &mut LogReceiver) -> String {
 
 #[tokio::test]
 async fn a_refused_role_fails_the_step_before_any_terraform_runs() {
-    let sts = StandinSts::start(StsBehaviour {
-        expected_external_id: Some("another-id".to_owned()),
-        ..StsBehaviour::default()
-    })
-    .await;
+    let sts = StandinSts::expecting_external_id("another-id").await;
     let tools = tempfile::tempdir().unwrap();
     let workdir = tempfile::tempdir().unwrap();
     let (ctx, mut rx) = aws_context(workdir.path());
@@ -119,11 +115,7 @@ async fn a_refused_role_fails_the_step_before_any_terraform_runs() {
 
 #[tokio::test]
 async fn terraform_gets_the_role_in_an_owner_only_file_that_is_gone_after_the_step() {
-    let sts = StandinSts::start(StsBehaviour {
-        expected_external_id: Some(EXTERNAL_ID.to_owned()),
-        ..StsBehaviour::default()
-    })
-    .await;
+    let sts = StandinSts::expecting_external_id(EXTERNAL_ID).await;
     let tools = tempfile::tempdir().unwrap();
     let workdir = tempfile::tempdir().unwrap();
     let (ctx, mut rx) = aws_context(workdir.path());
@@ -178,11 +170,7 @@ async fn terraform_gets_the_role_in_an_owner_only_file_that_is_gone_after_the_st
 #[tokio::test]
 async fn an_aws_bootstrap_trusts_the_ca_of_the_job_and_runs_no_terraform() {
     use domain::outputs::InfraOutput;
-    let sts = StandinSts::start(StsBehaviour {
-        expected_external_id: Some(EXTERNAL_ID.to_owned()),
-        ..StsBehaviour::default()
-    })
-    .await;
+    let sts = StandinSts::expecting_external_id(EXTERNAL_ID).await;
     let tools = tempfile::tempdir().unwrap();
     let workdir = tempfile::tempdir().unwrap();
     let (mut ctx, _rx) = aws_context(workdir.path());

@@ -42,15 +42,21 @@ fn accounts(endpoint: &str) -> CustomerAccounts {
     })
 }
 
+/// The preflight of [`ENV`] in us-east-1 through STS at `endpoint`, for the role of account
+/// 210987654321 with `external_id`.
+async fn preflight(
+    endpoint: &str,
+    external_id: Option<&str>,
+) -> Result<executors::customer_account::AssumedIdentity, PreflightError> {
+    accounts(endpoint)
+        .preflight(ENV, "us-east-1", Some(&role("210987654321", external_id)))
+        .await
+}
+
 #[tokio::test]
 async fn moto_assumes_the_role_and_the_session_belongs_to_the_configured_account() {
     let moto = Moto::start().await;
-    let identity = accounts(moto.endpoint())
-        .preflight(
-            ENV,
-            "us-east-1",
-            Some(&role("210987654321", Some(EXTERNAL_ID))),
-        )
+    let identity = preflight(moto.endpoint(), Some(EXTERNAL_ID))
         .await
         .expect("the preflight passes");
     assert_eq!(identity.account, "210987654321");
@@ -62,17 +68,8 @@ async fn moto_assumes_the_role_and_the_session_belongs_to_the_configured_account
 
 #[tokio::test]
 async fn a_wrong_external_id_is_refused_with_aws_access_denied() {
-    let sts = StandinSts::start(StsBehaviour {
-        expected_external_id: Some("the-right-one".to_owned()),
-        ..StsBehaviour::default()
-    })
-    .await;
-    let error = accounts(&sts.endpoint())
-        .preflight(
-            ENV,
-            "us-east-1",
-            Some(&role("210987654321", Some(EXTERNAL_ID))),
-        )
+    let sts = StandinSts::expecting_external_id("the-right-one").await;
+    let error = preflight(&sts.endpoint(), Some(EXTERNAL_ID))
         .await
         .expect_err("refused");
     let message = error.to_string();
@@ -101,32 +98,16 @@ async fn a_wrong_external_id_is_refused_with_aws_access_denied() {
 
 #[tokio::test]
 async fn a_role_that_expects_an_external_id_refuses_a_config_without_one() {
-    let sts = StandinSts::start(StsBehaviour {
-        expected_external_id: Some("the-right-one".to_owned()),
-        ..StsBehaviour::default()
-    })
-    .await;
-    let error = accounts(&sts.endpoint())
-        .preflight(ENV, "us-east-1", Some(&role("210987654321", None)))
-        .await
-        .expect_err("refused");
+    let sts = StandinSts::expecting_external_id("the-right-one").await;
+    let error = preflight(&sts.endpoint(), None).await.expect_err("refused");
     assert!(matches!(error, PreflightError::Refused { .. }), "{error:?}");
     assert!(!sts.calls()[0].sent_external_id);
 }
 
 #[tokio::test]
 async fn the_right_external_id_passes_the_standin_too() {
-    let sts = StandinSts::start(StsBehaviour {
-        expected_external_id: Some(EXTERNAL_ID.to_owned()),
-        ..StsBehaviour::default()
-    })
-    .await;
-    let identity = accounts(&sts.endpoint())
-        .preflight(
-            ENV,
-            "us-east-1",
-            Some(&role("210987654321", Some(EXTERNAL_ID))),
-        )
+    let sts = StandinSts::expecting_external_id(EXTERNAL_ID).await;
+    let identity = preflight(&sts.endpoint(), Some(EXTERNAL_ID))
         .await
         .expect("passes");
     assert_eq!(identity.account, "210987654321");
@@ -141,10 +122,7 @@ async fn a_session_in_another_account_is_refused() {
         ..StsBehaviour::default()
     })
     .await;
-    let error = accounts(&sts.endpoint())
-        .preflight(ENV, "us-east-1", Some(&role("210987654321", None)))
-        .await
-        .expect_err("refused");
+    let error = preflight(&sts.endpoint(), None).await.expect_err("refused");
     match &error {
         PreflightError::WrongAccount {
             expected, actual, ..
@@ -162,10 +140,7 @@ async fn an_unreachable_sts_fails_within_the_call_timeout() {
     let port = local_services::nats::free_port().unwrap();
     let endpoint = format!("http://127.0.0.1:{port}");
     let started = Instant::now();
-    let error = accounts(&endpoint)
-        .preflight(ENV, "us-east-1", Some(&role("210987654321", None)))
-        .await
-        .expect_err("unreachable");
+    let error = preflight(&endpoint, None).await.expect_err("unreachable");
     assert!(
         matches!(error, PreflightError::Unreachable { .. }),
         "{error:?}"

@@ -144,6 +144,15 @@ impl StandinSts {
         }
     }
 
+    /// A stand-in whose roles trust only `external_id`.
+    pub async fn expecting_external_id(external_id: &str) -> StandinSts {
+        StandinSts::start(StsBehaviour {
+            expected_external_id: Some(external_id.to_owned()),
+            ..StsBehaviour::default()
+        })
+        .await
+    }
+
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.address)
     }

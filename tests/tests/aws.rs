@@ -147,11 +147,7 @@ async fn an_aws_environment_goes_from_create_to_destroyed_through_moto_sts() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_role_that_refuses_the_external_id_fails_the_step_before_terraform_runs() {
-    let sts = StandinSts::start(StsBehaviour {
-        expected_external_id: Some("the-one-the-role-trusts".to_owned()),
-        ..StsBehaviour::default()
-    })
-    .await;
+    let sts = StandinSts::expecting_external_id("the-one-the-role-trusts").await;
     let tools_dir = tempfile::tempdir().unwrap();
     let stack = aws_stack(&sts.endpoint(), tools_dir.path()).await;
 

@@ -177,29 +177,33 @@ fn serve_help_lists_the_variables_and_a_bad_value_names_its_variable() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no token"));
 }
 
-#[test]
-fn an_executor_configured_for_aws_refuses_to_start_without_a_new_enough_terraform() {
-    let dir = tempfile::tempdir().unwrap();
-    let missing = dir.path().join("no-terraform-here");
+/// `provisioner executor` configured for aws with `terraform` as its Terraform: its stderr
+/// once it refused to start (the check comes before any connection: NATS is unreachable).
+fn executor_refusal(data_dir: &std::path::Path, terraform: &std::path::Path) -> String {
     let refused = provisioner_alone(
         &["executor"],
         &[
             ("PROVISIONER_TF_STATE_BUCKET", "acme-provisioner-state"),
-            ("PROVISIONER_TERRAFORM_BIN", missing.to_str().unwrap()),
-            ("PROVISIONER_DATA_DIR", dir.path().to_str().unwrap()),
-            // Unreachable on purpose: the check comes before any connection.
+            ("PROVISIONER_TERRAFORM_BIN", terraform.to_str().unwrap()),
+            ("PROVISIONER_DATA_DIR", data_dir.to_str().unwrap()),
             ("NATS_URL", "nats://127.0.0.1:1"),
         ],
     );
     assert!(!refused.status.success());
-    let stderr = String::from_utf8_lossy(&refused.stderr);
+    String::from_utf8_lossy(&refused.stderr).into_owned()
+}
+
+#[test]
+fn an_executor_configured_for_aws_refuses_to_start_without_a_new_enough_terraform() {
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = executor_refusal(dir.path(), &dir.path().join("no-terraform-here"));
     assert!(
         stderr.contains("Terraform at") && stderr.contains("no-terraform-here"),
         "{stderr}"
     );
     assert!(stderr.contains("PROVISIONER_TERRAFORM_BIN"), "{stderr}");
 
-    // The sandbox stand-in claims an older release than the rendering needs.
+    // A release older than the rendering needs (S3-native locking).
     let old = dir.path().join("terraform");
     std::fs::write(
         &old,
@@ -207,17 +211,7 @@ fn an_executor_configured_for_aws_refuses_to_start_without_a_new_enough_terrafor
     )
     .unwrap();
     std::fs::set_permissions(&old, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let refused = provisioner_alone(
-        &["executor"],
-        &[
-            ("PROVISIONER_TF_STATE_BUCKET", "acme-provisioner-state"),
-            ("PROVISIONER_TERRAFORM_BIN", old.to_str().unwrap()),
-            ("PROVISIONER_DATA_DIR", dir.path().to_str().unwrap()),
-            ("NATS_URL", "nats://127.0.0.1:1"),
-        ],
-    );
-    assert!(!refused.status.success());
-    let stderr = String::from_utf8_lossy(&refused.stderr);
+    let stderr = executor_refusal(dir.path(), &old);
     assert!(
         stderr.contains("1.9.8") && stderr.contains("older than 1.10.0"),
         "{stderr}"

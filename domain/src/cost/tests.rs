@@ -27,6 +27,11 @@ fn model(yaml: &str) -> InfraModel {
 }
 
 /// The model of an aws environment in `region` with these choices.
+/// The small profile with small, single-node data services in `region`, with or without GPUs.
+fn small_model(region: &str, gpu: bool) -> InfraModel {
+    aws_model(region, "small", "small", false, "small", false, gpu)
+}
+
 fn aws_model(
     region: &str,
     profile: &str,
@@ -197,25 +202,9 @@ fn gpu_nodes_are_priced_at_their_instance_type() {
     );
 
     // A small profile's GPU pool starts empty: nothing now, its maximum under autoscaling.
-    let small = CostEstimate::for_model(&aws_model(
-        "us-east-1",
-        "small",
-        "small",
-        false,
-        "small",
-        false,
-        true,
-    ));
+    let small = CostEstimate::for_model(&small_model("us-east-1", true));
     assert_eq!(item(&small, "EKS nodes (gpu)").monthly_cents, 0);
-    let small_without = CostEstimate::for_model(&aws_model(
-        "us-east-1",
-        "small",
-        "small",
-        false,
-        "small",
-        false,
-        false,
-    ));
+    let small_without = CostEstimate::for_model(&small_model("us-east-1", false));
     assert_eq!(
         small.monthly_at_max_scale_cents - small_without.monthly_at_max_scale_cents,
         146_876 // 2 × 1.006 × 730
@@ -224,24 +213,8 @@ fn gpu_nodes_are_priced_at_their_instance_type() {
 
 #[test]
 fn another_region_is_estimated_with_the_tables_prices_and_says_so() {
-    let here = CostEstimate::for_model(&aws_model(
-        "us-east-1",
-        "small",
-        "small",
-        false,
-        "small",
-        false,
-        false,
-    ));
-    let there = CostEstimate::for_model(&aws_model(
-        "eu-west-1",
-        "small",
-        "small",
-        false,
-        "small",
-        false,
-        false,
-    ));
+    let here = CostEstimate::for_model(&small_model("us-east-1", false));
+    let there = CostEstimate::for_model(&small_model("eu-west-1", false));
     assert_eq!(there.basis.region, "eu-west-1");
     assert_eq!(there.basis.prices_region, "us-east-1");
     assert!(
@@ -268,7 +241,7 @@ fn a_type_without_a_price_is_listed_as_unpriced_not_invented() {
         ec2_hour: &[("m6i.large", MicroUsd(96_000))],
         ..US_EAST_1
     };
-    let model = aws_model("us-east-1", "small", "small", false, "small", false, true);
+    let model = small_model("us-east-1", true);
     let estimate = CostEstimate::with_table(&model, &table);
     assert_eq!(estimate.unpriced, ["EKS nodes (gpu): g5.xlarge"]);
     let gpu = item(&estimate, "EKS nodes (gpu)");
