@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use system_tests::aws::{Moto, StandinSts, StsBehaviour};
+use system_tests::aws::{Moto, StandinSts};
 use system_tests::{Stack, StackOptions, binary_dir, count};
 
 const WITHIN: Duration = Duration::from_secs(120);
