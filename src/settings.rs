@@ -507,8 +507,26 @@ impl Secrets {
 // Conversions into the libraries' settings.
 
 /// The API's settings (`serve`, `dev`, `demo`, `replay`).
-pub fn api_settings(common: &CommonArgs, api: &ApiArgs, secrets: &Secrets) -> Settings {
-    Settings {
+/// The API's settings (`serve`, `dev`, `demo`). Fails when `aws` is enabled without the
+/// Terraform state bucket: nothing could ever be provisioned there.
+pub fn api_settings(
+    common: &CommonArgs,
+    api: &ApiArgs,
+    secrets: &Secrets,
+) -> Result<Settings, SettingError> {
+    if api.providers.contains(&Provider::Aws) && common.tf_state_bucket.is_none() {
+        return Err(SettingError::new(
+            "PROVISIONER_PROVIDERS",
+            &api.providers
+                .iter()
+                .map(|p| p.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            "aws needs PROVISIONER_TF_STATE_BUCKET (the S3 bucket of Terraform state, set for the \
+             executors too); set it, or leave aws out",
+        ));
+    }
+    Ok(Settings {
         database_url: secrets
             .database_url
             .clone()
@@ -533,7 +551,7 @@ pub fn api_settings(common: &CommonArgs, api: &ApiArgs, secrets: &Secrets) -> Se
             max_connections: api.http_max_connections,
             drain_timeout: api.http_drain_timeout_ms,
         },
-    }
+    })
 }
 
 /// The executor's settings (`executor`, `dev`, `demo`); the sandbox stand-ins are set by the
@@ -605,7 +623,7 @@ mod tests {
     #[test]
     fn the_defaults_are_todays_defaults() {
         let (common, api, executor, dev) = dev(&[]);
-        let settings = api_settings(&common, &api, &Secrets::default());
+        let settings = api_settings(&common, &api, &Secrets::default()).unwrap();
         let expected = Settings::default();
         assert_eq!(
             settings.database_url.expose_secret(),
@@ -685,7 +703,7 @@ mod tests {
         assert_eq!(settings.aws.session_duration, Duration::from_secs(7200));
         assert_eq!(settings.lock_timeout, Duration::from_secs(60));
         assert_eq!(settings.cancel_grace, Duration::from_millis(2500));
-        let settings = api_settings(&common, &api, &Secrets::default());
+        let settings = api_settings(&common, &api, &Secrets::default()).unwrap();
         assert_eq!(
             settings.enabled_providers,
             vec![Provider::Sandbox, Provider::Aws]
@@ -696,11 +714,29 @@ mod tests {
     }
 
     #[test]
+    fn aws_enabled_without_the_state_bucket_is_refused_naming_both_settings() {
+        let (common, api, _, _) = dev(&["--providers=sandbox,aws"]);
+        let error = api_settings(&common, &api, &Secrets::default())
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            error.contains("PROVISIONER_PROVIDERS=\"sandbox,aws\"")
+                && error.contains("PROVISIONER_TF_STATE_BUCKET"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn the_state_bucket_is_one_setting_the_executor_uses_and_the_api_sees() {
         let (common, api, executor, _) = dev(&["--tf-state-bucket=acme-tf-state"]);
         let settings = executor_settings(&common, &executor).unwrap();
         assert_eq!(settings.state_bucket.as_deref(), Some("acme-tf-state"));
-        assert!(api_settings(&common, &api, &Secrets::default()).tf_state_bucket_set);
+        assert!(
+            api_settings(&common, &api, &Secrets::default())
+                .unwrap()
+                .tf_state_bucket_set
+        );
         for subcommand in [&["serve"][..], &["executor"]] {
             let mut args = subcommand.to_vec();
             args.push("--tf-state-bucket=acme-tf-state");
@@ -856,7 +892,7 @@ mod tests {
             "the client falls back to the admin token"
         );
         let (common, api, _, _) = dev(&[]);
-        let settings = api_settings(&common, &api, &secrets);
+        let settings = api_settings(&common, &api, &secrets).unwrap();
         let debug = format!("{settings:?}");
         for secret in ["hunter2", "pvt_admin"] {
             assert!(!debug.contains(secret), "{debug}");

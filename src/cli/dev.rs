@@ -60,7 +60,7 @@ fn require_token(settings: &Settings) -> anyhow::Result<SecretString> {
 }
 
 pub async fn serve(args: ServeArgs, secrets: Secrets) -> anyhow::Result<i32> {
-    let settings = settings::api_settings(&args.common, &args.api, &secrets);
+    let settings = settings::api_settings(&args.common, &args.api, &secrets)?;
     let token = require_token(&settings)?;
     let app = Application::build(&settings, token.expose_secret()).await?;
     tracing::info!(listen = %app.local_addr(), "serving");
@@ -85,7 +85,7 @@ fn dev_settings(
     args: &DevCommand,
     secrets: &Secrets,
 ) -> anyhow::Result<(Settings, ExecutorSettings, PrivateServers)> {
-    let settings = settings::api_settings(&args.common, &args.api, secrets);
+    let settings = settings::api_settings(&args.common, &args.api, secrets)?;
     let executor = executor_settings(&args.common, &args.executor)?;
     let private = PrivateServers {
         postgres: secrets
