@@ -717,8 +717,7 @@ mod tests {
     fn aws_enabled_without_the_state_bucket_is_refused_naming_both_settings() {
         let (common, api, _, _) = dev(&["--providers=sandbox,aws"]);
         let error = api_settings(&common, &api, &Secrets::default())
-            .err()
-            .expect("refused")
+            .expect_err("refused")
             .to_string();
         assert!(
             error.contains("PROVISIONER_PROVIDERS=\"sandbox,aws\"")
