@@ -34,6 +34,17 @@ pub struct NetworkModel {
     pub nat: NatLayout,
 }
 
+/// The label each node group puts on its nodes, naming its pool (`cpu`, `gpu`): Terraform sets
+/// it, and Beta9's worker pools select their nodes by it.
+pub const NODE_POOL_LABEL: &str = "beta9.io/pool";
+/// The pool name of the CPU node group.
+pub const CPU_POOL: &str = "cpu";
+/// The pool name of the GPU node group.
+pub const GPU_POOL: &str = "gpu";
+/// The GPU node group's taint (effect NoSchedule): only pods that tolerate it land there.
+pub const GPU_TAINT_KEY: &str = "nvidia.com/gpu";
+pub const GPU_TAINT_VALUE: &str = "true";
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeGroupModel {
     pub instance_type: String,

@@ -15,7 +15,10 @@ pub mod customer_role;
 pub mod provider;
 pub mod summary;
 
-use domain::infra_model::{InfraModel, NatLayout, NodeGroupModel};
+use domain::infra_model::{
+    CPU_POOL, GPU_POOL, GPU_TAINT_KEY, GPU_TAINT_VALUE, InfraModel, NODE_POOL_LABEL, NatLayout,
+    NodeGroupModel,
+};
 use domain::outputs::InfraOutput;
 use serde_json::{Map, Value, json};
 
@@ -336,7 +339,7 @@ fn node_group(pool: &str, nodes: &NodeGroupModel) -> Value {
             "desired_size": nodes.desired_nodes,
             "max_size": nodes.max_nodes,
         },
-        "labels": {"beta9.io/pool": pool},
+        "labels": {NODE_POOL_LABEL: pool},
         "depends_on": NODE_POLICIES,
     })
 }
@@ -365,13 +368,13 @@ fn cluster(doc: &mut Document<'_>, model: &InfraModel) {
     doc.add(
         "aws_eks_node_group",
         "cpu",
-        node_group("cpu", &model.cluster.cpu_nodes),
+        node_group(CPU_POOL, &model.cluster.cpu_nodes),
     );
     if let Some(gpu) = &model.cluster.gpu_nodes {
-        let mut body = node_group("gpu", gpu);
+        let mut body = node_group(GPU_POOL, gpu);
         body["ami_type"] = json!("AL2023_x86_64_NVIDIA");
         body["taint"] =
-            json!([{"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}]);
+            json!([{"key": GPU_TAINT_KEY, "value": GPU_TAINT_VALUE, "effect": "NO_SCHEDULE"}]);
         doc.add("aws_eks_node_group", "gpu", body);
     }
 }
