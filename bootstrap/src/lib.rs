@@ -7,21 +7,26 @@
 //!
 //! It depends on `domain` only, never on `executors` (which depends on it).
 
+pub mod beta9_values;
+pub mod charts;
 pub mod config_keys;
 pub mod helm;
 pub mod kubeconfig;
 pub mod plan;
 pub mod step;
 
-pub use plan::{BootstrapPlan, Release};
+pub use beta9_values::Beta9Secrets;
+pub use charts::{ChartError, ChartRef, Charts};
+pub use plan::{BootstrapPlan, PlanInputs, Release};
 pub use step::{
     Action, BootstrapRunner, BootstrapStep, ClusterAccess, FileToWrite, HelmInvocation,
 };
 
 #[cfg(test)]
 mod test_support {
+    use domain::infra_model::InfraModel;
     use domain::outputs::InfraOutputs;
-    use domain::spec::Beta9Spec;
+    use domain::spec::{Beta9Spec, EnvironmentSpec, Profile};
     use serde_json::json;
 
     /// The Beta9 settings of the `demo` environment.
@@ -31,6 +36,29 @@ mod test_support {
             "workers": {"gpu_enabled": gpu_enabled},
         }))
         .unwrap()
+    }
+
+    /// The infrastructure model of an aws environment of `profile`, with or without GPU nodes.
+    pub fn model(profile: Profile, gpu_enabled: bool) -> InfraModel {
+        let spec: EnvironmentSpec = serde_json::from_value(json!({
+            "name": "demo",
+            "cloud": {"provider": "aws", "region": "us-east-1", "account_id": "123456789012",
+                      "role_arn": "arn:aws:iam::123456789012:role/beta9-provisioner"},
+            "cluster": {"profile": profile},
+            "data": {"postgres": {"size": "small", "multi_az": false},
+                     "redis": {"size": "small", "ha": false}},
+            "beta9": beta9(gpu_enabled),
+        }))
+        .unwrap();
+        InfraModel::for_spec(&spec)
+    }
+
+    /// Secrets for tests, recognisable wherever they leak.
+    pub fn secrets() -> crate::Beta9Secrets {
+        crate::Beta9Secrets {
+            database_password: "test-db-password".into(),
+            encryption_key: "test-encryption-key".into(),
+        }
     }
 
     /// Outputs as the sandbox's infrastructure step reports them.

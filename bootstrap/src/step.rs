@@ -1,7 +1,7 @@
 //! The bootstrap step, prepared and driven: from the infrastructure's outputs, the Beta9
 //! settings and the way to reach the cluster, [`BootstrapStep::actions`] lists everything to do
-//! in the environment's workdir, in order — the kubeconfig, then per release its values file and
-//! its `helm upgrade --install`. The executor does the I/O through a [`BootstrapRunner`] (its
+//! in the environment's workdir, in order — the kubeconfig, then per release its values file
+//! (owner-only: it holds secrets), its `helm upgrade --install`, and the file's removal. The executor does the I/O through a [`BootstrapRunner`] (its
 //! process runner) and [`BootstrapStep::run`] drives it; checks that need to talk to the cluster
 //! itself (readiness) belong in `run`, between the installs.
 
@@ -9,13 +9,14 @@ use std::ffi::OsString;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 
-use domain::outputs::{BootstrapOutputs, InfraOutputs};
-use domain::spec::Beta9Spec;
+use domain::outputs::BootstrapOutputs;
 use serde_json::Value;
+
+use crate::beta9_values::Beta9Secrets;
 
 use crate::helm::{self, VALUES_DIR};
 use crate::kubeconfig::{self, KUBECONFIG_FILE};
-use crate::plan::BootstrapPlan;
+use crate::plan::{BootstrapPlan, PlanInputs};
 
 /// How helm reaches the new cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,9 +29,12 @@ pub enum ClusterAccess {
 }
 
 /// The bootstrap of one environment, decided: what to install and how to reach the cluster.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct BootstrapStep {
+    /// With placeholders where secrets go.
     pub plan: BootstrapPlan,
+    /// What fills the placeholders, in the values files only.
+    pub secrets: Beta9Secrets,
     /// The kubeconfig document (JSON, which is YAML).
     pub kubeconfig: Value,
     /// What the step reports once every release is installed.
@@ -42,15 +46,33 @@ pub struct BootstrapStep {
 pub enum Action {
     Write(FileToWrite),
     Helm(HelmInvocation),
+    /// Removes a file written before (missing already is fine).
+    Remove(PathBuf),
 }
 
 /// A file to write (its directory created if missing).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct FileToWrite {
     pub path: PathBuf,
     pub contents: String,
     /// Readable and writable by the owner only (mode 0600).
     pub owner_only: bool,
+}
+
+/// An owner-only file's contents are not shown: they may be secret.
+impl std::fmt::Debug for FileToWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let contents: &dyn std::fmt::Debug = if self.owner_only {
+            &"<owner only, not shown>"
+        } else {
+            &self.contents
+        };
+        f.debug_struct("FileToWrite")
+            .field("path", &self.path)
+            .field("contents", contents)
+            .field("owner_only", &self.owner_only)
+            .finish()
+    }
 }
 
 /// One run of `helm`, in the workdir.
@@ -74,11 +96,15 @@ pub trait BootstrapRunner {
         &self,
         invocation: &HelmInvocation,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Removes the file at `path`; a missing file is not an error.
+    fn remove(&self, path: &Path) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
 
 impl BootstrapStep {
-    /// Decides the bootstrap from the typed infrastructure outputs and the Beta9 settings.
-    pub fn new(beta9: &Beta9Spec, infra: &InfraOutputs, access: &ClusterAccess) -> Self {
+    /// Decides the bootstrap from the plan's inputs, the way to the cluster and the secrets.
+    pub fn new(inputs: &PlanInputs<'_>, access: &ClusterAccess, secrets: Beta9Secrets) -> Self {
+        let (beta9, infra) = (inputs.beta9, inputs.infra);
         let kubeconfig = match access {
             ClusterAccess::Sandbox => {
                 kubeconfig::sandbox(&infra.cluster_name, &infra.cluster_endpoint)
@@ -91,7 +117,8 @@ impl BootstrapStep {
             ),
         };
         BootstrapStep {
-            plan: BootstrapPlan::new(beta9, infra),
+            plan: BootstrapPlan::new(inputs),
+            secrets,
             kubeconfig,
             outputs: BootstrapOutputs {
                 endpoint: format!("https://{}", beta9.domain.as_str()),
@@ -100,7 +127,8 @@ impl BootstrapStep {
     }
 
     /// Everything to do in `workdir`, in order: the kubeconfig (owner-only), then for each
-    /// release of the plan its values file and its install.
+    /// release of the plan its values file (owner-only, secrets filled in), its install, and
+    /// the values file's removal.
     pub fn actions(&self, workdir: &Path) -> Vec<Action> {
         let kubeconfig = workdir.join(KUBECONFIG_FILE);
         let values_dir = workdir.join(VALUES_DIR);
@@ -113,31 +141,52 @@ impl BootstrapStep {
             let values = values_dir.join(format!("{}.json", release.name));
             actions.push(Action::Write(FileToWrite {
                 path: values.clone(),
-                contents: json_text(&release.values),
-                owner_only: false,
+                contents: json_text(&self.secrets.fill(&release.values)),
+                owner_only: true,
             }));
             actions.push(Action::Helm(HelmInvocation {
                 summary: format!(
                     "installing release {} ({}) in namespace {}",
-                    release.name, release.chart, release.namespace
+                    release.name,
+                    release.chart.describe(),
+                    release.namespace
                 ),
                 args: helm::upgrade_args(release, &values, &kubeconfig),
             }));
+            actions.push(Action::Remove(values));
         }
         actions
     }
 
-    /// Does [`BootstrapStep::actions`] in order through `runner`, stopping at the first error;
-    /// returns the step's outputs.
+    /// Does [`BootstrapStep::actions`] in order through `runner`, stopping at the first error
+    /// — after which it still does the removals of the files written so far; returns the
+    /// step's outputs.
     pub async fn run<R: BootstrapRunner>(
         &self,
         workdir: &Path,
         runner: &R,
     ) -> Result<BootstrapOutputs, R::Error> {
-        for action in self.actions(workdir) {
-            match action {
-                Action::Write(file) => runner.write(&file).await?,
-                Action::Helm(invocation) => runner.helm(&invocation).await?,
+        let actions = self.actions(workdir);
+        let mut written: Vec<&Path> = Vec::new();
+        for action in &actions {
+            let done = match action {
+                Action::Write(file) => {
+                    written.push(&file.path);
+                    runner.write(file).await
+                }
+                Action::Helm(invocation) => runner.helm(invocation).await,
+                Action::Remove(path) => runner.remove(path).await,
+            };
+            if let Err(error) = done {
+                for action in &actions {
+                    if let Action::Remove(path) = action
+                        && written.contains(&path.as_path())
+                    {
+                        // Best effort: the step has failed already, with `error`.
+                        let _ = runner.remove(path).await;
+                    }
+                }
+                return Err(error);
             }
         }
         Ok(self.outputs.clone())
@@ -152,12 +201,26 @@ fn json_text(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{beta9, infra};
+    use crate::charts::Charts;
+    use crate::test_support::{beta9, infra, model, secrets};
+    use domain::outputs::InfraOutputs;
+    use domain::spec::Profile;
     use serde_json::json;
     use std::sync::Mutex;
 
+    fn step_with(infra: &InfraOutputs, access: &ClusterAccess) -> BootstrapStep {
+        let (beta9, model) = (beta9(false), model(Profile::Small, false));
+        let inputs = PlanInputs {
+            beta9: &beta9,
+            infra,
+            model: &model,
+            charts: &Charts::default(),
+        };
+        BootstrapStep::new(&inputs, access, secrets())
+    }
+
     fn sandbox_step() -> BootstrapStep {
-        BootstrapStep::new(&beta9(false), &infra(), &ClusterAccess::Sandbox)
+        step_with(&infra(), &ClusterAccess::Sandbox)
     }
 
     fn describe(action: &Action) -> String {
@@ -167,11 +230,12 @@ mod tests {
                 "helm {}",
                 helm.args[2].to_str().unwrap() // the release name
             ),
+            Action::Remove(path) => format!("remove {}", path.display()),
         }
     }
 
     #[test]
-    fn the_kubeconfig_comes_first_then_each_release_its_values_and_its_install() {
+    fn the_kubeconfig_comes_first_then_each_release_its_values_its_install_and_the_removal() {
         let actions = sandbox_step().actions(Path::new("/w"));
         let described: Vec<String> = actions.iter().map(describe).collect();
         assert_eq!(
@@ -180,22 +244,27 @@ mod tests {
                 "write /w/kubeconfig",
                 "write /w/helm-values/ingress-nginx.json",
                 "helm ingress-nginx",
+                "remove /w/helm-values/ingress-nginx.json",
                 "write /w/helm-values/cert-manager.json",
                 "helm cert-manager",
+                "remove /w/helm-values/cert-manager.json",
                 "write /w/helm-values/beta9.json",
                 "helm beta9",
+                "remove /w/helm-values/beta9.json",
             ]
         );
-        let Action::Write(kubeconfig) = &actions[0] else {
-            panic!("{actions:?}")
-        };
-        assert!(kubeconfig.owner_only);
-        let Action::Helm(beta9) = &actions[6] else {
+        for action in &actions {
+            if let Action::Write(file) = action {
+                assert!(file.owner_only, "{}", file.path.display());
+            }
+        }
+        let Action::Helm(beta9) = &actions[8] else {
             panic!("{actions:?}")
         };
         assert_eq!(
             beta9.summary,
-            "installing release beta9 (beta9/beta9) in namespace beta9"
+            "installing release beta9 (oci://public.ecr.aws/n4e0e1y0/beta9-chart 0.1.762) \
+             in namespace beta9"
         );
         assert_eq!(
             beta9.args,
@@ -208,18 +277,33 @@ mod tests {
     }
 
     #[test]
-    fn files_are_pretty_json_with_a_final_newline() {
+    fn values_files_are_pretty_json_with_the_secrets_filled_in_and_only_there() {
         let step = sandbox_step();
-        let Action::Write(values) = &step.actions(Path::new("/w"))[5] else {
+        let actions = step.actions(Path::new("/w"));
+        let Action::Write(values) = &actions[7] else {
             panic!()
         };
-        assert!(!values.owner_only);
-        assert_eq!(
-            values.contents,
-            serde_json::to_string_pretty(&step.plan.releases[2].values).unwrap() + "\n"
-        );
+        assert!(values.contents.ends_with("}\n"));
         let parsed: Value = serde_json::from_str(&values.contents).unwrap();
-        assert_eq!(parsed, step.plan.releases[2].values);
+        let postgres = &parsed["config"]["database"]["postgres"];
+        assert_eq!(postgres["password"], json!("test-db-password"));
+        assert_eq!(postgres["encryptionKey"], json!("test-encryption-key"));
+        assert_eq!(
+            parsed["config"]["gateway"],
+            step.plan.releases[2].values["config"]["gateway"]
+        );
+        assert!(!values.contents.contains("<secret:"));
+
+        let shown = format!("{step:?} {actions:?}");
+        for secret in ["test-db-password", "test-encryption-key"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+            assert!(!serde_json::to_string(&step.plan).unwrap().contains(secret));
+            for action in &actions {
+                if let Action::Helm(helm) = action {
+                    assert!(!format!("{:?}", helm.args).contains(secret));
+                }
+            }
+        }
     }
 
     #[test]
@@ -234,8 +318,7 @@ mod tests {
 
         let mut outputs = infra();
         outputs.cluster_certificate_authority = "Y2EtZnJvbS1vdXRwdXRz".into();
-        let eks = BootstrapStep::new(
-            &beta9(false),
+        let eks = step_with(
             &outputs,
             &ClusterAccess::Eks {
                 region: "eu-west-1".into(),
@@ -287,6 +370,12 @@ mod tests {
                 _ => Ok(()),
             }
         }
+
+        async fn remove(&self, path: &Path) -> Result<(), String> {
+            let line = describe(&Action::Remove(path.to_owned()));
+            self.done.lock().unwrap().push(line);
+            Ok(())
+        }
     }
 
     #[test]
@@ -300,17 +389,22 @@ mod tests {
     }
 
     #[test]
-    fn run_stops_at_the_first_failure() {
+    fn run_stops_at_the_first_failure_and_still_removes_the_values_file_it_wrote() {
         let recorder = Recorder {
             fail_release: Some("cert-manager"),
             ..Recorder::default()
         };
         let result = futures::executor::block_on(sandbox_step().run(Path::new("/w"), &recorder));
         assert_eq!(result, Err("cert-manager failed".to_owned()));
+        let done = recorder.done.lock().unwrap();
         assert_eq!(
-            recorder.done.lock().unwrap().last().unwrap(),
-            "helm cert-manager"
+            done[4..],
+            [
+                "write /w/helm-values/cert-manager.json",
+                "helm cert-manager",
+                "remove /w/helm-values/ingress-nginx.json",
+                "remove /w/helm-values/cert-manager.json",
+            ]
         );
-        assert_eq!(recorder.done.lock().unwrap().len(), 5);
     }
 }

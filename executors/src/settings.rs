@@ -58,6 +58,9 @@ pub struct ExecutorSettings {
     pub cancel_grace: Duration,
     /// How long a graceful shutdown waits for in-flight jobs before handing them back.
     pub shutdown_grace: Duration,
+    /// `PROVISIONER_BETA9_CHART`, `PROVISIONER_BETA9_CHART_VERSION`: Beta9's chart; the
+    /// baseline charts are pinned in `bootstrap::charts`.
+    pub charts: bootstrap::Charts,
 }
 
 impl ExecutorSettings {
@@ -84,6 +87,7 @@ impl ExecutorSettings {
             terraform_retry: TerraformRetry::DEFAULT,
             cancel_grace: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
+            charts: bootstrap::Charts::default(),
         }
     }
 

@@ -25,7 +25,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bootstrap::{BootstrapRunner, BootstrapStep, ClusterAccess, FileToWrite, HelmInvocation};
+use bootstrap::{
+    Beta9Secrets, BootstrapRunner, BootstrapStep, Charts, ClusterAccess, FileToWrite,
+    HelmInvocation, PlanInputs,
+};
 use domain::aggregate::Outputs;
 use domain::outputs::InfraOutputs;
 use domain::spec::{Provider, Step};
@@ -75,6 +78,8 @@ pub struct TerraformHelmDriver {
     pub backend_config: Vec<(String, String)>,
     /// The way into customer accounts (`aws` only): checked before any tool runs.
     pub accounts: Option<Arc<CustomerAccounts>>,
+    /// Where the bootstrap's charts come from, each at its pinned version.
+    pub charts: Charts,
 }
 
 impl TerraformHelmDriver {
@@ -109,6 +114,7 @@ impl TerraformHelmDriver {
             cancel_grace: settings.cancel_grace,
             backend_config,
             accounts: Some(Arc::new(CustomerAccounts::new(settings.aws.clone()))),
+            charts: settings.charts.clone(),
         }
     }
 
@@ -123,6 +129,7 @@ impl TerraformHelmDriver {
             cancel_grace: settings.cancel_grace,
             backend_config: Vec::new(),
             accounts: None,
+            charts: settings.charts.clone(),
         }
     }
 
@@ -184,11 +191,33 @@ impl TerraformHelmDriver {
         let infra = InfraOutputs::try_from(&ctx.job.infra_outputs)
             .map_err(|missing| StepError::failed(format!("cannot bootstrap: {missing}")))?;
         let access = self.cluster_access(ctx);
-        let step = BootstrapStep::new(&ctx.job.beta9, &infra, &access);
+        let inputs = PlanInputs {
+            beta9: &ctx.job.beta9,
+            infra: &infra,
+            model: &ctx.job.infra_model,
+            charts: &self.charts,
+        };
+        let step = BootstrapStep::new(&inputs, &access, self.beta9_secrets(ctx));
         let outputs = step
             .run(&ctx.workdir, &StepTools { driver: self, ctx })
             .await?;
         Ok(Outputs::from(&outputs))
+    }
+
+    /// The secrets of Beta9's values: fresh generated values for each run. On `aws` the
+    /// database password is to be read from the RDS-managed secret, and the encryption key
+    /// from one kept per environment; until then the logs say so.
+    fn beta9_secrets(&self, ctx: &StepContext) -> Beta9Secrets {
+        if self.provider == Provider::Aws {
+            ctx.logs.note(
+                "Beta9's database password and encryption key are generated for this run: \
+                 they are not read from Secrets Manager yet",
+            );
+        }
+        Beta9Secrets {
+            database_password: generated_secret().into(),
+            encryption_key: generated_secret().into(),
+        }
     }
 
     /// How helm reaches the cluster: on `aws` through `aws eks get-token` in the environment's
@@ -417,11 +446,11 @@ impl BootstrapRunner for StepTools<'_> {
         if let Some(dir) = file.path.parent() {
             create_dir(dir).await?;
         }
-        write_text(&file.path, &file.contents).await?;
         if file.owner_only {
-            restrict_to_owner(&file.path).await?;
+            write_private(&file.path, file.contents.as_bytes()).await
+        } else {
+            write_text(&file.path, &file.contents).await
         }
-        Ok(())
     }
 
     async fn helm(&self, invocation: &HelmInvocation) -> Result<(), StepError> {
@@ -435,6 +464,14 @@ impl BootstrapRunner for StepTools<'_> {
             Ok(())
         } else {
             Err(StepError::failed(finished.error_message()))
+        }
+    }
+
+    async fn remove(&self, path: &Path) -> Result<(), StepError> {
+        match tokio::fs::remove_file(path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StepError::io(format!("remove {}", path.display()), e)),
         }
     }
 }
@@ -579,11 +616,26 @@ impl Drop for RemovedOnDrop {
     }
 }
 
+/// 40 random letters and digits.
+fn generated_secret() -> String {
+    use rand::Rng;
+    rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(40)
+        .map(char::from)
+        .collect()
+}
+
 /// Writes `value` to a file only its owner can read, created so from the start.
 async fn write_private_json(path: &Path, value: &Value) -> Result<(), StepError> {
-    use tokio::io::AsyncWriteExt;
     let text = serde_json::to_vec(value)
         .map_err(|e| StepError::io(format!("encode {}", path.display()), e.into()))?;
+    write_private(path, &text).await
+}
+
+/// Writes `text` to a file only its owner can read, created so from the start.
+async fn write_private(path: &Path, text: &[u8]) -> Result<(), StepError> {
+    use tokio::io::AsyncWriteExt;
     let write = async {
         let mut file = tokio::fs::OpenOptions::new()
             .write(true)
@@ -594,7 +646,7 @@ async fn write_private_json(path: &Path, value: &Value) -> Result<(), StepError>
             .await?;
         // An older file may have been made with other permissions.
         restrict_to_owner_now(&file).await?;
-        file.write_all(&text).await?;
+        file.write_all(text).await?;
         file.flush().await
     };
     write
@@ -633,13 +685,6 @@ async fn create_dir(path: &Path) -> Result<(), StepError> {
     tokio::fs::create_dir_all(path)
         .await
         .map_err(|e| StepError::io(format!("create {}", path.display()), e))
-}
-
-async fn restrict_to_owner(path: &Path) -> Result<(), StepError> {
-    use std::os::unix::fs::PermissionsExt;
-    tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .await
-        .map_err(|e| StepError::io(format!("restrict {}", path.display()), e))
 }
 
 #[cfg(test)]

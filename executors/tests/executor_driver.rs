@@ -385,34 +385,68 @@ async fn the_sandbox_infra_reports_exactly_the_typed_infra_outputs() {
     assert_eq!(Outputs::from(&infra), outputs);
 }
 
+/// A `helm` that succeeds, noting in `log` its arguments and, for each values file, its mode,
+/// how many placeholders are left in it, and the database password it holds.
+fn recording_helm(log: &Path) -> PathBuf {
+    let script = log.with_file_name("helm");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nlog='{}'\necho \"args: $*\" >> \"$log\"\n\
+             while [ $# -gt 0 ]; do\n  if [ \"$1\" = --values ]; then\n    \
+             stat -c 'mode %a' \"$2\" >> \"$log\"\n    \
+             echo \"placeholders $(grep -c '<secret:' \"$2\")\" >> \"$log\"\n    \
+             grep -o '\"password\": \"[^\"]*\"' \"$2\" >> \"$log\"\n  fi\n  shift\ndone\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
 #[tokio::test]
-async fn bootstrap_writes_the_prepared_files_the_kubeconfig_for_the_owner_only() {
+async fn bootstrap_hands_helm_its_values_in_owner_only_files_removed_after_the_step() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let outputs = apply(&sandbox_driver(), dir.path()).await.unwrap();
-    let (mut ctx, _rx) = context(dir.path(), Step::Bootstrap, None);
-    ctx.job.infra_outputs = outputs.clone();
-    let step = bootstrap::BootstrapStep::new(
-        &ctx.job.beta9,
-        &InfraOutputs::try_from(&outputs).unwrap(),
-        &bootstrap::ClusterAccess::Sandbox,
+    let (mut ctx, mut rx) = context(dir.path(), Step::Bootstrap, None);
+    ctx.job.infra_outputs = outputs;
+    let tools = tempfile::tempdir().unwrap();
+    let log = tools.path().join("helm.log");
+    let mut driver = sandbox_driver();
+    driver.helm = executors::process::Program::new(recording_helm(&log), "test helm");
+    driver.run(ctx).await.unwrap();
+
+    let log = std::fs::read_to_string(&log).unwrap();
+    let modes: Vec<&str> = log.lines().filter(|l| l.starts_with("mode")).collect();
+    assert_eq!(modes, ["mode 600"; 3], "{log}");
+    assert!(
+        log.lines()
+            .filter(|l| l.starts_with("placeholders"))
+            .all(|l| l == "placeholders 0"),
+        "{log}"
     );
-    sandbox_driver().run(ctx).await.unwrap();
-    for action in step.actions(dir.path()) {
-        if let bootstrap::Action::Write(file) = action {
-            assert_eq!(
-                std::fs::read_to_string(&file.path).unwrap(),
-                file.contents,
-                "{}",
-                file.path.display()
-            );
-            if file.owner_only {
-                let mode = std::fs::metadata(&file.path).unwrap().permissions().mode();
-                assert_eq!(mode & 0o777, 0o600, "{}", file.path.display());
-            }
-        }
+    let password_line = log
+        .lines()
+        .find(|l| l.starts_with("\"password\""))
+        .expect("beta9's values hold the database password");
+    let password = password_line.rsplit('"').nth(1).unwrap();
+    assert!(password.len() >= 32, "{password_line}");
+    for args in log.lines().filter(|l| l.starts_with("args:")) {
+        assert!(!args.contains(password), "{args}");
+        assert!(
+            args.contains("--version") && args.contains("--atomic"),
+            "{args}"
+        );
     }
+    assert!(!lines(&mut rx).join("\n").contains(password));
+
     let kubeconfig = std::fs::metadata(dir.path().join("kubeconfig")).unwrap();
     assert_eq!(kubeconfig.permissions().mode() & 0o777, 0o600);
-    assert!(dir.path().join("helm-values/beta9.json").is_file());
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("helm-values"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }

@@ -34,7 +34,7 @@ Usage: helm-standin <command> [flags]
 Commands:
   version [--short]
   upgrade [--install|-i] RELEASE CHART [--namespace|-n NS] [--create-namespace]
-          [--values|-f FILE]... [--set k=v]... [--version V] [--wait] [--atomic]
+          [--repo URL] [--values|-f FILE]... [--set k=v]... [--version V] [--wait] [--atomic]
           [--timeout D] [--kubeconfig PATH]
   uninstall RELEASE [--namespace|-n NS] [--kubeconfig PATH] [--wait] [--timeout D]
             [--ignore-not-found]
@@ -178,13 +178,14 @@ pub fn run(args: &[String], cwd: &Path, interrupt: &Interrupt, console: &mut Con
 }
 
 /// Flags that take a value: (long name, short name).
-const VALUE_FLAGS: [(&str, Option<&str>); 7] = [
+const VALUE_FLAGS: [(&str, Option<&str>); 8] = [
     ("namespace", Some("n")),
     ("values", Some("f")),
     ("set", None),
     ("timeout", None),
     ("kubeconfig", None),
     ("version", None),
+    ("repo", None),
     ("output", Some("o")),
 ];
 /// Boolean flags: (long name, short name).
@@ -340,6 +341,7 @@ pub fn parse(args: &[String]) -> Result<Command> {
                     "values",
                     "set",
                     "version",
+                    "repo",
                     "wait",
                     "atomic",
                     "timeout",
@@ -840,6 +842,20 @@ mod tests {
         std::fs::write(dir.path().join("kubeconfig"), "apiVersion: v1\n").unwrap();
         std::fs::write(dir.path().join("values.yaml"), "replicas: 1\n").unwrap();
         dir
+    }
+
+    #[test]
+    fn a_chart_can_come_from_a_repository_url_at_a_version() {
+        let command = parse(&args(
+            "upgrade --install ingress-nginx ingress-nginx \
+             --repo https://kubernetes.github.io/ingress-nginx --version 4.12.1",
+        ))
+        .unwrap();
+        let Command::Upgrade(upgrade) = command else {
+            panic!("not an upgrade: {command:?}");
+        };
+        assert_eq!(upgrade.chart, "ingress-nginx");
+        assert_eq!(upgrade.chart_version.as_deref(), Some("4.12.1"));
     }
 
     #[test]
