@@ -32,7 +32,10 @@ use command_api::settings::{
 };
 use domain::aggregate::StepTimeouts;
 use domain::spec::Provider;
-use executors::settings::{ExecutorSettings, TerraformRetry};
+use executors::settings::{
+    BETA9_CHART, BETA9_CHART_VERSION, ChartError, ChartRef, Charts, ExecutorSettings,
+    TerraformRetry,
+};
 use executors::terraform_version::Flavour;
 use local_services::postgres::BinarySource;
 use secrecy::SecretString;
@@ -430,6 +433,13 @@ pub struct ExecutorArgs {
     #[arg(long, env = "PROVISIONER_TERRAFORM_RETRY_MAX_SECS", default_value = "900",
           value_parser = step_timeout("PROVISIONER_TERRAFORM_RETRY_MAX_SECS"))]
     pub terraform_retry_max_secs: Duration,
+    /// Beta9's Helm chart `beta9-chart`: an oci:// reference to it, or the https:// URL of a
+    /// Helm repository holding it.
+    #[arg(long, env = "PROVISIONER_BETA9_CHART", default_value = BETA9_CHART)]
+    pub beta9_chart: String,
+    /// The version of Beta9's chart to install (its values are checked against 0.1.762).
+    #[arg(long, env = "PROVISIONER_BETA9_CHART_VERSION", default_value = BETA9_CHART_VERSION)]
+    pub beta9_chart_version: String,
 }
 
 /// `dev` and `demo`: where their private servers come from.
@@ -588,6 +598,21 @@ pub fn executor_settings(
         first_delay: executor.terraform_retry_delay_ms,
         max_elapsed: executor.terraform_retry_max_secs,
     };
+    let beta9 = ChartRef::beta9(&executor.beta9_chart, &executor.beta9_chart_version).map_err(
+        |e| match &e {
+            ChartError::Location(_) => SettingError::new(
+                "PROVISIONER_BETA9_CHART",
+                &executor.beta9_chart,
+                e.to_string(),
+            ),
+            ChartError::Version(_) => SettingError::new(
+                "PROVISIONER_BETA9_CHART_VERSION",
+                &executor.beta9_chart_version,
+                e.to_string(),
+            ),
+        },
+    )?;
+    settings.charts = Charts::with_beta9(beta9);
     Ok(settings)
 }
 
@@ -711,6 +736,25 @@ mod tests {
         assert_eq!(settings.http.max_connections, 10);
         assert_eq!(settings.step_timeouts.infra, Duration::from_secs(60));
         assert_eq!(dev.postgres_binaries, BinarySource::Pypi);
+    }
+
+    #[test]
+    fn beta9s_chart_and_version_come_from_settings_and_bad_ones_are_named() {
+        let (common, _, executor, _) = dev(&[
+            "--beta9-chart=https://charts.example.com/beta9",
+            "--beta9-chart-version=0.2.0",
+        ]);
+        let settings = executor_settings(&common, &executor).unwrap();
+        assert_eq!(
+            settings.charts.beta9,
+            ChartRef::beta9("https://charts.example.com/beta9", "0.2.0").unwrap()
+        );
+        let (common, _, executor, _) = dev(&["--beta9-chart=beta9/beta9"]);
+        let error = executor_settings(&common, &executor).expect_err("refused");
+        assert_eq!(error.variable, "PROVISIONER_BETA9_CHART");
+        let (common, _, executor, _) = dev(&["--beta9-chart-version=latest please"]);
+        let error = executor_settings(&common, &executor).expect_err("refused");
+        assert_eq!(error.variable, "PROVISIONER_BETA9_CHART_VERSION");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! settings tree (`src/settings.rs` of the root package), which parses and validates the process
 //! environment. This library reads no environment variables itself.
 
+pub use bootstrap::charts::{BETA9_CHART, BETA9_CHART_VERSION, ChartError, ChartRef, Charts};
 use std::path::PathBuf;
 
 use crate::customer_account::AwsSettings;
@@ -60,7 +61,7 @@ pub struct ExecutorSettings {
     pub shutdown_grace: Duration,
     /// `PROVISIONER_BETA9_CHART`, `PROVISIONER_BETA9_CHART_VERSION`: Beta9's chart; the
     /// baseline charts are pinned in `bootstrap::charts`.
-    pub charts: bootstrap::Charts,
+    pub charts: Charts,
 }
 
 impl ExecutorSettings {
@@ -87,7 +88,7 @@ impl ExecutorSettings {
             terraform_retry: TerraformRetry::DEFAULT,
             cancel_grace: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
-            charts: bootstrap::Charts::default(),
+            charts: Charts::default(),
         }
     }
 
