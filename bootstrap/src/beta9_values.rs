@@ -217,3 +217,50 @@ pub fn values(beta9: &Beta9Spec, infra: &InfraOutputs, model: &InfraModel) -> Va
         "manifests": {"resources": manifests},
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{beta9, infra, model, secrets};
+    use domain::spec::Profile;
+
+    #[test]
+    fn the_values_of_each_profile_with_and_without_gpus_as_snapshots() {
+        for profile in [Profile::Small, Profile::Medium, Profile::Large] {
+            for gpu in [false, true] {
+                let values = values(&beta9(gpu), &infra(), &model(profile, gpu));
+                let name = format!(
+                    "beta9_values_{}_{}",
+                    format!("{profile:?}").to_lowercase(),
+                    if gpu { "gpu" } else { "cpu_only" }
+                );
+                insta::assert_json_snapshot!(name, values);
+            }
+        }
+    }
+
+    #[test]
+    fn fill_puts_each_secret_where_its_placeholder_is_and_nowhere_else() {
+        let filled = secrets().fill(&json!({
+            "a": [DB_PASSWORD, {"b": ENCRYPTION_KEY}],
+            "c": "<secret:db-password> ",
+            "d": 5,
+        }));
+        assert_eq!(
+            filled,
+            json!({
+                "a": ["test-db-password", {"b": "test-encryption-key"}],
+                "c": "<secret:db-password> ",
+                "d": 5,
+            })
+        );
+    }
+
+    #[test]
+    fn gpu_types_follow_the_instance_family() {
+        assert_eq!(gpu_type("g5.xlarge"), Some("A10G"));
+        assert_eq!(gpu_type("g5.12xlarge"), Some("A10G"));
+        assert_eq!(gpu_type("p5.48xlarge"), Some("H100"));
+        assert_eq!(gpu_type("m6i.large"), None);
+    }
+}
