@@ -605,7 +605,8 @@ async fn shutdown_hands_back_a_job_that_outlasts_the_grace_and_another_executor_
 async fn two_applies_of_one_environment(harness: &Harness) -> Vec<overlap::RunRecord> {
     let env = EnvironmentId::generate();
     let (first, second) = (OperationId::generate(), OperationId::generate());
-    harness.start_infra(&env, &first, slow_apply(1.5)).await;
+    // Long enough that the second job starts while it runs, even on a loaded machine.
+    harness.start_infra(&env, &first, slow_apply(4.0)).await;
     let lock_path = harness.workdir(&env).join(LOCK_FILE);
     eventually(
         "the first apply never took the lock",
