@@ -7,6 +7,7 @@
 //!
 //! It depends on `domain` only, never on `executors` (which depends on it).
 
+pub mod eks_token;
 pub mod helm;
 pub mod kubeconfig;
 pub mod plan;
