@@ -7,10 +7,12 @@
 //!
 //! It depends on `domain` only, never on `executors` (which depends on it).
 
+pub mod cluster;
 pub mod eks_token;
 pub mod helm;
 pub mod kubeconfig;
 pub mod plan;
+pub mod readiness;
 pub mod step;
 
 pub use plan::{BootstrapPlan, Release};
