@@ -40,7 +40,8 @@ pub enum AccessError {
 
 /// A client of the cluster at `endpoint` (`https://…`; `http://` for a local stand-in),
 /// trusting exactly the certificates of `ca_bundle` (base64 of PEM, as EKS reports it) when
-/// given, authenticated as `auth` says.
+/// given, authenticated as `auth` says. A plain-HTTP endpoint has no TLS to trust anything
+/// for, so its bundle is not read.
 pub fn client(
     endpoint: &str,
     ca_bundle: Option<&str>,
@@ -53,8 +54,9 @@ pub fn client(
             endpoint: domain::text::truncated(endpoint, 200).to_owned(),
             detail: e.to_string(),
         })?;
+    let tls = uri.scheme_str() != Some("http");
     let mut config = kube::Config::new(uri);
-    if let Some(bundle) = ca_bundle {
+    if let Some(bundle) = ca_bundle.filter(|_| tls) {
         config.root_cert = Some(certificates(bundle)?);
     }
     let builder = kube::client::ClientBuilder::try_from(config)

@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+use bootstrap::readiness::ReadinessTimeouts;
+
 use crate::customer_account::AwsSettings;
 use crate::process::Program;
 use crate::terraform_version::Flavour;
@@ -58,6 +60,9 @@ pub struct ExecutorSettings {
     pub cancel_grace: Duration,
     /// How long a graceful shutdown waits for in-flight jobs before handing them back.
     pub shutdown_grace: Duration,
+    /// The bootstrap's readiness waits on `aws` (`PROVISIONER_BOOTSTRAP_API_TIMEOUT_SECS`,
+    /// `…_NODES_TIMEOUT_SECS`, `…_GATEWAY_TIMEOUT_SECS`).
+    pub readiness: ReadinessTimeouts,
 }
 
 impl ExecutorSettings {
@@ -84,6 +89,7 @@ impl ExecutorSettings {
             terraform_retry: TerraformRetry::DEFAULT,
             cancel_grace: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
+            readiness: ReadinessTimeouts::default(),
         }
     }
 
