@@ -360,3 +360,29 @@ async fn a_failed_aws_destroy_keeps_the_workdir() {
     assert!(workdir.join("main.tf.json").is_file());
     assert!(!workdir.join(VARS_FILE).exists());
 }
+
+#[tokio::test]
+async fn a_cancelled_aws_bootstrap_stops_waiting_for_the_cluster() {
+    use system_tests::kube_api::{KubeBehaviour, StandinKubeApi, StandinNode};
+    let sts = StandinSts::expecting_external_id(EXTERNAL_ID).await;
+    let tools = tempfile::tempdir().unwrap();
+    let workdir = tempfile::tempdir().unwrap();
+    let api = StandinKubeApi::start(KubeBehaviour {
+        nodes: vec![StandinNode::never_ready("node-1", "cpu")],
+        ..KubeBehaviour::default()
+    })
+    .await;
+    let (ctx, _rx) = bootstrap_context(workdir.path(), &api.endpoint());
+    let cancel = ctx.cancel.clone();
+    let mut driver = driver(&sts.endpoint(), &recording_terraform(tools.path()));
+    quick_readiness(&mut driver);
+    driver.readiness.nodes = Duration::from_secs(600);
+    let started = std::time::Instant::now();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        cancel.cancel();
+    });
+    let error = driver.run(ctx).await.expect_err("cancelled");
+    assert!(matches!(error, StepError::Cancelled), "{error:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
