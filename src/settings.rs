@@ -403,6 +403,19 @@ pub struct ExecutorArgs {
     #[arg(long, env = "PROVISIONER_AWS_SESSION_SECONDS", default_value = "3600",
           value_parser = session_seconds("PROVISIONER_AWS_SESSION_SECONDS"))]
     pub aws_session_seconds: Duration,
+    /// Seconds the aws bootstrap waits for the new cluster's API server to answer.
+    #[arg(long, env = "PROVISIONER_BOOTSTRAP_API_TIMEOUT_SECS", default_value = "300",
+          value_parser = step_timeout("PROVISIONER_BOOTSTRAP_API_TIMEOUT_SECS"))]
+    pub bootstrap_api_timeout_secs: Duration,
+    /// Seconds the aws bootstrap waits for each node pool's minimum of Ready nodes.
+    #[arg(long, env = "PROVISIONER_BOOTSTRAP_NODES_TIMEOUT_SECS", default_value = "900",
+          value_parser = step_timeout("PROVISIONER_BOOTSTRAP_NODES_TIMEOUT_SECS"))]
+    pub bootstrap_nodes_timeout_secs: Duration,
+    /// Seconds the aws bootstrap waits, after the install, for the Beta9 gateway Deployment to
+    /// be available.
+    #[arg(long, env = "PROVISIONER_BOOTSTRAP_GATEWAY_TIMEOUT_SECS", default_value = "900",
+          value_parser = step_timeout("PROVISIONER_BOOTSTRAP_GATEWAY_TIMEOUT_SECS"))]
+    pub bootstrap_gateway_timeout_secs: Duration,
     /// Jobs run at once by this process.
     #[arg(long, env = "PROVISIONER_EXECUTOR_CONCURRENCY", default_value = "4",
           value_parser = positive::<usize>("PROVISIONER_EXECUTOR_CONCURRENCY"))]
@@ -593,6 +606,9 @@ pub fn executor_settings(
     settings.heartbeat = executor.executor_heartbeat_ms;
     settings.ack_wait = executor.executor_ack_wait_ms;
     settings.max_deliver = executor.executor_max_deliver;
+    settings.readiness.api = executor.bootstrap_api_timeout_secs;
+    settings.readiness.nodes = executor.bootstrap_nodes_timeout_secs;
+    settings.readiness.gateway = executor.bootstrap_gateway_timeout_secs;
     settings.terraform_retry = TerraformRetry {
         attempts: executor.terraform_retry_attempts,
         first_delay: executor.terraform_retry_delay_ms,
@@ -691,6 +707,9 @@ mod tests {
             "--tf-lock-timeout-secs=60",
             "--executor-cancel-grace-ms=2500",
             "--aws-session-seconds=7200",
+            "--bootstrap-api-timeout-secs=30",
+            "--bootstrap-nodes-timeout-secs=600",
+            "--bootstrap-gateway-timeout-secs=1200",
             "--providers=sandbox, aws",
             "--http-max-connections=10",
             "--infra-timeout-secs=60",
@@ -728,6 +747,9 @@ mod tests {
         assert_eq!(settings.aws.session_duration, Duration::from_secs(7200));
         assert_eq!(settings.lock_timeout, Duration::from_secs(60));
         assert_eq!(settings.cancel_grace, Duration::from_millis(2500));
+        assert_eq!(settings.readiness.api, Duration::from_secs(30));
+        assert_eq!(settings.readiness.nodes, Duration::from_secs(600));
+        assert_eq!(settings.readiness.gateway, Duration::from_secs(1200));
         let settings = api_settings(&common, &api, &Secrets::default()).unwrap();
         assert_eq!(
             settings.enabled_providers,

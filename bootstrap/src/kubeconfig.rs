@@ -1,9 +1,13 @@
-//! The kubeconfig helm uses to reach a new cluster. It never embeds a credential: on `aws` it
-//! asks `aws eks get-token` for a short-lived token at each use (exec auth); the sandbox cluster
-//! has no authentication at all.
+//! The kubeconfig helm (a separate process) uses to reach a new cluster. The provisioner itself
+//! reaches the cluster in-process ([`crate::cluster`]); helm needs a file. The document decided
+//! here never holds a credential: on `aws` the executor renders it [`with_token`] — the current
+//! EKS token — into an owner-only file, rewritten before each helm run (a token lasts ~15
+//! minutes, a run of `helm --wait` may be long, so each run starts with a fresh one) and removed
+//! when the step ends. The sandbox cluster has no authentication at all. No aws CLI.
 //!
 //! Kubeconfig is YAML, and JSON is YAML, so it is rendered as JSON.
 
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
 /// The file name in the environment's workdir.
@@ -43,30 +47,31 @@ pub fn sandbox(cluster_name: &str, endpoint: &str) -> Value {
     )
 }
 
-/// An EKS cluster, authenticated by `aws eks get-token` with the executor's (assumed-role)
-/// credentials; `ca_data` is the cluster's base64 CA bundle.
-pub fn eks(cluster_name: &str, endpoint: &str, ca_data: &str, region: &str) -> Value {
+/// An EKS cluster: its endpoint and its CA bundle (`ca_data`, base64, from the outputs); the
+/// user is empty until [`with_token`] fills it.
+pub fn eks(cluster_name: &str, endpoint: &str, ca_data: &str) -> Value {
     document(
         cluster_name,
         json!({
             "server": server_url(endpoint),
             "certificate-authority-data": ca_data,
         }),
-        json!({
-            "exec": {
-                "apiVersion": "client.authentication.k8s.io/v1beta1",
-                "command": "aws",
-                "args": [
-                    "eks", "get-token",
-                    "--cluster-name", cluster_name,
-                    "--region", region,
-                    "--output", "json",
-                ],
-                "interactiveMode": "Never",
-                "provideClusterInfo": false,
-            },
-        }),
+        json!({}),
     )
+}
+
+/// The file's text: `document` with `token` as its user's bearer token. A secret: written only
+/// owner-only, never logged.
+pub fn with_token(document: &Value, token: &SecretString) -> SecretString {
+    let mut document = document.clone();
+    if let Some(user) = document
+        .get_mut("users")
+        .and_then(|users| users.get_mut(0))
+        .and_then(|entry| entry.get_mut("user"))
+    {
+        *user = json!({"token": token.expose_secret()});
+    }
+    SecretString::from(format!("{document:#}\n"))
 }
 
 #[cfg(test)]
@@ -94,28 +99,21 @@ mod tests {
     }
 
     #[test]
-    fn eks_kubeconfig_uses_exec_auth_and_never_a_static_token() {
-        let config = eks("c1", "https://c1.eks.amazonaws.com", "Q0E=", "eu-west-1");
-        let user = &config["users"][0]["user"];
-        assert!(user.get("token").is_none());
-        assert!(user.get("client-key-data").is_none());
-        assert_eq!(user["exec"]["command"], json!("aws"));
-        assert_eq!(
-            user["exec"]["args"],
-            json!([
-                "eks",
-                "get-token",
-                "--cluster-name",
-                "c1",
-                "--region",
-                "eu-west-1",
-                "--output",
-                "json"
-            ])
-        );
+    fn eks_kubeconfig_trusts_the_outputs_ca_and_holds_no_credential_until_rendered() {
+        let config = eks("c1", "https://c1.eks.amazonaws.com", "Q0E=");
+        assert_eq!(config["users"][0]["user"], json!({}));
         assert_eq!(
             config["clusters"][0]["cluster"]["certificate-authority-data"],
             json!("Q0E=")
         );
+        let text = with_token(&config, &SecretString::from("k8s-aws-v1.abc"));
+        let rendered: Value = serde_json::from_str(text.expose_secret()).unwrap();
+        assert_eq!(
+            rendered["users"][0]["user"],
+            json!({"token": "k8s-aws-v1.abc"})
+        );
+        assert_eq!(rendered["clusters"], config["clusters"]);
+        assert_eq!(rendered["current-context"], json!("c1"));
+        assert!(!text.expose_secret().contains("exec"));
     }
 }

@@ -2,17 +2,22 @@
 //! cluster. This crate decides and prepares the whole step — the release plan and its values
 //! ([`plan`]), the kubeconfig ([`kubeconfig`]), the Helm command lines ([`helm`]), and the
 //! ordered files and invocations ([`step`]) — from the typed infrastructure outputs
-//! (`domain::outputs::InfraOutputs`) and the spec. It does no I/O of its own: the executor runs
-//! the prepared step through a [`BootstrapRunner`], and reports.
+//! (`domain::outputs::InfraOutputs`) and the spec; the executor runs the prepared step through a
+//! [`BootstrapRunner`], and reports. It also owns the way into the cluster in-process: the EKS
+//! token ([`eks_token`]), the `kube` client ([`cluster`]) and the readiness waits
+//! ([`readiness`]), which talk to the cluster themselves.
 //!
-//! It depends on `domain` only, never on `executors` (which depends on it).
+//! It never depends on `executors` (which depends on it), nor on the command side.
 
 pub mod beta9_values;
 pub mod charts;
+pub mod cluster;
 pub mod config_keys;
+pub mod eks_token;
 pub mod helm;
 pub mod kubeconfig;
 pub mod plan;
+pub mod readiness;
 pub mod step;
 
 pub use beta9_values::Beta9Secrets;

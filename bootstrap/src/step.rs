@@ -23,9 +23,9 @@ use crate::plan::{BootstrapPlan, PlanInputs};
 pub enum ClusterAccess {
     /// The sandbox cluster: its endpoint, no credentials.
     Sandbox,
-    /// An EKS cluster, through `aws eks get-token` in `region`, trusting the CA bundle of the
-    /// infrastructure's outputs.
-    Eks { region: String },
+    /// An EKS cluster, trusting the CA bundle of the infrastructure's outputs; the runner puts
+    /// the current EKS token into the kubeconfig file (see [`kubeconfig::with_token`]).
+    Eks,
 }
 
 /// The bootstrap of one environment, decided: what to install and how to reach the cluster.
@@ -109,11 +109,10 @@ impl BootstrapStep {
             ClusterAccess::Sandbox => {
                 kubeconfig::sandbox(&infra.cluster_name, &infra.cluster_endpoint)
             }
-            ClusterAccess::Eks { region } => kubeconfig::eks(
+            ClusterAccess::Eks => kubeconfig::eks(
                 &infra.cluster_name,
                 &infra.cluster_endpoint,
                 &infra.cluster_certificate_authority,
-                region,
             ),
         };
         BootstrapStep {
@@ -318,20 +317,12 @@ mod tests {
 
         let mut outputs = infra();
         outputs.cluster_certificate_authority = "Y2EtZnJvbS1vdXRwdXRz".into();
-        let eks = step_with(
-            &outputs,
-            &ClusterAccess::Eks {
-                region: "eu-west-1".into(),
-            },
-        );
+        let eks = step_with(&outputs, &ClusterAccess::Eks);
         assert_eq!(
             eks.kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"],
             json!("Y2EtZnJvbS1vdXRwdXRz")
         );
-        assert_eq!(
-            eks.kubeconfig["users"][0]["user"]["exec"]["command"],
-            json!("aws")
-        );
+        assert_eq!(eks.kubeconfig["users"][0]["user"], json!({}));
     }
 
     #[test]

@@ -6,8 +6,10 @@
 //! `GetCallerIdentity` with the credentials it got: the identity must belong to the account the
 //! config names. Every refusal — access denied (a wrong external id included), the wrong account,
 //! STS out of reach, no credentials of our own — is a [`PreflightError`] whose message names the
-//! cause. The credentials obtained are dropped at once: Terraform assumes the role itself, in its
-//! provider's `assume_role` block, so it renews them during long applies.
+//! cause. Terraform assumes the role itself, in its provider's `assume_role` block, so it renews
+//! them during long applies; the credentials the preflight obtained are handed back in memory only
+//! ([`AssumedSession`], secrets as `secrecy` values) for what the executor does itself with the
+//! role — the bootstrap's EKS tokens — and dropped when the step ends.
 //!
 //! Neither the external id nor any credential is ever part of a message or a log line.
 
@@ -18,6 +20,7 @@ use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_sts::config::{Credentials, Region, SharedHttpClient};
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls;
+use bootstrap::eks_token::SessionCredentials;
 use domain::spec::CustomerRole;
 use tokio::sync::OnceCell;
 
@@ -71,6 +74,14 @@ pub fn session_name(environment_id: &str) -> String {
 pub struct AssumedIdentity {
     pub account: String,
     pub arn: String,
+}
+
+/// The assumed session: who it is, and its credentials (memory only; the secret parts never
+/// shown by `Debug`).
+#[derive(Clone, Debug)]
+pub struct AssumedSession {
+    pub identity: AssumedIdentity,
+    pub credentials: SessionCredentials,
 }
 
 /// Why the customer's account cannot be reached; each message names the cause and what to do.
@@ -130,13 +141,14 @@ impl CustomerAccounts {
         &self.settings
     }
 
-    /// Assumes `role` for `environment_id` and checks whose identity that gives.
+    /// Assumes `role` for `environment_id` and checks whose identity that gives; the session's
+    /// credentials come back with it.
     pub async fn preflight(
         &self,
         environment_id: &str,
         region: &str,
         role: Option<&CustomerRole>,
-    ) -> Result<AssumedIdentity, PreflightError> {
+    ) -> Result<AssumedSession, PreflightError> {
         let role = role.ok_or(PreflightError::NoRole)?;
         let own = self.own_config().await;
         let sts = self.sts_client(own, region, None);
@@ -157,6 +169,11 @@ impl CustomerAccounts {
                 call: "AssumeRole",
                 detail: "the answer carried no credentials".to_owned(),
             });
+        };
+        let kept = SessionCredentials {
+            access_key_id: credentials.access_key_id().to_owned(),
+            secret_access_key: credentials.secret_access_key().into(),
+            session_token: Some(credentials.session_token().into()),
         };
         let session = Credentials::new(
             credentials.access_key_id(),
@@ -184,7 +201,10 @@ impl CustomerAccounts {
                 },
             });
         }
-        Ok(AssumedIdentity { account, arn })
+        Ok(AssumedSession {
+            identity: AssumedIdentity { account, arn },
+            credentials: kept,
+        })
     }
 
     async fn own_config(&self) -> &SdkConfig {

@@ -5,6 +5,8 @@
 pub use bootstrap::charts::{BETA9_CHART, BETA9_CHART_VERSION, ChartError, ChartRef, Charts};
 use std::path::PathBuf;
 
+use bootstrap::readiness::ReadinessTimeouts;
+
 use crate::customer_account::AwsSettings;
 use crate::process::Program;
 use crate::terraform_version::Flavour;
@@ -62,6 +64,9 @@ pub struct ExecutorSettings {
     /// `PROVISIONER_BETA9_CHART`, `PROVISIONER_BETA9_CHART_VERSION`: Beta9's chart; the
     /// baseline charts are pinned in `bootstrap::charts`.
     pub charts: Charts,
+    /// The bootstrap's readiness waits on `aws` (`PROVISIONER_BOOTSTRAP_API_TIMEOUT_SECS`,
+    /// `…_NODES_TIMEOUT_SECS`, `…_GATEWAY_TIMEOUT_SECS`).
+    pub readiness: ReadinessTimeouts,
 }
 
 impl ExecutorSettings {
@@ -89,6 +94,7 @@ impl ExecutorSettings {
             cancel_grace: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
             charts: Charts::default(),
+            readiness: ReadinessTimeouts::default(),
         }
     }
 

@@ -7,7 +7,12 @@
 //!   non-sensitive string outputs. The plan file is removed when the step ends.
 //! - bootstrap: parse the job's infra outputs ([`InfraOutputs`], the cluster's CA bundle
 //!   included); the [`BootstrapStep`] decides the files (kubeconfig, values) and the
-//!   `helm upgrade --install` runs, in order, which this driver performs.
+//!   `helm upgrade --install` runs, in order, which this driver performs. On `aws`, first the
+//!   readiness checks in-process with `kube` (the API server answers, each node pool's minimum
+//!   of nodes is Ready), authenticated by an EKS token signed with the preflight's assumed
+//!   session; helm's kubeconfig carries the current token, owner-only, rewritten before each
+//!   helm run and removed when the step ends; after the installs, the Beta9 gateway must be
+//!   available. Each wait has its timeout from settings.
 //! - destroy: write the configuration again, `terraform init`, `terraform destroy`.
 //!
 //! A state lock left by a holder that is gone (an executor killed mid-apply) is taken over
@@ -25,6 +30,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bootstrap::cluster::{self, ClusterAuth};
+use bootstrap::eks_token::{TokenSource, TokenTarget};
+use bootstrap::kubeconfig::{self, KUBECONFIG_FILE};
+use bootstrap::readiness::{self, NotReady, ReadinessTimeouts};
 use bootstrap::{
     Beta9Secrets, BootstrapRunner, BootstrapStep, Charts, ClusterAccess, FileToWrite,
     HelmInvocation, PlanInputs,
@@ -35,7 +44,7 @@ use domain::spec::{Provider, Step};
 use futures::future::BoxFuture;
 use serde_json::Value;
 
-use crate::customer_account::{CustomerAccounts, session_name};
+use crate::customer_account::{AssumedSession, CustomerAccounts, session_name};
 use crate::driver::{StepContext, StepDriver, StepError};
 use crate::process::{self, Finished, Invocation, Program};
 use crate::settings::{ExecutorSettings, SandboxTools, TerraformRetry};
@@ -80,6 +89,8 @@ pub struct TerraformHelmDriver {
     pub accounts: Option<Arc<CustomerAccounts>>,
     /// Where the bootstrap's charts come from, each at its pinned version.
     pub charts: Charts,
+    /// The bootstrap's readiness waits (`aws` only).
+    pub readiness: ReadinessTimeouts,
 }
 
 impl TerraformHelmDriver {
@@ -115,6 +126,7 @@ impl TerraformHelmDriver {
             backend_config,
             accounts: Some(Arc::new(CustomerAccounts::new(settings.aws.clone()))),
             charts: settings.charts.clone(),
+            readiness: settings.readiness,
         }
     }
 
@@ -130,6 +142,7 @@ impl TerraformHelmDriver {
             backend_config: Vec::new(),
             accounts: None,
             charts: settings.charts.clone(),
+            readiness: settings.readiness,
         }
     }
 
@@ -141,14 +154,18 @@ impl TerraformHelmDriver {
                 self.provider.as_str()
             )));
         }
-        // Kept until the step ends: the customer role's variables for Terraform.
-        let _customer_vars = match &self.accounts {
-            Some(accounts) => Some(self.enter_customer_account(accounts, ctx).await?),
-            None => None,
+        // Kept until the step ends: the customer role's variables for Terraform, and the
+        // assumed session (memory only) for the bootstrap's EKS tokens.
+        let (_customer_vars, session) = match &self.accounts {
+            Some(accounts) => {
+                let (vars, session) = self.enter_customer_account(accounts, ctx).await?;
+                (Some(vars), Some(session))
+            }
+            None => (None, None),
         };
         match ctx.job.step {
             Step::Infra => self.infra(ctx).await,
-            Step::Bootstrap => self.bootstrap(ctx).await,
+            Step::Bootstrap => self.bootstrap(ctx, session.as_ref()).await,
             Step::Destroy => self.destroy(ctx).await,
         }
     }
@@ -186,11 +203,23 @@ impl TerraformHelmDriver {
         Ok(Outputs::new())
     }
 
-    async fn bootstrap(&self, ctx: &StepContext) -> Result<Outputs, StepError> {
+    async fn bootstrap(
+        &self,
+        ctx: &StepContext,
+        session: Option<&AssumedSession>,
+    ) -> Result<Outputs, StepError> {
         write_simulate_file(ctx, self.provider).await?;
         let infra = InfraOutputs::try_from(&ctx.job.infra_outputs)
             .map_err(|missing| StepError::failed(format!("cannot bootstrap: {missing}")))?;
-        let access = self.cluster_access(ctx);
+        let (access, eks) = match (self.provider, session) {
+            (Provider::Sandbox, _) => (ClusterAccess::Sandbox, None),
+            (Provider::Aws, Some(session)) => (ClusterAccess::Eks, Some(session)),
+            (Provider::Aws, None) => {
+                return Err(StepError::failed(
+                    "cannot bootstrap: no assumed customer session to reach the cluster with",
+                ));
+            }
+        };
         let inputs = PlanInputs {
             beta9: &ctx.job.beta9,
             infra: &infra,
@@ -198,9 +227,45 @@ impl TerraformHelmDriver {
             charts: &self.charts,
         };
         let step = BootstrapStep::new(&inputs, &access, self.beta9_secrets(ctx));
+        let Some(session) = eks else {
+            let outputs = step
+                .run(&ctx.workdir, &StepTools::new(self, ctx, None))
+                .await?;
+            return Ok(Outputs::from(&outputs));
+        };
+        // The token-bearing kubeconfig never outlives the step.
+        let kubeconfig_path = ctx.workdir.join(KUBECONFIG_FILE);
+        let _kubeconfig = RemovedOnDrop(kubeconfig_path.clone());
+        let tokens = Arc::new(TokenSource::new(
+            TokenTarget {
+                cluster_name: infra.cluster_name.clone(),
+                region: ctx.job.infra_model.region.clone(),
+                // EKS accepts only tokens for STS's own hosts, whatever endpoint the executor
+                // calls STS through.
+                sts_endpoint: None,
+            },
+            session.credentials.clone(),
+        ));
+        let client = cluster::client(
+            &infra.cluster_endpoint,
+            Some(&infra.cluster_certificate_authority),
+            ClusterAuth::Eks(tokens.clone()),
+        )
+        .map_err(|e| StepError::failed(format!("cannot reach the cluster: {e}")))?;
+        let note = |line: &str| ctx.logs.note(line);
+        let limits = &self.readiness;
+        ready(ctx, readiness::api_server(&client, limits, &note)).await?;
+        let minimums = readiness::node_minimums(&ctx.job.infra_model.cluster);
+        ready(ctx, readiness::nodes(&client, &minimums, limits, &note)).await?;
+        let helm_access = HelmKubeconfig {
+            path: kubeconfig_path,
+            document: step.kubeconfig.clone(),
+            tokens,
+        };
         let outputs = step
-            .run(&ctx.workdir, &StepTools { driver: self, ctx })
+            .run(&ctx.workdir, &StepTools::new(self, ctx, Some(helm_access)))
             .await?;
+        ready(ctx, readiness::gateway(&client, limits, &note)).await?;
         Ok(Outputs::from(&outputs))
     }
 
@@ -220,17 +285,6 @@ impl TerraformHelmDriver {
         }
     }
 
-    /// How helm reaches the cluster: on `aws` through `aws eks get-token` in the environment's
-    /// region, trusting the CA bundle of the job's infra outputs.
-    fn cluster_access(&self, ctx: &StepContext) -> ClusterAccess {
-        match self.provider {
-            Provider::Sandbox => ClusterAccess::Sandbox,
-            Provider::Aws => ClusterAccess::Eks {
-                region: ctx.job.infra_model.region.clone(),
-            },
-        }
-    }
-
     /// The preflight (assume the customer role, check the account), then the variables through
     /// which Terraform's provider assumes the role itself, in an owner-only file removed when
     /// the returned guard drops (at the end of the step, whatever its result).
@@ -238,10 +292,10 @@ impl TerraformHelmDriver {
         &self,
         accounts: &CustomerAccounts,
         ctx: &StepContext,
-    ) -> Result<RemovedOnDrop, StepError> {
+    ) -> Result<(RemovedOnDrop, AssumedSession), StepError> {
         let environment_id = ctx.job.environment_id.as_str();
         let role = ctx.job.customer_role.as_ref();
-        accounts
+        let session = accounts
             .preflight(environment_id, &ctx.job.infra_model.region, role)
             .await
             .map_err(|e| StepError::failed(format!("preflight: {e}")))?;
@@ -259,7 +313,7 @@ impl TerraformHelmDriver {
         let path = ctx.workdir.join(customer_role::VARS_FILE);
         let guard = RemovedOnDrop(path.clone());
         write_private_json(&path, &values).await?;
-        Ok(guard)
+        Ok((guard, session))
     }
 
     /// Writes the configuration (and the sandbox's simulate file), then `terraform init`.
@@ -433,10 +487,54 @@ impl StepDriver for TerraformHelmDriver {
     }
 }
 
+/// A readiness wait of the step: a timeout fails the step with its message; a cancellation
+/// stops it.
+async fn ready(
+    ctx: &StepContext,
+    wait: impl Future<Output = Result<(), NotReady>>,
+) -> Result<(), StepError> {
+    tokio::select! {
+        result = wait => result.map_err(|e| StepError::failed(e.to_string())),
+        () = ctx.cancel.cancelled() => Err(StepError::Cancelled),
+    }
+}
+
+/// Helm's way into an EKS cluster: the kubeconfig document and the tokens to render into it.
+struct HelmKubeconfig {
+    path: PathBuf,
+    document: Value,
+    tokens: Arc<TokenSource>,
+}
+
+impl HelmKubeconfig {
+    /// Writes the kubeconfig with the current token, owner-only from its creation.
+    async fn write(&self) -> Result<(), StepError> {
+        use secrecy::ExposeSecret;
+        let token = self
+            .tokens
+            .current()
+            .map_err(|e| StepError::failed(e.to_string()))?;
+        let text = kubeconfig::with_token(&self.document, &token);
+        write_private(&self.path, text.expose_secret().as_bytes()).await
+    }
+}
+
 /// The bootstrap's I/O for one step: files in the workdir, `helm` through the process runner.
 struct StepTools<'a> {
     driver: &'a TerraformHelmDriver,
     ctx: &'a StepContext,
+    /// On `aws`: the kubeconfig is written with a token, and again before each helm run.
+    eks: Option<HelmKubeconfig>,
+}
+
+impl<'a> StepTools<'a> {
+    fn new(
+        driver: &'a TerraformHelmDriver,
+        ctx: &'a StepContext,
+        eks: Option<HelmKubeconfig>,
+    ) -> Self {
+        StepTools { driver, ctx, eks }
+    }
 }
 
 impl BootstrapRunner for StepTools<'_> {
@@ -446,6 +544,11 @@ impl BootstrapRunner for StepTools<'_> {
         if let Some(dir) = file.path.parent() {
             create_dir(dir).await?;
         }
+        if let Some(eks) = &self.eks
+            && file.path == eks.path
+        {
+            return eks.write().await;
+        }
         if file.owner_only {
             write_private(&file.path, file.contents.as_bytes()).await
         } else {
@@ -454,6 +557,10 @@ impl BootstrapRunner for StepTools<'_> {
     }
 
     async fn helm(&self, invocation: &HelmInvocation) -> Result<(), StepError> {
+        if let Some(eks) = &self.eks {
+            // A fresh token for each run: one lasts ~15 minutes.
+            eks.write().await?;
+        }
         self.ctx.logs.note(&invocation.summary);
         let helm = self
             .driver

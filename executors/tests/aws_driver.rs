@@ -167,13 +167,23 @@ async fn terraform_gets_the_role_in_an_owner_only_file_that_is_gone_after_the_st
     );
 }
 
-#[tokio::test]
-async fn an_aws_bootstrap_trusts_the_ca_of_the_job_and_runs_no_terraform() {
+/// A `helm` that keeps a copy of the kubeconfig it is handed (`--kubeconfig`), with the file's
+/// mode, per run, in its working directory.
+fn recording_helm(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("helm");
+    std::fs::write(
+        &path,
+        "#!/bin/sh\nn=$(ls seen-kubeconfig-* 2>/dev/null | wc -l)\nwhile [ $# -gt 0 ]; do\n  if [ \"$1\" = --kubeconfig ]; then cp \"$2\" seen-kubeconfig-$n; stat -c %a \"$2\" > seen-mode-$n; fi\n  shift\ndone\nexit 0\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// An `aws` bootstrap context whose outputs point at `cluster` (the stand-in API).
+fn bootstrap_context(workdir: &Path, cluster: &str) -> (StepContext, LogReceiver) {
     use domain::outputs::InfraOutput;
-    let sts = StandinSts::expecting_external_id(EXTERNAL_ID).await;
-    let tools = tempfile::tempdir().unwrap();
-    let workdir = tempfile::tempdir().unwrap();
-    let (mut ctx, _rx) = aws_context(workdir.path());
+    let (mut ctx, rx) = aws_context(workdir);
     ctx.job.step = Step::Bootstrap;
     ctx.job.infra_outputs = InfraOutput::ALL
         .iter()
@@ -181,31 +191,129 @@ async fn an_aws_bootstrap_trusts_the_ca_of_the_job_and_runs_no_terraform() {
         .collect();
     ctx.job.infra_outputs.insert(
         InfraOutput::ClusterEndpoint.name().to_owned(),
-        "https://0123ABCD.gr7.us-east-1.eks.amazonaws.com".to_owned(),
+        cluster.to_owned(),
     );
     ctx.job.infra_outputs.insert(
         InfraOutput::ClusterCertificateAuthority.name().to_owned(),
         "Y2EtZnJvbS10aGUtam9i".to_owned(),
     );
-    // The recording terraform fails any step it is run in: the CA comes from the job.
+    (ctx, rx)
+}
+
+fn quick_readiness(driver: &mut TerraformHelmDriver) {
+    driver.readiness = bootstrap::readiness::ReadinessTimeouts {
+        api: Duration::from_secs(5),
+        nodes: Duration::from_secs(1),
+        gateway: Duration::from_secs(1),
+        poll: Duration::from_millis(50),
+    };
+}
+
+#[tokio::test]
+async fn an_aws_bootstrap_waits_for_the_cluster_gives_helm_a_fresh_token_and_leaves_none() {
+    use bootstrap::readiness::{GATEWAY_DEPLOYMENT, GATEWAY_NAMESPACE};
+    use system_tests::kube_api::{KubeBehaviour, StandinKubeApi};
+    let sts = StandinSts::expecting_external_id(EXTERNAL_ID).await;
+    let tools = tempfile::tempdir().unwrap();
+    let workdir = tempfile::tempdir().unwrap();
+    let min_nodes = usize::from(support::sandbox_model().cluster.cpu_nodes.min_nodes);
+    let api = StandinKubeApi::start(
+        KubeBehaviour::cpu_nodes_ready_after(min_nodes, Duration::from_millis(200))
+            .with_deployment(GATEWAY_NAMESPACE, GATEWAY_DEPLOYMENT, Some(Duration::ZERO)),
+    )
+    .await;
+    let (ctx, mut rx) = bootstrap_context(workdir.path(), &api.endpoint());
+    // The recording terraform fails any step it is run in: a bootstrap runs none.
     let mut driver = driver(&sts.endpoint(), &recording_terraform(tools.path()));
-    driver.helm = support::sandbox_tools().helm();
+    driver.helm = executors::process::Program::new(recording_helm(tools.path()), "test helm");
+    quick_readiness(&mut driver);
     let result = driver.run(ctx).await;
     assert!(result.is_ok(), "{result:?}");
     assert!(
         !workdir.path().join("seen-args").exists(),
         "terraform ran in a bootstrap"
     );
-    let kubeconfig: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(workdir.path().join(bootstrap::kubeconfig::KUBECONFIG_FILE))
-            .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(
-        kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"],
-        "Y2EtZnJvbS10aGUtam9i"
+    // The cluster saw the EKS token on every request.
+    let seen = api.authorizations();
+    assert!(!seen.is_empty());
+    assert!(
+        seen.iter().all(|auth| auth
+            .as_deref()
+            .is_some_and(|a| a.starts_with("Bearer k8s-aws-v1."))),
+        "{seen:?}"
     );
-    assert_eq!(kubeconfig["users"][0]["user"]["exec"]["command"], "aws");
+    // Helm got an owner-only kubeconfig with the same kind of token, at each run.
+    let runs = std::fs::read_dir(workdir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("seen-kubeconfig-")
+        })
+        .count();
+    assert!(runs >= 2, "helm ran {runs} times");
+    for run in 0..runs {
+        let copy: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(workdir.path().join(format!("seen-kubeconfig-{run}")))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            copy["clusters"][0]["cluster"]["certificate-authority-data"],
+            "Y2EtZnJvbS10aGUtam9i"
+        );
+        assert!(copy["users"][0]["user"].get("exec").is_none());
+        let token = copy["users"][0]["user"]["token"].as_str().unwrap();
+        assert!(token.starts_with("k8s-aws-v1."), "{token}");
+        let mode =
+            std::fs::read_to_string(workdir.path().join(format!("seen-mode-{run}"))).unwrap();
+        assert_eq!(mode.trim(), "600");
+    }
+    // No token on disk once the step is over.
+    assert!(
+        !workdir
+            .path()
+            .join(bootstrap::kubeconfig::KUBECONFIG_FILE)
+            .exists()
+    );
+    let mut lines = Vec::new();
+    while let Ok(line) = rx.try_recv() {
+        lines.push(line.line);
+    }
+    let logs = lines.join("\n");
+    assert!(logs.contains("the cluster's nodes"), "{logs}");
+    assert!(
+        logs.contains("the Deployment beta9/beta9-gateway: ready"),
+        "{logs}"
+    );
+}
+
+#[tokio::test]
+async fn an_aws_bootstrap_whose_nodes_never_turn_ready_fails_naming_them_and_installs_nothing() {
+    use system_tests::kube_api::{KubeBehaviour, StandinKubeApi, StandinNode};
+    let sts = StandinSts::expecting_external_id(EXTERNAL_ID).await;
+    let tools = tempfile::tempdir().unwrap();
+    let workdir = tempfile::tempdir().unwrap();
+    let api = StandinKubeApi::start(KubeBehaviour {
+        nodes: vec![StandinNode::never_ready("ip-10-0-1-7.ec2.internal", "cpu")],
+        ..KubeBehaviour::default()
+    })
+    .await;
+    let (ctx, _rx) = bootstrap_context(workdir.path(), &api.endpoint());
+    let mut driver = driver(&sts.endpoint(), &recording_terraform(tools.path()));
+    driver.helm = executors::process::Program::new(recording_helm(tools.path()), "test helm");
+    quick_readiness(&mut driver);
+    let error = driver.run(ctx).await.expect_err("never Ready");
+    let message = error.to_string();
+    assert!(matches!(error, StepError::Failed { .. }), "{error:?}");
+    assert!(
+        message.contains("never became ready within 1s")
+            && message.contains("not Ready: ip-10-0-1-7.ec2.internal"),
+        "{message}"
+    );
+    assert!(!workdir.path().join("seen-kubeconfig-0").exists());
 }
 
 /// A `terraform` that succeeds at everything (and prints no outputs).
@@ -251,4 +359,30 @@ async fn a_failed_aws_destroy_keeps_the_workdir() {
     );
     assert!(workdir.join("main.tf.json").is_file());
     assert!(!workdir.join(VARS_FILE).exists());
+}
+
+#[tokio::test]
+async fn a_cancelled_aws_bootstrap_stops_waiting_for_the_cluster() {
+    use system_tests::kube_api::{KubeBehaviour, StandinKubeApi, StandinNode};
+    let sts = StandinSts::expecting_external_id(EXTERNAL_ID).await;
+    let tools = tempfile::tempdir().unwrap();
+    let workdir = tempfile::tempdir().unwrap();
+    let api = StandinKubeApi::start(KubeBehaviour {
+        nodes: vec![StandinNode::never_ready("node-1", "cpu")],
+        ..KubeBehaviour::default()
+    })
+    .await;
+    let (ctx, _rx) = bootstrap_context(workdir.path(), &api.endpoint());
+    let cancel = ctx.cancel.clone();
+    let mut driver = driver(&sts.endpoint(), &recording_terraform(tools.path()));
+    quick_readiness(&mut driver);
+    driver.readiness.nodes = Duration::from_secs(600);
+    let started = std::time::Instant::now();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        cancel.cancel();
+    });
+    let error = driver.run(ctx).await.expect_err("cancelled");
+    assert!(matches!(error, StepError::Cancelled), "{error:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
 }

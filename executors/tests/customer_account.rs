@@ -51,6 +51,7 @@ async fn preflight(
     accounts(endpoint)
         .preflight(ENV, "us-east-1", Some(&role("210987654321", external_id)))
         .await
+        .map(|session| session.identity)
 }
 
 #[tokio::test]
@@ -158,4 +159,58 @@ async fn a_job_without_a_role_is_refused_before_any_call() {
         .expect_err("no role");
     assert!(matches!(error, PreflightError::NoRole));
     assert!(sts.calls().is_empty());
+}
+
+/// The preflight keeps the assumed session's credentials (not the executor's own), and the EKS
+/// token is signed with them. (moto cannot answer the presigned URL itself: its one-port server
+/// routes an unsigned-header GET to S3, and its GetCallerIdentity reads the caller's key from an
+/// `Authorization` header only, never from `X-Amz-Credential`; the signature is checked against a
+/// token aws-iam-authenticator made, in `bootstrap::eks_token`'s tests.)
+#[tokio::test]
+async fn the_eks_token_is_signed_with_the_assumed_session_the_preflight_kept() {
+    use bootstrap::eks_token::{TOKEN_PREFIX, TokenSource, TokenTarget};
+    use secrecy::ExposeSecret;
+
+    let moto = Moto::start().await;
+    let session = accounts(moto.endpoint())
+        .preflight(
+            ENV,
+            "us-east-1",
+            Some(&role("210987654321", Some(EXTERNAL_ID))),
+        )
+        .await
+        .expect("the preflight passes");
+    let credentials = &session.credentials;
+    assert_ne!(credentials.access_key_id, EXECUTOR_ACCESS_KEY_ID);
+    assert!(credentials.session_token.is_some());
+    let shown = format!("{session:?}");
+    assert!(
+        !shown.contains(credentials.secret_access_key.expose_secret()),
+        "{shown}"
+    );
+    let source = TokenSource::new(
+        TokenTarget {
+            cluster_name: "beta9-env-x".into(),
+            region: "us-east-1".into(),
+            sts_endpoint: None,
+        },
+        credentials.clone(),
+    );
+    let token = source.current().expect("a token");
+    let encoded = token
+        .expose_secret()
+        .strip_prefix(TOKEN_PREFIX)
+        .expect("the EKS prefix");
+    let url = String::from_utf8(
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, encoded).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        url.contains(&format!(
+            "X-Amz-Credential={}%2F",
+            credentials.access_key_id
+        )),
+        "{url}"
+    );
+    assert!(url.contains("X-Amz-Security-Token="), "{url}");
 }

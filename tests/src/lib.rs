@@ -13,6 +13,7 @@ pub mod aws;
 pub mod dev;
 pub mod fixtures;
 pub mod invariants;
+pub mod kube_api;
 mod processes;
 pub mod procfs;
 pub mod services;

@@ -2,12 +2,15 @@
 //! executor's real `aws-sdk-sts` client against moto's STS (and, for a refusal, the stand-in
 //! STS), Terraform's command line played by the terraform stand-in behind a `terraform` on the
 //! executor's `PROVISIONER_TERRAFORM_BIN` (which cannot be installed here), as a deployment would
-//! configure a real one.
+//! configure a real one. The cluster the outputs name is the stand-in Kubernetes API, which the
+//! bootstrap's readiness checks reach with the real `kube` client.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use bootstrap::readiness::{GATEWAY_DEPLOYMENT, GATEWAY_NAMESPACE};
 use system_tests::aws::{Moto, StandinSts};
+use system_tests::kube_api::{KubeBehaviour, StandinKubeApi};
 use system_tests::{Stack, StackOptions, binary_dir, count};
 
 const WITHIN: Duration = Duration::from_secs(120);
@@ -15,19 +18,22 @@ const BUCKET: &str = "acme-provisioner-state";
 const EXTERNAL_ID: &str = "canary-ext-id-3c9d1f";
 const ACCOUNT: &str = "210987654321";
 
-/// `terraform` and `helm` on the executor's settings: the stand-ins built into the binary.
-fn tools(dir: &Path) -> (PathBuf, PathBuf) {
+/// `terraform` and `helm` on the executor's settings: the stand-ins built into the binary; the
+/// cluster endpoint terraform reports (the stand-in's `https://….sandbox.invalid`) is replaced by
+/// `cluster`, as a real apply reports the real cluster's.
+fn tools(dir: &Path, cluster: &str) -> (PathBuf, PathBuf) {
     let provisioner = binary_dir().join("provisioner");
     let write = |tool: &str| {
         let path = dir.join(tool);
-        std::fs::write(
-            &path,
+        let standin = format!("'{}' standin {tool}", provisioner.display());
+        let script = if tool == "terraform" {
             format!(
-                "#!/bin/sh\nexec '{}' standin {tool} \"$@\"\n",
-                provisioner.display()
-            ),
-        )
-        .unwrap();
+                "#!/bin/sh\nif [ \"$1\" = output ]; then\n  out=$({standin} \"$@\") || exit $?\n  printf '%s\\n' \"$out\" | sed 's#\"https://[0-9a-f]*[.]sandbox[.]invalid\"#\"{cluster}\"#'\n  exit 0\nfi\nexec {standin} \"$@\"\n"
+            )
+        } else {
+            format!("#!/bin/sh\nexec {standin} \"$@\"\n")
+        };
+        std::fs::write(&path, script).unwrap();
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
         path
@@ -35,9 +41,10 @@ fn tools(dir: &Path) -> (PathBuf, PathBuf) {
     (write("terraform"), write("helm"))
 }
 
-/// A stack whose executor reaches STS at `sts_endpoint` with its own (test) keys.
-async fn aws_stack(sts_endpoint: &str, tools_dir: &Path) -> Stack {
-    let (terraform, helm) = tools(tools_dir);
+/// A stack whose executor reaches STS at `sts_endpoint` with its own (test) keys, and the
+/// cluster at `cluster`.
+async fn aws_stack(sts_endpoint: &str, tools_dir: &Path, cluster: &str) -> Stack {
+    let (terraform, helm) = tools(tools_dir, cluster);
     let env = |pairs: &[(&str, &str)]| {
         pairs
             .iter()
@@ -74,8 +81,17 @@ fn aws_yaml(name: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_aws_environment_goes_from_create_to_destroyed_through_moto_sts() {
     let moto = Moto::start().await;
+    // The small profile's CPU pool has a minimum of 1 node.
+    let cluster = StandinKubeApi::start(
+        KubeBehaviour::cpu_nodes_ready_after(2, Duration::from_millis(500)).with_deployment(
+            GATEWAY_NAMESPACE,
+            GATEWAY_DEPLOYMENT,
+            Some(Duration::from_secs(1)),
+        ),
+    )
+    .await;
     let tools_dir = tempfile::tempdir().unwrap();
-    let stack = aws_stack(moto.endpoint(), tools_dir.path()).await;
+    let stack = aws_stack(moto.endpoint(), tools_dir.path(), &cluster.endpoint()).await;
 
     let id = stack.create_ok(&aws_yaml("acme")).await;
     let ready = stack.wait_for_status(&id, "ready", WITHIN).await;
@@ -104,6 +120,18 @@ async fn an_aws_environment_goes_from_create_to_destroyed_through_moto_sts() {
         !workdir.join("customer.auto.tfvars.json").exists(),
         "the customer role's variables outlived their step"
     );
+    assert!(
+        !workdir.join("kubeconfig").exists(),
+        "helm's token-bearing kubeconfig outlived the bootstrap"
+    );
+    let seen = cluster.authorizations();
+    assert!(
+        !seen.is_empty()
+            && seen.iter().all(|a| a
+                .as_deref()
+                .is_some_and(|a| a.starts_with("Bearer k8s-aws-v1."))),
+        "the cluster saw no EKS token: {seen:?}"
+    );
     let runs = standins::overlap::read(&workdir).unwrap();
     assert!(
         runs.started.iter().any(|run| run.operation == "apply"),
@@ -127,6 +155,13 @@ async fn an_aws_environment_goes_from_create_to_destroyed_through_moto_sts() {
         "infra and bootstrap each ran the preflight: {logs}"
     );
     assert!(logs.contains("plan -input=false"), "{logs}");
+    for ready in [
+        "the cluster's API server: ready",
+        "the cluster's nodes (1 cpu Ready): ready",
+        "the Deployment beta9/beta9-gateway: ready",
+    ] {
+        assert!(logs.contains(ready), "{ready} in {logs}");
+    }
     assert!(
         logs.contains("-backend-config=bucket=acme-provisioner-state"),
         "{logs}"
@@ -149,7 +184,8 @@ async fn an_aws_environment_goes_from_create_to_destroyed_through_moto_sts() {
 async fn a_role_that_refuses_the_external_id_fails_the_step_before_terraform_runs() {
     let sts = StandinSts::expecting_external_id("the-one-the-role-trusts").await;
     let tools_dir = tempfile::tempdir().unwrap();
-    let stack = aws_stack(&sts.endpoint(), tools_dir.path()).await;
+    // Never reached: the step fails before terraform runs.
+    let stack = aws_stack(&sts.endpoint(), tools_dir.path(), "http://127.0.0.1:9").await;
 
     let id = stack.create_ok(&aws_yaml("refused")).await;
     let failed = stack
