@@ -106,6 +106,13 @@ mod tests {
             "{error}"
         );
         drop(first);
-        DataDirLock::acquire(dir.path()).unwrap();
+        // Free once dropped. Another test of this process may be forking a child at that
+        // moment: the child shares the lock's file until its exec closes it (close-on-exec), so
+        // give that a moment rather than fail on it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while let Err(error) = DataDirLock::acquire(dir.path()) {
+            assert!(std::time::Instant::now() < deadline, "still held: {error}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }
