@@ -398,6 +398,10 @@ pub struct ExecutorArgs {
     /// STS's URL when it is not AWS's regional endpoint (a VPC endpoint; a local STS).
     #[arg(long, env = "PROVISIONER_AWS_STS_ENDPOINT")]
     pub aws_sts_endpoint: Option<String>,
+    /// Secrets Manager's URL when it is not AWS's regional endpoint (a VPC endpoint; a local
+    /// one).
+    #[arg(long, env = "PROVISIONER_AWS_SECRETSMANAGER_ENDPOINT")]
+    pub aws_secretsmanager_endpoint: Option<String>,
     /// Seconds an assumed customer-role session lasts (900 to 43200, within the role's
     /// maximum); Terraform renews its own.
     #[arg(long, env = "PROVISIONER_AWS_SESSION_SECONDS", default_value = "3600",
@@ -601,6 +605,7 @@ pub fn executor_settings(
     settings.lock_timeout = executor.tf_lock_timeout_secs;
     settings.cancel_grace = executor.executor_cancel_grace_ms;
     settings.aws.sts_endpoint = executor.aws_sts_endpoint.clone();
+    settings.aws.secrets_manager_endpoint = executor.aws_secretsmanager_endpoint.clone();
     settings.aws.session_duration = executor.aws_session_seconds;
     settings.concurrency = executor.executor_concurrency;
     settings.heartbeat = executor.executor_heartbeat_ms;
@@ -704,6 +709,7 @@ mod tests {
             "--terraform-retry-delay-ms=250",
             "--terraform-retry-max-secs=60",
             "--aws-sts-endpoint=http://127.0.0.1:5000",
+            "--aws-secretsmanager-endpoint=http://127.0.0.1:5001",
             "--tf-lock-timeout-secs=60",
             "--executor-cancel-grace-ms=2500",
             "--aws-session-seconds=7200",
@@ -745,6 +751,10 @@ mod tests {
             Some("http://127.0.0.1:5000")
         );
         assert_eq!(settings.aws.session_duration, Duration::from_secs(7200));
+        assert_eq!(
+            settings.aws.secrets_manager_endpoint.as_deref(),
+            Some("http://127.0.0.1:5001")
+        );
         assert_eq!(settings.lock_timeout, Duration::from_secs(60));
         assert_eq!(settings.cancel_grace, Duration::from_millis(2500));
         assert_eq!(settings.readiness.api, Duration::from_secs(30));

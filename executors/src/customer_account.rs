@@ -30,6 +30,9 @@ pub struct AwsSettings {
     /// `PROVISIONER_AWS_STS_ENDPOINT`: STS's URL when it is not AWS's own regional endpoint (a
     /// VPC endpoint, or a local STS in tests).
     pub sts_endpoint: Option<String>,
+    /// `PROVISIONER_AWS_SECRETSMANAGER_ENDPOINT`: Secrets Manager's URL when it is not AWS's
+    /// regional endpoint (a VPC endpoint, or a local one in tests).
+    pub secrets_manager_endpoint: Option<String>,
     /// `PROVISIONER_AWS_SESSION_SECONDS`: how long an assumed customer session lasts (Terraform
     /// renews its own). 900 to 43200, within the role's maximum.
     pub session_duration: Duration,
@@ -43,6 +46,7 @@ impl Default for AwsSettings {
     fn default() -> Self {
         AwsSettings {
             sts_endpoint: None,
+            secrets_manager_endpoint: None,
             session_duration: Duration::from_secs(3600),
             call_timeout: Duration::from_secs(30),
             identity: ExecutorIdentity::DefaultChain,
@@ -237,6 +241,34 @@ impl CustomerAccounts {
                 }
             })
             .await
+    }
+
+    /// Secrets Manager in `region` (or at the configured endpoint), as the assumed customer
+    /// session.
+    pub async fn secrets_manager(
+        &self,
+        region: &str,
+        session: &SessionCredentials,
+    ) -> aws_sdk_secretsmanager::Client {
+        use secrecy::ExposeSecret;
+        let own = self.own_config().await;
+        let credentials = Credentials::new(
+            session.access_key_id.clone(),
+            session.secret_access_key.expose_secret().to_owned(),
+            session
+                .session_token
+                .as_ref()
+                .map(|token| token.expose_secret().to_owned()),
+            None,
+            "customer-role",
+        );
+        let mut config = aws_sdk_secretsmanager::config::Builder::from(own)
+            .region(Region::new(region.to_owned()))
+            .credentials_provider(credentials);
+        if let Some(endpoint) = &self.settings.secrets_manager_endpoint {
+            config = config.endpoint_url(endpoint);
+        }
+        aws_sdk_secretsmanager::Client::from_conf(config.build())
     }
 
     /// STS in `region` (or at the configured endpoint), as the executor itself or, with

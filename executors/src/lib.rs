@@ -3,6 +3,7 @@
 //! per environment and report the results. How every child starts is the `child-process` crate's
 //! (shared with `local-services`).
 
+pub mod beta9_secrets;
 pub mod customer_account;
 pub mod driver;
 mod inflight;

@@ -44,6 +44,7 @@ use domain::spec::{Provider, Step};
 use futures::future::BoxFuture;
 use serde_json::Value;
 
+use crate::beta9_secrets;
 use crate::customer_account::{AssumedSession, CustomerAccounts, session_name};
 use crate::driver::{StepContext, StepDriver, StepError};
 use crate::process::{self, Finished, Invocation, Program};
@@ -166,7 +167,7 @@ impl TerraformHelmDriver {
         match ctx.job.step {
             Step::Infra => self.infra(ctx).await,
             Step::Bootstrap => self.bootstrap(ctx, session.as_ref()).await,
-            Step::Destroy => self.destroy(ctx).await,
+            Step::Destroy => self.destroy(ctx, session.as_ref()).await,
         }
     }
 
@@ -187,12 +188,25 @@ impl TerraformHelmDriver {
         Ok(reportable_outputs(&outputs))
     }
 
-    async fn destroy(&self, ctx: &StepContext) -> Result<Outputs, StepError> {
+    async fn destroy(
+        &self,
+        ctx: &StepContext,
+        session: Option<&AssumedSession>,
+    ) -> Result<Outputs, StepError> {
         self.prepare_terraform(ctx).await?;
         self.retrying(ctx, "terraform destroy", || {
             self.terraform_with_lock(ctx, destroy_args(self.lock_timeout))
         })
         .await?;
+        if let (Some(accounts), Some(session)) = (&self.accounts, session) {
+            // The one resource the executor made outside Terraform.
+            let client = accounts
+                .secrets_manager(&ctx.job.infra_model.region, &session.credentials)
+                .await;
+            beta9_secrets::delete_encryption_key(&client, ctx.job.environment_id.as_str())
+                .await
+                .map_err(|e| StepError::failed(e.to_string()))?;
+        }
         if self.provider == Provider::Aws {
             // Nothing of the environment is left to keep: its state lives in the S3 backend,
             // and a redelivered destroy starts again in a fresh workdir against that state. The
@@ -226,7 +240,8 @@ impl TerraformHelmDriver {
             model: &ctx.job.infra_model,
             charts: &self.charts,
         };
-        let step = BootstrapStep::new(&inputs, &access, self.beta9_secrets(ctx));
+        let secrets = self.beta9_secrets(ctx, eks, &infra).await?;
+        let step = BootstrapStep::new(&inputs, &access, secrets);
         let Some(session) = eks else {
             let outputs = step
                 .run(&ctx.workdir, &StepTools::new(self, ctx, None))
@@ -269,20 +284,36 @@ impl TerraformHelmDriver {
         Ok(Outputs::from(&outputs))
     }
 
-    /// The secrets of Beta9's values: fresh generated values for each run. On `aws` the
-    /// database password is to be read from the RDS-managed secret, and the encryption key
-    /// from one kept per environment; until then the logs say so.
-    fn beta9_secrets(&self, ctx: &StepContext) -> Beta9Secrets {
-        if self.provider == Provider::Aws {
-            ctx.logs.note(
-                "Beta9's database password and encryption key are generated for this run: \
-                 they are not read from Secrets Manager yet",
-            );
-        }
-        Beta9Secrets {
-            database_password: generated_secret().into(),
-            encryption_key: generated_secret().into(),
-        }
+    /// The secrets of Beta9's values. On `aws`, read with the assumed session: the database
+    /// password from the RDS-managed secret, the encryption key kept per environment
+    /// ([`beta9_secrets`]). The sandbox has no database to match: fresh values each run.
+    async fn beta9_secrets(
+        &self,
+        ctx: &StepContext,
+        session: Option<&AssumedSession>,
+        infra: &InfraOutputs,
+    ) -> Result<Beta9Secrets, StepError> {
+        let (Some(accounts), Some(session)) = (&self.accounts, session) else {
+            return Ok(Beta9Secrets {
+                database_password: generated_secret().into(),
+                encryption_key: generated_secret().into(),
+            });
+        };
+        let client = accounts
+            .secrets_manager(&ctx.job.infra_model.region, &session.credentials)
+            .await;
+        let secrets = beta9_secrets::read(
+            &client,
+            &infra.database_password_secret_arn,
+            ctx.job.environment_id.as_str(),
+        )
+        .await
+        .map_err(|e| StepError::failed(format!("cannot bootstrap: {e}")))?;
+        ctx.logs.note(
+            "Beta9's database password and encryption key were read from the customer's \
+             Secrets Manager",
+        );
+        Ok(secrets)
     }
 
     /// The preflight (assume the customer role, check the account), then the variables through

@@ -20,15 +20,16 @@ const ACCOUNT: &str = "210987654321";
 
 /// `terraform` and `helm` on the executor's settings: the stand-ins built into the binary; the
 /// cluster endpoint terraform reports (the stand-in's `https://….sandbox.invalid`) is replaced by
-/// `cluster`, as a real apply reports the real cluster's.
-fn tools(dir: &Path, cluster: &str) -> (PathBuf, PathBuf) {
+/// `cluster`, and the database's password secret by `database_secret_arn`, as a real apply
+/// reports the real cluster's and the secret RDS made.
+fn tools(dir: &Path, cluster: &str, database_secret_arn: &str) -> (PathBuf, PathBuf) {
     let provisioner = binary_dir().join("provisioner");
     let write = |tool: &str| {
         let path = dir.join(tool);
         let standin = format!("'{}' standin {tool}", provisioner.display());
         let script = if tool == "terraform" {
             format!(
-                "#!/bin/sh\nif [ \"$1\" = output ]; then\n  out=$({standin} \"$@\") || exit $?\n  printf '%s\\n' \"$out\" | sed 's#\"https://[0-9a-f]*[.]sandbox[.]invalid\"#\"{cluster}\"#'\n  exit 0\nfi\nexec {standin} \"$@\"\n"
+                "#!/bin/sh\nif [ \"$1\" = output ]; then\n  out=$({standin} \"$@\") || exit $?\n  printf '%s\\n' \"$out\" | sed -e 's#\"https://[0-9a-f]*[.]sandbox[.]invalid\"#\"{cluster}\"#' -e 's#\"master-user-secret-[0-9a-f]*\"#\"{database_secret_arn}\"#'\n  exit 0\nfi\nexec {standin} \"$@\"\n"
             )
         } else {
             format!("#!/bin/sh\nexec {standin} \"$@\"\n")
@@ -43,8 +44,13 @@ fn tools(dir: &Path, cluster: &str) -> (PathBuf, PathBuf) {
 
 /// A stack whose executor reaches STS at `sts_endpoint` with its own (test) keys, and the
 /// cluster at `cluster`.
-async fn aws_stack(sts_endpoint: &str, tools_dir: &Path, cluster: &str) -> Stack {
-    let (terraform, helm) = tools(tools_dir, cluster);
+async fn aws_stack(
+    sts_endpoint: &str,
+    tools_dir: &Path,
+    cluster: &str,
+    database_secret_arn: &str,
+) -> Stack {
+    let (terraform, helm) = tools(tools_dir, cluster, database_secret_arn);
     let env = |pairs: &[(&str, &str)]| {
         pairs
             .iter()
@@ -61,6 +67,8 @@ async fn aws_stack(sts_endpoint: &str, tools_dir: &Path, cluster: &str) -> Stack
             ("PROVISIONER_TERRAFORM_BIN", terraform.to_str().unwrap()),
             ("PROVISIONER_HELM_BIN", helm.to_str().unwrap()),
             ("PROVISIONER_AWS_STS_ENDPOINT", sts_endpoint),
+            // moto serves every API on one port.
+            ("PROVISIONER_AWS_SECRETSMANAGER_ENDPOINT", sts_endpoint),
             // The executor's own identity, through the standard chain (its environment here).
             ("AWS_ACCESS_KEY_ID", "AKIDEXECUTOR000000000"),
             ("AWS_SECRET_ACCESS_KEY", "executor-secret-access-key"),
@@ -70,6 +78,36 @@ async fn aws_stack(sts_endpoint: &str, tools_dir: &Path, cluster: &str) -> Stack
         ..StackOptions::default()
     })
     .await
+}
+
+/// The database password the customer's RDS secret holds.
+const DB_PASSWORD: &str = "canary-db-password-77e1";
+
+/// Secrets Manager at `endpoint` as the customer role the executor assumes (moto keeps each
+/// account's secrets apart).
+async fn customer_secrets(endpoint: &str) -> aws_sdk_secretsmanager::Client {
+    use executors::customer_account::{AwsSettings, CustomerAccounts, ExecutorIdentity};
+    let accounts = CustomerAccounts::new(AwsSettings {
+        sts_endpoint: Some(endpoint.to_owned()),
+        secrets_manager_endpoint: Some(endpoint.to_owned()),
+        identity: ExecutorIdentity::Static {
+            access_key_id: "AKIDTEST".to_owned(),
+            secret_access_key: "test".to_owned(),
+        },
+        ..AwsSettings::default()
+    });
+    let spec = domain::config::parse(&aws_yaml("setup"), domain::config::Format::Yaml).unwrap();
+    let session = accounts
+        .preflight(
+            "env_setup",
+            "us-east-1",
+            spec.cloud.customer_role().as_ref(),
+        )
+        .await
+        .expect("moto lets the test assume the role");
+    accounts
+        .secrets_manager("us-east-1", &session.credentials)
+        .await
 }
 
 fn aws_yaml(name: &str) -> String {
@@ -90,8 +128,25 @@ async fn an_aws_environment_goes_from_create_to_destroyed_through_moto_sts() {
         ),
     )
     .await;
+    let secrets = customer_secrets(moto.endpoint()).await;
+    // The secret RDS makes for the instance's master password, in the customer's account.
+    let database_secret = secrets
+        .create_secret()
+        .name("rds-db-acme")
+        .secret_string(format!(
+            "{{\"username\":\"beta9\",\"password\":\"{DB_PASSWORD}\"}}"
+        ))
+        .send()
+        .await
+        .unwrap();
     let tools_dir = tempfile::tempdir().unwrap();
-    let stack = aws_stack(moto.endpoint(), tools_dir.path(), &cluster.endpoint()).await;
+    let stack = aws_stack(
+        moto.endpoint(),
+        tools_dir.path(),
+        &cluster.endpoint(),
+        database_secret.arn().unwrap(),
+    )
+    .await;
 
     let id = stack.create_ok(&aws_yaml("acme")).await;
     let ready = stack.wait_for_status(&id, "ready", WITHIN).await;
@@ -171,9 +226,55 @@ async fn an_aws_environment_goes_from_create_to_destroyed_through_moto_sts() {
         "the external id reached the logs"
     );
 
+    // Beta9's secrets were read from the customer's Secrets Manager: the database password
+    // from RDS's secret, the encryption key kept once per environment. Neither value shows
+    // anywhere the API serves.
+    assert!(
+        logs.contains("read from the customer's Secrets Manager"),
+        "{logs}"
+    );
+    let key_name = executors::beta9_secrets::encryption_key_name(&id);
+    let kept = secrets
+        .describe_secret()
+        .secret_id(&key_name)
+        .send()
+        .await
+        .expect("the encryption key is kept in the customer's account");
+    assert!(kept.deleted_date().is_none());
+    let history = stack
+        .request(
+            reqwest::Method::GET,
+            &format!("/v1/environments/{id}/history"),
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (_, view) = stack.get(&id).await;
+    for (what, text) in [
+        ("logs", &logs),
+        ("history", &history),
+        ("read model", &view.to_string()),
+    ] {
+        assert!(!text.contains(DB_PASSWORD), "the password in the {what}");
+        assert!(!text.contains("sk_"), "an encryption key in the {what}");
+    }
+
     assert_eq!(stack.delete(&id).await.status(), 202);
     stack.wait_for_status(&id, "destroyed", WITHIN).await;
     assert!(!workdir.exists(), "the workdir outlived InfraDestroyed");
+    let gone = secrets
+        .describe_secret()
+        .secret_id(&key_name)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        gone.deleted_date().is_some(),
+        "destroy deletes the encryption key it made"
+    );
     let types = stack.history_types(&id).await;
     assert_eq!(count(&types, "InfraApplied"), 1, "{types:?}");
     assert_eq!(count(&types, "InfraDestroyed"), 1, "{types:?}");
@@ -185,7 +286,13 @@ async fn a_role_that_refuses_the_external_id_fails_the_step_before_terraform_run
     let sts = StandinSts::expecting_external_id("the-one-the-role-trusts").await;
     let tools_dir = tempfile::tempdir().unwrap();
     // Never reached: the step fails before terraform runs.
-    let stack = aws_stack(&sts.endpoint(), tools_dir.path(), "http://127.0.0.1:9").await;
+    let stack = aws_stack(
+        &sts.endpoint(),
+        tools_dir.path(),
+        "http://127.0.0.1:9",
+        "arn:aws:secretsmanager:us-east-1:210987654321:secret:unused",
+    )
+    .await;
 
     let id = stack.create_ok(&aws_yaml("refused")).await;
     let failed = stack
