@@ -96,10 +96,9 @@ async fn a_missing_or_malformed_database_secret_fails_without_echoing_it() {
         other => panic!("expected Password, got {:?}", other.err()),
     }
     let arn = put(&client, "rds-db-2", "not-json-canary").await;
-    let error = beta9_secrets::read(&client, &arn, "env_c")
-        .await
-        .err()
-        .expect("no password");
+    let Err(error) = beta9_secrets::read(&client, &arn, "env_c").await else {
+        panic!("a secret without a password was taken");
+    };
     assert!(matches!(error, SecretsError::NoPassword { .. }), "{error}");
     assert!(!error.to_string().contains("canary"), "{error}");
 }
