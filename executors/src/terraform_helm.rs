@@ -606,11 +606,7 @@ impl BootstrapRunner for StepTools<'_> {
     }
 
     async fn remove(&self, path: &Path) -> Result<(), StepError> {
-        match tokio::fs::remove_file(path).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StepError::io(format!("remove {}", path.display()), e)),
-        }
+        remove_file(path).await
     }
 }
 
@@ -733,11 +729,16 @@ async fn write_simulate_file(ctx: &StepContext, provider: Provider) -> Result<()
                 .map_err(|e| StepError::io("encode simulate.json", e.into()))?;
             write_json(&path, &value).await
         }
-        _ => match tokio::fs::remove_file(&path).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StepError::io(format!("remove {}", path.display()), e)),
-        },
+        _ => remove_file(&path).await,
+    }
+}
+
+/// Removes the file at `path`, if there is one.
+async fn remove_file(path: &Path) -> Result<(), StepError> {
+    match tokio::fs::remove_file(path).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StepError::io(format!("remove {}", path.display()), e)),
     }
 }
 

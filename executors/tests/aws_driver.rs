@@ -28,6 +28,8 @@ fn driver(sts_endpoint: &str, terraform: &Path) -> TerraformHelmDriver {
     let mut settings = ExecutorSettings::new("nats://unused", "t");
     settings.terraform_bin = terraform.to_owned();
     settings.aws.sts_endpoint = Some(sts_endpoint.to_owned());
+    // The stand-in answers Secrets Manager on the same port.
+    settings.aws.secrets_manager_endpoint = Some(sts_endpoint.to_owned());
     settings.aws.call_timeout = Duration::from_secs(5);
     settings.aws.identity = ExecutorIdentity::Static {
         access_key_id: EXECUTOR_ACCESS_KEY_ID.to_owned(),
@@ -180,6 +182,17 @@ fn recording_helm(dir: &Path) -> std::path::PathBuf {
     path
 }
 
+/// The database password RDS keeps for the bootstrap tests' instance.
+const DB_PASSWORD: &str = "canary-db-password-41c0";
+
+/// Gives `sts`'s Secrets Manager the RDS secret a bootstrap context's outputs name.
+fn with_database_secret(sts: &StandinSts) {
+    sts.put_secret(
+        "database_password_secret_arn-value",
+        &format!(r#"{{"username":"beta9","password":"{DB_PASSWORD}"}}"#),
+    );
+}
+
 /// An `aws` bootstrap context whose outputs point at `cluster` (the stand-in API).
 fn bootstrap_context(workdir: &Path, cluster: &str) -> (StepContext, LogReceiver) {
     use domain::outputs::InfraOutput;
@@ -214,6 +227,7 @@ async fn an_aws_bootstrap_waits_for_the_cluster_gives_helm_a_fresh_token_and_lea
     use bootstrap::readiness::{GATEWAY_DEPLOYMENT, GATEWAY_NAMESPACE};
     use system_tests::kube_api::{KubeBehaviour, StandinKubeApi};
     let sts = StandinSts::expecting_external_id(EXTERNAL_ID).await;
+    with_database_secret(&sts);
     let tools = tempfile::tempdir().unwrap();
     let workdir = tempfile::tempdir().unwrap();
     let min_nodes = usize::from(support::sandbox_model().cluster.cpu_nodes.min_nodes);
@@ -294,6 +308,7 @@ async fn an_aws_bootstrap_waits_for_the_cluster_gives_helm_a_fresh_token_and_lea
 async fn an_aws_bootstrap_whose_nodes_never_turn_ready_fails_naming_them_and_installs_nothing() {
     use system_tests::kube_api::{KubeBehaviour, StandinKubeApi, StandinNode};
     let sts = StandinSts::expecting_external_id(EXTERNAL_ID).await;
+    with_database_secret(&sts);
     let tools = tempfile::tempdir().unwrap();
     let workdir = tempfile::tempdir().unwrap();
     let api = StandinKubeApi::start(KubeBehaviour {
@@ -365,6 +380,7 @@ async fn a_failed_aws_destroy_keeps_the_workdir() {
 async fn a_cancelled_aws_bootstrap_stops_waiting_for_the_cluster() {
     use system_tests::kube_api::{KubeBehaviour, StandinKubeApi, StandinNode};
     let sts = StandinSts::expecting_external_id(EXTERNAL_ID).await;
+    with_database_secret(&sts);
     let tools = tempfile::tempdir().unwrap();
     let workdir = tempfile::tempdir().unwrap();
     let api = StandinKubeApi::start(KubeBehaviour {

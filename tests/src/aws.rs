@@ -5,7 +5,9 @@
 //!   GetCallerIdentity with them answers the role's account.
 //! - [`StandinSts`]: a small STS at the HTTP boundary for the refusals moto does not model
 //!   (it accepts any external id): it answers AWS's real `AccessDenied` error document when the
-//!   external id is not the one the role expects, and can claim another account.
+//!   external id is not the one the role expects, and can claim another account. On the same
+//!   port it answers the three Secrets Manager calls the bootstrap makes (AWS's JSON 1.1
+//!   protocol: `GetSecretValue`, `CreateSecret`, `DeleteSecret`), over secrets it is given.
 //!
 //! Both speak STS's query protocol (form-encoded POST, XML answers), so the executor's real
 //! `aws-sdk-sts` client is what the tests exercise.
@@ -15,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Form, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use local_services::pypi::{Package, PypiTools};
@@ -114,6 +116,8 @@ struct StsState {
     calls: Vec<StsCall>,
     /// Session access key → the role it was issued for.
     sessions: HashMap<String, String>,
+    /// Secrets Manager: name → (value, deleted).
+    secrets: HashMap<String, (String, bool)>,
 }
 
 /// The stand-in STS, serving on a loopback port until dropped.
@@ -160,6 +164,25 @@ impl StandinSts {
     pub fn calls(&self) -> Vec<StsCall> {
         self.state.lock().expect("state").calls.clone()
     }
+
+    /// Stores a secret its Secrets Manager answers for `name` (or its ARN).
+    pub fn put_secret(&self, name: &str, value: &str) {
+        self.state
+            .lock()
+            .expect("state")
+            .secrets
+            .insert(name.to_owned(), (value.to_owned(), false));
+    }
+
+    /// Whether the secret `name` exists and was not deleted.
+    pub fn has_secret(&self, name: &str) -> bool {
+        self.state
+            .lock()
+            .expect("state")
+            .secrets
+            .get(name)
+            .is_some_and(|(_, deleted)| !deleted)
+    }
 }
 
 impl Drop for StandinSts {
@@ -171,10 +194,18 @@ impl Drop for StandinSts {
 async fn handle(
     State(state): State<Arc<Mutex<StsState>>>,
     headers: axum::http::HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
+    body: axum::body::Bytes,
 ) -> Response {
-    let action = form.get("Action").cloned().unwrap_or_default();
     let mut state = state.lock().expect("state");
+    if let Some(action) = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|target| target.strip_prefix("secretsmanager."))
+    {
+        return secrets_manager(&mut state, action, &body);
+    }
+    let form: HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    let action = form.get("Action").cloned().unwrap_or_default();
     state.calls.push(StsCall {
         action: action.clone(),
         role_arn: form.get("RoleArn").cloned(),
@@ -256,6 +287,77 @@ fn caller_identity(state: &StsState, headers: &axum::http::HeaderMap) -> Respons
          <ResponseMetadata><RequestId>standin</RequestId></ResponseMetadata>\
          </GetCallerIdentityResponse>"
     ))
+}
+
+/// Secrets Manager's JSON 1.1 protocol, for the calls the bootstrap makes.
+fn secrets_manager(state: &mut StsState, action: &str, body: &[u8]) -> Response {
+    let request: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let arn =
+        |name: &str| format!("arn:aws:secretsmanager:us-east-1:210987654321:secret:{name}-AbCdEf");
+    // A secret is named by its name or its ARN.
+    let id = request["SecretId"]
+        .as_str()
+        .or(request["Name"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let name = state
+        .secrets
+        .keys()
+        .find(|name| **name == id || arn(name) == id)
+        .cloned();
+    let not_found = || {
+        json_error(
+            "ResourceNotFoundException",
+            "Secrets Manager can't find the specified secret.",
+        )
+    };
+    match (action, name) {
+        ("GetSecretValue", Some(name)) => match &state.secrets[&name] {
+            (_, true) => json_error(
+                "InvalidRequestException",
+                "You can't perform this operation on the secret because it was marked for deletion.",
+            ),
+            (value, false) => json_ok(serde_json::json!({
+                "ARN": arn(&name), "Name": name, "SecretString": value, "VersionId": "v1",
+            })),
+        },
+        ("CreateSecret", Some(_)) => json_error(
+            "ResourceExistsException",
+            "The operation failed because the secret already exists.",
+        ),
+        ("CreateSecret", None) => {
+            let value = request["SecretString"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            state.secrets.insert(id.clone(), (value, false));
+            json_ok(serde_json::json!({"ARN": arn(&id), "Name": id, "VersionId": "v1"}))
+        }
+        ("DeleteSecret", Some(name)) => {
+            state.secrets.get_mut(&name).expect("found").1 = true;
+            json_ok(serde_json::json!({
+                "ARN": arn(&name), "Name": name, "DeletionDate": 4_102_444_800.0,
+            }))
+        }
+        _ => not_found(),
+    }
+}
+
+fn json_ok(body: serde_json::Value) -> Response {
+    (
+        [("content-type", "application/x-amz-json-1.1")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn json_error(code: &str, message: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        [("content-type", "application/x-amz-json-1.1")],
+        serde_json::json!({"__type": code, "Message": message}).to_string(),
+    )
+        .into_response()
 }
 
 /// `arn:aws:iam::<account>:role/<path/name>` → (account, name).
