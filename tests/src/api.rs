@@ -165,6 +165,17 @@ impl ApiClient {
         );
     }
 
+    /// The body of `GET path` as text (for searching it), asserting 200.
+    pub async fn get_text(&self, path: &str) -> String {
+        let response = self
+            .request(Method::GET, path)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+        response.text().await.expect("a text body")
+    }
+
     pub async fn history(&self, id: &str) -> Vec<Value> {
         let response = self
             .request(Method::GET, &format!("/v1/environments/{id}/history"))

@@ -13,7 +13,6 @@
 //! `aws-sdk-sts` client is what the tests exercise.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,8 +21,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use local_services::pypi::{Package, PypiTools};
 use nix::sys::signal::Signal;
-use tokio::net::TcpListener;
 
+use crate::loopback::LoopbackServer;
 use crate::services::services_dir;
 
 /// The keys the executor signs with against both peers (neither checks signatures).
@@ -122,9 +121,8 @@ struct StsState {
 
 /// The stand-in STS, serving on a loopback port until dropped.
 pub struct StandinSts {
-    address: SocketAddr,
+    server: LoopbackServer,
     state: Arc<Mutex<StsState>>,
-    server: tokio::task::JoinHandle<()>,
 }
 
 impl StandinSts {
@@ -133,18 +131,12 @@ impl StandinSts {
             behaviour,
             ..StsState::default()
         }));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let address = listener.local_addr().expect("address");
         let app = axum::Router::new()
             .route("/", axum::routing::post(handle))
             .with_state(state.clone());
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("stand-in STS");
-        });
         StandinSts {
-            address,
+            server: LoopbackServer::start(app, "stand-in STS").await,
             state,
-            server,
         }
     }
 
@@ -158,7 +150,7 @@ impl StandinSts {
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.address)
+        self.server.endpoint()
     }
 
     pub fn calls(&self) -> Vec<StsCall> {
@@ -182,12 +174,6 @@ impl StandinSts {
             .secrets
             .get(name)
             .is_some_and(|(_, deleted)| !deleted)
-    }
-}
-
-impl Drop for StandinSts {
-    fn drop(&mut self) {
-        self.server.abort();
     }
 }
 

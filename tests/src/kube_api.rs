@@ -10,7 +10,6 @@
 //! header is recorded, so tests see which bearer token the client sent.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,8 +18,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tokio::time::Instant;
+
+use crate::loopback::LoopbackServer;
 
 /// The label the stack's managed node groups put on their nodes (`cpu` or `gpu`).
 pub const POOL_LABEL: &str = "beta9.io/pool";
@@ -107,15 +107,12 @@ struct Shared {
 
 /// The stand-in API server on a free loopback port; stopped on drop.
 pub struct StandinKubeApi {
-    addr: SocketAddr,
+    server: LoopbackServer,
     shared: Arc<Shared>,
-    server: tokio::task::JoinHandle<()>,
 }
 
 impl StandinKubeApi {
     pub async fn start(behaviour: KubeBehaviour) -> StandinKubeApi {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("local addr");
         let shared = Arc::new(Shared {
             behaviour,
             started: Instant::now(),
@@ -132,30 +129,20 @@ impl StandinKubeApi {
             )
             .fallback(not_found)
             .with_state(shared.clone());
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("stand-in kube API");
-        });
         StandinKubeApi {
-            addr,
+            server: LoopbackServer::start(app, "stand-in kube API").await,
             shared,
-            server,
         }
     }
 
     /// `http://127.0.0.1:<port>`: the cluster endpoint to hand the client.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.endpoint()
     }
 
     /// The `Authorization` header of every request so far, in order.
     pub fn authorizations(&self) -> Vec<Option<String>> {
         self.shared.authorizations.lock().unwrap().clone()
-    }
-}
-
-impl Drop for StandinKubeApi {
-    fn drop(&mut self) {
-        self.server.abort();
     }
 }
 

@@ -14,6 +14,7 @@ pub mod dev;
 pub mod fixtures;
 pub mod invariants;
 pub mod kube_api;
+pub mod loopback;
 mod processes;
 pub mod procfs;
 pub mod services;

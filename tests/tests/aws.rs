@@ -195,14 +195,7 @@ async fn an_aws_environment_goes_from_create_to_destroyed_through_moto_sts() {
 
     // Every step went through the preflight against moto's STS first; nothing in the logs
     // names the external id.
-    let logs = stack
-        .request(reqwest::Method::GET, &format!("/v1/environments/{id}/logs"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let logs = stack.get_text(&format!("/v1/environments/{id}/logs")).await;
     assert!(
         logs.matches("preflight: the customer role was assumed")
             .count()
@@ -242,16 +235,8 @@ async fn an_aws_environment_goes_from_create_to_destroyed_through_moto_sts() {
         .expect("the encryption key is kept in the customer's account");
     assert!(kept.deleted_date().is_none());
     let history = stack
-        .request(
-            reqwest::Method::GET,
-            &format!("/v1/environments/{id}/history"),
-        )
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .get_text(&format!("/v1/environments/{id}/history"))
+        .await;
     let (_, view) = stack.get(&id).await;
     for (what, text) in [
         ("logs", &logs),

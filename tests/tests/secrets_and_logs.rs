@@ -36,14 +36,7 @@ async fn logs_show_each_operations_output_and_every_terraform_output_is_reported
     );
     assert!(lines.iter().all(|l| l["operation_id"] == infra_op));
 
-    let all_logs = stack
-        .request(Method::GET, &format!("/v1/environments/{id}/logs"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let all_logs = stack.get_text(&format!("/v1/environments/{id}/logs")).await;
     assert!(
         all_logs.contains("helm") || all_logs.contains("Release"),
         "bootstrap logs too"
