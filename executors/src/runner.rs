@@ -19,7 +19,7 @@ use async_nats::jetstream::consumer::{AckPolicy, pull};
 use domain::Event;
 use domain::wire::{EventEnvelope, Subjects};
 use futures::StreamExt;
-use jetstream_consumer::{Consumer, InFlight, wait_for_stream};
+use jetstream_consumer::{Backoff, Consumer, InFlight, wait_for_stream};
 use tokio_util::sync::CancellationToken;
 
 use crate::driver::Drivers;
@@ -36,6 +36,32 @@ use domain::aggregate::event_sets::{ENDED_EARLY_EVENTS, JOB_EVENTS};
 pub const CONSUMER: &str = domain::wire::Subjects::EXECUTOR_CONSUMER;
 /// How long one pull request waits for a job; bounds how late a shutdown stops pulling.
 const PULL_EXPIRES: Duration = Duration::from_secs(1);
+/// The step lease bucket, opened (or created) as soon as NATS lets it be: a server restarting
+/// while the executor starts delays the start, it does not end it. `None` on shutdown.
+async fn open_leases(
+    jetstream: &jetstream::Context,
+    subjects: &Subjects,
+    ttl: Duration,
+    shutdown: &CancellationToken,
+) -> Option<Leases> {
+    const RETRY: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let identity = executor_identity();
+    for attempt in 1.. {
+        match Leases::open(jetstream, subjects, identity.clone(), ttl).await {
+            Ok(leases) => return Some(leases),
+            Err(error) if attempt == 1 => {
+                tracing::warn!(%error, "the step lease bucket is unavailable; retrying");
+            }
+            Err(_) => {}
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            () = tokio::time::sleep(RETRY.delay(attempt)) => {}
+        }
+    }
+    None
+}
+
 /// How long a stopping executor waits for NATS to take what it still buffers.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -104,14 +130,10 @@ pub async fn run_with_drivers(
 
     // A lease lapses when its holder missed heartbeats for as long as JetStream waits before it
     // redelivers the job: the two agree on when a holder is gone.
-    let leases = Leases::open(
-        &jetstream,
-        &subjects,
-        executor_identity(),
-        settings.ack_wait,
-    )
-    .await
-    .context("failed to open the step lease bucket")?;
+    let Some(leases) = open_leases(&jetstream, &subjects, settings.ack_wait, &shutdown).await
+    else {
+        return Ok(());
+    };
     let leases = match exclusion {
         Exclusion::PerEnvironment => leases,
         Exclusion::Disabled => leases.bypassed(),
