@@ -186,31 +186,25 @@ fn millis(variable: &'static str) -> impl Fn(&str) -> Result<Duration, SettingEr
     }
 }
 
-/// A step timeout in whole seconds: at least 1, at most 7 days.
-fn step_timeout(variable: &'static str) -> impl Fn(&str) -> Result<Duration, SettingError> + Clone {
-    const MAX_SECONDS: u64 = 7 * 24 * 3600;
+/// Whole seconds from `min` to `max`, as a duration.
+fn seconds_in(
+    variable: &'static str,
+    min: u64,
+    max: u64,
+) -> impl Fn(&str) -> Result<Duration, SettingError> + Clone {
     move |value| match value.trim().parse::<u64>() {
-        Ok(seconds) if (1..=MAX_SECONDS).contains(&seconds) => Ok(Duration::from_secs(seconds)),
+        Ok(seconds) if (min..=max).contains(&seconds) => Ok(Duration::from_secs(seconds)),
         _ => Err(SettingError::new(
             variable,
             value,
-            format!("use 1 to {MAX_SECONDS} seconds"),
+            format!("use {min} to {max} seconds"),
         )),
     }
 }
 
-/// An STS session length: 900 seconds to 12 hours, as AWS allows.
-fn session_seconds(
-    variable: &'static str,
-) -> impl Fn(&str) -> Result<Duration, SettingError> + Clone {
-    move |value| match value.trim().parse::<u64>() {
-        Ok(seconds) if (900..=43_200).contains(&seconds) => Ok(Duration::from_secs(seconds)),
-        _ => Err(SettingError::new(
-            variable,
-            value,
-            "use 900 to 43200 seconds (AWS's limits for an assumed-role session)",
-        )),
-    }
+/// A step timeout in whole seconds: at least 1, at most 7 days.
+fn step_timeout(variable: &'static str) -> impl Fn(&str) -> Result<Duration, SettingError> + Clone {
+    seconds_in(variable, 1, 7 * 24 * 3600)
 }
 
 /// Any value `FromStr` parses, its error named by the variable.
@@ -405,7 +399,7 @@ pub struct ExecutorArgs {
     /// Seconds an assumed customer-role session lasts (900 to 43200, within the role's
     /// maximum); Terraform renews its own.
     #[arg(long, env = "PROVISIONER_AWS_SESSION_SECONDS", default_value = "3600",
-          value_parser = session_seconds("PROVISIONER_AWS_SESSION_SECONDS"))]
+          value_parser = seconds_in("PROVISIONER_AWS_SESSION_SECONDS", 900, 43_200))]
     pub aws_session_seconds: Duration,
     /// Seconds the aws bootstrap waits for the new cluster's API server to answer.
     #[arg(long, env = "PROVISIONER_BOOTSTRAP_API_TIMEOUT_SECS", default_value = "300",
