@@ -10,8 +10,9 @@
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
 use bootstrap::Beta9Secrets;
-use domain::text::{error_chain, truncated};
 use secrecy::SecretString;
+
+use crate::customer_account::error_detail;
 
 /// Days a deleted encryption key can still be restored (AWS's minimum is 7).
 const RECOVERY_WINDOW_DAYS: i64 = 7;
@@ -59,10 +60,10 @@ pub async fn delete_encryption_key(
         .await
     {
         Ok(_) => Ok(()),
-        Err(error) if code(&error) == Some("ResourceNotFoundException") => Ok(()),
+        Err(error) if error.code() == Some("ResourceNotFoundException") => Ok(()),
         Err(error) => Err(SecretsError::EncryptionKey {
             name,
-            detail: detail(&error),
+            detail: error_detail(&error),
         }),
     }
 }
@@ -79,7 +80,7 @@ async fn database_password(client: &Client, arn: &str) -> Result<SecretString, S
         .await
         .map_err(|error| SecretsError::Password {
             arn: arn.to_owned(),
-            detail: detail(&error),
+            detail: error_detail(&error),
         })?;
     let no_password = || SecretsError::NoPassword {
         arn: arn.to_owned(),
@@ -111,8 +112,8 @@ async fn encryption_key(
                     .map(|key| SecretString::from(key.to_owned()))
                     .ok_or_else(|| failed("the secret holds no string".to_owned()));
             }
-            Err(error) if code(&error) == Some("ResourceNotFoundException") => {}
-            Err(error) => return Err(failed(detail(&error))),
+            Err(error) if error.code() == Some("ResourceNotFoundException") => {}
+            Err(error) => return Err(failed(error_detail(&error))),
         }
         let created = client
             .create_secret()
@@ -129,8 +130,8 @@ async fn encryption_key(
             .await;
         match created {
             Ok(_) => continue,
-            Err(error) if code(&error) == Some("ResourceExistsException") => continue,
-            Err(error) => return Err(failed(detail(&error))),
+            Err(error) if error.code() == Some("ResourceExistsException") => continue,
+            Err(error) => return Err(failed(error_detail(&error))),
         }
     }
     Err(failed("it kept changing while being created".to_owned()))
@@ -144,12 +145,4 @@ fn new_encryption_key() -> String {
         "sk_{}",
         base64::engine::general_purpose::STANDARD.encode(bytes)
     )
-}
-
-fn code<E: ProvideErrorMetadata>(error: &E) -> Option<&str> {
-    error.code()
-}
-
-fn detail(error: &(dyn std::error::Error + 'static)) -> String {
-    truncated(&error_chain(error), 500).to_owned()
 }

@@ -308,8 +308,7 @@ impl CustomerAccounts {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
         R: std::fmt::Debug + Send + Sync + 'static,
     {
-        // The causes, one after the other (not their debug forms), bounded.
-        let detail = || domain::text::truncated(&domain::text::error_chain(&error), 500).to_owned();
+        let detail = || error_detail(&error);
         match &error {
             SdkError::ServiceError(service) => {
                 let code = service.err().code().unwrap_or("Unknown").to_owned();
@@ -345,6 +344,12 @@ impl CustomerAccounts {
             },
         }
     }
+}
+
+/// An AWS call's failure as text for a message: its causes one after the other (not their debug
+/// forms), bounded. Never holds a request's secrets: AWS's errors do not echo them.
+pub fn error_detail(error: &(dyn std::error::Error + 'static)) -> String {
+    domain::text::truncated(&domain::text::error_chain(error), 500).to_owned()
 }
 
 /// Error codes that mean the executor's own credentials, not the customer's role, are wrong.
