@@ -22,7 +22,7 @@
 //! terminated.
 
 use crate::store::{EventStore, StoreError};
-use async_nats::jetstream::{self, Message, consumer::pull};
+use async_nats::jetstream::{self, Message, consumer::pull, kv};
 use domain::aggregate::event_sets::STEP_TRIGGERS;
 use domain::aggregate::{Command, DomainError, OperationOutcome, StepTimeouts};
 use domain::ids::OperationId;
@@ -32,7 +32,9 @@ use domain::wire::{
 };
 use futures::StreamExt;
 use jetstream_consumer::{Backoff, Consumer, Delivery, Disposition};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
 const TRIGGER_CONSUMER: &str = Subjects::PROCESS_MANAGER_CONSUMER;
@@ -55,6 +57,8 @@ pub struct ProcessManager {
     js: jetstream::Context,
     subjects: Subjects,
     timeouts: StepTimeouts,
+    /// The executors' lease bucket, looked up once it exists (the executors create it).
+    leases: Arc<OnceCell<kv::Store>>,
 }
 
 impl ProcessManager {
@@ -70,6 +74,7 @@ impl ProcessManager {
             js,
             subjects,
             timeouts,
+            leases: Arc::default(),
         }
     }
 
@@ -289,8 +294,8 @@ impl ProcessManager {
     async fn fencing_lease(&self, result: &OperationResult) -> Option<StepLease> {
         let attempt = result.attempt?;
         let store = self
-            .js
-            .get_key_value(self.subjects.leases_bucket())
+            .leases
+            .get_or_try_init(|| self.js.get_key_value(self.subjects.leases_bucket()))
             .await
             .ok()?;
         let value = match store.get(result.environment_id.as_str()).await {
