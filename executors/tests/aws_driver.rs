@@ -304,23 +304,51 @@ async fn an_aws_bootstrap_waits_for_the_cluster_gives_helm_a_fresh_token_and_lea
     );
 }
 
+/// An `aws` bootstrap whose cluster (the stand-in API) has one CPU node, `node`, that never
+/// turns Ready; helm records its runs; the readiness waits are short. The servers and
+/// directories live as long as this.
+struct NeverReadyBootstrap {
+    _sts: StandinSts,
+    _api: system_tests::kube_api::StandinKubeApi,
+    _tools: tempfile::TempDir,
+    workdir: tempfile::TempDir,
+    ctx: StepContext,
+    driver: TerraformHelmDriver,
+}
+
+impl NeverReadyBootstrap {
+    async fn start(node: &str) -> Self {
+        use system_tests::kube_api::{KubeBehaviour, StandinKubeApi, StandinNode};
+        let sts = StandinSts::expecting_external_id(EXTERNAL_ID).await;
+        with_database_secret(&sts);
+        let tools = tempfile::tempdir().unwrap();
+        let workdir = tempfile::tempdir().unwrap();
+        let api = StandinKubeApi::start(KubeBehaviour {
+            nodes: vec![StandinNode::never_ready(node, "cpu")],
+            ..KubeBehaviour::default()
+        })
+        .await;
+        let (ctx, _rx) = bootstrap_context(workdir.path(), &api.endpoint());
+        let mut driver = driver(&sts.endpoint(), &recording_terraform(tools.path()));
+        driver.helm = executors::process::Program::new(recording_helm(tools.path()), "test helm");
+        quick_readiness(&mut driver);
+        NeverReadyBootstrap {
+            _sts: sts,
+            _api: api,
+            _tools: tools,
+            workdir,
+            ctx,
+            driver,
+        }
+    }
+}
+
 #[tokio::test]
 async fn an_aws_bootstrap_whose_nodes_never_turn_ready_fails_naming_them_and_installs_nothing() {
-    use system_tests::kube_api::{KubeBehaviour, StandinKubeApi, StandinNode};
-    let sts = StandinSts::expecting_external_id(EXTERNAL_ID).await;
-    with_database_secret(&sts);
-    let tools = tempfile::tempdir().unwrap();
-    let workdir = tempfile::tempdir().unwrap();
-    let api = StandinKubeApi::start(KubeBehaviour {
-        nodes: vec![StandinNode::never_ready("ip-10-0-1-7.ec2.internal", "cpu")],
-        ..KubeBehaviour::default()
-    })
-    .await;
-    let (ctx, _rx) = bootstrap_context(workdir.path(), &api.endpoint());
-    let mut driver = driver(&sts.endpoint(), &recording_terraform(tools.path()));
-    driver.helm = executors::process::Program::new(recording_helm(tools.path()), "test helm");
-    quick_readiness(&mut driver);
-    let error = driver.run(ctx).await.expect_err("never Ready");
+    // Partly moved, the rest (the servers) lives to the end of the test.
+    let setup = NeverReadyBootstrap::start("ip-10-0-1-7.ec2.internal").await;
+    let workdir = setup.workdir.path().to_owned();
+    let error = setup.driver.run(setup.ctx).await.expect_err("never Ready");
     let message = error.to_string();
     assert!(matches!(error, StepError::Failed { .. }), "{error:?}");
     assert!(
@@ -328,7 +356,7 @@ async fn an_aws_bootstrap_whose_nodes_never_turn_ready_fails_naming_them_and_ins
             && message.contains("not Ready: ip-10-0-1-7.ec2.internal"),
         "{message}"
     );
-    assert!(!workdir.path().join("seen-kubeconfig-0").exists());
+    assert!(!workdir.join("seen-kubeconfig-0").exists());
 }
 
 /// A `terraform` that succeeds at everything (and prints no outputs).
@@ -339,35 +367,41 @@ fn succeeding_terraform(dir: &Path) -> std::path::PathBuf {
     path
 }
 
-#[tokio::test]
-async fn a_successful_aws_destroy_removes_the_workdir() {
+/// An `aws` destroy in `<data>/env` (which exists) with `terraform` made by `make_terraform`
+/// in `tools`; returns the workdir and the step's result.
+async fn destroy_with(
+    data: &Path,
+    tools: &Path,
+    make_terraform: fn(&Path) -> std::path::PathBuf,
+) -> (
+    std::path::PathBuf,
+    Result<domain::aggregate::Outputs, StepError>,
+) {
     let sts = StandinSts::start(StsBehaviour::default()).await;
-    let tools = tempfile::tempdir().unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let workdir = data.path().join("env");
-    std::fs::create_dir(&workdir).unwrap();
-    std::fs::write(workdir.join("leftover"), "x").unwrap();
+    let workdir = data.join("env");
+    std::fs::create_dir_all(&workdir).unwrap();
     let (mut ctx, _rx) = aws_context(&workdir);
     ctx.job.step = Step::Destroy;
-    let result = driver(&sts.endpoint(), &succeeding_terraform(tools.path()))
+    let result = driver(&sts.endpoint(), &make_terraform(tools))
         .run(ctx)
         .await;
+    (workdir, result)
+}
+
+#[tokio::test]
+async fn a_successful_aws_destroy_removes_the_workdir() {
+    let (data, tools) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    std::fs::create_dir(data.path().join("env")).unwrap();
+    std::fs::write(data.path().join("env/leftover"), "x").unwrap();
+    let (workdir, result) = destroy_with(data.path(), tools.path(), succeeding_terraform).await;
     assert!(result.is_ok(), "{result:?}");
     assert!(!workdir.exists(), "the workdir outlived the destroy");
 }
 
 #[tokio::test]
 async fn a_failed_aws_destroy_keeps_the_workdir() {
-    let sts = StandinSts::start(StsBehaviour::default()).await;
-    let tools = tempfile::tempdir().unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let workdir = data.path().join("env");
-    std::fs::create_dir(&workdir).unwrap();
-    let (mut ctx, _rx) = aws_context(&workdir);
-    ctx.job.step = Step::Destroy;
-    let result = driver(&sts.endpoint(), &recording_terraform(tools.path()))
-        .run(ctx)
-        .await;
+    let (data, tools) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (workdir, result) = destroy_with(data.path(), tools.path(), recording_terraform).await;
     assert!(
         matches!(result, Err(StepError::Failed { .. })),
         "{result:?}"
@@ -378,20 +412,9 @@ async fn a_failed_aws_destroy_keeps_the_workdir() {
 
 #[tokio::test]
 async fn a_cancelled_aws_bootstrap_stops_waiting_for_the_cluster() {
-    use system_tests::kube_api::{KubeBehaviour, StandinKubeApi, StandinNode};
-    let sts = StandinSts::expecting_external_id(EXTERNAL_ID).await;
-    with_database_secret(&sts);
-    let tools = tempfile::tempdir().unwrap();
-    let workdir = tempfile::tempdir().unwrap();
-    let api = StandinKubeApi::start(KubeBehaviour {
-        nodes: vec![StandinNode::never_ready("node-1", "cpu")],
-        ..KubeBehaviour::default()
-    })
-    .await;
-    let (ctx, _rx) = bootstrap_context(workdir.path(), &api.endpoint());
+    let setup = NeverReadyBootstrap::start("node-1").await;
+    let (ctx, mut driver) = (setup.ctx, setup.driver);
     let cancel = ctx.cancel.clone();
-    let mut driver = driver(&sts.endpoint(), &recording_terraform(tools.path()));
-    quick_readiness(&mut driver);
     driver.readiness.nodes = Duration::from_secs(600);
     let started = std::time::Instant::now();
     tokio::spawn(async move {
