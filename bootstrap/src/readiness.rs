@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use domain::infra_model::ClusterModel;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Service};
 use kube::Api;
 use kube::api::ListParams;
 use tokio::time::Instant;
@@ -22,6 +22,12 @@ pub const POOL_LABEL: &str = "beta9.io/pool";
 /// release is `beta9` in namespace `beta9`.
 pub const GATEWAY_NAMESPACE: &str = "beta9";
 pub const GATEWAY_DEPLOYMENT: &str = "beta9-gateway";
+
+/// The ingress controller's Service, whose load balancer is Beta9's way in: the chart
+/// `ingress-nginx` names it `<fullname>-controller`, and the release is `ingress-nginx` in
+/// namespace `ingress-nginx`.
+pub const INGRESS_NAMESPACE: &str = "ingress-nginx";
+pub const INGRESS_SERVICE: &str = "ingress-nginx-controller";
 
 /// At most this many node names in one message.
 const NAMES_SHOWN: usize = 10;
@@ -85,25 +91,33 @@ pub struct NotReady {
 struct Look {
     ready: bool,
     state: String,
+    /// What a ready look found, when the wait is for a value (a load balancer's hostname).
+    found: Option<String>,
 }
 
 impl Look {
-    fn failed(error: impl std::fmt::Display) -> Look {
+    fn new(ready: bool, state: String) -> Look {
         Look {
-            ready: false,
-            state: format!("the API server did not answer: {error}"),
+            ready,
+            state,
+            found: None,
         }
+    }
+
+    fn failed(error: impl std::fmt::Display) -> Look {
+        Look::new(false, format!("the API server did not answer: {error}"))
     }
 }
 
-/// Polls `look` until it says ready or `timeout` passes; notes each new state.
+/// Polls `look` until it says ready or `timeout` passes; notes each new state. Returns what the
+/// ready look found.
 async fn wait<F, Fut>(
     what: &str,
     timeout: Duration,
     poll: Duration,
     note: &(dyn Fn(&str) + Sync),
     mut look: F,
-) -> Result<(), NotReady>
+) -> Result<Option<String>, NotReady>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Look>,
@@ -114,14 +128,11 @@ where
         let remaining = deadline.saturating_duration_since(Instant::now());
         let seen = tokio::time::timeout(remaining.max(poll), look())
             .await
-            .unwrap_or_else(|_| Look {
-                ready: false,
-                state: "the API server did not answer in time".to_owned(),
-            });
+            .unwrap_or_else(|_| Look::new(false, "the API server did not answer in time".into()));
         let state = domain::text::truncated(&seen.state, 500).to_owned();
         if seen.ready {
             note(&format!("{what}: ready ({state})"));
-            return Ok(());
+            return Ok(seen.found);
         }
         if state != last {
             note(&format!("waiting for {what}: {state}"));
@@ -139,13 +150,13 @@ where
     }
 }
 
-/// Waits until the API server answers `/version`.
+/// Waits until the API server answers `/version`; returns its Kubernetes version.
 pub async fn api_server(
     client: &kube::Client,
     timeouts: &ReadinessTimeouts,
     note: &(dyn Fn(&str) + Sync),
-) -> Result<(), NotReady> {
-    wait(
+) -> Result<String, NotReady> {
+    let version = wait(
         "the cluster's API server",
         timeouts.api,
         timeouts.poll,
@@ -153,14 +164,15 @@ pub async fn api_server(
         || async {
             match client.apiserver_version().await {
                 Ok(info) => Look {
-                    ready: true,
-                    state: format!("Kubernetes {}", info.git_version),
+                    found: Some(info.git_version.clone()),
+                    ..Look::new(true, format!("Kubernetes {}", info.git_version))
                 },
                 Err(error) => Look::failed(error),
             }
         },
     )
-    .await
+    .await?;
+    Ok(version.unwrap_or_default())
 }
 
 /// Waits until every pool of `minimums` has at least its minimum of Ready nodes.
@@ -184,6 +196,7 @@ pub async fn nodes(
         }
     })
     .await
+    .map(drop)
 }
 
 fn is_ready(node: &Node) -> bool {
@@ -232,7 +245,7 @@ fn nodes_look(nodes: &[Node], minimums: &[NodeMinimum]) -> Look {
             let _ = write!(state, " (not Ready: {})", names(&not_ready));
         }
     }
-    Look { ready, state }
+    Look::new(ready, state)
 }
 
 /// Up to [`NAMES_SHOWN`] names, and how many more.
@@ -263,14 +276,12 @@ pub async fn deployment(
     wait(&what, timeout, poll, note, || async {
         match api.get_opt(name).await {
             Ok(Some(deployment)) => deployment_look(&deployment),
-            Ok(None) => Look {
-                ready: false,
-                state: "it does not exist".to_owned(),
-            },
+            Ok(None) => Look::new(false, "it does not exist".to_owned()),
             Err(error) => Look::failed(error),
         }
     })
     .await
+    .map(drop)
 }
 
 /// Waits for the Beta9 gateway ([`GATEWAY_NAMESPACE`]/[`GATEWAY_DEPLOYMENT`]).
@@ -301,9 +312,48 @@ fn deployment_look(deployment: &Deployment) -> Look {
         });
     let replicas = status.and_then(|s| s.replicas).unwrap_or(0);
     let available_replicas = status.and_then(|s| s.available_replicas).unwrap_or(0);
-    Look {
-        ready: available,
-        state: format!("{available_replicas} of {replicas} replicas available"),
+    Look::new(
+        available,
+        format!("{available_replicas} of {replicas} replicas available"),
+    )
+}
+
+/// Waits until the ingress controller's Service ([`INGRESS_NAMESPACE`]/[`INGRESS_SERVICE`]) has
+/// a load balancer address; returns it (the hostname an AWS load balancer gets, or its IP).
+pub async fn load_balancer(
+    client: &kube::Client,
+    timeouts: &ReadinessTimeouts,
+    note: &(dyn Fn(&str) + Sync),
+) -> Result<String, NotReady> {
+    let what = format!("the load balancer of the Service {INGRESS_NAMESPACE}/{INGRESS_SERVICE}");
+    let api: Api<Service> = Api::namespaced(client.clone(), INGRESS_NAMESPACE);
+    let found = wait(&what, timeouts.gateway, timeouts.poll, note, || async {
+        match api.get_opt(INGRESS_SERVICE).await {
+            Ok(Some(service)) => load_balancer_look(&service),
+            Ok(None) => Look::new(false, "the Service does not exist".to_owned()),
+            Err(error) => Look::failed(error),
+        }
+    })
+    .await?;
+    Ok(found.unwrap_or_default())
+}
+
+fn load_balancer_look(service: &Service) -> Look {
+    let address = service
+        .status
+        .as_ref()
+        .and_then(|status| status.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .and_then(|ingress| ingress.first())
+        .and_then(|first| first.hostname.clone().or_else(|| first.ip.clone()))
+        .filter(|address| !address.is_empty() && address.len() <= 253);
+    match address {
+        Some(address) => Look {
+            state: address.clone(),
+            found: Some(address),
+            ready: true,
+        },
+        None => Look::new(false, "no load balancer address yet".to_owned()),
     }
 }
 

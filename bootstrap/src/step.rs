@@ -99,6 +99,11 @@ pub trait BootstrapRunner {
 
     /// Removes the file at `path`; a missing file is not an error.
     fn remove(&self, path: &Path) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Every release of the baseline (all but Beta9, the last) is installed: `releases`.
+    fn baseline_installed(&self, releases: &[&str]) {
+        let _ = releases;
+    }
 }
 
 impl BootstrapStep {
@@ -121,6 +126,8 @@ impl BootstrapStep {
             kubeconfig,
             outputs: BootstrapOutputs {
                 endpoint: format!("https://{}", beta9.domain.as_str()),
+                // Known once the ingress controller's Service has its load balancer.
+                load_balancer_hostname: None,
             },
         }
     }
@@ -166,6 +173,11 @@ impl BootstrapStep {
         runner: &R,
     ) -> Result<BootstrapOutputs, R::Error> {
         let actions = self.actions(workdir);
+        let baseline: Vec<&str> = self.plan.releases[..self.plan.releases.len().saturating_sub(1)]
+            .iter()
+            .map(|release| release.name.as_str())
+            .collect();
+        let mut installed = 0;
         let mut written: Vec<&Path> = Vec::new();
         for action in &actions {
             let done = match action {
@@ -173,7 +185,14 @@ impl BootstrapStep {
                     written.push(&file.path);
                     runner.write(file).await
                 }
-                Action::Helm(invocation) => runner.helm(invocation).await,
+                Action::Helm(invocation) => {
+                    let done = runner.helm(invocation).await;
+                    installed += 1;
+                    if done.is_ok() && installed == baseline.len() {
+                        runner.baseline_installed(&baseline);
+                    }
+                    done
+                }
                 Action::Remove(path) => runner.remove(path).await,
             };
             if let Err(error) = done {
@@ -330,7 +349,8 @@ mod tests {
         assert_eq!(
             sandbox_step().outputs,
             BootstrapOutputs {
-                endpoint: "https://api.demo.example.com".into()
+                endpoint: "https://api.demo.example.com".into(),
+                load_balancer_hostname: None,
             }
         );
     }

@@ -4,6 +4,7 @@
 //! deterministic given its inputs, so it is tested without any infrastructure.
 
 pub mod aggregate;
+pub mod conditions;
 pub mod config;
 pub mod cost;
 pub mod ids;

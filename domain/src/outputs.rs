@@ -178,19 +178,32 @@ impl From<&InfraOutputs> for Outputs {
 pub struct BootstrapOutputs {
     /// Where the Beta9 API answers: `https://<domain>`.
     pub endpoint: String,
+    /// The ingress load balancer's address (an AWS hostname): the configured domain's DNS
+    /// record points at it (a CNAME). `None` where the cluster has no load balancer (the
+    /// sandbox).
+    pub load_balancer_hostname: Option<String>,
 }
 
 impl BootstrapOutputs {
     /// The name of [`BootstrapOutputs::endpoint`] in the outputs map.
     pub const ENDPOINT: &'static str = "endpoint";
+    /// The name of [`BootstrapOutputs::load_balancer_hostname`] in the outputs map.
+    pub const LOAD_BALANCER_HOSTNAME: &'static str = "load_balancer_hostname";
 }
 
 impl From<&BootstrapOutputs> for Outputs {
     fn from(outputs: &BootstrapOutputs) -> Self {
-        Outputs::from([(
+        let mut map = Outputs::from([(
             BootstrapOutputs::ENDPOINT.to_owned(),
             outputs.endpoint.clone(),
-        )])
+        )]);
+        if let Some(hostname) = &outputs.load_balancer_hostname {
+            map.insert(
+                BootstrapOutputs::LOAD_BALANCER_HOSTNAME.to_owned(),
+                hostname.clone(),
+            );
+        }
+        map
     }
 }
 
@@ -270,13 +283,24 @@ mod tests {
     }
 
     #[test]
-    fn the_bootstrap_reports_its_endpoint_by_its_one_name() {
-        let outputs = BootstrapOutputs {
+    fn the_bootstrap_reports_its_endpoint_and_load_balancer_by_their_one_names() {
+        let mut outputs = BootstrapOutputs {
             endpoint: "https://api.example.com".to_owned(),
+            load_balancer_hostname: None,
         };
         assert_eq!(
             Outputs::from(&outputs),
             Outputs::from([("endpoint".to_owned(), "https://api.example.com".to_owned())])
         );
+        outputs.load_balancer_hostname = Some("lb.elb.amazonaws.com".to_owned());
+        assert_eq!(
+            Outputs::from(&outputs)["load_balancer_hostname"],
+            "lb.elb.amazonaws.com"
+        );
+        assert!(!names_of_infra().contains(BootstrapOutputs::LOAD_BALANCER_HOSTNAME));
+    }
+
+    fn names_of_infra() -> std::collections::BTreeSet<&'static str> {
+        InfraOutput::ALL.iter().map(|o| o.name()).collect()
     }
 }

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::lease::Takeover;
 use crate::logs::LogSink;
 use crate::process::ProcessError;
+use crate::progress::ProgressSink;
 use crate::settings::ExecutorSettings;
 use crate::terraform_helm::TerraformHelmDriver;
 
@@ -31,6 +32,8 @@ pub struct StepContext {
     /// [`StepError::Cancelled`].
     pub cancel: CancellationToken,
     pub logs: LogSink,
+    /// The conditions the step observes on the way (the bootstrap's milestones).
+    pub progress: ProgressSink,
     /// Set when this attempt took over the environment's step lease from a holder that never
     /// let go and whose heartbeat lapsed (presumed dead): only then may a state lock it left be
     /// forced open.

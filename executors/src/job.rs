@@ -23,12 +23,15 @@ use crate::driver::{Drivers, StepContext, StepError};
 use crate::inflight::{EnvironmentLocks, RunningOperations};
 use crate::lease::{Acquired, HeldLease, LeaseError, Leases};
 use crate::logs::{LogReceiver, LogSink};
+use crate::progress::{ProgressReceiver, ProgressSink};
 use crate::settings::ExecutorSettings;
 
 /// How long a nak'd job waits before it is delivered again.
 const RETRY_DELAY: Duration = Duration::from_secs(5);
 /// How long the log forwarder may take to flush after a step ended.
 const LOG_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one condition report may take to be stored by JetStream.
+const PROGRESS_PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What every job shares.
 pub struct Runtime {
@@ -213,6 +216,13 @@ async fn run_leased(
             .logs(environment_id.as_str(), operation_id.as_str()),
         log_rx,
     ));
+    let (progress, progress_rx) = ProgressSink::channel();
+    let progress_forwarder = tokio::spawn(forward_progress(
+        runtime.jetstream.clone(),
+        runtime.subjects.result(environment_id.as_str()),
+        (environment_id.clone(), operation_id.clone(), attempt),
+        progress_rx,
+    ));
     let step_cancel = registration.token().child_token();
     let takeover = held.takeover.clone();
     let ctx = StepContext {
@@ -221,6 +231,7 @@ async fn run_leased(
         workdir,
         cancel: step_cancel.clone(),
         logs,
+        progress,
         takeover,
     };
     tracing::info!(attempt, "step started");
@@ -238,6 +249,8 @@ async fn run_leased(
     renewal_stop.cancel();
     let held = renewal.await.ok().flatten();
     let _ = tokio::time::timeout(LOG_FLUSH_TIMEOUT, forwarder).await;
+    // The observations on the way reach the results subject before the result itself.
+    let _ = tokio::time::timeout(LOG_FLUSH_TIMEOUT, progress_forwarder).await;
     if lost.is_cancelled() {
         tracing::warn!(
             attempt,
@@ -420,11 +433,54 @@ async fn publish_result(runtime: &Runtime, result: &OperationResult) -> anyhow::
         outcome = match &result.outcome {
             OperationOutcome::Succeeded { .. } => "succeeded",
             OperationOutcome::Failed { .. } => "failed",
+            OperationOutcome::Progressed { .. } => "progressed",
         },
         duplicate = ack.duplicate,
         "result published"
     );
     Ok(())
+}
+
+/// Publishes each condition the step reports to the environment's results subject, in order,
+/// each acknowledged by JetStream before the next; best effort (a report that cannot be
+/// published is logged and dropped: the step's result still decides the operation). Message
+/// ids `progress:<operation_id>:<attempt>:<n>` let JetStream drop a re-send.
+async fn forward_progress(
+    jetstream: jetstream::Context,
+    subject: String,
+    (environment_id, operation_id, attempt): (domain::EnvironmentId, OperationId, u64),
+    mut reports: ProgressReceiver,
+) {
+    let mut sent: u64 = 0;
+    while let Some(report) = reports.recv().await {
+        sent += 1;
+        let result = OperationResult {
+            environment_id: environment_id.clone(),
+            operation_id: operation_id.clone(),
+            outcome: OperationOutcome::Progressed { report },
+            attempt: Some(attempt),
+        };
+        let Ok(payload) = serde_json::to_vec(&result) else {
+            continue;
+        };
+        let publish = async {
+            jetstream
+                .send_publish(
+                    subject.clone(),
+                    PublishMessage::build()
+                        .payload(payload.into())
+                        .message_id(format!("progress:{operation_id}:{attempt}:{sent}")),
+                )
+                .await?
+                .await
+                .map_err(anyhow::Error::from)
+        };
+        match tokio::time::timeout(PROGRESS_PUBLISH_TIMEOUT, publish).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "could not publish a condition report"),
+            Err(_) => tracing::warn!("publishing a condition report timed out"),
+        }
+    }
 }
 
 /// Publishes each log line to the operation's log subject; best effort: errors are logged once.

@@ -11,6 +11,7 @@ mod job;
 pub mod lease;
 pub mod logs;
 pub mod process;
+pub mod progress;
 pub mod runner;
 pub mod settings;
 pub mod terraform_errors;

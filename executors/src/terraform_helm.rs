@@ -39,6 +39,7 @@ use bootstrap::{
     HelmInvocation, PlanInputs,
 };
 use domain::aggregate::Outputs;
+use domain::conditions::{ConditionStatus, ConditionType};
 use domain::outputs::InfraOutputs;
 use domain::spec::{Provider, Step};
 use futures::future::BoxFuture;
@@ -243,6 +244,12 @@ impl TerraformHelmDriver {
         let secrets = self.beta9_secrets(ctx, eks, &infra).await?;
         let step = BootstrapStep::new(&inputs, &access, secrets);
         let Some(session) = eks else {
+            ctx.progress.report(
+                ConditionType::ClusterReachable,
+                ConditionStatus::True,
+                "SandboxCluster",
+                "the sandbox's simulated cluster has no API server to check",
+            );
             let outputs = step
                 .run(&ctx.workdir, &StepTools::new(self, ctx, None))
                 .await?;
@@ -269,18 +276,57 @@ impl TerraformHelmDriver {
         .map_err(|e| StepError::failed(format!("cannot reach the cluster: {e}")))?;
         let note = |line: &str| ctx.logs.note(line);
         let limits = &self.readiness;
-        ready(ctx, readiness::api_server(&client, limits, &note)).await?;
+        let reachable = ConditionType::ClusterReachable;
+        let version = ready(
+            ctx,
+            (reachable, "ApiServerUnreachable"),
+            readiness::api_server(&client, limits, &note),
+        )
+        .await?;
         let minimums = readiness::node_minimums(&ctx.job.infra_model.cluster);
-        ready(ctx, readiness::nodes(&client, &minimums, limits, &note)).await?;
+        ready(
+            ctx,
+            (reachable, "NodesNotReady"),
+            readiness::nodes(&client, &minimums, limits, &note),
+        )
+        .await?;
+        let pools = minimums
+            .iter()
+            .map(|m| format!("{} {}", m.min, m.pool))
+            .collect::<Vec<_>>()
+            .join(", ");
+        ctx.progress.report(
+            reachable,
+            ConditionStatus::True,
+            "NodesReady",
+            format!("Kubernetes {version}; at least {pools} nodes Ready"),
+        );
         let helm_access = HelmKubeconfig {
             path: kubeconfig_path,
             document: step.kubeconfig.clone(),
             tokens,
         };
-        let outputs = step
+        let mut outputs = step
             .run(&ctx.workdir, &StepTools::new(self, ctx, Some(helm_access)))
             .await?;
-        ready(ctx, readiness::gateway(&client, limits, &note)).await?;
+        let app = ConditionType::AppReady;
+        let hostname = ready(
+            ctx,
+            (app, "LoadBalancerPending"),
+            readiness::load_balancer(&client, limits, &note),
+        )
+        .await?;
+        ready(
+            ctx,
+            (app, "GatewayUnavailable"),
+            readiness::gateway(&client, limits, &note),
+        )
+        .await?;
+        ctx.logs.note(&format!(
+            "Beta9 answers at {} once the domain's DNS points at the load balancer {hostname}",
+            outputs.endpoint
+        ));
+        outputs.load_balancer_hostname = Some(hostname);
         Ok(Outputs::from(&outputs))
     }
 
@@ -518,14 +564,19 @@ impl StepDriver for TerraformHelmDriver {
     }
 }
 
-/// A readiness wait of the step: a timeout fails the step with its message; a cancellation
-/// stops it.
-async fn ready(
+/// A readiness wait of the step: a timeout reports `condition` false for `reason`, and fails
+/// the step with its message; a cancellation stops it.
+async fn ready<T>(
     ctx: &StepContext,
-    wait: impl Future<Output = Result<(), NotReady>>,
-) -> Result<(), StepError> {
+    (condition, reason): (ConditionType, &str),
+    wait: impl Future<Output = Result<T, NotReady>>,
+) -> Result<T, StepError> {
     tokio::select! {
-        result = wait => result.map_err(|e| StepError::failed(e.to_string())),
+        result = wait => result.map_err(|e| {
+            let message = e.to_string();
+            ctx.progress.report(condition, ConditionStatus::False, reason, message.clone());
+            StepError::failed(message)
+        }),
         () = ctx.cancel.cancelled() => Err(StepError::Cancelled),
     }
 }
@@ -607,6 +658,15 @@ impl BootstrapRunner for StepTools<'_> {
 
     async fn remove(&self, path: &Path) -> Result<(), StepError> {
         remove_file(path).await
+    }
+
+    fn baseline_installed(&self, releases: &[&str]) {
+        self.ctx.progress.report(
+            ConditionType::BaselineInstalled,
+            ConditionStatus::True,
+            "ReleasesInstalled",
+            format!("installed: {}", releases.join(", ")),
+        );
     }
 }
 

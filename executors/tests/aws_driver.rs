@@ -59,6 +59,7 @@ fn aws_context(workdir: &Path) -> (StepContext, LogReceiver) {
         workdir: workdir.to_owned(),
         cancel: CancellationToken::new(),
         logs,
+        progress: executors::progress::ProgressSink::channel().0,
         takeover: None,
     };
     (ctx, rx)
@@ -224,8 +225,13 @@ fn quick_readiness(driver: &mut TerraformHelmDriver) {
 
 #[tokio::test]
 async fn an_aws_bootstrap_waits_for_the_cluster_gives_helm_a_fresh_token_and_leaves_none() {
-    use bootstrap::readiness::{GATEWAY_DEPLOYMENT, GATEWAY_NAMESPACE};
+    use bootstrap::readiness::{
+        GATEWAY_DEPLOYMENT, GATEWAY_NAMESPACE, INGRESS_NAMESPACE, INGRESS_SERVICE,
+    };
+    use domain::conditions::{ConditionStatus, ConditionType};
+    use executors::progress::ProgressSink;
     use system_tests::kube_api::{KubeBehaviour, StandinKubeApi};
+    const LOAD_BALANCER: &str = "a1b2c3-123456789.us-east-1.elb.amazonaws.com";
     let sts = StandinSts::expecting_external_id(EXTERNAL_ID).await;
     with_database_secret(&sts);
     let tools = tempfile::tempdir().unwrap();
@@ -233,16 +239,47 @@ async fn an_aws_bootstrap_waits_for_the_cluster_gives_helm_a_fresh_token_and_lea
     let min_nodes = usize::from(support::sandbox_model().cluster.cpu_nodes.min_nodes);
     let api = StandinKubeApi::start(
         KubeBehaviour::cpu_nodes_ready_after(min_nodes, Duration::from_millis(200))
-            .with_deployment(GATEWAY_NAMESPACE, GATEWAY_DEPLOYMENT, Some(Duration::ZERO)),
+            .with_deployment(GATEWAY_NAMESPACE, GATEWAY_DEPLOYMENT, Some(Duration::ZERO))
+            .with_load_balancer(
+                INGRESS_NAMESPACE,
+                INGRESS_SERVICE,
+                LOAD_BALANCER,
+                Some(Duration::from_millis(100)),
+            ),
     )
     .await;
-    let (ctx, mut rx) = bootstrap_context(workdir.path(), &api.endpoint());
+    let (mut ctx, mut rx) = bootstrap_context(workdir.path(), &api.endpoint());
+    let (progress, mut progress_rx) = ProgressSink::channel();
+    ctx.progress = progress;
     // The recording terraform fails any step it is run in: a bootstrap runs none.
     let mut driver = driver(&sts.endpoint(), &recording_terraform(tools.path()));
     driver.helm = executors::process::Program::new(recording_helm(tools.path()), "test helm");
     quick_readiness(&mut driver);
     let result = driver.run(ctx).await;
-    assert!(result.is_ok(), "{result:?}");
+    let outputs = result.expect("the bootstrap succeeds");
+    // The endpoint, and the load balancer its DNS must point at.
+    assert_eq!(outputs["load_balancer_hostname"], LOAD_BALANCER);
+    assert!(outputs["endpoint"].starts_with("https://"), "{outputs:?}");
+    // On the way, the cluster reachable, then the baseline installed.
+    let mut reports = Vec::new();
+    while let Ok(report) = progress_rx.try_recv() {
+        reports.push((report.condition, report.status, report.reason));
+    }
+    assert_eq!(
+        reports,
+        [
+            (
+                ConditionType::ClusterReachable,
+                ConditionStatus::True,
+                "NodesReady".to_owned()
+            ),
+            (
+                ConditionType::BaselineInstalled,
+                ConditionStatus::True,
+                "ReleasesInstalled".to_owned()
+            ),
+        ]
+    );
     assert!(
         !workdir.path().join("seen-args").exists(),
         "terraform ran in a bootstrap"
@@ -346,9 +383,24 @@ impl NeverReadyBootstrap {
 #[tokio::test]
 async fn an_aws_bootstrap_whose_nodes_never_turn_ready_fails_naming_them_and_installs_nothing() {
     // Partly moved, the rest (the servers) lives to the end of the test.
-    let setup = NeverReadyBootstrap::start("ip-10-0-1-7.ec2.internal").await;
+    let mut setup = NeverReadyBootstrap::start("ip-10-0-1-7.ec2.internal").await;
     let workdir = setup.workdir.path().to_owned();
+    let (progress, mut progress_rx) = executors::progress::ProgressSink::channel();
+    setup.ctx.progress = progress;
     let error = setup.driver.run(setup.ctx).await.expect_err("never Ready");
+    let report = progress_rx.try_recv().expect("the condition is reported");
+    assert_eq!(
+        (report.condition, report.status, report.reason.as_str()),
+        (
+            domain::conditions::ConditionType::ClusterReachable,
+            domain::conditions::ConditionStatus::False,
+            "NodesNotReady"
+        )
+    );
+    assert!(
+        report.message.contains("ip-10-0-1-7.ec2.internal"),
+        "{report:?}"
+    );
     let message = error.to_string();
     assert!(matches!(error, StepError::Failed { .. }), "{error:?}");
     assert!(

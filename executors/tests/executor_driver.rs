@@ -40,6 +40,7 @@ fn context(workdir: &Path, step: Step, simulate: Option<Simulation>) -> (StepCon
         workdir: workdir.to_owned(),
         cancel: CancellationToken::new(),
         logs,
+        progress: executors::progress::ProgressSink::channel().0,
         takeover: None,
     };
     (ctx, rx)

@@ -166,9 +166,11 @@ impl Harness {
             Instant::now() + Duration::from_secs(30),
             Duration::from_millis(100),
             async || {
-                self.result(env)
-                    .await
-                    .filter(|result| &result.operation_id == op)
+                // Not a condition observed on the way: the result that ends the operation.
+                self.result(env).await.filter(|result| {
+                    &result.operation_id == op
+                        && !matches!(result.outcome, OperationOutcome::Progressed { .. })
+                })
             },
         )
         .await
@@ -335,6 +337,7 @@ fn succeeded(result: &OperationResult) -> &BTreeMap<String, String> {
     match &result.outcome {
         OperationOutcome::Succeeded { outputs } => outputs,
         OperationOutcome::Failed { error } => panic!("expected success, got failure: {error}"),
+        OperationOutcome::Progressed { report } => panic!("expected success, got {report:?}"),
     }
 }
 

@@ -13,6 +13,7 @@
 
 use chrono::{DateTime, SubsecRound, Utc};
 use domain::aggregate::{Environment, Event};
+use domain::conditions::Conditions;
 use domain::cost::CostEstimate;
 use domain::infra_model::InfraModel;
 use domain::spec::EnvironmentSpec;
@@ -38,6 +39,10 @@ pub struct EnvironmentView {
     pub error: Option<Value>,
     /// The operation in flight: `{id, step}`.
     pub operation: Option<Value>,
+    /// `InfraReady`, `ClusterReachable`, `BaselineInstalled`, `AppReady`: each with its status,
+    /// reason, message and last transition time (`domain::conditions`). Empty on a row written
+    /// before conditions were kept, until its next event.
+    pub conditions: Conditions,
     /// The monthly cost estimate of the spec's infrastructure (`domain::cost`), derived from
     /// the spec with the current price table whenever the view is built or read, never stored;
     /// `None` only for a stored spec this build cannot read.
@@ -56,6 +61,7 @@ impl EnvironmentView {
     /// (there is nothing to show), [`ViewError::Spec`] when the spec does not serialize.
     pub fn from_state(
         state: &Environment,
+        conditions: &Conditions,
         version: i64,
         created_at: DateTime<Utc>,
         updated_at: DateTime<Utc>,
@@ -89,6 +95,7 @@ impl EnvironmentView {
                     "step": in_flight.step.as_str(),
                 })
             }),
+            conditions: conditions.clone(),
             cost: Some(cost_estimate(&requested.spec)),
             version,
             created_at,
@@ -156,18 +163,62 @@ pub struct ViewState {
     view: EnvironmentView,
 }
 
+/// What the store keeps beside a row's columns: the domain state and the conditions folded with
+/// it (which need the events' times, which the domain fold does not see). A stored state without
+/// conditions (written before they were kept) does not load, so the row is rebuilt from the
+/// event store.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StoredState {
+    #[serde(flatten)]
+    pub state: Environment,
+    pub conditions: Conditions,
+}
+
 impl ViewState {
     /// Resumes from a stored state; the view is derived from it again.
     ///
     /// Errors as [`EnvironmentView::from_state`].
     pub fn new(
         state: Environment,
+        conditions: Conditions,
         version: i64,
         created_at: DateTime<Utc>,
         updated_at: DateTime<Utc>,
     ) -> Result<Self, ViewError> {
-        let view = EnvironmentView::from_state(&state, version, created_at, updated_at)?;
+        let view =
+            EnvironmentView::from_state(&state, &conditions, version, created_at, updated_at)?;
         Ok(Self { state, view })
+    }
+
+    /// Resumes from what the store kept ([`ViewState::stored`]).
+    pub fn from_stored(
+        stored: StoredState,
+        version: i64,
+        created_at: DateTime<Utc>,
+        updated_at: DateTime<Utc>,
+    ) -> Result<Self, ViewError> {
+        Self::new(
+            stored.state,
+            stored.conditions,
+            version,
+            created_at,
+            updated_at,
+        )
+    }
+
+    /// What the store keeps beside the row (see [`StoredState`]).
+    pub fn stored(&self) -> Result<Value, ViewError> {
+        #[derive(Serialize)]
+        struct Borrowed<'a> {
+            #[serde(flatten)]
+            state: &'a Environment,
+            conditions: &'a Conditions,
+        }
+        serde_json::to_value(Borrowed {
+            state: &self.state,
+            conditions: &self.view.conditions,
+        })
+        .map_err(ViewError::State)
     }
 
     /// The domain state.
@@ -205,14 +256,16 @@ pub fn apply(current: Option<ViewState>, envelope: &EventEnvelope) -> Result<Vie
     let version = i64::try_from(envelope.sequence)
         .map_err(|_| ViewError::SequenceOutOfRange(envelope.sequence))?;
 
-    let (mut state, created_at) = match (current, &event) {
+    let (mut state, mut conditions, created_at) = match (current, &event) {
         (None, Event::EnvironmentRequested { id, .. }) if *id != envelope.environment_id => {
             return Err(ViewError::WrongEnvironment {
                 expected: envelope.environment_id.to_string(),
                 got: id.to_string(),
             });
         }
-        (None, Event::EnvironmentRequested { .. }) => (Environment::default(), at),
+        (None, Event::EnvironmentRequested { .. }) => {
+            (Environment::default(), Conditions::requested(at), at)
+        }
         (None, other) => {
             return Err(ViewError::NotRequested {
                 event_type: other.event_type().to_owned(),
@@ -225,10 +278,15 @@ pub fn apply(current: Option<ViewState>, envelope: &EventEnvelope) -> Result<Vie
                 got: envelope.environment_id.to_string(),
             });
         }
-        (Some(current), _) => (current.state, current.view.created_at),
+        (Some(current), _) => (
+            current.state,
+            current.view.conditions,
+            current.view.created_at,
+        ),
     };
     state.apply(&event);
-    ViewState::new(state, version, created_at, at)
+    conditions.observe(&event, at);
+    ViewState::new(state, conditions, version, created_at, at)
 }
 
 /// Folds `envelopes` (one environment's, in order) from nothing: `None` for no envelopes.

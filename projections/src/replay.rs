@@ -22,7 +22,7 @@ use sqlx::{PgPool, Row};
 const PAGE_SIZE: i64 = 1_000;
 
 /// The columns compared, besides the id.
-const COMPARED: [&str; 11] = [
+const COMPARED: [&str; 12] = [
     "name",
     "status",
     "provider",
@@ -30,6 +30,7 @@ const COMPARED: [&str; 11] = [
     "outputs",
     "error",
     "operation",
+    "conditions",
     "version",
     "created_at",
     "updated_at",
@@ -37,13 +38,17 @@ const COMPARED: [&str; 11] = [
 ];
 
 /// Whether `column` differs between the live row `l` and the rebuilt row `r`. A live row without
-/// a state (written before the column existed; the projection rebuilds it with the next event)
-/// is not a difference.
+/// a state, or without conditions (written before the column, or the conditions, existed; the
+/// projection rebuilds it with the next event), is not a difference.
 fn differs(column: &str) -> String {
-    if column == "state" {
-        "(l.state IS NOT NULL AND l.state IS DISTINCT FROM r.state)".to_owned()
-    } else {
-        format!("l.{column} IS DISTINCT FROM r.{column}")
+    match column {
+        "state" => "(l.state IS NOT NULL AND l.state ? 'conditions' \
+                    AND l.state IS DISTINCT FROM r.state)"
+            .to_owned(),
+        "conditions" => "(l.conditions <> '[]'::jsonb \
+                         AND l.conditions IS DISTINCT FROM r.conditions)"
+            .to_owned(),
+        _ => format!("l.{column} IS DISTINCT FROM r.{column}"),
     }
 }
 

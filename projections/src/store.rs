@@ -18,9 +18,9 @@
 //! `1..=v`, so when two transactions race to create the same row, keeping the higher version is
 //! correct.
 
-use crate::environment_view::{self, EnvironmentView, ViewError, ViewState};
+use crate::environment_view::{self, EnvironmentView, StoredState, ViewError, ViewState};
 use crate::{Error, Result};
-use domain::aggregate::Environment;
+use domain::conditions::Conditions;
 use domain::text::error_chain;
 use domain::wire::EventEnvelope;
 use event_store::reader::{self, ReadError};
@@ -132,8 +132,8 @@ impl BatchOutcome {
 }
 
 /// The columns of a view table, in the order [`view_from_row`] and the upsert use.
-pub(crate) const COLUMNS: &str =
-    "id, name, status, provider, spec, outputs, error, operation, version, created_at, updated_at";
+pub(crate) const COLUMNS: &str = "id, name, status, provider, spec, outputs, error, operation, conditions, version, created_at, \
+     updated_at";
 
 pub(crate) fn view_from_row(row: &PgRow) -> Result<EnvironmentView, sqlx::Error> {
     let spec: Value = row.try_get("spec")?;
@@ -147,6 +147,9 @@ pub(crate) fn view_from_row(row: &PgRow) -> Result<EnvironmentView, sqlx::Error>
         outputs: row.try_get("outputs")?,
         error: row.try_get("error")?,
         operation: row.try_get("operation")?,
+        conditions: row
+            .try_get::<sqlx::types::Json<Conditions>, _>("conditions")?
+            .0,
         version: row.try_get("version")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
@@ -158,9 +161,11 @@ fn state_from_row(row: &PgRow, view: &EnvironmentView) -> Result<Option<ViewStat
     let Some(stored) = row.try_get::<Option<Value>, _>("state")? else {
         return Ok(None);
     };
-    let resumed = serde_json::from_value::<Environment>(stored)
+    let resumed = serde_json::from_value::<StoredState>(stored)
         .map_err(ViewError::State)
-        .and_then(|state| ViewState::new(state, view.version, view.created_at, view.updated_at));
+        .and_then(|stored| {
+            ViewState::from_stored(stored, view.version, view.created_at, view.updated_at)
+        });
     match resumed {
         Ok(resumed) => Ok(Some(resumed)),
         Err(err) => {
@@ -292,11 +297,12 @@ pub async fn apply_batch(
 
     let upsert = format!(
         "INSERT INTO {table} AS v ({COLUMNS}, state) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
          ON CONFLICT (id) DO UPDATE SET \
            name = EXCLUDED.name, status = EXCLUDED.status, provider = EXCLUDED.provider, \
            spec = EXCLUDED.spec, outputs = EXCLUDED.outputs, error = EXCLUDED.error, \
-           operation = EXCLUDED.operation, version = EXCLUDED.version, \
+           operation = EXCLUDED.operation, conditions = EXCLUDED.conditions, \
+           version = EXCLUDED.version, \
            created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, \
            state = EXCLUDED.state \
          WHERE v.version < EXCLUDED.version",
@@ -317,6 +323,7 @@ pub async fn apply_batch(
             .bind(&view.outputs)
             .bind(&view.error)
             .bind(&view.operation)
+            .bind(sqlx::types::Json(&view.conditions))
             .bind(view.version)
             .bind(view.created_at)
             .bind(view.updated_at)
@@ -336,8 +343,7 @@ fn fold_one(
     envelope: &EventEnvelope,
 ) -> Result<(ViewState, Value), String> {
     let next = environment_view::apply(previous, envelope).map_err(|err| error_chain(&err))?;
-    let stored =
-        serde_json::to_value(next.state()).map_err(|err| error_chain(&ViewError::State(err)))?;
+    let stored = next.stored().map_err(|err| error_chain(&err))?;
     Ok((next, stored))
 }
 

@@ -4,6 +4,7 @@
 mod support;
 
 use domain::aggregate::{Environment, Event};
+use domain::conditions::{ConditionStatus, ConditionType, Conditions};
 use domain::spec::Step;
 use projections::environment_view::{self, EnvironmentView, ViewError, ViewState};
 use serde_json::json;
@@ -319,6 +320,7 @@ fn the_view_serializes_with_the_api_field_names() {
     assert_eq!(
         keys,
         [
+            "conditions",
             "cost",
             "created_at",
             "error",
@@ -554,25 +556,45 @@ fn the_view_is_a_function_of_the_domain_state() {
 
     assert_eq!(folded.state(), &aggregate);
     assert_eq!(
-        EnvironmentView::from_state(&aggregate, view.version, view.created_at, view.updated_at)
-            .unwrap(),
+        EnvironmentView::from_state(
+            &aggregate,
+            &view.conditions,
+            view.version,
+            view.created_at,
+            view.updated_at
+        )
+        .unwrap(),
         *view
     );
     let resumed = ViewState::new(
         aggregate.clone(),
+        view.conditions.clone(),
         view.version,
         view.created_at,
         view.updated_at,
     )
     .unwrap();
     assert_eq!(resumed, folded);
+    // The bootstrap failed before anything was observed: at the cluster.
+    let reachable = view.conditions.get(ConditionType::ClusterReachable);
+    assert_eq!(reachable.status, ConditionStatus::False);
+    assert_eq!(reachable.message, "helm timed out");
+    let infra = view.conditions.get(ConditionType::InfraReady);
+    assert_eq!(infra.status, ConditionStatus::True);
+    assert_eq!(
+        infra.last_transition_time,
+        // As Postgres keeps it (microseconds).
+        chrono::SubsecRound::trunc_subsecs(history.envelopes()[2].recorded_at, 6)
+    );
 }
 
 #[test]
 fn a_state_without_environment_requested_has_no_view() {
-    let err = EnvironmentView::from_state(&Environment::default(), 1, at(0), at(0)).unwrap_err();
+    let none = Conditions::requested(at(0));
+    let err =
+        EnvironmentView::from_state(&Environment::default(), &none, 1, at(0), at(0)).unwrap_err();
     assert!(matches!(err, ViewError::Unrequested), "{err:?}");
-    let err = ViewState::new(Environment::default(), 1, at(0), at(0)).unwrap_err();
+    let err = ViewState::new(Environment::default(), none, 1, at(0), at(0)).unwrap_err();
     assert!(matches!(err, ViewError::Unrequested), "{err:?}");
 }
 

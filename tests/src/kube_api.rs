@@ -1,6 +1,6 @@
 //! A stand-in Kubernetes API server at the HTTP boundary, for the bootstrap's readiness checks:
 //! the real `kube` client points at it. It serves what those checks read — `/version`, the
-//! nodes, the namespaces, one namespace's deployments — as JSON in the API's own shapes, and is
+//! nodes, the namespaces, one namespace's deployments and LoadBalancer services — as JSON in the API's own shapes, and is
 //! told how the cluster behaves: which nodes (of which pool) turn Ready when, or never, and when
 //! the Beta9 gateway Deployment becomes available, or never.
 //!
@@ -60,11 +60,22 @@ pub struct StandinDeployment {
     pub available_after: Option<Duration>,
 }
 
+/// One Service of type LoadBalancer: where, the hostname its load balancer gets, and when
+/// (`None`: never; it exists, pending).
+#[derive(Clone, Debug)]
+pub struct StandinLoadBalancer {
+    pub namespace: String,
+    pub name: String,
+    pub hostname: String,
+    pub assigned_after: Option<Duration>,
+}
+
 /// How the stand-in cluster behaves.
 #[derive(Clone, Debug, Default)]
 pub struct KubeBehaviour {
     pub nodes: Vec<StandinNode>,
     pub deployments: Vec<StandinDeployment>,
+    pub load_balancers: Vec<StandinLoadBalancer>,
     /// Namespaces that exist (besides `default` and `kube-system`).
     pub namespaces: Vec<String>,
 }
@@ -91,6 +102,29 @@ impl KubeBehaviour {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
             available_after,
+        });
+        if !self.namespaces.iter().any(|ns| ns == namespace) {
+            self.namespaces.push(namespace.to_owned());
+        }
+        self
+    }
+}
+
+impl KubeBehaviour {
+    /// Adds the Service `namespace/name` of type LoadBalancer, whose load balancer gets
+    /// `hostname` after `assigned_after` (or never).
+    pub fn with_load_balancer(
+        mut self,
+        namespace: &str,
+        name: &str,
+        hostname: &str,
+        assigned_after: Option<Duration>,
+    ) -> Self {
+        self.load_balancers.push(StandinLoadBalancer {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            hostname: hostname.to_owned(),
+            assigned_after,
         });
         if !self.namespaces.iter().any(|ns| ns == namespace) {
             self.namespaces.push(namespace.to_owned());
@@ -126,6 +160,10 @@ impl StandinKubeApi {
             .route(
                 "/apis/apps/v1/namespaces/{ns}/deployments/{name}",
                 axum::routing::get(deployment),
+            )
+            .route(
+                "/api/v1/namespaces/{ns}/services/{name}",
+                axum::routing::get(service),
             )
             .fallback(not_found)
             .with_state(shared.clone());
@@ -283,6 +321,35 @@ async fn deployment(
                 "reason": if available { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" },
             }],
         },
+    }))
+    .into_response()
+}
+
+async fn service(
+    State(shared): SharedState,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    record(&shared, &headers);
+    let Some(found) = shared
+        .behaviour
+        .load_balancers
+        .iter()
+        .find(|s| s.namespace == ns && s.name == name)
+    else {
+        return status_not_found("services", &name);
+    };
+    let ingress = if reached(&shared, found.assigned_after) {
+        json!([{"hostname": found.hostname}])
+    } else {
+        json!([])
+    };
+    Json(json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"type": "LoadBalancer", "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]},
+        "status": {"loadBalancer": {"ingress": ingress}},
     }))
     .into_response()
 }

@@ -8,7 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bootstrap::readiness::{GATEWAY_DEPLOYMENT, GATEWAY_NAMESPACE};
+use bootstrap::readiness::{
+    GATEWAY_DEPLOYMENT, GATEWAY_NAMESPACE, INGRESS_NAMESPACE, INGRESS_SERVICE,
+};
 use system_tests::aws::{Moto, StandinSts};
 use system_tests::kube_api::{KubeBehaviour, StandinKubeApi};
 use system_tests::{Stack, StackOptions, binary_dir, count};
@@ -17,6 +19,9 @@ const WITHIN: Duration = Duration::from_secs(120);
 const BUCKET: &str = "acme-provisioner-state";
 const EXTERNAL_ID: &str = "canary-ext-id-3c9d1f";
 const ACCOUNT: &str = "210987654321";
+/// The hostname AWS gives the ingress controller's load balancer.
+const LOAD_BALANCER: &str =
+    "k8s-ingressn-ingressn-0a1b2c3d4e-0123456789abcdef.elb.us-east-1.amazonaws.com";
 
 /// `terraform` and `helm` on the executor's settings: the stand-ins built into the binary; the
 /// cluster endpoint terraform reports (the stand-in's `https://….sandbox.invalid`) is replaced by
@@ -121,11 +126,18 @@ async fn an_aws_environment_goes_from_create_to_destroyed_through_moto_sts() {
     let moto = Moto::start().await;
     // The small profile's CPU pool has a minimum of 1 node.
     let cluster = StandinKubeApi::start(
-        KubeBehaviour::cpu_nodes_ready_after(2, Duration::from_millis(500)).with_deployment(
-            GATEWAY_NAMESPACE,
-            GATEWAY_DEPLOYMENT,
-            Some(Duration::from_secs(1)),
-        ),
+        KubeBehaviour::cpu_nodes_ready_after(2, Duration::from_millis(500))
+            .with_deployment(
+                GATEWAY_NAMESPACE,
+                GATEWAY_DEPLOYMENT,
+                Some(Duration::from_secs(1)),
+            )
+            .with_load_balancer(
+                INGRESS_NAMESPACE,
+                INGRESS_SERVICE,
+                LOAD_BALANCER,
+                Some(Duration::from_millis(500)),
+            ),
     )
     .await;
     let secrets = customer_secrets(moto.endpoint()).await;
@@ -158,6 +170,37 @@ async fn an_aws_environment_goes_from_create_to_destroyed_through_moto_sts() {
     ] {
         assert!(ready["outputs"][output].is_string(), "{output} in {ready}");
     }
+    // The endpoint: the configured domain, served through the ingress load balancer.
+    assert_eq!(ready["outputs"]["load_balancer_hostname"], LOAD_BALANCER);
+    assert!(
+        ready["outputs"]["endpoint"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("https://")),
+        "{ready}"
+    );
+    // Every condition true, with the reasons the executor gave on the way.
+    let conditions: Vec<(&str, &str, &str)> = ready["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .map(|c| {
+            (
+                c["type"].as_str().unwrap(),
+                c["status"].as_str().unwrap(),
+                c["reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        conditions,
+        [
+            ("InfraReady", "True", "Applied"),
+            ("ClusterReachable", "True", "NodesReady"),
+            ("BaselineInstalled", "True", "ReleasesInstalled"),
+            ("AppReady", "True", "Available"),
+        ],
+        "{ready}"
+    );
     let workdir = stack.workdir(&id);
     assert!(workdir.join("main.tf.json").is_file());
     let config: serde_json::Value =

@@ -1,3 +1,4 @@
+use crate::conditions::ConditionReport;
 use crate::ids::{EnvironmentId, OperationId};
 use crate::spec::{EnvironmentSpec, Step};
 use serde::{Deserialize, Serialize};
@@ -20,7 +21,7 @@ pub enum Command {
     /// The deadline sweep reports that an operation's deadline passed without a result. Like a
     /// result, it counts only for the operation in flight.
     TimeOutOperation { operation_id: OperationId },
-    /// An executor reports how an operation ended.
+    /// An executor reports how an operation ended, or a condition it observed on the way.
     CompleteOperation {
         operation_id: OperationId,
         outcome: OperationOutcome,
@@ -31,7 +32,8 @@ pub enum Command {
     Destroy,
 }
 
-/// The end of an operation, as reported by an executor.
+/// What an executor reports of an operation: how it ended, or, on the way, a condition it
+/// observed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum OperationOutcome {
@@ -41,6 +43,11 @@ pub enum OperationOutcome {
     },
     Failed {
         error: String,
+    },
+    /// Not an end: the operation goes on (recorded as `BootstrapProgressed` while a bootstrap
+    /// is in flight; ignored otherwise).
+    Progressed {
+        report: ConditionReport,
     },
 }
 

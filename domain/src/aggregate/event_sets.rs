@@ -88,6 +88,15 @@ mod tests {
                 operation_id: op.clone(),
                 job: job.clone(),
             },
+            Event::BootstrapProgressed {
+                operation_id: op.clone(),
+                report: crate::conditions::ConditionReport {
+                    condition: crate::conditions::ConditionType::ClusterReachable,
+                    status: crate::conditions::ConditionStatus::True,
+                    reason: "NodesReady".into(),
+                    message: String::new(),
+                },
+            },
             Event::BootstrapCompleted {
                 operation_id: op.clone(),
                 outputs: Default::default(),
@@ -120,7 +129,7 @@ mod tests {
                 error: "e".into(),
             },
         ];
-        let mut covered = [false; 14];
+        let mut covered = [false; 15];
         for event in &events {
             let index = match event {
                 Event::EnvironmentRequested { .. } => 0,
@@ -137,6 +146,7 @@ mod tests {
                 Event::InfraDestroyed { .. } => 11,
                 Event::DestroyFailed { .. } => 12,
                 Event::OperationTimedOut { .. } => 13,
+                Event::BootstrapProgressed { .. } => 14,
             };
             covered[index] = true;
         }

@@ -1,3 +1,4 @@
+use crate::conditions::ConditionReport;
 use crate::ids::{EnvironmentId, OperationId};
 use crate::infra_model::InfraModel;
 use crate::spec::{Beta9Spec, CustomerRole, EnvironmentName, EnvironmentSpec, Simulation, Step};
@@ -22,6 +23,7 @@ pub fn current_version(event_type: &str) -> Option<u32> {
         | "InfraApplied"
         | "InfraApplyFailed"
         | "BootstrapStarted"
+        | "BootstrapProgressed"
         | "BootstrapCompleted"
         | "BootstrapFailed"
         | "RetryRequested"
@@ -97,6 +99,12 @@ pub enum Event {
         operation_id: OperationId,
         job: OperationJob,
     },
+    /// The executor observed a condition on the way (the cluster reachable, the baseline
+    /// installed): recorded for the operation in flight, once per condition and status.
+    BootstrapProgressed {
+        operation_id: OperationId,
+        report: ConditionReport,
+    },
     BootstrapCompleted {
         operation_id: OperationId,
         outputs: Outputs,
@@ -144,6 +152,7 @@ impl Event {
             Event::InfraApplied { .. } => "InfraApplied",
             Event::InfraApplyFailed { .. } => "InfraApplyFailed",
             Event::BootstrapStarted { .. } => "BootstrapStarted",
+            Event::BootstrapProgressed { .. } => "BootstrapProgressed",
             Event::BootstrapCompleted { .. } => "BootstrapCompleted",
             Event::BootstrapFailed { .. } => "BootstrapFailed",
             Event::RetryRequested { .. } => "RetryRequested",
@@ -179,6 +188,7 @@ impl Event {
             | Event::InfraApplied { operation_id, .. }
             | Event::InfraApplyFailed { operation_id, .. }
             | Event::BootstrapStarted { operation_id, .. }
+            | Event::BootstrapProgressed { operation_id, .. }
             | Event::BootstrapCompleted { operation_id, .. }
             | Event::BootstrapFailed { operation_id, .. }
             | Event::OperationCancelled { operation_id, .. }

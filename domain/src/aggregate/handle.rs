@@ -75,6 +75,24 @@ impl Environment {
             return Ok(vec![]);
         };
         let event = match (in_flight.step, outcome) {
+            (Step::Bootstrap, OperationOutcome::Progressed { report }) => {
+                let report = report.bounded();
+                if in_flight
+                    .reported
+                    .contains(&(report.condition, report.status))
+                {
+                    // Reported again (a redelivered message, a re-run after a crash).
+                    return Ok(vec![]);
+                }
+                Event::BootstrapProgressed {
+                    operation_id,
+                    report,
+                }
+            }
+            // Only the bootstrap reports conditions on the way.
+            (Step::Infra | Step::Destroy, OperationOutcome::Progressed { .. }) => {
+                return Ok(vec![]);
+            }
             (Step::Infra, OperationOutcome::Succeeded { outputs }) => Event::InfraApplied {
                 operation_id,
                 outputs,

@@ -1,4 +1,5 @@
 use super::events::{Event, FailureInfo, OperationJob, Outputs};
+use crate::conditions::{ConditionStatus, ConditionType};
 use crate::ids::{EnvironmentId, OperationId};
 use crate::infra_model::InfraModel;
 use crate::spec::{EnvironmentSpec, Step};
@@ -72,6 +73,10 @@ pub struct InFlight {
     /// The job's `timeout_seconds`.
     #[serde(default)]
     pub timeout_seconds: Option<u64>,
+    /// The conditions the executor reported for this operation so far, with their status: a
+    /// report already recorded is not recorded again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reported: Vec<(ConditionType, ConditionStatus)>,
 }
 
 /// The identity and spec fixed at request time.
@@ -132,6 +137,11 @@ impl Environment {
                 self.infra_outputs = outputs.clone();
                 self.outputs = outputs.clone();
                 self.pending = Some(Step::Bootstrap);
+            }
+            Event::BootstrapProgressed { report, .. } => {
+                if let Some(in_flight) = &mut self.in_flight {
+                    in_flight.reported.push((report.condition, report.status));
+                }
             }
             Event::BootstrapCompleted { outputs, .. } => {
                 self.in_flight = None;
@@ -194,6 +204,7 @@ impl Environment {
             operation_id: operation_id.clone(),
             step,
             timeout_seconds: job.timeout_seconds,
+            reported: Vec::new(),
         });
         self.status = status;
     }

@@ -1,6 +1,7 @@
 //! Given/when/then tests for every command and every rejection.
 
 use super::*;
+use crate::conditions::{ConditionReport, ConditionStatus, ConditionType};
 use crate::ids::{EnvironmentId, OperationId};
 use crate::infra_model::InfraModel;
 use crate::spec::*;
@@ -627,4 +628,98 @@ fn an_aws_job_carries_the_customer_role_and_a_sandbox_job_none() {
 
     let events = given(&[requested()]).when(start(1)).result.unwrap();
     assert_eq!(events[0].job().unwrap().1.customer_role, None);
+}
+
+fn progressed(condition: ConditionType, status: ConditionStatus, reason: &str) -> OperationOutcome {
+    OperationOutcome::Progressed {
+        report: ConditionReport {
+            condition,
+            status,
+            reason: reason.to_owned(),
+            message: "seen".to_owned(),
+        },
+    }
+}
+
+#[test]
+fn a_bootstrap_records_what_its_executor_observes_once_and_stays_in_flight() {
+    let reachable = progressed(
+        ConditionType::ClusterReachable,
+        ConditionStatus::True,
+        "NodesReady",
+    );
+    let state = given(&[
+        requested(),
+        infra_started(1),
+        infra_applied(1),
+        bootstrap_started(2),
+    ])
+    .when(complete(2, reachable.clone()))
+    .then_expect_events(&[Event::BootstrapProgressed {
+        operation_id: op(2),
+        report: ConditionReport {
+            condition: ConditionType::ClusterReachable,
+            status: ConditionStatus::True,
+            reason: "NodesReady".to_owned(),
+            message: "seen".to_owned(),
+        },
+    }]);
+    assert_eq!(state.status, Status::Bootstrapping);
+    assert!(state.in_flight.is_some());
+    // The same observation again (a redelivery, a re-run after a crash) records nothing.
+    Scenario {
+        state: state.clone(),
+    }
+    .when(complete(2, reachable))
+    .then_expect_events(&[]);
+    // A later operation's result still completes it.
+    Scenario { state }
+        .when(complete(2, succeeded(&[])))
+        .then_expect_events(&[Event::BootstrapCompleted {
+            operation_id: op(2),
+            outputs: Outputs::new(),
+        }]);
+}
+
+#[test]
+fn progress_of_another_step_or_operation_is_ignored_and_a_report_is_bounded() {
+    let reachable = progressed(
+        ConditionType::ClusterReachable,
+        ConditionStatus::True,
+        "NodesReady",
+    );
+    given(&[requested(), infra_started(1)])
+        .when(complete(1, reachable.clone()))
+        .then_expect_events(&[]);
+    given(&[
+        requested(),
+        infra_started(1),
+        infra_applied(1),
+        bootstrap_started(2),
+    ])
+    .when(complete(3, reachable))
+    .then_expect_events(&[]);
+    let mut hostile = progressed(
+        ConditionType::AppReady,
+        ConditionStatus::False,
+        &format!("Bad reason\n{}", "x".repeat(500)),
+    );
+    if let OperationOutcome::Progressed { report } = &mut hostile {
+        report.message = "m".repeat(100_000);
+    }
+    let events = given(&[
+        requested(),
+        infra_started(1),
+        infra_applied(1),
+        bootstrap_started(2),
+    ])
+    .when(complete(2, hostile))
+    .result
+    .unwrap();
+    let Event::BootstrapProgressed { report, .. } = &events[0] else {
+        panic!("{events:?}")
+    };
+    assert_eq!(report.reason.len(), crate::conditions::MAX_REASON);
+    assert!(report.reason.starts_with("Badreason"));
+    assert!(report.message.len() <= crate::conditions::MAX_MESSAGE);
 }

@@ -163,6 +163,7 @@ mod tests {
             "InfraApplied",
             "InfraApplyFailed",
             "BootstrapStarted",
+            "BootstrapProgressed",
             "BootstrapCompleted",
             "BootstrapFailed",
             "RetryRequested",
