@@ -30,10 +30,21 @@ pub struct ProviderProcess {
     child: Child,
     subcommand: &'static str,
     env: BTreeMap<String, String>,
+    log: Option<PathBuf>,
 }
 
 impl ProviderProcess {
     pub fn spawn(subcommand: &'static str, env: BTreeMap<String, String>) -> Self {
+        Self::spawn_logging(subcommand, env, None)
+    }
+
+    /// Like [`Self::spawn`]; with `log`, the process's stdout and stderr (its log lines) are
+    /// appended to that file (unless `TEST_LOG` shows them on the terminal instead).
+    pub fn spawn_logging(
+        subcommand: &'static str,
+        env: BTreeMap<String, String>,
+        log: Option<PathBuf>,
+    ) -> Self {
         let mut command = Command::new(binary_dir().join("provisioner"));
         command
             .arg(subcommand)
@@ -47,6 +58,14 @@ impl ProviderProcess {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             );
+        } else if let Some(path) = &log {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+            let stderr = file.try_clone().expect("clone the log file");
+            command.stdout(file).stderr(stderr);
         } else {
             command.stdout(Stdio::null()).stderr(Stdio::null());
         }
@@ -57,6 +76,7 @@ impl ProviderProcess {
             child,
             subcommand,
             env,
+            log,
         }
     }
 
@@ -75,7 +95,7 @@ impl ProviderProcess {
         for (key, value) in extra {
             env.insert((*key).to_owned(), (*value).to_owned());
         }
-        Self::spawn(self.subcommand, env)
+        Self::spawn_logging(self.subcommand, env, self.log.clone())
     }
 
     pub fn id(&self) -> Option<u32> {
