@@ -39,7 +39,7 @@ impl ProviderProcess {
     }
 
     /// Like [`Self::spawn`]; with `log`, the process's stdout and stderr (its log lines) are
-    /// appended to that file (unless `TEST_LOG` shows them on the terminal instead).
+    /// appended to that file (whether or not `TEST_LOG` is set).
     pub fn spawn_logging(
         subcommand: &'static str,
         env: BTreeMap<String, String>,
@@ -53,12 +53,7 @@ impl ProviderProcess {
             .envs(&env)
             .stdin(Stdio::null())
             .kill_on_drop(true);
-        if std::env::var("TEST_LOG").is_ok() {
-            command.env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            );
-        } else if let Some(path) = &log {
+        if let Some(path) = &log {
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -66,6 +61,11 @@ impl ProviderProcess {
                 .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
             let stderr = file.try_clone().expect("clone the log file");
             command.stdout(file).stderr(stderr);
+        } else if std::env::var("TEST_LOG").is_ok() {
+            command.env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            );
         } else {
             command.stdout(Stdio::null()).stderr(Stdio::null());
         }

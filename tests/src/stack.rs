@@ -29,7 +29,8 @@ pub struct StackOptions {
     /// Extra environment for the executor process.
     pub executor_env: Vec<(String, String)>,
     /// Keep the processes' own log output, logged at this `RUST_LOG` filter, for
-    /// [`Stack::process_logs`] (without it, their output is discarded).
+    /// [`Stack::process_logs`], with or without `TEST_LOG` (without it, their output is
+    /// discarded, or shown with `TEST_LOG`).
     pub log_filter: Option<String>,
 }
 
