@@ -10,6 +10,7 @@
 //! header is recorded, so tests see which bearer token the client sent.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -136,6 +137,9 @@ impl KubeBehaviour {
 struct Shared {
     behaviour: KubeBehaviour,
     started: Instant,
+    /// Set by [`StandinKubeApi::make_everything_ready`]: every node Ready, every Deployment
+    /// available, whatever the behaviour said.
+    everything_ready: AtomicBool,
     authorizations: Mutex<Vec<Option<String>>>,
 }
 
@@ -150,6 +154,7 @@ impl StandinKubeApi {
         let shared = Arc::new(Shared {
             behaviour,
             started: Instant::now(),
+            everything_ready: AtomicBool::new(false),
             authorizations: Mutex::new(Vec::new()),
         });
         let app = axum::Router::new()
@@ -178,6 +183,12 @@ impl StandinKubeApi {
         self.server.endpoint()
     }
 
+    /// From now on every node is Ready and every Deployment available, including those the
+    /// behaviour said never would be: the cluster recovered (a test's retry then succeeds).
+    pub fn make_everything_ready(&self) {
+        self.shared.everything_ready.store(true, Ordering::SeqCst);
+    }
+
     /// The `Authorization` header of every request so far, in order.
     pub fn authorizations(&self) -> Vec<Option<String>> {
         self.shared.authorizations.lock().unwrap().clone()
@@ -195,7 +206,8 @@ fn record(shared: &Shared, headers: &HeaderMap) {
 }
 
 fn reached(shared: &Shared, after: Option<Duration>) -> bool {
-    after.is_some_and(|after| shared.started.elapsed() >= after)
+    shared.everything_ready.load(Ordering::SeqCst)
+        || after.is_some_and(|after| shared.started.elapsed() >= after)
 }
 
 async fn version(State(shared): SharedState, headers: HeaderMap) -> Json<Value> {

@@ -10,6 +10,8 @@
 mod api;
 mod app;
 pub mod aws;
+pub mod aws_stack;
+pub mod canary;
 pub mod dev;
 pub mod fixtures;
 pub mod invariants;

@@ -30,10 +30,21 @@ pub struct ProviderProcess {
     child: Child,
     subcommand: &'static str,
     env: BTreeMap<String, String>,
+    log: Option<PathBuf>,
 }
 
 impl ProviderProcess {
     pub fn spawn(subcommand: &'static str, env: BTreeMap<String, String>) -> Self {
+        Self::spawn_logging(subcommand, env, None)
+    }
+
+    /// Like [`Self::spawn`]; with `log`, the process's stdout and stderr (its log lines) are
+    /// appended to that file (whether or not `TEST_LOG` is set).
+    pub fn spawn_logging(
+        subcommand: &'static str,
+        env: BTreeMap<String, String>,
+        log: Option<PathBuf>,
+    ) -> Self {
         let mut command = Command::new(binary_dir().join("provisioner"));
         command
             .arg(subcommand)
@@ -42,7 +53,15 @@ impl ProviderProcess {
             .envs(&env)
             .stdin(Stdio::null())
             .kill_on_drop(true);
-        if std::env::var("TEST_LOG").is_ok() {
+        if let Some(path) = &log {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+            let stderr = file.try_clone().expect("clone the log file");
+            command.stdout(file).stderr(stderr);
+        } else if std::env::var("TEST_LOG").is_ok() {
             command.env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -57,6 +76,7 @@ impl ProviderProcess {
             child,
             subcommand,
             env,
+            log,
         }
     }
 
@@ -75,7 +95,7 @@ impl ProviderProcess {
         for (key, value) in extra {
             env.insert((*key).to_owned(), (*value).to_owned());
         }
-        Self::spawn(self.subcommand, env)
+        Self::spawn_logging(self.subcommand, env, self.log.clone())
     }
 
     pub fn id(&self) -> Option<u32> {

@@ -14,6 +14,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// The log files of the API and executor processes (every executor of the stack appends to
+/// the one file), in [`Stack::process_logs`].
+const API_LOG: &str = "serve.log";
+const EXECUTOR_LOG: &str = "executor.log";
+
 /// What to start.
 #[derive(Clone, Debug)]
 pub struct StackOptions {
@@ -23,6 +28,10 @@ pub struct StackOptions {
     pub api_env: Vec<(String, String)>,
     /// Extra environment for the executor process.
     pub executor_env: Vec<(String, String)>,
+    /// Keep the processes' own log output, logged at this `RUST_LOG` filter, for
+    /// [`Stack::process_logs`], with or without `TEST_LOG` (without it, their output is
+    /// discarded, or shown with `TEST_LOG`).
+    pub log_filter: Option<String>,
 }
 
 impl Default for StackOptions {
@@ -31,6 +40,7 @@ impl Default for StackOptions {
             executor: true,
             api_env: Vec::new(),
             executor_env: Vec::new(),
+            log_filter: None,
         }
     }
 }
@@ -48,6 +58,8 @@ pub struct Stack {
     database: String,
     database_url: String,
     data_dir: tempfile::TempDir,
+    /// The processes' log files, when [`StackOptions::log_filter`] asked for them.
+    logs_dir: Option<tempfile::TempDir>,
 }
 
 fn random_suffix() -> String {
@@ -96,11 +108,20 @@ impl Stack {
         executor_env.insert("PROVISIONER_EXECUTOR_HEARTBEAT_MS".into(), "500".into());
         executor_env.insert("PROVISIONER_EXECUTOR_ACK_WAIT_MS".into(), "3000".into());
         executor_env.extend(options.executor_env.iter().cloned());
+        if let Some(filter) = &options.log_filter {
+            api_env.insert("RUST_LOG".into(), filter.clone());
+            executor_env.insert("RUST_LOG".into(), filter.clone());
+        }
+        let logs_dir = options
+            .log_filter
+            .is_some()
+            .then(|| tempfile::tempdir().expect("tempdir"));
+        let log_file = |name: &str| logs_dir.as_ref().map(|dir| dir.path().join(name));
 
-        let api = ProviderProcess::spawn("serve", api_env);
-        let executor = options
-            .executor
-            .then(|| ProviderProcess::spawn("executor", executor_env.clone()));
+        let api = ProviderProcess::spawn_logging("serve", api_env, log_file(API_LOG));
+        let executor = options.executor.then(|| {
+            ProviderProcess::spawn_logging("executor", executor_env.clone(), log_file(EXECUTOR_LOG))
+        });
         let pool = PgPool::connect(&database_url)
             .await
             .expect("connect test db");
@@ -115,6 +136,7 @@ impl Stack {
             database,
             database_url,
             data_dir,
+            logs_dir,
         };
         stack.wait_ready().await;
         stack
@@ -192,6 +214,34 @@ impl Stack {
         }
     }
 
+    /// The executor's data directory (`PROVISIONER_DATA_DIR`): the workdirs and whatever else
+    /// it keeps.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.data_dir.path()
+    }
+
+    /// The processes' own log output so far, as (file name, text), when the stack was started
+    /// with [`StackOptions::log_filter`]; empty otherwise.
+    pub fn process_logs(&self) -> Vec<(String, String)> {
+        let Some(dir) = &self.logs_dir else {
+            return Vec::new();
+        };
+        [API_LOG, EXECUTOR_LOG]
+            .into_iter()
+            .filter_map(|name| {
+                let text = std::fs::read(dir.path().join(name)).ok()?;
+                Some((name.to_owned(), String::from_utf8_lossy(&text).into_owned()))
+            })
+            .collect()
+    }
+
+    /// The log file of the stack's executors, when it keeps logs.
+    fn executor_log(&self) -> Option<PathBuf> {
+        self.logs_dir
+            .as_ref()
+            .map(|dir| dir.path().join(EXECUTOR_LOG))
+    }
+
     /// The executor's working directory for one environment.
     pub fn workdir(&self, id: &str) -> PathBuf {
         self.data_dir.path().join("workdirs").join(id)
@@ -239,15 +289,12 @@ impl Stack {
     /// Starts another executor process beside the stack's own (same settings, same data dir:
     /// as two replicas sharing nothing but NATS and the state backend would).
     pub fn spawn_executor(&self) -> ProviderProcess {
-        ProviderProcess::spawn("executor", self.executor_env.clone())
+        ProviderProcess::spawn_logging("executor", self.executor_env.clone(), self.executor_log())
     }
 
     /// Starts a (new) executor process, whether or not the stack started with one.
     pub fn restart_executor(&mut self) {
-        self.executor = Some(ProviderProcess::spawn(
-            "executor",
-            self.executor_env.clone(),
-        ));
+        self.executor = Some(self.spawn_executor());
     }
 }
 

@@ -5,121 +5,20 @@
 //! configure a real one. The cluster the outputs name is the stand-in Kubernetes API, which the
 //! bootstrap's readiness checks reach with the real `kube` client.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bootstrap::readiness::{
     GATEWAY_DEPLOYMENT, GATEWAY_NAMESPACE, INGRESS_NAMESPACE, INGRESS_SERVICE,
 };
 use system_tests::aws::{Moto, StandinSts};
+use system_tests::aws_stack::{DB_PASSWORD, EXTERNAL_ID, aws_stack, aws_yaml, customer_secrets};
+use system_tests::count;
 use system_tests::kube_api::{KubeBehaviour, StandinKubeApi};
-use system_tests::{Stack, StackOptions, binary_dir, count};
 
 const WITHIN: Duration = Duration::from_secs(120);
-const BUCKET: &str = "acme-provisioner-state";
-const EXTERNAL_ID: &str = "canary-ext-id-3c9d1f";
-const ACCOUNT: &str = "210987654321";
 /// The hostname AWS gives the ingress controller's load balancer.
 const LOAD_BALANCER: &str =
     "k8s-ingressn-ingressn-0a1b2c3d4e-0123456789abcdef.elb.us-east-1.amazonaws.com";
-
-/// `terraform` and `helm` on the executor's settings: the stand-ins built into the binary; the
-/// cluster endpoint terraform reports (the stand-in's `https://….sandbox.invalid`) is replaced by
-/// `cluster`, and the database's password secret by `database_secret_arn`, as a real apply
-/// reports the real cluster's and the secret RDS made.
-fn tools(dir: &Path, cluster: &str, database_secret_arn: &str) -> (PathBuf, PathBuf) {
-    let provisioner = binary_dir().join("provisioner");
-    let write = |tool: &str| {
-        let path = dir.join(tool);
-        let standin = format!("'{}' standin {tool}", provisioner.display());
-        let script = if tool == "terraform" {
-            format!(
-                "#!/bin/sh\nif [ \"$1\" = output ]; then\n  out=$({standin} \"$@\") || exit $?\n  printf '%s\\n' \"$out\" | sed -e 's#\"https://[0-9a-f]*[.]sandbox[.]invalid\"#\"{cluster}\"#' -e 's#\"master-user-secret-[0-9a-f]*\"#\"{database_secret_arn}\"#'\n  exit 0\nfi\nexec {standin} \"$@\"\n"
-            )
-        } else {
-            format!("#!/bin/sh\nexec {standin} \"$@\"\n")
-        };
-        std::fs::write(&path, script).unwrap();
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
-        path
-    };
-    (write("terraform"), write("helm"))
-}
-
-/// A stack whose executor reaches STS at `sts_endpoint` with its own (test) keys, and the
-/// cluster at `cluster`.
-async fn aws_stack(
-    sts_endpoint: &str,
-    tools_dir: &Path,
-    cluster: &str,
-    database_secret_arn: &str,
-) -> Stack {
-    let (terraform, helm) = tools(tools_dir, cluster, database_secret_arn);
-    let env = |pairs: &[(&str, &str)]| {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect::<Vec<_>>()
-    };
-    Stack::start_with(StackOptions {
-        api_env: env(&[
-            ("PROVISIONER_PROVIDERS", "sandbox,aws"),
-            ("PROVISIONER_TF_STATE_BUCKET", BUCKET),
-        ]),
-        executor_env: env(&[
-            ("PROVISIONER_TF_STATE_BUCKET", BUCKET),
-            ("PROVISIONER_TERRAFORM_BIN", terraform.to_str().unwrap()),
-            ("PROVISIONER_HELM_BIN", helm.to_str().unwrap()),
-            ("PROVISIONER_AWS_STS_ENDPOINT", sts_endpoint),
-            // moto serves every API on one port.
-            ("PROVISIONER_AWS_SECRETSMANAGER_ENDPOINT", sts_endpoint),
-            // The executor's own identity, through the standard chain (its environment here).
-            ("AWS_ACCESS_KEY_ID", "AKIDEXECUTOR000000000"),
-            ("AWS_SECRET_ACCESS_KEY", "executor-secret-access-key"),
-            ("AWS_REGION", "us-east-1"),
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-        ]),
-        ..StackOptions::default()
-    })
-    .await
-}
-
-/// The database password the customer's RDS secret holds.
-const DB_PASSWORD: &str = "canary-db-password-77e1";
-
-/// Secrets Manager at `endpoint` as the customer role the executor assumes (moto keeps each
-/// account's secrets apart).
-async fn customer_secrets(endpoint: &str) -> aws_sdk_secretsmanager::Client {
-    use executors::customer_account::{AwsSettings, CustomerAccounts, ExecutorIdentity};
-    let accounts = CustomerAccounts::new(AwsSettings {
-        sts_endpoint: Some(endpoint.to_owned()),
-        secrets_manager_endpoint: Some(endpoint.to_owned()),
-        identity: ExecutorIdentity::Static {
-            access_key_id: "AKIDTEST".to_owned(),
-            secret_access_key: "test".to_owned(),
-        },
-        ..AwsSettings::default()
-    });
-    let spec = domain::config::parse(&aws_yaml("setup"), domain::config::Format::Yaml).unwrap();
-    let session = accounts
-        .preflight(
-            "env_setup",
-            "us-east-1",
-            spec.cloud.customer_role().as_ref(),
-        )
-        .await
-        .expect("moto lets the test assume the role");
-    accounts
-        .secrets_manager("us-east-1", &session.credentials)
-        .await
-}
-
-fn aws_yaml(name: &str) -> String {
-    format!(
-        "name: {name}\ncloud:\n  provider: aws\n  region: us-east-1\n  account_id: \"{ACCOUNT}\"\n  role_arn: arn:aws:iam::{ACCOUNT}:role/beta9-provisioner\n  external_id: {EXTERNAL_ID}\ncluster:\n  profile: small\n"
-    )
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_aws_environment_goes_from_create_to_destroyed_through_moto_sts() {
