@@ -293,21 +293,10 @@ impl TerraformHelmDriver {
             }
         };
         let tools = StepTools::new(self, ctx, helm_access);
-        match teardown.run(&ctx.workdir, &tools).await {
-            Ok(()) => Ok(()),
-            Err(TeardownFailed::Kubeconfig(error)) => Err(error),
-            Err(TeardownFailed::Uninstall {
-                release,
-                namespace,
-                error: StepError::Failed { message },
-            }) => Err(StepError::failed(uninstall_failed_message(
-                ctx.job.environment_id.as_str(),
-                &release,
-                &namespace,
-                &message,
-            ))),
-            Err(TeardownFailed::Uninstall { error, .. }) => Err(error),
-        }
+        teardown
+            .run(&ctx.workdir, &tools)
+            .await
+            .map_err(|failed| teardown_error(ctx, failed))
     }
 
     async fn bootstrap(
@@ -643,6 +632,24 @@ fn eks_access(
         tokens,
     };
     Ok((client, helm))
+}
+
+/// The step's error for a teardown that stopped: a failed uninstall says which release, helm's
+/// error and how to go on; a cancellation or an I/O error stays as it is.
+fn teardown_error(ctx: &StepContext, failed: TeardownFailed<StepError>) -> StepError {
+    match failed {
+        TeardownFailed::Uninstall {
+            release,
+            namespace,
+            error: StepError::Failed { message },
+        } => StepError::failed(uninstall_failed_message(
+            ctx.job.environment_id.as_str(),
+            &release,
+            &namespace,
+            &message,
+        )),
+        TeardownFailed::Uninstall { error, .. } | TeardownFailed::Kubeconfig(error) => error,
+    }
 }
 
 /// A failed uninstall: which release, helm's error, and how to go on.
