@@ -16,6 +16,9 @@ use tower::util::MapRequestLayer;
 
 use crate::eks_token::{TokenError, TokenSource};
 
+/// The client type, for callers that do not depend on `kube` themselves.
+pub use kube::Client;
+
 /// How requests to the cluster authenticate.
 #[derive(Clone, Debug)]
 pub enum ClusterAuth {

@@ -1,5 +1,6 @@
 //! The Helm command lines of the bootstrap: one `helm upgrade --install` per release, pinned to
-//! its chart version, atomic (rolled back if it does not become ready) and bounded in time.
+//! its chart version, atomic (rolled back if it does not become ready) and bounded in time; and
+//! of the destroy: one `helm uninstall` per release, waiting until its resources are gone.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -43,6 +44,28 @@ pub fn upgrade_args(release: &Release, values: &Path, kubeconfig: &Path) -> Vec<
         ]
         .map(OsString::from),
     );
+    args.push(kubeconfig.into());
+    args
+}
+
+/// `helm uninstall` of one release, waiting (up to [`HELM_TIMEOUT`]) until its resources are
+/// deleted — a `LoadBalancer` Service only once its cloud load balancer is; a release that is
+/// not there (never installed, or uninstalled by an earlier attempt) is a success.
+pub fn uninstall_args(release: &Release, kubeconfig: &Path) -> Vec<OsString> {
+    let mut args: Vec<OsString> = [
+        "uninstall",
+        &release.name,
+        "--namespace",
+        &release.namespace,
+        "--wait",
+        "--timeout",
+        HELM_TIMEOUT,
+        "--ignore-not-found",
+        "--kubeconfig",
+    ]
+    .into_iter()
+    .map(OsString::from)
+    .collect();
     args.push(kubeconfig.into());
     args
 }
@@ -111,6 +134,35 @@ mod tests {
                 "https://charts.example.com",
                 "--version",
                 "1.0.0"
+            ]
+        );
+    }
+
+    #[test]
+    fn helm_uninstalls_a_release_in_its_namespace_waits_and_takes_absence_as_done() {
+        let release = Release {
+            name: "ingress-nginx".into(),
+            chart: ChartRef::beta9("https://charts.example.com", "1.0.0").unwrap(),
+            namespace: "ingress-nginx".into(),
+            values: json!({"secret": "not-an-argument"}),
+        };
+        let args: Vec<String> = uninstall_args(&release, Path::new("/w/kubeconfig"))
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "uninstall",
+                "ingress-nginx",
+                "--namespace",
+                "ingress-nginx",
+                "--wait",
+                "--timeout",
+                "10m0s",
+                "--ignore-not-found",
+                "--kubeconfig",
+                "/w/kubeconfig"
             ]
         );
     }

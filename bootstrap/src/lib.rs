@@ -5,7 +5,8 @@
 //! (`domain::outputs::InfraOutputs`) and the spec; the executor runs the prepared step through a
 //! [`BootstrapRunner`], and reports. It also owns the way into the cluster in-process: the EKS
 //! token ([`eks_token`]), the `kube` client ([`cluster`]) and the readiness waits
-//! ([`readiness`]), which talk to the cluster themselves.
+//! ([`readiness`]), which talk to the cluster themselves. A destroy first uninstalls the same
+//! releases in reverse order ([`teardown`]).
 //!
 //! It never depends on `executors` (which depends on it), nor on the command side.
 
@@ -19,6 +20,7 @@ pub mod kubeconfig;
 pub mod plan;
 pub mod readiness;
 pub mod step;
+pub mod teardown;
 
 pub use beta9_values::Beta9Secrets;
 pub use charts::{ChartError, ChartRef, Charts};
@@ -26,6 +28,7 @@ pub use plan::{BootstrapPlan, PlanInputs, Release};
 pub use step::{
     Action, BootstrapRunner, BootstrapStep, ClusterAccess, FileToWrite, HelmInvocation,
 };
+pub use teardown::{Teardown, TeardownFailed};
 
 #[cfg(test)]
 mod test_support {

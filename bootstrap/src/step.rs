@@ -9,7 +9,7 @@ use std::ffi::OsString;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 
-use domain::outputs::BootstrapOutputs;
+use domain::outputs::{BootstrapOutputs, InfraOutputs};
 use serde_json::Value;
 
 use crate::beta9_values::Beta9Secrets;
@@ -26,6 +26,22 @@ pub enum ClusterAccess {
     /// An EKS cluster, trusting the CA bundle of the infrastructure's outputs; the runner puts
     /// the current EKS token into the kubeconfig file (see [`kubeconfig::with_token`]).
     Eks,
+}
+
+impl ClusterAccess {
+    /// Helm's kubeconfig document for the cluster of `infra` (JSON, which is YAML).
+    pub fn kubeconfig(&self, infra: &InfraOutputs) -> Value {
+        match self {
+            ClusterAccess::Sandbox => {
+                kubeconfig::sandbox(&infra.cluster_name, &infra.cluster_endpoint)
+            }
+            ClusterAccess::Eks => kubeconfig::eks(
+                &infra.cluster_name,
+                &infra.cluster_endpoint,
+                &infra.cluster_certificate_authority,
+            ),
+        }
+    }
 }
 
 /// The bootstrap of one environment, decided: what to install and how to reach the cluster.
@@ -109,23 +125,12 @@ pub trait BootstrapRunner {
 impl BootstrapStep {
     /// Decides the bootstrap from the plan's inputs, the way to the cluster and the secrets.
     pub fn new(inputs: &PlanInputs<'_>, access: &ClusterAccess, secrets: Beta9Secrets) -> Self {
-        let (beta9, infra) = (inputs.beta9, inputs.infra);
-        let kubeconfig = match access {
-            ClusterAccess::Sandbox => {
-                kubeconfig::sandbox(&infra.cluster_name, &infra.cluster_endpoint)
-            }
-            ClusterAccess::Eks => kubeconfig::eks(
-                &infra.cluster_name,
-                &infra.cluster_endpoint,
-                &infra.cluster_certificate_authority,
-            ),
-        };
         BootstrapStep {
             plan: BootstrapPlan::new(inputs),
             secrets,
-            kubeconfig,
+            kubeconfig: access.kubeconfig(inputs.infra),
             outputs: BootstrapOutputs {
-                endpoint: format!("https://{}", beta9.domain.as_str()),
+                endpoint: format!("https://{}", inputs.beta9.domain.as_str()),
                 // Known once the ingress controller's Service has its load balancer.
                 load_balancer_hostname: None,
             },
@@ -212,7 +217,7 @@ impl BootstrapStep {
 }
 
 /// Pretty JSON and a final newline, as the files are written.
-fn json_text(value: &Value) -> String {
+pub(crate) fn json_text(value: &Value) -> String {
     format!("{value:#}\n")
 }
 

@@ -13,7 +13,11 @@
 //!   session; helm's kubeconfig carries the current token, owner-only, rewritten before each
 //!   helm run and removed when the step ends; after the installs, the Beta9 gateway must be
 //!   available. Each wait has its timeout from settings.
-//! - destroy: write the configuration again, `terraform init`, `terraform destroy`.
+//! - destroy: when infra reported a cluster, first uninstall the bootstrap's releases in reverse
+//!   order ([`bootstrap::Teardown`]; on `aws` with the bootstrap's way in: an EKS token, helm's
+//!   owner-only kubeconfig), so their load balancers and volumes do not hold the VPC; then
+//!   write the configuration again, `terraform init`, `terraform destroy`. What happens when
+//!   the cluster cannot be reached or an uninstall fails: see `uninstall_releases`.
 //!
 //! A state lock left by a holder that is gone (an executor killed mid-apply) is taken over
 //! once with `terraform force-unlock`; a lock held by a live process is reported as a failure.
@@ -36,11 +40,11 @@ use bootstrap::kubeconfig::{self, KUBECONFIG_FILE};
 use bootstrap::readiness::{self, NotReady, ReadinessTimeouts};
 use bootstrap::{
     Beta9Secrets, BootstrapRunner, BootstrapStep, Charts, ClusterAccess, FileToWrite,
-    HelmInvocation, PlanInputs,
+    HelmInvocation, PlanInputs, Teardown, TeardownFailed,
 };
 use domain::aggregate::Outputs;
 use domain::conditions::{ConditionStatus, ConditionType};
-use domain::outputs::InfraOutputs;
+use domain::outputs::{InfraOutput, InfraOutputs};
 use domain::spec::{Provider, Step};
 use futures::future::BoxFuture;
 use serde_json::Value;
@@ -194,6 +198,7 @@ impl TerraformHelmDriver {
         ctx: &StepContext,
         session: Option<&AssumedSession>,
     ) -> Result<Outputs, StepError> {
+        self.uninstall_releases(ctx, session).await?;
         self.prepare_terraform(ctx).await?;
         self.retrying(ctx, "terraform destroy", || {
             self.terraform_with_lock(ctx, destroy_args(self.lock_timeout))
@@ -216,6 +221,83 @@ impl TerraformHelmDriver {
             remove_dir(&ctx.workdir).await?;
         }
         Ok(Outputs::new())
+    }
+
+    /// The first part of a destroy: the bootstrap's releases uninstalled, last installed first
+    /// ([`Teardown`]), so that what the cluster made outside Terraform — ingress-nginx's load
+    /// balancer, volumes — is gone before `terraform destroy` deletes the VPC they would hold.
+    /// Skipped when the infrastructure never reported a cluster.
+    ///
+    /// When it cannot be done:
+    /// - An uninstall fails (the cluster answers, helm does not succeed): the step fails before
+    ///   anything is destroyed, naming the release; a retry starts again (releases already gone
+    ///   are skipped), and the message says how to remove a release that will not go.
+    /// - On `aws`, the cluster's API server does not answer within the readiness timeout (a
+    ///   cluster that is broken or gone): nothing could uninstall the releases, now or on a
+    ///   retry, so the destroy goes on with `terraform destroy`, saying in its log which
+    ///   releases were left and what to do if their load balancers then hold the VPC.
+    async fn uninstall_releases(
+        &self,
+        ctx: &StepContext,
+        session: Option<&AssumedSession>,
+    ) -> Result<(), StepError> {
+        if !ctx
+            .job
+            .infra_outputs
+            .contains_key(InfraOutput::ClusterName.name())
+        {
+            ctx.logs
+                .note("no cluster was created: nothing to uninstall");
+            return Ok(());
+        }
+        write_simulate_file(ctx, self.provider).await?;
+        let infra = InfraOutputs::try_from(&ctx.job.infra_outputs).map_err(|missing| {
+            StepError::failed(format!("cannot uninstall the releases: {missing}"))
+        })?;
+        let access = match self.provider {
+            Provider::Sandbox => ClusterAccess::Sandbox,
+            Provider::Aws => ClusterAccess::Eks,
+        };
+        let teardown = Teardown::new(
+            &PlanInputs {
+                beta9: &ctx.job.beta9,
+                infra: &infra,
+                model: &ctx.job.infra_model,
+                charts: &self.charts,
+            },
+            &access,
+        );
+        let helm_access = match (self.provider, session) {
+            (Provider::Sandbox, _) => None,
+            (Provider::Aws, Some(session)) => {
+                let (client, helm_access) = eks_access(ctx, &infra, session, &teardown.kubeconfig)?;
+                let note = |line: &str| ctx.logs.note(line);
+                let answered = tokio::select! {
+                    result = readiness::api_server(&client, &self.readiness, &note) => result,
+                    () = ctx.cancel.cancelled() => return Err(StepError::Cancelled),
+                };
+                if let Err(unreachable) = answered {
+                    ctx.logs.note(&cluster_unreachable_note(
+                        &unreachable.to_string(),
+                        &teardown,
+                        &infra.cluster_name,
+                    ));
+                    return Ok(());
+                }
+                Some(helm_access)
+            }
+            (Provider::Aws, None) => {
+                return Err(StepError::failed(
+                    "cannot uninstall the releases: no assumed customer session to reach the \
+                     cluster with",
+                ));
+            }
+        };
+        let tools = StepTools::new(self, ctx, helm_access);
+        teardown
+            .run(&ctx.workdir, &tools)
+            .await
+            .map_err(|failed| teardown_error(ctx, failed))
     }
 
     async fn bootstrap(
@@ -256,24 +338,7 @@ impl TerraformHelmDriver {
             return Ok(Outputs::from(&outputs));
         };
         // The token-bearing kubeconfig never outlives the step.
-        let kubeconfig_path = ctx.workdir.join(KUBECONFIG_FILE);
-        let _kubeconfig = RemovedOnDrop(kubeconfig_path.clone());
-        let tokens = Arc::new(TokenSource::new(
-            TokenTarget {
-                cluster_name: infra.cluster_name.clone(),
-                region: ctx.job.infra_model.region.clone(),
-                // EKS accepts only tokens for STS's own hosts, whatever endpoint the executor
-                // calls STS through.
-                sts_endpoint: None,
-            },
-            session.credentials.clone(),
-        ));
-        let client = cluster::client(
-            &infra.cluster_endpoint,
-            Some(&infra.cluster_certificate_authority),
-            ClusterAuth::Eks(tokens.clone()),
-        )
-        .map_err(|e| StepError::failed(format!("cannot reach the cluster: {e}")))?;
+        let (client, helm_access) = eks_access(ctx, &infra, session, &step.kubeconfig)?;
         let note = |line: &str| ctx.logs.note(line);
         let limits = &self.readiness;
         let reachable = ConditionType::ClusterReachable;
@@ -301,11 +366,6 @@ impl TerraformHelmDriver {
             "NodesReady",
             format!("Kubernetes {version}; at least {pools} nodes Ready"),
         );
-        let helm_access = HelmKubeconfig {
-            path: kubeconfig_path,
-            document: step.kubeconfig.clone(),
-            tokens,
-        };
         let mut outputs = step
             .run(&ctx.workdir, &StepTools::new(self, ctx, Some(helm_access)))
             .await?;
@@ -582,10 +642,93 @@ async fn ready<T>(
 }
 
 /// Helm's way into an EKS cluster: the kubeconfig document and the tokens to render into it.
+/// The file at `path` holds a token: it is removed when this drops.
 struct HelmKubeconfig {
     path: PathBuf,
     document: Value,
     tokens: Arc<TokenSource>,
+    _removed: RemovedOnDrop,
+}
+
+/// The way into the EKS cluster of `infra` for one step — the bootstrap's and the destroy's:
+/// a `kube` client and helm's kubeconfig (`document` at [`KUBECONFIG_FILE`], removed when it
+/// drops), both with the EKS tokens made from the assumed customer session.
+fn eks_access(
+    ctx: &StepContext,
+    infra: &InfraOutputs,
+    session: &AssumedSession,
+    document: &Value,
+) -> Result<(cluster::Client, HelmKubeconfig), StepError> {
+    let tokens = Arc::new(TokenSource::new(
+        TokenTarget {
+            cluster_name: infra.cluster_name.clone(),
+            region: ctx.job.infra_model.region.clone(),
+            // EKS accepts only tokens for STS's own hosts, whatever endpoint the executor
+            // calls STS through.
+            sts_endpoint: None,
+        },
+        session.credentials.clone(),
+    ));
+    let client = cluster::client(
+        &infra.cluster_endpoint,
+        Some(&infra.cluster_certificate_authority),
+        ClusterAuth::Eks(tokens.clone()),
+    )
+    .map_err(|e| StepError::failed(format!("cannot reach the cluster: {e}")))?;
+    let path = ctx.workdir.join(KUBECONFIG_FILE);
+    let helm = HelmKubeconfig {
+        _removed: RemovedOnDrop(path.clone()),
+        path,
+        document: document.clone(),
+        tokens,
+    };
+    Ok((client, helm))
+}
+
+/// The step's error for a teardown that stopped: a failed uninstall says which release, helm's
+/// error and how to go on; a cancellation or an I/O error stays as it is.
+fn teardown_error(ctx: &StepContext, failed: TeardownFailed<StepError>) -> StepError {
+    match failed {
+        TeardownFailed::Uninstall {
+            release,
+            namespace,
+            error: StepError::Failed { message },
+        } => StepError::failed(uninstall_failed_message(
+            ctx.job.environment_id.as_str(),
+            &release,
+            &namespace,
+            &message,
+        )),
+        TeardownFailed::Uninstall { error, .. } | TeardownFailed::Kubeconfig(error) => error,
+    }
+}
+
+/// A failed uninstall: which release, helm's error, and how to go on.
+fn uninstall_failed_message(
+    environment_id: &str,
+    release: &str,
+    namespace: &str,
+    helm_error: &str,
+) -> String {
+    format!(
+        "could not uninstall the release {release} (namespace {namespace}): {helm_error}\n\n\
+         terraform destroy has not run: nothing of the infrastructure is destroyed yet, so that \
+         no load balancer or volume of the release is left behind holding the VPC. Retry the \
+         destroy (`provisioner env retry {environment_id}`): releases already uninstalled are \
+         skipped. If the release will not go, uninstall it by hand (`helm uninstall {release} \
+         --namespace {namespace} --no-hooks`), then retry."
+    )
+}
+
+/// The log note of a destroy that goes on without uninstalling, its cluster unreachable.
+fn cluster_unreachable_note(why: &str, teardown: &Teardown, cluster_name: &str) -> String {
+    let releases: Vec<&str> = teardown.releases.iter().map(|r| r.name.as_str()).collect();
+    format!(
+        "cannot uninstall the releases ({}): {why}; going on with terraform destroy. If it \
+         fails to delete the VPC, a load balancer of the cluster holds it: delete the load \
+         balancers tagged kubernetes.io/cluster/{cluster_name}, then retry the destroy.",
+        releases.join(", ")
+    )
 }
 
 impl HelmKubeconfig {

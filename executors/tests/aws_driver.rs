@@ -477,3 +477,110 @@ async fn a_cancelled_aws_bootstrap_stops_waiting_for_the_cluster() {
     assert!(matches!(error, StepError::Cancelled), "{error:?}");
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+/// A `terraform` and a `helm` that append what they were run with to `log` (outside the
+/// workdir, which a successful destroy removes): `terraform ARGS`, and `helm ARGS` with the
+/// mode of the kubeconfig it was handed and whether that holds an EKS token.
+fn logging_tools(dir: &Path, log: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let log = log.display();
+    let terraform = dir.join("terraform");
+    std::fs::write(
+        &terraform,
+        format!("#!/bin/sh\necho \"terraform $1\" >> '{log}'\nexit 0\n"),
+    )
+    .unwrap();
+    let helm = dir.join("helm");
+    std::fs::write(
+        &helm,
+        format!(
+            "#!/bin/sh\nline=\"helm $*\"\nwhile [ $# -gt 0 ]; do\n  if [ \"$1\" = --kubeconfig ]; then\n    \
+             line=\"$line mode=$(stat -c %a \"$2\") token=$(grep -c k8s-aws-v1. \"$2\")\"\n  fi\n  \
+             shift\ndone\necho \"$line\" >> '{log}'\nexit 0\n"
+        ),
+    )
+    .unwrap();
+    for tool in [&terraform, &helm] {
+        std::fs::set_permissions(tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    (terraform, helm)
+}
+
+/// An `aws` destroy of an environment whose cluster is at `cluster`, with [`logging_tools`]
+/// logging to `<tools>/log`; returns the step's result, its log lines and the tools' log.
+async fn aws_destroy_of_cluster(
+    cluster: &str,
+) -> (
+    Result<domain::aggregate::Outputs, StepError>,
+    String,
+    String,
+) {
+    let sts = StandinSts::start(StsBehaviour::default()).await;
+    let (data, tools) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let workdir = data.path().join("env");
+    std::fs::create_dir_all(&workdir).unwrap();
+    let (mut ctx, mut rx) = bootstrap_context(&workdir, cluster);
+    ctx.job.step = Step::Destroy;
+    let log = tools.path().join("log");
+    let (terraform, helm) = logging_tools(tools.path(), &log);
+    let mut driver = driver(&sts.endpoint(), &terraform);
+    driver.helm = executors::process::Program::new(helm, "test helm");
+    quick_readiness(&mut driver);
+    let result = driver.run(ctx).await;
+    assert!(!workdir.join("kubeconfig").exists(), "a token was left");
+    let tools_log = std::fs::read_to_string(&log).unwrap_or_default();
+    (result, log_lines(&mut rx), tools_log)
+}
+
+#[tokio::test]
+async fn an_aws_destroy_uninstalls_the_releases_with_an_eks_token_before_terraform_destroys() {
+    use system_tests::kube_api::{KubeBehaviour, StandinKubeApi};
+    let api = StandinKubeApi::start(KubeBehaviour::default()).await;
+    let (result, _logs, log) = aws_destroy_of_cluster(&api.endpoint()).await;
+    assert!(result.is_ok(), "{result:?}");
+    let runs: Vec<&str> = log.lines().collect();
+    let uninstalled: Vec<&str> = runs
+        .iter()
+        .filter_map(|l| l.strip_prefix("helm uninstall "))
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(
+        uninstalled,
+        ["beta9", "cert-manager", "ingress-nginx"],
+        "{log}"
+    );
+    for run in runs.iter().filter(|l| l.starts_with("helm ")) {
+        assert!(run.ends_with("mode=600 token=1"), "{run}");
+    }
+    let first_terraform = runs
+        .iter()
+        .position(|l| l.starts_with("terraform"))
+        .unwrap();
+    assert_eq!(first_terraform, 3, "{log}");
+    assert!(runs.contains(&"terraform destroy"), "{log}");
+    let seen = api.authorizations();
+    assert!(!seen.is_empty(), "the cluster was never asked");
+    assert!(
+        seen.iter().all(|auth| auth
+            .as_deref()
+            .is_some_and(|a| a.starts_with("Bearer k8s-aws-v1."))),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_aws_destroy_whose_cluster_never_answers_goes_on_and_says_what_may_be_left() {
+    // Nothing listens there.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let (result, logs, log) = aws_destroy_of_cluster(&endpoint).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(!log.contains("helm "), "{log}");
+    assert!(log.contains("terraform destroy"), "{log}");
+    assert!(
+        logs.contains("cannot uninstall the releases (beta9, cert-manager, ingress-nginx)")
+            && logs.contains("going on with terraform destroy")
+            && logs.contains("kubernetes.io/cluster/cluster_name-value"),
+        "{logs}"
+    );
+}

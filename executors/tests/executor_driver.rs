@@ -451,3 +451,90 @@ async fn bootstrap_hands_helm_its_values_in_owner_only_files_removed_after_the_s
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// The operations of the stand-ins' runs in `workdir`, in the order they started.
+fn run_operations(workdir: &Path) -> Vec<String> {
+    standins::overlap::read(workdir)
+        .unwrap()
+        .started
+        .into_iter()
+        .map(|run| run.operation)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_destroy_of_an_environment_whose_infra_never_applied_skips_the_uninstall() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, mut rx) = context(dir.path(), Step::Destroy, None);
+    assert!(ctx.job.infra_outputs.is_empty());
+    sandbox_driver().run(ctx).await.unwrap();
+    let lines = lines(&mut rx);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.ends_with("no cluster was created: nothing to uninstall")),
+        "{lines:?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("$ helm")),
+        "helm ran: {lines:?}"
+    );
+    assert_eq!(
+        standins::helm_invocations::read(dir.path()).unwrap(),
+        Vec::new()
+    );
+    assert!(run_operations(dir.path()).contains(&"destroy".to_owned()));
+}
+
+/// A `helm` that succeeds, except the uninstall of `failing`, which fails as a helm whose
+/// wait ran out does.
+fn helm_failing_to_uninstall(dir: &Path, failing: &str) -> PathBuf {
+    let script = dir.join("helm");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncase \"$*\" in\n  \"uninstall {failing} \"*)\n    \
+             echo 'Error: uninstall: timed out waiting for the condition' >&2\n    exit 1;;\n\
+             esac\necho \"$*\" >> helm-args\nexit 0\n"
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+#[tokio::test]
+async fn a_failed_uninstall_fails_the_destroy_naming_the_release_before_terraform_destroys() {
+    let dir = tempfile::tempdir().unwrap();
+    let outputs = apply(&sandbox_driver(), dir.path()).await.unwrap();
+    let (mut ctx, _rx) = context(dir.path(), Step::Destroy, None);
+    ctx.job.infra_outputs = outputs;
+    let env = ctx.job.environment_id.clone();
+    let tools = tempfile::tempdir().unwrap();
+    let mut driver = sandbox_driver();
+    driver.helm = executors::process::Program::new(
+        helm_failing_to_uninstall(tools.path(), "cert-manager"),
+        "test helm",
+    );
+    let message = failure(driver.run(ctx).await);
+    assert!(
+        message
+            .starts_with("could not uninstall the release cert-manager (namespace cert-manager): ")
+            && message.contains("timed out waiting for the condition"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("provisioner env retry {env}")),
+        "{message}"
+    );
+    // Beta9 went first; terraform destroyed nothing.
+    let helm_runs = std::fs::read_to_string(dir.path().join("helm-args")).unwrap();
+    assert!(helm_runs.starts_with("uninstall beta9 "), "{helm_runs}");
+    assert_eq!(helm_runs.lines().count(), 1, "{helm_runs}");
+    let operations = run_operations(dir.path());
+    assert!(
+        !operations.contains(&"destroy".to_owned()),
+        "{operations:?}"
+    );
+}

@@ -1,5 +1,6 @@
 //! The helm stand-in: `version`, `upgrade --install`, `uninstall`, `status`, `list`, with releases
-//! kept in `.standin/helm-releases.json` of the working directory.
+//! kept in `.standin/helm-releases.json` of the working directory, and every run recorded in
+//! `.standin/helm-invocations.json` ([`helm_invocations`]).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use serde_json::{Value, json};
 
 use super::faults::{self, Step, take_failure};
 use super::fsutil::{WorkdirMutex, now_rfc3339, read_json, standin_path, write_json_atomic};
+use super::helm_invocations;
 use super::interrupt::Interrupt;
 use super::overlap::{Outcome, Run};
 use super::{Console, Error, Result, parse_go_duration};
@@ -148,9 +150,17 @@ pub enum Command {
     },
 }
 
-/// Runs one helm command line in `cwd`; returns 0 on success, 1 on any error.
+/// Runs one helm command line in `cwd`, recorded first ([`helm_invocations`]); returns 0 on
+/// success, 1 on any error.
 pub fn run(args: &[String], cwd: &Path, interrupt: &Interrupt, console: &mut Console<'_>) -> u8 {
-    let result = parse(args).and_then(|command| execute(command, cwd, interrupt, console));
+    let parsed = parse(args);
+    let values_files = match &parsed {
+        Ok(Command::Upgrade(upgrade)) => upgrade.values.as_slice(),
+        _ => &[],
+    };
+    let result = helm_invocations::record(cwd, args, values_files)
+        .and(parsed)
+        .and_then(|command| execute(command, cwd, interrupt, console));
     match result {
         Ok(()) => 0,
         Err(Error::Usage(message)) => {

@@ -24,10 +24,12 @@
 //! | `.standin/faults.json` | both | how often each step has failed so far ([`faults`]) |
 //! | `.standin/runs.jsonl` | both | start and end of every run that locks or changes state (plan too), checked for overlaps ([`overlap`]) |
 //! | `.standin/helm-releases.json` | helm | installed releases and namespaces ([`helm`]) |
+//! | `.standin/helm-invocations.json` | helm | every run: its arguments, each values file's path, mode and hashed values ([`helm_invocations`]) |
 
 pub mod faults;
 pub mod fsutil;
 pub mod helm;
+pub mod helm_invocations;
 pub mod interrupt;
 pub mod overlap;
 pub mod planfile;

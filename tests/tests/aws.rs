@@ -192,6 +192,19 @@ async fn an_aws_environment_goes_from_create_to_destroyed_through_moto_sts() {
     assert_eq!(stack.delete(&id).await.status(), 202);
     stack.wait_for_status(&id, "destroyed", WITHIN).await;
     assert!(!workdir.exists(), "the workdir outlived InfraDestroyed");
+    // The destroy uninstalled the releases through the cluster, Beta9 first, then destroyed.
+    let logs = stack.get_text(&format!("/v1/environments/{id}/logs")).await;
+    let at = |line: &str| {
+        logs.find(line)
+            .unwrap_or_else(|| panic!("{line:?} not in {logs}"))
+    };
+    assert!(
+        at("uninstalling release beta9 from namespace beta9")
+            < at("uninstalling release ingress-nginx from namespace ingress-nginx")
+            && at("uninstalling release ingress-nginx from namespace ingress-nginx")
+                < at("destroy -auto-approve"),
+        "{logs}"
+    );
     let gone = secrets
         .describe_secret()
         .secret_id(&key_name)

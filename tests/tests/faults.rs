@@ -115,6 +115,11 @@ async fn delete_during_an_apply_cancels_it_then_destroys_without_overlap() {
         ]
     );
     stack.assert_no_overlap(&id);
+    // No infra outputs, so no cluster to uninstall releases from: helm never ran.
+    assert_eq!(
+        standins::helm_invocations::read(&stack.workdir(&id)).unwrap(),
+        Vec::new()
+    );
 }
 
 /// Every step's timeout set to `seconds`.

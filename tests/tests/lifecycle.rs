@@ -2,6 +2,7 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+use std::path::Path;
 use std::time::Duration;
 use system_tests::{Stack, sandbox_yaml};
 
@@ -40,6 +41,7 @@ async fn an_environment_goes_from_request_to_ready_to_destroyed_with_a_complete_
     assert_eq!(body["status"], "destroy_queued");
     let destroyed = stack.wait_for_status(&id, "destroyed", READY_WITHIN).await;
     assert_eq!(destroyed["outputs"], serde_json::json!({}));
+    the_destroy_uninstalled_the_releases_before_terraform_destroyed(&stack.workdir(&id));
 
     let history = stack.history(&id).await;
     // The bootstrap's observations on the way (the cluster reachable, the baseline installed)
@@ -97,6 +99,63 @@ async fn an_environment_goes_from_request_to_ready_to_destroyed_with_a_complete_
     let published = stack.stream_events(&id).await;
     let sequences: Vec<u64> = published.iter().map(|e| e.sequence).collect();
     assert_eq!(sequences, (1..=8).collect::<Vec<u64>>());
+}
+
+/// What the sandbox's stand-ins recorded in `workdir`: the bootstrap gave helm owner-only
+/// values files, gone after the step, with a real database password; the destroy uninstalled
+/// every release, Beta9 first, before `terraform destroy` ran.
+fn the_destroy_uninstalled_the_releases_before_terraform_destroyed(workdir: &Path) {
+    use standins::helm_invocations::{self, sha256};
+    let invocations = helm_invocations::read(workdir).unwrap();
+    let installs: Vec<_> = invocations
+        .iter()
+        .filter(|run| run.args[0] == "upgrade")
+        .collect();
+    assert_eq!(installs.len(), 3, "{invocations:?}");
+    for install in &installs {
+        let [values] = install.values_files.as_slice() else {
+            panic!("one values file each: {install:?}")
+        };
+        assert_eq!(values.mode.as_deref(), Some("0600"), "{values:?}");
+        assert!(!workdir.join(&values.path).exists(), "{} left", values.path);
+    }
+    let beta9 = installs.iter().find(|run| run.args[2] == "beta9").unwrap();
+    let password = &beta9.values_files[0].values.as_ref().unwrap()["config"]["database"]["postgres"]
+        ["password"];
+    let password = password.as_str().unwrap();
+    assert!(password.starts_with("sha256:"), "{password}");
+    assert_ne!(
+        password,
+        sha256(""),
+        "an empty database password reached helm"
+    );
+
+    let uninstalled: Vec<&str> = invocations
+        .iter()
+        .filter(|run| run.args[0] == "uninstall")
+        .map(|run| run.args[1].as_str())
+        .collect();
+    assert_eq!(uninstalled, ["beta9", "cert-manager", "ingress-nginx"]);
+    let runs = standins::overlap::read(workdir).unwrap();
+    let destroy_order: Vec<&str> = runs
+        .started
+        .iter()
+        .map(|run| run.operation.as_str())
+        .filter(|op| op.starts_with("helm-uninstall:") || *op == "destroy")
+        .collect();
+    assert_eq!(
+        destroy_order,
+        [
+            "helm-uninstall:beta9",
+            "helm-uninstall:cert-manager",
+            "helm-uninstall:ingress-nginx",
+            "destroy"
+        ]
+    );
+    assert_eq!(
+        standins::helm::Store::load(workdir).unwrap().releases,
+        Vec::new()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
