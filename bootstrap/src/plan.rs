@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::beta9_values;
-use crate::charts::{ChartRef, Charts};
+use crate::charts::{BaselineChart, ChartRef, Charts};
 
 /// One `helm upgrade --install`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -55,31 +55,27 @@ impl BootstrapPlan {
             namespace: namespace.into(),
             values,
         };
+        // A baseline release is named after its chart.
+        let baseline = |chart: BaselineChart, namespace: &str, values: Value| {
+            release(chart.name(), charts.baseline(chart), namespace, values)
+        };
         let mut notes = Vec::new();
         let mut releases = vec![
-            release(
-                "ingress-nginx",
-                &charts.ingress_nginx,
+            baseline(
+                BaselineChart::IngressNginx,
                 "ingress-nginx",
                 json!({"controller": {"service": {"type": "LoadBalancer"}}}),
             ),
-            release(
-                "cert-manager",
-                &charts.cert_manager,
+            baseline(
+                BaselineChart::CertManager,
                 "cert-manager",
                 json!({"crds": {"enabled": true}}),
             ),
-            release(
-                "metrics-server",
-                &charts.metrics_server,
-                "kube-system",
-                json!({}),
-            ),
+            baseline(BaselineChart::MetricsServer, "kube-system", json!({})),
         ];
         match &inputs.infra.cluster_autoscaler_role_arn {
-            Some(role_arn) => releases.push(release(
-                "cluster-autoscaler",
-                &charts.cluster_autoscaler,
+            Some(role_arn) => releases.push(baseline(
+                BaselineChart::ClusterAutoscaler,
                 CLUSTER_AUTOSCALER_NAMESPACE,
                 cluster_autoscaler_values(inputs, role_arn),
             )),
@@ -91,9 +87,8 @@ impl BootstrapPlan {
             )),
         }
         if inputs.model.cluster.gpu_nodes.is_some() {
-            releases.push(release(
-                "nvidia-device-plugin",
-                &charts.nvidia_device_plugin,
+            releases.push(baseline(
+                BaselineChart::NvidiaDevicePlugin,
                 "kube-system",
                 json!({"failOnInitError": false}),
             ));
@@ -129,7 +124,6 @@ fn cluster_autoscaler_values(inputs: &PlanInputs<'_>, role_arn: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::charts::BaselineChart;
     use crate::config_keys::unknown_paths;
     use crate::test_support::{beta9, infra, model};
     use domain::spec::Profile;

@@ -3,11 +3,12 @@
 //! what the autoscaler needs to scale this cluster's managed node groups — from zero too, as the
 //! GPU pool does — and nothing else.
 //!
-//! The OIDC provider gives no `thumbprint_list`: IAM secures its calls to EKS's issuer with its
-//! own library of trusted root CAs and ignores thumbprints for it, and the provider computes
-//! the list when it is omitted since hashicorp/aws 5.81 (optional there, required before; the
-//! rendering's pin starts at 5.81 for this). A thumbprint written here would only pin
-//! a certificate AWS rotates.
+//! The OIDC provider gives no `thumbprint_list`: IAM secures its calls to an OIDC issuer with
+//! its own library of trusted root CAs (EKS's issuers included) and, when no thumbprint is
+//! given, fills the list in itself. hashicorp/aws lets it be omitted from 5.81 on (optional and
+//! computed there, required through 5.80: checked in the provider's schema tag by tag), so the
+//! rendering's pin starts at 5.81. A thumbprint written here would only pin a certificate AWS
+//! rotates.
 
 use domain::infra_model::{
     CLUSTER_AUTOSCALER_NAMESPACE, CLUSTER_AUTOSCALER_SERVICE_ACCOUNT, InfraModel,
