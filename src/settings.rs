@@ -12,7 +12,8 @@
 //! | [`LogArgs`] | log filter (`RUST_LOG`) and format | all (before the subcommand) |
 //! | [`CommonArgs`] | NATS URL, subject prefix, aws Terraform state bucket | `serve`, `executor`, `dev`, `demo` |
 //! | [`ApiArgs`] | listen address, pool, providers, timeouts, HTTP limits | `serve`, `dev`, `demo` |
-//! | [`ExecutorArgs`] | data dir, tools, concurrency, heartbeat, ack wait, terraform retries | `executor`, `dev`, `demo` |
+//! | [`ExecutorArgs`] | data dir, tools, concurrency, heartbeat, ack wait, terraform retries, Beta9's chart | `executor`, `dev`, `demo` |
+//! | [`BaselineChartArgs`] (in [`ExecutorArgs`]) | each baseline chart's repository and version | `executor`, `dev`, `demo` |
 //! | [`DevArgs`] | where the private servers' binaries come from | `dev`, `demo` |
 //! | [`ClientArgs`] | API URL | `env` |
 //!
@@ -33,8 +34,8 @@ use command_api::settings::{
 use domain::aggregate::StepTimeouts;
 use domain::spec::Provider;
 use executors::settings::{
-    BETA9_CHART, BETA9_CHART_VERSION, ChartError, ChartRef, Charts, ExecutorSettings,
-    TerraformRetry,
+    BETA9_CHART, BETA9_CHART_NAME, BETA9_CHART_VERSION, BaselineChart, ChartError, ChartRef,
+    Charts, ExecutorSettings, TerraformRetry,
 };
 use executors::terraform_version::Flavour;
 use local_services::postgres::BinarySource;
@@ -451,6 +452,73 @@ pub struct ExecutorArgs {
     /// The version of Beta9's chart to install (its values are checked against 0.1.762).
     #[arg(long, env = "PROVISIONER_BETA9_CHART_VERSION", default_value = BETA9_CHART_VERSION)]
     pub beta9_chart_version: String,
+    #[command(flatten)]
+    pub baseline_charts: BaselineChartArgs,
+}
+
+/// The baseline charts' settings, one row per [`BaselineChart`]: the field and variable of its
+/// location (an https:// Helm repository holding the chart, or an oci:// reference to it) and
+/// of its version, defaulting to the pins of `bootstrap::charts`.
+macro_rules! baseline_chart_args {
+    ($($chart:ident: $location:ident = $location_var:literal, $version:ident = $version_var:literal;)*) => {
+        /// Where each baseline chart comes from, and its version.
+        #[derive(Clone, Debug, Args)]
+        #[command(next_help_heading = "Baseline charts (executor)")]
+        pub struct BaselineChartArgs {
+            $(
+                #[arg(long, env = $location_var,
+                      default_value = BaselineChart::$chart.default_repository(),
+                      help = format!("The {} chart: the https:// URL of a Helm repository holding \
+                                      it, or an oci:// reference to it",
+                                     BaselineChart::$chart.name()))]
+                pub $location: String,
+                #[arg(long, env = $version_var,
+                      default_value = BaselineChart::$chart.default_version(),
+                      help = format!("The version of the {} chart to install",
+                                     BaselineChart::$chart.name()))]
+                pub $version: String,
+            )*
+        }
+
+        impl BaselineChartArgs {
+            /// Each chart with its location's and its version's (variable, value).
+            fn rows(&self) -> Vec<(BaselineChart, Setting<'_>, Setting<'_>)> {
+                vec![$((
+                    BaselineChart::$chart,
+                    ($location_var, self.$location.as_str()),
+                    ($version_var, self.$version.as_str()),
+                )),*]
+            }
+        }
+    };
+}
+
+baseline_chart_args! {
+    IngressNginx: ingress_nginx_chart = "PROVISIONER_INGRESS_NGINX_CHART",
+        ingress_nginx_chart_version = "PROVISIONER_INGRESS_NGINX_CHART_VERSION";
+    CertManager: cert_manager_chart = "PROVISIONER_CERT_MANAGER_CHART",
+        cert_manager_chart_version = "PROVISIONER_CERT_MANAGER_CHART_VERSION";
+    MetricsServer: metrics_server_chart = "PROVISIONER_METRICS_SERVER_CHART",
+        metrics_server_chart_version = "PROVISIONER_METRICS_SERVER_CHART_VERSION";
+    ClusterAutoscaler: cluster_autoscaler_chart = "PROVISIONER_CLUSTER_AUTOSCALER_CHART",
+        cluster_autoscaler_chart_version = "PROVISIONER_CLUSTER_AUTOSCALER_CHART_VERSION";
+    NvidiaDevicePlugin: nvidia_device_plugin_chart = "PROVISIONER_NVIDIA_DEVICE_PLUGIN_CHART",
+        nvidia_device_plugin_chart_version = "PROVISIONER_NVIDIA_DEVICE_PLUGIN_CHART_VERSION";
+}
+
+/// A setting's variable and value.
+type Setting<'a> = (&'static str, &'a str);
+
+/// The chart `name` from its location and version settings; an error names the variable.
+fn chart_setting(
+    name: &str,
+    (location_var, location): Setting<'_>,
+    (version_var, version): Setting<'_>,
+) -> Result<ChartRef, SettingError> {
+    ChartRef::at(location, name, version).map_err(|e| match &e {
+        ChartError::Location(_) => SettingError::new(location_var, location, e.to_string()),
+        ChartError::Version(_) => SettingError::new(version_var, version, e.to_string()),
+    })
 }
 
 /// `dev` and `demo`: where their private servers come from.
@@ -613,21 +681,20 @@ pub fn executor_settings(
         first_delay: executor.terraform_retry_delay_ms,
         max_elapsed: executor.terraform_retry_max_secs,
     };
-    let beta9 = ChartRef::beta9(&executor.beta9_chart, &executor.beta9_chart_version).map_err(
-        |e| match &e {
-            ChartError::Location(_) => SettingError::new(
-                "PROVISIONER_BETA9_CHART",
-                &executor.beta9_chart,
-                e.to_string(),
-            ),
-            ChartError::Version(_) => SettingError::new(
-                "PROVISIONER_BETA9_CHART_VERSION",
-                &executor.beta9_chart_version,
-                e.to_string(),
-            ),
-        },
+    let beta9 = chart_setting(
+        BETA9_CHART_NAME,
+        ("PROVISIONER_BETA9_CHART", &executor.beta9_chart),
+        (
+            "PROVISIONER_BETA9_CHART_VERSION",
+            &executor.beta9_chart_version,
+        ),
     )?;
     settings.charts = Charts::with_beta9(beta9);
+    for (chart, location, version) in executor.baseline_charts.rows() {
+        settings
+            .charts
+            .set_baseline(chart, chart_setting(chart.name(), location, version)?);
+    }
     Ok(settings)
 }
 
@@ -781,6 +848,77 @@ mod tests {
         let (common, _, executor, _) = dev(&["--beta9-chart-version=latest please"]);
         let error = executor_settings(&common, &executor).expect_err("refused");
         assert_eq!(error.variable, "PROVISIONER_BETA9_CHART_VERSION");
+    }
+
+    #[test]
+    fn each_baseline_chart_comes_from_settings_defaulting_to_its_pin() {
+        let (common, _, executor, _) = dev(&[]);
+        assert_eq!(
+            executor_settings(&common, &executor).unwrap().charts,
+            Charts::default()
+        );
+        let charts: Vec<BaselineChart> = executor
+            .baseline_charts
+            .rows()
+            .into_iter()
+            .map(|(chart, _, _)| chart)
+            .collect();
+        assert_eq!(charts, BaselineChart::ALL, "one row per chart");
+
+        let (common, _, executor, _) = dev(&[
+            "--cluster-autoscaler-chart=oci://mirror.example.com/charts/cluster-autoscaler",
+            "--cluster-autoscaler-chart-version=9.46.6",
+            "--metrics-server-chart=https://mirror.example.com/charts",
+        ]);
+        let charts = executor_settings(&common, &executor).unwrap().charts;
+        assert_eq!(
+            charts.cluster_autoscaler,
+            ChartRef {
+                repository: None,
+                chart: "oci://mirror.example.com/charts/cluster-autoscaler".into(),
+                version: "9.46.6".into(),
+            }
+        );
+        assert_eq!(
+            charts.metrics_server,
+            ChartRef {
+                repository: Some("https://mirror.example.com/charts".into()),
+                chart: "metrics-server".into(),
+                version: BaselineChart::MetricsServer.default_version().into(),
+            }
+        );
+        assert_eq!(charts.ingress_nginx, Charts::default().ingress_nginx);
+    }
+
+    #[test]
+    fn a_bad_baseline_chart_setting_is_refused_naming_its_variable() {
+        for (args, variable) in [
+            (
+                "--ingress-nginx-chart=ingress-nginx/ingress-nginx",
+                "PROVISIONER_INGRESS_NGINX_CHART",
+            ),
+            (
+                "--cert-manager-chart-version=v1 latest",
+                "PROVISIONER_CERT_MANAGER_CHART_VERSION",
+            ),
+            (
+                "--metrics-server-chart=http://insecure.example.com",
+                "PROVISIONER_METRICS_SERVER_CHART",
+            ),
+            (
+                "--cluster-autoscaler-chart-version=",
+                "PROVISIONER_CLUSTER_AUTOSCALER_CHART_VERSION",
+            ),
+            (
+                "--nvidia-device-plugin-chart=oci://",
+                "PROVISIONER_NVIDIA_DEVICE_PLUGIN_CHART",
+            ),
+        ] {
+            let (common, _, executor, _) = dev(&[args]);
+            let error = executor_settings(&common, &executor).expect_err(args);
+            assert_eq!(error.variable, variable, "{args}");
+            assert!(error.to_string().contains(variable), "{error}");
+        }
     }
 
     #[test]

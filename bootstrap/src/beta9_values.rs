@@ -12,6 +12,9 @@
 //! `--access-key`), i.e. the node role, which terraform-stack already grants exactly this
 //! environment's bucket (`aws_iam_role_policy.node_bucket`). No long-lived key exists to leak,
 //! rotate or keep in Secrets Manager.
+//!
+//! Raw manifests go through the chart's `manifests.resources`: the ClusterIssuer the ingresses
+//! ask for ([`crate::cluster_issuer`]) always, and with GPU workers their RuntimeClass.
 
 use std::collections::BTreeMap;
 
@@ -20,6 +23,8 @@ use domain::outputs::InfraOutputs;
 use domain::spec::Beta9Spec;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
+
+use crate::cluster_issuer::{self, CLUSTER_ISSUER, INGRESS_CLASS};
 
 /// The database and user Terraform creates (terraform-stack's `aws_db_instance.main`).
 pub const DATABASE_NAME: &str = "beta9";
@@ -30,8 +35,6 @@ pub const REDIS_PORT: u16 = 6379;
 const JUICEFS_REDIS_DB: u8 = 1;
 /// The RuntimeClass of GPU workers (Beta9's `runtime` of the pool).
 const GPU_RUNTIME: &str = "nvidia";
-/// The ClusterIssuer the ingress asks cert-manager for its certificate.
-pub const CLUSTER_ISSUER: &str = "letsencrypt";
 
 /// Where each secret goes in the computed values until the file is written.
 pub const DB_PASSWORD: &str = "<secret:db-password>";
@@ -136,7 +139,8 @@ pub fn values(beta9: &Beta9Spec, infra: &InfraOutputs, model: &InfraModel) -> Va
             "grpc": {"externalHost": grpc_host, "externalPort": 443, "tls": true},
         },
     });
-    let mut manifests = Vec::new();
+    // The issuer the ingresses below ask for (see [`cluster_issuer`] for why it is here).
+    let mut manifests = vec![cluster_issuer::manifest()];
     if let Some(gpu) = &model.cluster.gpu_nodes {
         let node_selector = BTreeMap::from([(NODE_POOL_LABEL, GPU_POOL)]);
         let mut pool = json!({
@@ -186,7 +190,7 @@ pub fn values(beta9: &Beta9Spec, infra: &InfraOutputs, model: &InfraModel) -> Va
         "ingress": {
             "gateway": {
                 "enabled": true,
-                "className": "nginx",
+                "className": INGRESS_CLASS,
                 "annotations": {"cert-manager.io/cluster-issuer": CLUSTER_ISSUER},
                 "hosts": [{
                     "host": domain,
@@ -198,7 +202,7 @@ pub fn values(beta9: &Beta9Spec, infra: &InfraOutputs, model: &InfraModel) -> Va
             "gateway-grpc": {
                 "enabled": true,
                 "controller": "gateway",
-                "className": "nginx",
+                "className": INGRESS_CLASS,
                 "annotations": {
                     "cert-manager.io/cluster-issuer": CLUSTER_ISSUER,
                     "nginx.ingress.kubernetes.io/backend-protocol": "GRPC",

@@ -13,6 +13,7 @@
 pub mod beta9_values;
 pub mod charts;
 pub mod cluster;
+pub mod cluster_issuer;
 pub mod config_keys;
 pub mod eks_token;
 pub mod helm;
@@ -23,7 +24,7 @@ pub mod step;
 pub mod teardown;
 
 pub use beta9_values::Beta9Secrets;
-pub use charts::{ChartError, ChartRef, Charts};
+pub use charts::{BaselineChart, ChartError, ChartRef, Charts};
 pub use plan::{BootstrapPlan, PlanInputs, Release};
 pub use step::{
     Action, BootstrapRunner, BootstrapStep, ClusterAccess, FileToWrite, HelmInvocation,
@@ -82,6 +83,9 @@ mod test_support {
             bucket_name: "beta9-env-x-artifacts".into(),
             cluster_certificate_authority: "Q0E=".into(),
             cluster_oidc_issuer: "https://oidc.eks.us-east-1.amazonaws.com/id/X".into(),
+            cluster_autoscaler_role_arn: Some(
+                "arn:aws:iam::000000000000:role/beta9-env-x-cluster-autoscaler".into(),
+            ),
         }
     }
 }

@@ -1,13 +1,15 @@
 //! The release plan: which charts, in which order, with which values.
 
-use domain::infra_model::InfraModel;
-use domain::outputs::InfraOutputs;
+use domain::infra_model::{
+    CLUSTER_AUTOSCALER_NAMESPACE, CLUSTER_AUTOSCALER_SERVICE_ACCOUNT, InfraModel,
+};
+use domain::outputs::{InfraOutput, InfraOutputs};
 use domain::spec::Beta9Spec;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::beta9_values;
-use crate::charts::{ChartRef, Charts};
+use crate::charts::{BaselineChart, ChartRef, Charts};
 
 /// One `helm upgrade --install`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -23,7 +25,13 @@ pub struct Release {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BootstrapPlan {
     pub releases: Vec<Release>,
+    /// Lines for the operation's log: what the plan leaves out, and why.
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
+
+/// The annotation that gives a service account an IAM role (EKS's IRSA webhook).
+pub const ROLE_ARN_ANNOTATION: &str = "eks.amazonaws.com/role-arn";
 
 /// What the plan is computed from: the Beta9 settings, the (non-secret) infra outputs, the
 /// infrastructure model and the charts.
@@ -36,7 +44,9 @@ pub struct PlanInputs<'a> {
 }
 
 impl BootstrapPlan {
-    /// Computes the plan. Secrets are placeholders in it, never values.
+    /// Computes the plan. Secrets are placeholders in it, never values. Order: ingress-nginx,
+    /// cert-manager, metrics-server, cluster-autoscaler, the NVIDIA device plugin (GPU workers
+    /// only), Beta9.
     pub fn new(inputs: &PlanInputs<'_>) -> Self {
         let charts = inputs.charts;
         let release = |name: &str, chart: &ChartRef, namespace: &str, values: Value| Release {
@@ -45,24 +55,40 @@ impl BootstrapPlan {
             namespace: namespace.into(),
             values,
         };
+        // A baseline release is named after its chart.
+        let baseline = |chart: BaselineChart, namespace: &str, values: Value| {
+            release(chart.name(), charts.baseline(chart), namespace, values)
+        };
+        let mut notes = Vec::new();
         let mut releases = vec![
-            release(
-                "ingress-nginx",
-                &charts.ingress_nginx,
+            baseline(
+                BaselineChart::IngressNginx,
                 "ingress-nginx",
                 json!({"controller": {"service": {"type": "LoadBalancer"}}}),
             ),
-            release(
-                "cert-manager",
-                &charts.cert_manager,
+            baseline(
+                BaselineChart::CertManager,
                 "cert-manager",
                 json!({"crds": {"enabled": true}}),
             ),
+            baseline(BaselineChart::MetricsServer, "kube-system", json!({})),
         ];
+        match &inputs.infra.cluster_autoscaler_role_arn {
+            Some(role_arn) => releases.push(baseline(
+                BaselineChart::ClusterAutoscaler,
+                CLUSTER_AUTOSCALER_NAMESPACE,
+                cluster_autoscaler_values(inputs, role_arn),
+            )),
+            None => notes.push(format!(
+                "cluster-autoscaler is not installed: the infrastructure outputs have no {} \
+                 (applied before it existed); apply the infrastructure again, then bootstrap \
+                 again, to install it",
+                InfraOutput::ClusterAutoscalerRoleArn
+            )),
+        }
         if inputs.model.cluster.gpu_nodes.is_some() {
-            releases.push(release(
-                "nvidia-device-plugin",
-                &charts.nvidia_device_plugin,
+            releases.push(baseline(
+                BaselineChart::NvidiaDevicePlugin,
                 "kube-system",
                 json!({"failOnInitError": false}),
             ));
@@ -73,8 +99,26 @@ impl BootstrapPlan {
             "beta9",
             beta9_values::values(inputs.beta9, inputs.infra, inputs.model),
         ));
-        Self { releases }
+        Self { releases, notes }
     }
+}
+
+/// cluster-autoscaler's values, every key one of the chart's `values.yaml` (9.44.0; Helm ignores
+/// an unknown key silently): node groups discovered by their EKS tags for this cluster, and its
+/// AWS calls made as the IAM role Terraform made for its service account, named here.
+fn cluster_autoscaler_values(inputs: &PlanInputs<'_>, role_arn: &str) -> Value {
+    json!({
+        "cloudProvider": "aws",
+        "awsRegion": inputs.model.region,
+        "autoDiscovery": {"clusterName": inputs.infra.cluster_name},
+        "rbac": {
+            "serviceAccount": {
+                "create": true,
+                "name": CLUSTER_AUTOSCALER_SERVICE_ACCOUNT,
+                "annotations": {ROLE_ARN_ANNOTATION: role_arn},
+            },
+        },
+    })
 }
 
 #[cfg(test)]
@@ -102,31 +146,166 @@ mod tests {
         &plan.releases.last().unwrap().values
     }
 
+    fn release<'p>(plan: &'p BootstrapPlan, name: &str) -> &'p Release {
+        plan.releases
+            .iter()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("no release {name}"))
+    }
+
     #[test]
     fn the_baseline_charts_come_before_beta9_and_the_gpu_plugin_only_with_gpus() {
         assert_eq!(
             names(&plan(false)),
-            ["ingress-nginx", "cert-manager", "beta9"]
+            [
+                "ingress-nginx",
+                "cert-manager",
+                "metrics-server",
+                "cluster-autoscaler",
+                "beta9"
+            ]
         );
         assert_eq!(
             names(&plan(true)),
             [
                 "ingress-nginx",
                 "cert-manager",
+                "metrics-server",
+                "cluster-autoscaler",
                 "nvidia-device-plugin",
                 "beta9"
             ]
         );
+        assert_eq!(plan(true).notes, Vec::<String>::new());
     }
 
     #[test]
-    fn every_release_is_pinned_and_cert_manager_installs_its_crds_the_current_way() {
-        for release in plan(true).releases {
+    fn every_release_is_pinned_to_its_chart_from_settings() {
+        let mut charts = Charts::default();
+        charts.set_baseline(
+            BaselineChart::MetricsServer,
+            ChartRef::at(
+                "https://mirror.example.com/charts",
+                "metrics-server",
+                "3.12.2",
+            )
+            .unwrap(),
+        );
+        let (beta9, model) = (beta9(true), model(Profile::Medium, true));
+        let plan = BootstrapPlan::new(&PlanInputs {
+            beta9: &beta9,
+            infra: &infra(),
+            model: &model,
+            charts: &charts,
+        });
+        for chart in BaselineChart::ALL {
+            let release = release(&plan, chart.name());
+            assert_eq!(&release.chart, charts.baseline(chart), "{}", release.name);
+        }
+        assert_eq!(release(&plan, "beta9").chart, charts.beta9);
+        for release in &plan.releases {
             assert!(!release.chart.version.is_empty(), "{}", release.name);
         }
-        let plan = plan(false);
-        assert_eq!(plan.releases[1].values, json!({"crds": {"enabled": true}}));
-        assert_eq!(plan.releases[2].chart, Charts::default().beta9);
+        assert_eq!(
+            release(&plan, "metrics-server").chart.version,
+            "3.12.2",
+            "the setting, not the default"
+        );
+    }
+
+    #[test]
+    fn cert_manager_installs_its_crds_the_current_way() {
+        assert_eq!(
+            release(&plan(false), "cert-manager").values,
+            json!({"crds": {"enabled": true}})
+        );
+    }
+
+    #[test]
+    fn the_autoscaler_discovers_this_clusters_groups_as_the_role_terraform_made() {
+        let plan = plan(true);
+        let autoscaler = release(&plan, "cluster-autoscaler");
+        assert_eq!(autoscaler.namespace, "kube-system");
+        let values = &autoscaler.values;
+        assert_eq!(values["autoDiscovery"]["clusterName"], json!("beta9-env-x"));
+        assert_eq!(values["awsRegion"], json!("us-east-1"));
+        assert_eq!(values["cloudProvider"], json!("aws"));
+        let account = &values["rbac"]["serviceAccount"];
+        assert_eq!(account["name"], json!("cluster-autoscaler"));
+        assert_eq!(
+            account["annotations"]["eks.amazonaws.com/role-arn"],
+            json!("arn:aws:iam::000000000000:role/beta9-env-x-cluster-autoscaler")
+        );
+    }
+
+    #[test]
+    fn an_environment_applied_before_the_autoscaler_role_is_bootstrapped_without_it_saying_so() {
+        let (beta9, model) = (beta9(true), model(Profile::Medium, true));
+        let mut infra = infra();
+        infra.cluster_autoscaler_role_arn = None;
+        let plan = BootstrapPlan::new(&PlanInputs {
+            beta9: &beta9,
+            infra: &infra,
+            model: &model,
+            charts: &Charts::default(),
+        });
+        assert!(
+            !names(&plan).contains(&"cluster-autoscaler"),
+            "{:?}",
+            names(&plan)
+        );
+        assert_eq!(names(&plan).len(), 5);
+        assert_eq!(plan.notes.len(), 1);
+        assert!(
+            plan.notes[0].contains("cluster_autoscaler_role_arn")
+                && plan.notes[0].contains("apply the infrastructure again"),
+            "{}",
+            plan.notes[0]
+        );
+    }
+
+    #[test]
+    fn the_autoscaler_chart_follows_the_clusters_kubernetes_minor() {
+        // BaselineChart::ClusterAutoscaler's default is the last chart of cluster-autoscaler
+        // 1.31: when the clusters' Kubernetes version moves, move that pin with it.
+        for gpu in [false, true] {
+            assert_eq!(
+                model(Profile::Small, gpu).cluster.kubernetes_version,
+                "1.31"
+            );
+        }
+        assert_eq!(BaselineChart::ClusterAutoscaler.default_version(), "9.44.0");
+    }
+
+    #[test]
+    fn beta9s_release_carries_the_letsencrypt_cluster_issuer_its_ingresses_name() {
+        for gpu in [false, true] {
+            let plan = plan(gpu);
+            let values = beta9_values(&plan);
+            let issuers: Vec<&Value> = values["manifests"]["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|m| m["kind"] == json!("ClusterIssuer"))
+                .collect();
+            assert_eq!(issuers.len(), 1, "gpu: {gpu}");
+            let issuer = issuers[0];
+            assert_eq!(issuer["apiVersion"], json!("cert-manager.io/v1"));
+            assert_eq!(
+                issuer["metadata"]["name"],
+                values["ingress"]["gateway"]["annotations"]["cert-manager.io/cluster-issuer"]
+            );
+            let acme = &issuer["spec"]["acme"];
+            assert_eq!(
+                acme["server"],
+                json!("https://acme-v02.api.letsencrypt.org/directory")
+            );
+            assert_eq!(
+                acme["solvers"],
+                json!([{"http01": {"ingress": {"ingressClassName": "nginx"}}}])
+            );
+            assert_eq!(values["ingress"]["gateway"]["className"], json!("nginx"));
+        }
     }
 
     #[test]
@@ -184,7 +363,12 @@ mod tests {
             pool["jobSpec"]["nodeSelector"],
             json!({"beta9.io/pool": "gpu"})
         );
-        let runtime_class = &values["manifests"]["resources"][0];
+        let runtime_class = values["manifests"]["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["kind"] == json!("RuntimeClass"))
+            .unwrap();
         assert_eq!(runtime_class["metadata"]["name"], json!("nvidia"));
         assert_eq!(
             runtime_class["scheduling"]["tolerations"][0]["key"],

@@ -271,6 +271,12 @@ mod tests {
                 "write /w/helm-values/cert-manager.json",
                 "helm cert-manager",
                 "remove /w/helm-values/cert-manager.json",
+                "write /w/helm-values/metrics-server.json",
+                "helm metrics-server",
+                "remove /w/helm-values/metrics-server.json",
+                "write /w/helm-values/cluster-autoscaler.json",
+                "helm cluster-autoscaler",
+                "remove /w/helm-values/cluster-autoscaler.json",
                 "write /w/helm-values/beta9.json",
                 "helm beta9",
                 "remove /w/helm-values/beta9.json",
@@ -281,7 +287,7 @@ mod tests {
                 assert!(file.owner_only, "{}", file.path.display());
             }
         }
-        let Action::Helm(beta9) = &actions[8] else {
+        let Action::Helm(beta9) = &actions[14] else {
             panic!("{actions:?}")
         };
         assert_eq!(
@@ -292,7 +298,7 @@ mod tests {
         assert_eq!(
             beta9.args,
             helm::upgrade_args(
-                &sandbox_step().plan.releases[2],
+                sandbox_step().plan.releases.last().unwrap(),
                 Path::new("/w/helm-values/beta9.json"),
                 Path::new("/w/kubeconfig"),
             )
@@ -303,7 +309,7 @@ mod tests {
     fn values_files_are_pretty_json_with_the_secrets_filled_in_and_only_there() {
         let step = sandbox_step();
         let actions = step.actions(Path::new("/w"));
-        let Action::Write(values) = &actions[7] else {
+        let Action::Write(values) = &actions[13] else {
             panic!()
         };
         assert!(values.contents.ends_with("}\n"));
@@ -313,7 +319,7 @@ mod tests {
         assert_eq!(postgres["encryptionKey"], json!("test-encryption-key"));
         assert_eq!(
             parsed["config"]["gateway"],
-            step.plan.releases[2].values["config"]["gateway"]
+            step.plan.releases.last().unwrap().values["config"]["gateway"]
         );
         assert!(!values.contents.contains("<secret:"));
 

@@ -44,6 +44,10 @@ pub const GPU_POOL: &str = "gpu";
 /// The GPU node group's taint (effect NoSchedule): only pods that tolerate it land there.
 pub const GPU_TAINT_KEY: &str = "nvidia.com/gpu";
 pub const GPU_TAINT_VALUE: &str = "true";
+/// cluster-autoscaler's namespace and service account: Terraform lets exactly this account
+/// assume the autoscaler's IAM role, and the bootstrap's release creates it under this name.
+pub const CLUSTER_AUTOSCALER_NAMESPACE: &str = "kube-system";
+pub const CLUSTER_AUTOSCALER_SERVICE_ACCOUNT: &str = "cluster-autoscaler";
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeGroupModel {

@@ -27,11 +27,15 @@ pub enum InfraOutput {
     ClusterCertificateAuthority,
     /// The cluster's OIDC issuer URL (for IAM roles of service accounts): public.
     ClusterOidcIssuer,
+    /// The IAM role cluster-autoscaler's service account assumes through the cluster's OIDC
+    /// provider: an ARN, not a credential. Added after the first environments were applied
+    /// ([`InfraOutput::is_required`]).
+    ClusterAutoscalerRoleArn,
 }
 
 impl InfraOutput {
     /// Every output the infrastructure declares.
-    pub const ALL: [InfraOutput; 9] = [
+    pub const ALL: [InfraOutput; 10] = [
         InfraOutput::VpcId,
         InfraOutput::ClusterName,
         InfraOutput::ClusterEndpoint,
@@ -41,6 +45,7 @@ impl InfraOutput {
         InfraOutput::BucketName,
         InfraOutput::ClusterCertificateAuthority,
         InfraOutput::ClusterOidcIssuer,
+        InfraOutput::ClusterAutoscalerRoleArn,
     ];
 
     /// The output's name, in Terraform and in the outputs map.
@@ -55,6 +60,7 @@ impl InfraOutput {
             InfraOutput::BucketName => "bucket_name",
             InfraOutput::ClusterCertificateAuthority => "cluster_certificate_authority",
             InfraOutput::ClusterOidcIssuer => "cluster_oidc_issuer",
+            InfraOutput::ClusterAutoscalerRoleArn => "cluster_autoscaler_role_arn",
         }
     }
 
@@ -72,7 +78,28 @@ impl InfraOutput {
             | InfraOutput::RedisEndpoint
             | InfraOutput::BucketName
             | InfraOutput::ClusterCertificateAuthority
-            | InfraOutput::ClusterOidcIssuer => false,
+            | InfraOutput::ClusterOidcIssuer
+            | InfraOutput::ClusterAutoscalerRoleArn => false,
+        }
+    }
+
+    /// Whether every reported outputs map has it. Events are kept forever, and an environment
+    /// whose infrastructure was applied before an output existed has a map without it until
+    /// its infrastructure is applied again: an output added later is optional when parsed
+    /// (an `Option` in [`InfraOutputs`]), and what needs it is skipped, saying so. Each output
+    /// is decided here, so a new one must be.
+    pub const fn is_required(self) -> bool {
+        match self {
+            InfraOutput::VpcId
+            | InfraOutput::ClusterName
+            | InfraOutput::ClusterEndpoint
+            | InfraOutput::DatabaseEndpoint
+            | InfraOutput::DatabasePasswordSecretArn
+            | InfraOutput::RedisEndpoint
+            | InfraOutput::BucketName
+            | InfraOutput::ClusterCertificateAuthority
+            | InfraOutput::ClusterOidcIssuer => true,
+            InfraOutput::ClusterAutoscalerRoleArn => false,
         }
     }
 
@@ -103,12 +130,19 @@ pub struct InfraOutputs {
     /// Base64, as EKS gives it.
     pub cluster_certificate_authority: String,
     pub cluster_oidc_issuer: String,
+    /// `None` for an environment applied before the output existed
+    /// ([`InfraOutput::is_required`]).
+    pub cluster_autoscaler_role_arn: Option<String>,
 }
 
 impl InfraOutputs {
-    /// The value of a reported output; `None` for a sensitive one, which it never holds.
+    /// The value of a reported output; `None` for a sensitive one, which it never holds, and
+    /// for an optional one the map did not have.
     pub fn get(&self, output: InfraOutput) -> Option<&str> {
         let value = match output {
+            InfraOutput::ClusterAutoscalerRoleArn => {
+                return self.cluster_autoscaler_role_arn.as_deref();
+            }
             InfraOutput::VpcId => &self.vpc_id,
             InfraOutput::ClusterName => &self.cluster_name,
             InfraOutput::ClusterEndpoint => &self.cluster_endpoint,
@@ -142,10 +176,11 @@ fn names(outputs: &[InfraOutput]) -> String {
 impl TryFrom<&Outputs> for InfraOutputs {
     type Error = MissingOutputs;
 
-    /// Reads every reported output (others in the map are ignored); names all missing ones.
+    /// Reads every reported output (others in the map are ignored); names all missing
+    /// required ones.
     fn try_from(outputs: &Outputs) -> Result<Self, MissingOutputs> {
         let missing: Vec<InfraOutput> = InfraOutput::reported()
-            .filter(|output| !outputs.contains_key(output.name()))
+            .filter(|output| output.is_required() && !outputs.contains_key(output.name()))
             .collect();
         if !missing.is_empty() {
             return Err(MissingOutputs { missing });
@@ -161,6 +196,9 @@ impl TryFrom<&Outputs> for InfraOutputs {
             bucket_name: take(InfraOutput::BucketName),
             cluster_certificate_authority: take(InfraOutput::ClusterCertificateAuthority),
             cluster_oidc_issuer: take(InfraOutput::ClusterOidcIssuer),
+            cluster_autoscaler_role_arn: outputs
+                .get(InfraOutput::ClusterAutoscalerRoleArn.name())
+                .cloned(),
         })
     }
 }
@@ -243,7 +281,12 @@ mod tests {
         );
 
         let err = InfraOutputs::try_from(&Outputs::new()).unwrap_err();
-        assert_eq!(err.missing, InfraOutput::reported().collect::<Vec<_>>());
+        assert_eq!(
+            err.missing,
+            InfraOutput::reported()
+                .filter(|output| output.is_required())
+                .collect::<Vec<_>>()
+        );
         assert!(
             err.to_string()
                 .contains("cluster_name, cluster_endpoint, database_endpoint"),
@@ -271,6 +314,34 @@ mod tests {
         map.remove("cluster_certificate_authority");
         let err = InfraOutputs::try_from(&map).unwrap_err();
         assert_eq!(err.missing, [InfraOutput::ClusterCertificateAuthority]);
+    }
+
+    #[test]
+    fn a_map_of_an_environment_applied_before_the_autoscaler_role_still_parses() {
+        let mut map = all_reported();
+        map.remove("cluster_autoscaler_role_arn");
+        let outputs = InfraOutputs::try_from(&map).unwrap();
+        assert_eq!(outputs.cluster_autoscaler_role_arn, None);
+        assert_eq!(outputs.get(InfraOutput::ClusterAutoscalerRoleArn), None);
+        assert_eq!(Outputs::from(&outputs), map);
+
+        let outputs = InfraOutputs::try_from(&all_reported()).unwrap();
+        assert_eq!(
+            outputs.cluster_autoscaler_role_arn.as_deref(),
+            Some("cluster_autoscaler_role_arn-value")
+        );
+        assert_eq!(Outputs::from(&outputs), all_reported());
+    }
+
+    #[test]
+    fn only_outputs_added_later_are_optional() {
+        let optional: Vec<InfraOutput> = InfraOutput::ALL
+            .into_iter()
+            .filter(|output| !output.is_required())
+            .collect();
+        assert_eq!(optional, [InfraOutput::ClusterAutoscalerRoleArn]);
+        let err = InfraOutputs::try_from(&Outputs::new()).unwrap_err();
+        assert!(!err.missing.contains(&InfraOutput::ClusterAutoscalerRoleArn));
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! settings tree (`src/settings.rs` of the root package), which parses and validates the process
 //! environment. This library reads no environment variables itself.
 
-pub use bootstrap::charts::{BETA9_CHART, BETA9_CHART_VERSION, ChartError, ChartRef, Charts};
+pub use bootstrap::charts::{
+    BETA9_CHART, BETA9_CHART_NAME, BETA9_CHART_VERSION, BaselineChart, ChartError, ChartRef, Charts,
+};
 use std::path::PathBuf;
 
 use bootstrap::readiness::ReadinessTimeouts;
@@ -61,8 +63,9 @@ pub struct ExecutorSettings {
     pub cancel_grace: Duration,
     /// How long a graceful shutdown waits for in-flight jobs before handing them back.
     pub shutdown_grace: Duration,
-    /// `PROVISIONER_BETA9_CHART`, `PROVISIONER_BETA9_CHART_VERSION`: Beta9's chart; the
-    /// baseline charts are pinned in `bootstrap::charts`.
+    /// Every chart the bootstrap installs, from settings: Beta9's (`PROVISIONER_BETA9_CHART`,
+    /// `…_VERSION`) and the baseline's (`PROVISIONER_<CHART>_CHART`, `…_VERSION`; defaults
+    /// pinned in `bootstrap::charts`).
     pub charts: Charts,
     /// The bootstrap's readiness waits on `aws` (`PROVISIONER_BOOTSTRAP_API_TIMEOUT_SECS`,
     /// `…_NODES_TIMEOUT_SECS`, `…_GATEWAY_TIMEOUT_SECS`).

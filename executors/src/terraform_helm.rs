@@ -325,6 +325,9 @@ impl TerraformHelmDriver {
         };
         let secrets = self.beta9_secrets(ctx, eks, &infra).await?;
         let step = BootstrapStep::new(&inputs, &access, secrets);
+        for note in &step.plan.notes {
+            ctx.logs.note(note);
+        }
         let Some(session) = eks else {
             ctx.progress.report(
                 ConditionType::ClusterReachable,

@@ -380,9 +380,15 @@ async fn the_sandbox_infra_reports_exactly_the_typed_infra_outputs() {
     for output in [
         InfraOutput::ClusterCertificateAuthority,
         InfraOutput::ClusterOidcIssuer,
+        InfraOutput::ClusterAutoscalerRoleArn,
     ] {
         assert!(outputs.contains_key(output.name()), "{output}: {outputs:?}");
     }
+    let role = infra
+        .cluster_autoscaler_role_arn
+        .as_deref()
+        .unwrap_or_default();
+    assert!(role.starts_with("arn:aws:iam:"), "{role}");
     assert_eq!(Outputs::from(&infra), outputs);
 }
 
@@ -422,7 +428,8 @@ async fn bootstrap_hands_helm_its_values_in_owner_only_files_removed_after_the_s
 
     let log = std::fs::read_to_string(&log).unwrap();
     let modes: Vec<&str> = log.lines().filter(|l| l.starts_with("mode")).collect();
-    assert_eq!(modes, ["mode 600"; 3], "{log}");
+    // ingress-nginx, cert-manager, metrics-server, cluster-autoscaler, beta9.
+    assert_eq!(modes, ["mode 600"; 5], "{log}");
     assert!(
         log.lines()
             .filter(|l| l.starts_with("placeholders"))
@@ -536,5 +543,40 @@ async fn a_failed_uninstall_fails_the_destroy_naming_the_release_before_terrafor
     assert!(
         !operations.contains(&"destroy".to_owned()),
         "{operations:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_environment_applied_before_the_autoscaler_role_bootstraps_without_it_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outputs = apply(&sandbox_driver(), dir.path()).await.unwrap();
+    // The outputs as an infrastructure step of an earlier version reported them.
+    outputs.remove(InfraOutput::ClusterAutoscalerRoleArn.name());
+    let (mut ctx, mut rx) = context(dir.path(), Step::Bootstrap, None);
+    ctx.job.infra_outputs = outputs;
+    let tools = tempfile::tempdir().unwrap();
+    let log = tools.path().join("helm.log");
+    let mut driver = sandbox_driver();
+    driver.helm = executors::process::Program::new(recording_helm(&log), "test helm");
+    let result = driver.run(ctx).await.unwrap();
+    assert_eq!(result["endpoint"], "https://api.demo.example.com");
+
+    let helm = std::fs::read_to_string(&log).unwrap();
+    let installed: Vec<&str> = helm
+        .lines()
+        .filter_map(|l| l.strip_prefix("args: upgrade --install "))
+        .filter_map(|args| args.split(' ').next())
+        .collect();
+    assert_eq!(
+        installed,
+        ["ingress-nginx", "cert-manager", "metrics-server", "beta9"],
+        "{helm}"
+    );
+    let logged = lines(&mut rx).join("\n");
+    assert!(
+        logged.contains("cluster-autoscaler is not installed")
+            && logged.contains("cluster_autoscaler_role_arn")
+            && logged.contains("apply the infrastructure again"),
+        "{logged}"
     );
 }

@@ -11,6 +11,7 @@
 //! The outputs are exactly [`InfraOutput::ALL`]: the names and which are sensitive come from
 //! `domain::outputs`; this module says only how Terraform computes each.
 
+pub mod cluster_autoscaler;
 pub mod customer_role;
 pub mod provider;
 pub mod summary;
@@ -61,6 +62,7 @@ pub fn render(target: Target<'_>, model: &InfraModel) -> Value {
     network(&mut doc, model);
     iam(&mut doc);
     cluster(&mut doc, model);
+    cluster_autoscaler::irsa(&mut doc, model);
     database(&mut doc, model);
     redis(&mut doc, model);
     bucket(&mut doc, model);
@@ -70,6 +72,7 @@ pub fn render(target: Target<'_>, model: &InfraModel) -> Value {
         "data": {
             "aws_availability_zones": {"available": {"state": "available"}},
         },
+        "locals": cluster_autoscaler::locals(),
         "resource": Value::Object(doc.resources),
         "output": outputs(),
     });
@@ -589,6 +592,10 @@ fn declare(output: InfraOutput) -> Value {
             "${aws_eks_cluster.main.identity[0].oidc[0].issuer}",
             "The cluster's OIDC issuer URL (IAM roles for service accounts).",
         ),
+        InfraOutput::ClusterAutoscalerRoleArn => (
+            "${aws_iam_role.cluster_autoscaler.arn}",
+            "The IAM role cluster-autoscaler's service account assumes.",
+        ),
     };
     let mut declaration = json!({"value": value, "description": description});
     if output.is_sensitive() {
@@ -879,6 +886,108 @@ mod tests {
             .values()
         {
             assert!(rule.get("cidr_ipv4").is_none(), "{rule}");
+        }
+    }
+
+    /// A JSON document held in a string attribute (an IAM policy).
+    fn document(body: &Value, attribute: &str) -> Value {
+        serde_json::from_str(body[attribute].as_str().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn only_the_autoscalers_service_account_assumes_its_role_through_the_clusters_oidc_provider() {
+        let config = render(target(), &medium(Provider::Aws));
+        let provider = resource(&config, "aws_iam_openid_connect_provider", "cluster");
+        assert_eq!(
+            provider["url"],
+            json!("${aws_eks_cluster.main.identity[0].oidc[0].issuer}")
+        );
+        assert_eq!(provider["client_id_list"], json!(["sts.amazonaws.com"]));
+        assert!(provider.get("thumbprint_list").is_none());
+        assert_eq!(
+            config["locals"]["cluster_oidc_issuer_host"],
+            json!("${trimprefix(aws_eks_cluster.main.identity[0].oidc[0].issuer, \"https://\")}")
+        );
+
+        let role = resource(&config, "aws_iam_role", "cluster_autoscaler");
+        let trust = document(role, "assume_role_policy");
+        let statements = trust["Statement"].as_array().unwrap();
+        assert_eq!(statements.len(), 1);
+        let statement = &statements[0];
+        assert_eq!(statement["Effect"], json!("Allow"));
+        assert_eq!(statement["Action"], json!("sts:AssumeRoleWithWebIdentity"));
+        assert_eq!(
+            statement["Principal"],
+            json!({"Federated": "${aws_iam_openid_connect_provider.cluster.arn}"})
+        );
+        assert_eq!(
+            statement["Condition"],
+            json!({"StringEquals": {
+                "${local.cluster_oidc_issuer_host}:sub":
+                    "system:serviceaccount:kube-system:cluster-autoscaler",
+                "${local.cluster_oidc_issuer_host}:aud": "sts.amazonaws.com",
+            }})
+        );
+        assert_eq!(
+            config["output"]["cluster_autoscaler_role_arn"]["value"],
+            json!("${aws_iam_role.cluster_autoscaler.arn}")
+        );
+    }
+
+    #[test]
+    fn the_autoscaler_may_scale_only_this_clusters_groups_and_read_its_node_groups() {
+        for (model, groups) in [
+            (medium(Provider::Aws), vec!["cpu", "gpu"]),
+            (small_without_gpu(Provider::Aws), vec!["cpu"]),
+        ] {
+            let config = render(target(), &model);
+            let policy = document(
+                resource(&config, "aws_iam_role_policy", "cluster_autoscaler"),
+                "policy",
+            );
+            let statements = policy["Statement"].as_array().unwrap();
+            let with = |action: &str| {
+                statements
+                    .iter()
+                    .find(|s| {
+                        s["Action"] == json!(action)
+                            || s["Action"]
+                                .as_array()
+                                .is_some_and(|a| a.contains(&json!(action)))
+                    })
+                    .unwrap_or_else(|| panic!("no statement allows {action}"))
+            };
+            let scale = with("autoscaling:SetDesiredCapacity");
+            assert_eq!(
+                scale,
+                with("autoscaling:TerminateInstanceInAutoScalingGroup")
+            );
+            assert_eq!(
+                scale["Condition"],
+                json!({"StringEquals": {
+                    "aws:ResourceTag/k8s.io/cluster-autoscaler/${aws_eks_cluster.main.name}":
+                        "owned",
+                }})
+            );
+            let node_groups: Vec<String> = groups
+                .iter()
+                .map(|g| format!("${{aws_eks_node_group.{g}.arn}}"))
+                .collect();
+            assert_eq!(
+                with("eks:DescribeNodegroup")["Resource"],
+                json!(node_groups)
+            );
+            for statement in statements {
+                let actions = statement["Action"].as_array().cloned().unwrap_or_default();
+                let mutating = actions.iter().any(|a| {
+                    !a.as_str().unwrap().contains(":Describe")
+                        && !a.as_str().unwrap().contains(":Get")
+                });
+                assert!(
+                    !mutating || statement.get("Condition").is_some(),
+                    "unconditioned change: {statement}"
+                );
+            }
         }
     }
 

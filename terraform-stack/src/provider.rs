@@ -14,8 +14,10 @@ use serde_json::{Value, json};
 use crate::Target;
 use crate::customer_role::{EXTERNAL_ID, ROLE_ARN, SESSION_DURATION, SESSION_NAME};
 
-/// The provider release series the rendering is written (and checked) against.
-pub const AWS_PROVIDER_VERSION: &str = "~> 5.80";
+/// The provider release series the rendering is written (and checked) against: from 5.81, where
+/// `aws_iam_openid_connect_provider.thumbprint_list` became optional (see
+/// [`crate::cluster_autoscaler`]).
+pub const AWS_PROVIDER_VERSION: &str = "~> 5.81";
 
 /// `"${var.<name>}"`.
 fn var(name: &str) -> String {

@@ -7,7 +7,7 @@
 //! argument and nested block exists, may be set (not computed-only) and is not deprecated;
 //! required arguments are present, and exactly one of each group the provider wants one of; no
 //! block is given more often than allowed; and every
-//! reference (`${aws_x.name.attr}`, `var.x`, `count.index`, `depends_on`) names something
+//! reference (`${aws_x.name.attr}`, `var.x`, `local.x`, `count.index`, `depends_on`) names something
 //! declared and an attribute its schema has. The `provider "aws"` block and the S3 backend are
 //! checked the same way, as are the few Terraform language blocks the rendering writes.
 
@@ -349,7 +349,7 @@ impl<'a> Check<'a> {
                 }
             }
         }
-        for section in ["provider", "output", "terraform", "variable"] {
+        for section in ["provider", "output", "terraform", "variable", "locals"] {
             self.strings_in(section, &config[section], false);
         }
     }
@@ -389,6 +389,16 @@ impl<'a> Check<'a> {
                     if self.config["variable"].get(name).is_some());
                 if !declared {
                     self.problem(path, format_args!("{shown}: no such variable is declared"));
+                }
+            }
+            "local" => {
+                let declared = matches!(steps.get(1), Some(Step::Name(name))
+                    if self.config["locals"].get(name).is_some());
+                if !declared {
+                    self.problem(
+                        path,
+                        format_args!("{shown}: no such local value is declared"),
+                    );
                 }
             }
             "count" => {
@@ -689,6 +699,8 @@ fn the_schema_covers_exactly_the_types_rendered_and_the_pinned_version() {
     assert!(pin_admits(terraform_stack::AWS_PROVIDER_VERSION, version));
     assert!(!pin_admits(terraform_stack::AWS_PROVIDER_VERSION, "6.0.0"));
     assert!(!pin_admits(terraform_stack::AWS_PROVIDER_VERSION, "5.69.0"));
+    // Before 5.81 the OIDC provider's thumbprint_list was required, and the rendering omits it.
+    assert!(!pin_admits(terraform_stack::AWS_PROVIDER_VERSION, "5.80.0"));
 }
 
 /// The medium aws rendering with GPU workers, changed by `change`: its problems.
@@ -786,6 +798,8 @@ fn references_must_name_declared_things_and_real_attributes() {
         config["resource"]["aws_vpc"]["main"]["cidr_block"] = json!("${var.cidr}");
         config["resource"]["aws_vpc"]["main"]["depends_on"] = json!(["aws_iam_role.nobody"]);
         config["provider"]["aws"]["region"] = json!("${count.index}");
+        config["output"]["bucket_name"]["value"] = json!("${local.nothing}");
+        config["locals"]["host"] = json!("${aws_eks_cluster.other.name}");
     });
     assert_found(
         &problems,
@@ -797,6 +811,8 @@ fn references_must_name_declared_things_and_real_attributes() {
             "resource.aws_vpc.main.cidr_block: var.cidr: no such variable is declared",
             "resource.aws_vpc.main.depends_on: \"aws_iam_role.nobody\" is not a declared resource",
             "provider.aws.region: count.index outside a resource with count",
+            "output.bucket_name.value: local.nothing: no such local value is declared",
+            "locals.host: aws_eks_cluster.other.name: not declared",
         ],
     );
 }
