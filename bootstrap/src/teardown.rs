@@ -144,12 +144,23 @@ mod tests {
     #[test]
     fn the_releases_are_uninstalled_in_the_reverse_of_the_install_order() {
         for (gpu, expected) in [
-            (false, vec!["beta9", "cert-manager", "ingress-nginx"]),
+            (
+                false,
+                vec![
+                    "beta9",
+                    "cluster-autoscaler",
+                    "metrics-server",
+                    "cert-manager",
+                    "ingress-nginx",
+                ],
+            ),
             (
                 true,
                 vec![
                     "beta9",
                     "nvidia-device-plugin",
+                    "cluster-autoscaler",
+                    "metrics-server",
                     "cert-manager",
                     "ingress-nginx",
                 ],
@@ -176,7 +187,7 @@ mod tests {
         let actions = teardown.actions(Path::new("/w"));
         let args = helm_args(&actions);
         assert_eq!(
-            args[2],
+            args[4],
             [
                 "uninstall",
                 "ingress-nginx",
@@ -256,11 +267,13 @@ mod tests {
             [
                 "write /w/kubeconfig",
                 "uninstall beta9",
+                "uninstall cluster-autoscaler",
+                "uninstall metrics-server",
                 "uninstall cert-manager"
             ]
         );
         let all = Recorder::default();
         futures::executor::block_on(teardown(false).run(Path::new("/w"), &all)).unwrap();
-        assert_eq!(all.done.lock().unwrap().len(), 4);
+        assert_eq!(all.done.lock().unwrap().len(), 6);
     }
 }

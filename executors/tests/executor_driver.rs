@@ -537,8 +537,15 @@ async fn a_failed_uninstall_fails_the_destroy_naming_the_release_before_terrafor
     );
     // Beta9 went first; terraform destroyed nothing.
     let helm_runs = std::fs::read_to_string(dir.path().join("helm-args")).unwrap();
-    assert!(helm_runs.starts_with("uninstall beta9 "), "{helm_runs}");
-    assert_eq!(helm_runs.lines().count(), 1, "{helm_runs}");
+    let uninstalled: Vec<&str> = helm_runs
+        .lines()
+        .map(|l| l.split(' ').nth(1).unwrap())
+        .collect();
+    assert_eq!(
+        uninstalled,
+        ["beta9", "cluster-autoscaler", "metrics-server"],
+        "{helm_runs}"
+    );
     let operations = run_operations(dir.path());
     assert!(
         !operations.contains(&"destroy".to_owned()),

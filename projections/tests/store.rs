@@ -279,10 +279,45 @@ async fn a_row_is_written_with_the_domain_state_it_derives_from() {
     for event in &history.events {
         aggregate.apply(event);
     }
+    let folded = environment_view::fold(&history.envelopes())
+        .unwrap()
+        .unwrap();
+    let stored = stored_state(&db, &history).await.unwrap();
+    assert_eq!(stored, folded.stored().unwrap());
+    // The domain state itself, and the conditions folded beside it.
+    let mut state_only = stored.clone();
+    let conditions = state_only.as_object_mut().unwrap().remove("conditions");
+    assert_eq!(state_only, serde_json::to_value(&aggregate).unwrap());
     assert_eq!(
-        stored_state(&db, &history).await,
-        Some(serde_json::to_value(&aggregate).unwrap())
+        conditions,
+        Some(serde_json::to_value(&folded.view().conditions).unwrap())
     );
+}
+
+#[tokio::test]
+async fn a_row_whose_state_predates_the_conditions_is_rebuilt_with_them() {
+    let db = TestDb::new().await;
+    let history = History::ready("alpha");
+    history.record(&db.pool).await;
+    let envelopes = history.envelopes();
+    store::apply_batch(&db.pool, &ViewTable::live(), &envelopes[..2])
+        .await
+        .unwrap();
+    // As a build before conditions wrote it: the bare domain state, no conditions.
+    let bare = environment_view::fold(&envelopes[..2]).unwrap().unwrap();
+    sqlx::query("UPDATE environments_view SET state = $2, conditions = '[]' WHERE id = $1")
+        .bind(history.env_id.as_str())
+        .bind(serde_json::to_value(bare.state()).unwrap())
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let outcome = store::apply_batch(&db.pool, &ViewTable::live(), &envelopes[2..])
+        .await
+        .unwrap();
+    assert_eq!(outcome.applied(), envelopes.len() - 2);
+    assert_eq!(row(&db, &history).await, Some(fold(&history)));
+    let view = row(&db, &history).await.unwrap();
+    assert_eq!(view.conditions.as_slice().len(), 4);
 }
 
 #[tokio::test]
@@ -313,7 +348,7 @@ async fn a_row_without_state_is_rebuilt_from_the_event_store_and_goes_on() {
     let expected = environment_view::fold(&envelopes).unwrap().unwrap();
     assert_eq!(
         stored_state(&db, &history).await,
-        Some(serde_json::to_value(expected.state()).unwrap())
+        Some(expected.stored().unwrap())
     );
 }
 
@@ -360,6 +395,9 @@ async fn a_row_without_state_whose_events_are_not_stored_rejects_the_next_event(
         panic!("{outcome:?}")
     };
     assert!(reason.contains("cannot be rebuilt"), "{reason}");
-    assert_eq!(row(&db, &history).await, Some(written));
+    // As it was written: before the read model kept the state, or conditions.
+    let mut unchanged = written;
+    unchanged.conditions = serde_json::from_value(serde_json::json!([])).unwrap();
+    assert_eq!(row(&db, &history).await, Some(unchanged));
     assert_eq!(stored_state(&db, &history).await, None);
 }

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use bootstrap::helm::VALUES_DIR;
 use bootstrap::kubeconfig::KUBECONFIG_FILE;
-use bootstrap::readiness::{GATEWAY_DEPLOYMENT, GATEWAY_NAMESPACE};
+use bootstrap::readiness::{
+    GATEWAY_DEPLOYMENT, GATEWAY_NAMESPACE, INGRESS_NAMESPACE, INGRESS_SERVICE,
+};
 use reqwest::StatusCode;
 use system_tests::aws::Moto;
 use system_tests::aws_stack::{
@@ -82,9 +84,16 @@ impl AwsWorld {
     }
 }
 
-/// The gateway Deployment, available as soon as it is looked at.
+/// The gateway Deployment and the ingress load balancer, ready as soon as they are looked at.
 fn with_gateway(behaviour: KubeBehaviour) -> KubeBehaviour {
-    behaviour.with_deployment(GATEWAY_NAMESPACE, GATEWAY_DEPLOYMENT, Some(Duration::ZERO))
+    behaviour
+        .with_deployment(GATEWAY_NAMESPACE, GATEWAY_DEPLOYMENT, Some(Duration::ZERO))
+        .with_load_balancer(
+            INGRESS_NAMESPACE,
+            INGRESS_SERVICE,
+            "k8s-ingress-0123456789.elb.us-east-1.amazonaws.com",
+            Some(Duration::ZERO),
+        )
 }
 
 /// A cluster that is ready at once (the small profile's CPU pool wants 1 node).

@@ -34,6 +34,16 @@ async fn an_environment_goes_from_request_to_ready_to_destroyed_with_a_complete_
     assert!(ready["error"].is_null());
     assert!(ready["operation"].is_null());
     assert_eq!(ready["spec"]["name"], "production");
+    assert_eq!(
+        conditions(&ready),
+        [
+            ("InfraReady", "True"),
+            ("ClusterReachable", "True"),
+            ("BaselineInstalled", "True"),
+            ("AppReady", "True"),
+        ],
+        "{ready}"
+    );
 
     let response = stack.delete(&id).await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
@@ -41,6 +51,12 @@ async fn an_environment_goes_from_request_to_ready_to_destroyed_with_a_complete_
     assert_eq!(body["status"], "destroy_queued");
     let destroyed = stack.wait_for_status(&id, "destroyed", READY_WITHIN).await;
     assert_eq!(destroyed["outputs"], serde_json::json!({}));
+    assert!(
+        conditions(&destroyed)
+            .iter()
+            .all(|(_, status)| *status == "False"),
+        "{destroyed}"
+    );
     the_destroy_uninstalled_the_releases_before_terraform_destroyed(&stack.workdir(&id));
 
     let history = stack.history(&id).await;
@@ -84,7 +100,17 @@ async fn an_environment_goes_from_request_to_ready_to_destroyed_with_a_complete_
     }
     // Who did what: the user requested and destroyed, the system ran the steps.
     assert_eq!(history[0]["metadata"]["actor"], "token:admin");
-    assert_eq!(history[5]["metadata"]["actor"], "token:admin");
+    let destroy_requested = history
+        .iter()
+        .find(|e| e["type"] == "DestroyRequested")
+        .unwrap();
+    assert_eq!(destroy_requested["metadata"]["actor"], "token:admin");
+    for progressed in history
+        .iter()
+        .filter(|e| e["type"] == "BootstrapProgressed")
+    {
+        assert_eq!(progressed["metadata"]["actor"], "system:executor");
+    }
     assert_eq!(history[1]["metadata"]["actor"], "system:process-manager");
     assert_eq!(history[2]["metadata"]["actor"], "system:executor");
     // A step's events are correlated by their operation.
@@ -98,7 +124,17 @@ async fn an_environment_goes_from_request_to_ready_to_destroyed_with_a_complete_
     // Everything committed is on the stream, exactly once, in order.
     let published = stack.stream_events(&id).await;
     let sequences: Vec<u64> = published.iter().map(|e| e.sequence).collect();
-    assert_eq!(sequences, (1..=8).collect::<Vec<u64>>());
+    assert_eq!(sequences, (1..=history.len() as u64).collect::<Vec<u64>>());
+}
+
+/// Each condition's type and status, in order.
+fn conditions(view: &Value) -> Vec<(&str, &str)> {
+    view["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .map(|c| (c["type"].as_str().unwrap(), c["status"].as_str().unwrap()))
+        .collect()
 }
 
 /// What the sandbox's stand-ins recorded in `workdir`: the bootstrap gave helm owner-only
@@ -111,7 +147,7 @@ fn the_destroy_uninstalled_the_releases_before_terraform_destroyed(workdir: &Pat
         .iter()
         .filter(|run| run.args[0] == "upgrade")
         .collect();
-    assert_eq!(installs.len(), 3, "{invocations:?}");
+    assert_eq!(installs.len(), 5, "{invocations:?}");
     for install in &installs {
         let [values] = install.values_files.as_slice() else {
             panic!("one values file each: {install:?}")
@@ -135,7 +171,16 @@ fn the_destroy_uninstalled_the_releases_before_terraform_destroyed(workdir: &Pat
         .filter(|run| run.args[0] == "uninstall")
         .map(|run| run.args[1].as_str())
         .collect();
-    assert_eq!(uninstalled, ["beta9", "cert-manager", "ingress-nginx"]);
+    assert_eq!(
+        uninstalled,
+        [
+            "beta9",
+            "cluster-autoscaler",
+            "metrics-server",
+            "cert-manager",
+            "ingress-nginx"
+        ]
+    );
     let runs = standins::overlap::read(workdir).unwrap();
     let destroy_order: Vec<&str> = runs
         .started
@@ -147,6 +192,8 @@ fn the_destroy_uninstalled_the_releases_before_terraform_destroyed(workdir: &Pat
         destroy_order,
         [
             "helm-uninstall:beta9",
+            "helm-uninstall:cluster-autoscaler",
+            "helm-uninstall:metrics-server",
             "helm-uninstall:cert-manager",
             "helm-uninstall:ingress-nginx",
             "destroy"
