@@ -162,8 +162,8 @@ impl Harness {
     /// Waits for the result of `op`.
     async fn wait_for_result(&self, env: &EnvironmentId, op: &OperationId) -> OperationResult {
         eventually(
-            &format!("no result for {op} within 30s"),
-            Instant::now() + Duration::from_secs(30),
+            &format!("no result for {op} within 60s"),
+            Instant::now() + Duration::from_secs(60),
             Duration::from_millis(100),
             async || {
                 // Not a condition observed on the way: the result that ends the operation.
