@@ -131,12 +131,15 @@ impl Conditions {
         &self.0
     }
 
-    /// The condition `condition`.
-    pub fn get(&self, condition: ConditionType) -> &Condition {
-        self.0
-            .iter()
-            .find(|c| c.condition == condition)
-            .expect("every condition is kept")
+    /// The condition `condition`: every one is kept, but a stored list is read as it was
+    /// written, so `None` stays possible.
+    pub fn get(&self, condition: ConditionType) -> Option<&Condition> {
+        self.0.iter().find(|c| c.condition == condition)
+    }
+
+    /// Whether `condition` is kept with `status`.
+    fn is(&self, condition: ConditionType, status: ConditionStatus) -> bool {
+        self.get(condition).is_some_and(|c| c.status == status)
     }
 
     /// Sets `condition`; its transition time moves to `at` only when its status changes.
@@ -148,6 +151,18 @@ impl Conditions {
         message: &str,
         at: DateTime<Utc>,
     ) {
+        if self.get(condition).is_none() {
+            // Not in a list read back from storage: added, in its place.
+            self.0.push(Condition {
+                condition,
+                status,
+                reason: String::new(),
+                message: String::new(),
+                last_transition_time: at,
+            });
+            self.0
+                .sort_by_key(|c| ConditionType::ALL.iter().position(|t| *t == c.condition));
+        }
         let Some(entry) = self.0.iter_mut().find(|c| c.condition == condition) else {
             return;
         };
@@ -169,7 +184,7 @@ impl Conditions {
         at: DateTime<Utc>,
     ) {
         for condition in ConditionType::BOOTSTRAP {
-            if self.get(condition).status != ConditionStatus::True {
+            if !self.is(condition, ConditionStatus::True) {
                 self.set(condition, status, reason, message, at);
             }
         }
@@ -180,8 +195,8 @@ impl Conditions {
     fn bootstrap_failed(&mut self, reason: &str, message: &str, at: DateTime<Utc>) {
         if let Some(first) = ConditionType::BOOTSTRAP
             .into_iter()
-            .find(|c| self.get(*c).status != ConditionStatus::True)
-            && self.get(first).status != ConditionStatus::False
+            .find(|c| !self.is(*c, ConditionStatus::True))
+            && !self.is(first, ConditionStatus::False)
         {
             self.set(first, ConditionStatus::False, reason, message, at);
         }
@@ -328,6 +343,7 @@ mod tests {
         assert_eq!(
             conditions
                 .get(ConditionType::ClusterReachable)
+                .unwrap()
                 .last_transition_time,
             at(2)
         );
@@ -347,13 +363,16 @@ mod tests {
             },
             at(2),
         );
-        let baseline = conditions.get(ConditionType::BaselineInstalled);
+        let baseline = conditions.get(ConditionType::BaselineInstalled).unwrap();
         assert_eq!(
             (baseline.status, baseline.reason.as_str()),
             (False, "BootstrapFailed")
         );
         assert_eq!(baseline.message, "helm: ingress-nginx failed");
-        assert_eq!(conditions.get(ConditionType::AppReady).status, Unknown);
+        assert_eq!(
+            conditions.get(ConditionType::AppReady).unwrap().status,
+            Unknown
+        );
 
         conditions.observe(
             &Event::RetryRequested {
@@ -385,7 +404,7 @@ mod tests {
             },
             at(2),
         );
-        let reachable = conditions.get(ConditionType::ClusterReachable);
+        let reachable = conditions.get(ConditionType::ClusterReachable).unwrap();
         assert_eq!(
             (reachable.status, reachable.reason.as_str()),
             (False, "NodesNotReady")
@@ -403,6 +422,22 @@ mod tests {
                 .iter()
                 .all(|c| c.status == False && c.reason == "Destroyed")
         );
+    }
+
+    #[test]
+    fn a_stored_list_missing_a_condition_gets_it_back_in_its_place() {
+        let mut conditions: Conditions = serde_json::from_value(serde_json::json!([])).unwrap();
+        assert!(conditions.get(ConditionType::AppReady).is_none());
+        conditions.observe(
+            &Event::BootstrapCompleted {
+                operation_id: op(),
+                outputs: Default::default(),
+            },
+            at(1),
+        );
+        let types: Vec<ConditionType> = conditions.as_slice().iter().map(|c| c.condition).collect();
+        assert_eq!(types, ConditionType::ALL[1..]);
+        assert_eq!(statuses(&conditions)[2], (True, "Available"));
     }
 
     #[test]

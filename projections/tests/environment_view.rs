@@ -576,10 +576,13 @@ fn the_view_is_a_function_of_the_domain_state() {
     .unwrap();
     assert_eq!(resumed, folded);
     // The bootstrap failed before anything was observed: at the cluster.
-    let reachable = view.conditions.get(ConditionType::ClusterReachable);
+    let reachable = view
+        .conditions
+        .get(ConditionType::ClusterReachable)
+        .unwrap();
     assert_eq!(reachable.status, ConditionStatus::False);
     assert_eq!(reachable.message, "helm timed out");
-    let infra = view.conditions.get(ConditionType::InfraReady);
+    let infra = view.conditions.get(ConditionType::InfraReady).unwrap();
     assert_eq!(infra.status, ConditionStatus::True);
     assert_eq!(
         infra.last_transition_time,
