@@ -610,12 +610,19 @@ async fn two_applies_of_one_environment(harness: &Harness) -> Vec<overlap::RunRe
     let (first, second) = (OperationId::generate(), OperationId::generate());
     // Long enough that the second job starts while it runs, even on a loaded machine.
     harness.start_infra(&env, &first, slow_apply(4.0)).await;
-    let lock_path = harness.workdir(&env).join(LOCK_FILE);
+    let workdir = harness.workdir(&env);
+    let lock_path = workdir.join(LOCK_FILE);
+    // The apply's lock, not its plan's: a second plan taking the lock in between would make
+    // the first step's saved plan stale, and its retry a third apply.
     eventually(
         "the first apply never took the lock",
         Instant::now() + Duration::from_secs(15),
         Duration::from_millis(20),
-        async || lock_path.exists().then_some(()),
+        async || {
+            let applying = overlap::read(&workdir)
+                .is_ok_and(|log| log.started.iter().any(|run| run.operation == "apply"));
+            (applying && lock_path.exists()).then_some(())
+        },
     )
     .await;
     // As a redelivered or duplicated job would arrive: a second step of the same environment.
