@@ -77,6 +77,15 @@ pub fn node_minimums(cluster: &ClusterModel) -> Vec<NodeMinimum> {
     minimums
 }
 
+/// The minimums as the log says them: `2 cpu, 1 gpu`.
+pub fn describe(minimums: &[NodeMinimum]) -> String {
+    minimums
+        .iter()
+        .map(|m| format!("{} {}", m.min, m.pool))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// What never became ready.
 #[derive(Debug, thiserror::Error)]
 #[error("{what} never became ready within {timeout:?}: {last}")]
@@ -182,12 +191,7 @@ pub async fn nodes(
     timeouts: &ReadinessTimeouts,
     note: &(dyn Fn(&str) + Sync),
 ) -> Result<(), NotReady> {
-    let wanted = minimums
-        .iter()
-        .map(|m| format!("{} {}", m.min, m.pool))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let what = format!("the cluster's nodes ({wanted} Ready)");
+    let what = format!("the cluster's nodes ({} Ready)", describe(minimums));
     let api: Api<Node> = Api::all(client.clone());
     wait(&what, timeouts.nodes, timeouts.poll, note, || async {
         match api.list(&ListParams::default()).await {

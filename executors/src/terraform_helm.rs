@@ -358,16 +358,14 @@ impl TerraformHelmDriver {
             readiness::nodes(&client, &minimums, limits, &note),
         )
         .await?;
-        let pools = minimums
-            .iter()
-            .map(|m| format!("{} {}", m.min, m.pool))
-            .collect::<Vec<_>>()
-            .join(", ");
         ctx.progress.report(
             reachable,
             ConditionStatus::True,
             "NodesReady",
-            format!("Kubernetes {version}; at least {pools} nodes Ready"),
+            format!(
+                "Kubernetes {version}; at least {} nodes Ready",
+                readiness::describe(&minimums)
+            ),
         );
         let mut outputs = step
             .run(&ctx.workdir, &StepTools::new(self, ctx, Some(helm_access)))
