@@ -28,6 +28,7 @@ pub use charts::{BaselineChart, ChartError, ChartRef, Charts};
 pub use plan::{BootstrapPlan, PlanInputs, Release};
 pub use step::{
     Action, BootstrapRunner, BootstrapStep, ClusterAccess, FileToWrite, HelmInvocation,
+    RecoverCheck,
 };
 pub use teardown::{Teardown, TeardownFailed};
 

@@ -1,6 +1,7 @@
 //! The bootstrap step, prepared and driven: from the infrastructure's outputs, the Beta9
 //! settings and the way to reach the cluster, [`BootstrapStep::actions`] lists everything to do
-//! in the environment's workdir, in order — the kubeconfig, then per release its values file
+//! in the environment's workdir, in order — the kubeconfig, then per release the check that no
+//! attempt which did not finish left it pending (cleared if one did), its values file
 //! (owner-only: it holds secrets), its `helm upgrade --install`, and the file's removal. The executor does the I/O through a [`BootstrapRunner`] (its
 //! process runner) and [`BootstrapStep::run`] drives it; checks that need to talk to the cluster
 //! itself (readiness) belong in `run`, between the installs.
@@ -8,13 +9,14 @@
 use std::ffi::OsString;
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use domain::outputs::{BootstrapOutputs, InfraOutputs};
 use serde_json::Value;
 
 use crate::beta9_values::Beta9Secrets;
 
-use crate::helm::{self, VALUES_DIR};
+use crate::helm::{self, HelmOutput, Recovery, STATUS_TIMEOUT, StatusError, VALUES_DIR};
 use crate::kubeconfig::{self, KUBECONFIG_FILE};
 use crate::plan::{BootstrapPlan, PlanInputs};
 
@@ -60,6 +62,8 @@ pub struct BootstrapStep {
 /// One thing to do, in [`BootstrapStep::actions`] order.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
+    /// Before a release's install: clears what an attempt that did not finish left pending.
+    Recover(RecoverCheck),
     Write(FileToWrite),
     Helm(HelmInvocation),
     /// Removes a file written before (missing already is fine).
@@ -99,6 +103,26 @@ pub struct HelmInvocation {
     pub args: Vec<OsString>,
 }
 
+/// The `helm status` of a release and the runs that clear it when it was left pending
+/// ([`helm::recovery`] decides which).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecoverCheck {
+    pub release: String,
+    pub namespace: String,
+    pub status: HelmInvocation,
+    pub uninstall: HelmInvocation,
+    pub rollback: HelmInvocation,
+}
+
+impl RecoverCheck {
+    fn clearing(&self, recovery: Recovery) -> &HelmInvocation {
+        match recovery {
+            Recovery::Uninstall => &self.uninstall,
+            Recovery::Rollback => &self.rollback,
+        }
+    }
+}
+
 /// Does the bootstrap's I/O: the executor writes the files and runs `helm` with its process
 /// runner (logs, cancellation, the child's environment).
 pub trait BootstrapRunner {
@@ -113,8 +137,21 @@ pub trait BootstrapRunner {
         invocation: &HelmInvocation,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
+    /// Runs `helm` with the invocation's arguments, stopped after `timeout`, capturing its
+    /// standard output (never logged); `Err` only when it could not run or finish.
+    fn helm_output(
+        &self,
+        invocation: &HelmInvocation,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<HelmOutput, Self::Error>> + Send;
+
     /// Removes the file at `path`; a missing file is not an error.
     fn remove(&self, path: &Path) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// A line for the operation's log.
+    fn note(&self, line: &str) {
+        let _ = line;
+    }
 
     /// Every release of the baseline (all but Beta9, the last) is installed: `releases`.
     fn baseline_installed(&self, releases: &[&str]) {
@@ -150,6 +187,26 @@ impl BootstrapStep {
         })];
         for release in &self.plan.releases {
             let values = values_dir.join(format!("{}.json", release.name));
+            let (name, namespace) = (&release.name, &release.namespace);
+            actions.push(Action::Recover(RecoverCheck {
+                release: name.clone(),
+                namespace: namespace.clone(),
+                status: HelmInvocation {
+                    summary: format!("checking release {name} in namespace {namespace}"),
+                    args: helm::status_args(release, &kubeconfig),
+                },
+                uninstall: HelmInvocation {
+                    summary: format!("uninstalling release {name} from namespace {namespace}"),
+                    args: helm::uninstall_args(release, &kubeconfig),
+                },
+                rollback: HelmInvocation {
+                    summary: format!(
+                        "rolling release {name} in namespace {namespace} back to its previous \
+                         revision"
+                    ),
+                    args: helm::rollback_args(release, &kubeconfig),
+                },
+            }));
             actions.push(Action::Write(FileToWrite {
                 path: values.clone(),
                 contents: json_text(&self.secrets.fill(&release.values)),
@@ -172,11 +229,11 @@ impl BootstrapStep {
     /// Does [`BootstrapStep::actions`] in order through `runner`, stopping at the first error
     /// — after which it still does the removals of the files written so far; returns the
     /// step's outputs.
-    pub async fn run<R: BootstrapRunner>(
-        &self,
-        workdir: &Path,
-        runner: &R,
-    ) -> Result<BootstrapOutputs, R::Error> {
+    pub async fn run<R>(&self, workdir: &Path, runner: &R) -> Result<BootstrapOutputs, R::Error>
+    where
+        R: BootstrapRunner,
+        R::Error: From<StatusError>,
+    {
         let actions = self.actions(workdir);
         let baseline: Vec<&str> = self.plan.releases[..self.plan.releases.len().saturating_sub(1)]
             .iter()
@@ -186,6 +243,7 @@ impl BootstrapStep {
         let mut written: Vec<&Path> = Vec::new();
         for action in &actions {
             let done = match action {
+                Action::Recover(check) => recover(check, runner).await,
                 Action::Write(file) => {
                     written.push(&file.path);
                     runner.write(file).await
@@ -214,6 +272,26 @@ impl BootstrapStep {
         }
         Ok(self.outputs.clone())
     }
+}
+
+/// Clears `check`'s release if an attempt that did not finish left it pending (the step lease
+/// lets no other attempt of the environment run), saying what it found and did.
+async fn recover<R>(check: &RecoverCheck, runner: &R) -> Result<(), R::Error>
+where
+    R: BootstrapRunner,
+    R::Error: From<StatusError>,
+{
+    let status = runner.helm_output(&check.status, STATUS_TIMEOUT).await?;
+    let Some(left) = helm::recovery(&check.release, &status)? else {
+        return Ok(());
+    };
+    let clearing = check.clearing(left.recovery);
+    runner.note(&format!(
+        "the release {} (namespace {}) is {}: an earlier attempt's helm did not finish; {} \
+         before installing it again",
+        check.release, check.namespace, left.status, clearing.summary
+    ));
+    runner.helm(clearing).await
 }
 
 /// Pretty JSON and a final newline, as the files are written.
@@ -248,12 +326,20 @@ mod tests {
 
     fn describe(action: &Action) -> String {
         match action {
+            Action::Recover(check) => format!("check {}", check.release),
             Action::Write(file) => format!("write {}", file.path.display()),
-            Action::Helm(helm) => format!(
-                "helm {}",
-                helm.args[2].to_str().unwrap() // the release name
-            ),
+            Action::Helm(helm) => describe_helm(helm),
             Action::Remove(path) => format!("remove {}", path.display()),
+        }
+    }
+
+    /// `helm RELEASE` for an install, `helm COMMAND RELEASE` for the others.
+    fn describe_helm(helm: &HelmInvocation) -> String {
+        let args: Vec<&str> = helm.args.iter().map(|a| a.to_str().unwrap()).collect();
+        match args[..] {
+            ["upgrade", "--install", release, ..] => format!("helm {release}"),
+            [command, release, ..] => format!("helm {command} {release}"),
+            _ => panic!("{args:?}"),
         }
     }
 
@@ -265,18 +351,23 @@ mod tests {
             described,
             [
                 "write /w/kubeconfig",
+                "check ingress-nginx",
                 "write /w/helm-values/ingress-nginx.json",
                 "helm ingress-nginx",
                 "remove /w/helm-values/ingress-nginx.json",
+                "check cert-manager",
                 "write /w/helm-values/cert-manager.json",
                 "helm cert-manager",
                 "remove /w/helm-values/cert-manager.json",
+                "check metrics-server",
                 "write /w/helm-values/metrics-server.json",
                 "helm metrics-server",
                 "remove /w/helm-values/metrics-server.json",
+                "check cluster-autoscaler",
                 "write /w/helm-values/cluster-autoscaler.json",
                 "helm cluster-autoscaler",
                 "remove /w/helm-values/cluster-autoscaler.json",
+                "check beta9",
                 "write /w/helm-values/beta9.json",
                 "helm beta9",
                 "remove /w/helm-values/beta9.json",
@@ -287,7 +378,24 @@ mod tests {
                 assert!(file.owner_only, "{}", file.path.display());
             }
         }
-        let Action::Helm(beta9) = &actions[14] else {
+        let Action::Recover(check) = &actions[17] else {
+            panic!("{actions:?}")
+        };
+        let beta9_release = sandbox_step().plan.releases.last().unwrap().clone();
+        let kubeconfig = Path::new("/w/kubeconfig");
+        assert_eq!(
+            (
+                &check.status.args,
+                &check.uninstall.args,
+                &check.rollback.args
+            ),
+            (
+                &helm::status_args(&beta9_release, kubeconfig),
+                &helm::uninstall_args(&beta9_release, kubeconfig),
+                &helm::rollback_args(&beta9_release, kubeconfig)
+            )
+        );
+        let Action::Helm(beta9) = &actions[19] else {
             panic!("{actions:?}")
         };
         assert_eq!(
@@ -309,7 +417,7 @@ mod tests {
     fn values_files_are_pretty_json_with_the_secrets_filled_in_and_only_there() {
         let step = sandbox_step();
         let actions = step.actions(Path::new("/w"));
-        let Action::Write(values) = &actions[13] else {
+        let Action::Write(values) = &actions[18] else {
             panic!()
         };
         assert!(values.contents.ends_with("}\n"));
@@ -366,11 +474,19 @@ mod tests {
         );
     }
 
-    /// Records what it is asked to do; fails the helm run of `fail_release`.
+    /// Records what it is asked to do; fails the helm run of `fail_release`; `helm status`
+    /// finds the release `left` in its status, and no other.
     #[derive(Default)]
     struct Recorder {
         done: Mutex<Vec<String>>,
         fail_release: Option<&'static str>,
+        left: Option<(&'static str, &'static str)>,
+    }
+
+    impl From<StatusError> for String {
+        fn from(error: StatusError) -> String {
+            error.to_string()
+        }
     }
 
     impl BootstrapRunner for Recorder {
@@ -393,11 +509,84 @@ mod tests {
             }
         }
 
+        async fn helm_output(
+            &self,
+            invocation: &HelmInvocation,
+            timeout: Duration,
+        ) -> Result<HelmOutput, String> {
+            assert_eq!(timeout, STATUS_TIMEOUT);
+            let release = invocation.args[1].to_str().unwrap();
+            self.done.lock().unwrap().push(format!("check {release}"));
+            Ok(match self.left {
+                Some((left, status)) if left == release => HelmOutput {
+                    success: true,
+                    stdout: json!({"info": {"status": status}}).to_string(),
+                    stderr: String::new(),
+                },
+                _ => HelmOutput {
+                    success: false,
+                    stdout: String::new(),
+                    stderr: "Error: release: not found".into(),
+                },
+            })
+        }
+
         async fn remove(&self, path: &Path) -> Result<(), String> {
             let line = describe(&Action::Remove(path.to_owned()));
             self.done.lock().unwrap().push(line);
             Ok(())
         }
+
+        fn note(&self, line: &str) {
+            self.done.lock().unwrap().push(format!("note {line}"));
+        }
+    }
+
+    #[test]
+    fn a_release_left_pending_is_cleared_before_its_install_and_the_log_says_so() {
+        for (status, clearing) in [
+            ("pending-install", "helm uninstall cert-manager"),
+            ("pending-upgrade", "helm rollback cert-manager"),
+            ("pending-rollback", "helm rollback cert-manager"),
+        ] {
+            let recorder = Recorder {
+                left: Some(("cert-manager", status)),
+                ..Recorder::default()
+            };
+            futures::executor::block_on(sandbox_step().run(Path::new("/w"), &recorder)).unwrap();
+            let done = recorder.done.lock().unwrap();
+            assert_eq!(done[5], "check cert-manager");
+            assert!(
+                done[6].starts_with(&format!(
+                    "note the release cert-manager (namespace cert-manager) is {status}: "
+                )),
+                "{}",
+                done[6]
+            );
+            assert_eq!(
+                done[7..9],
+                [clearing, "write /w/helm-values/cert-manager.json"]
+            );
+            assert_eq!(done.iter().filter(|d| d.starts_with("note")).count(), 1);
+        }
+    }
+
+    #[test]
+    fn a_status_that_cannot_be_told_fails_the_step_before_the_install() {
+        let recorder = Recorder {
+            left: Some(("ingress-nginx", "pending-delete")),
+            ..Recorder::default()
+        };
+        let error = futures::executor::block_on(sandbox_step().run(Path::new("/w"), &recorder))
+            .unwrap_err();
+        assert!(
+            error.starts_with("the release ingress-nginx is pending-delete"),
+            "{error}"
+        );
+        assert_eq!(
+            *recorder.done.lock().unwrap(),
+            ["write /w/kubeconfig", "check ingress-nginx"]
+        );
     }
 
     #[test]
@@ -420,8 +609,9 @@ mod tests {
         assert_eq!(result, Err("cert-manager failed".to_owned()));
         let done = recorder.done.lock().unwrap();
         assert_eq!(
-            done[4..],
+            done[5..],
             [
+                "check cert-manager",
                 "write /w/helm-values/cert-manager.json",
                 "helm cert-manager",
                 "remove /w/helm-values/ingress-nginx.json",

@@ -240,6 +240,14 @@ mod tests {
             }
         }
 
+        async fn helm_output(
+            &self,
+            _: &HelmInvocation,
+            _: std::time::Duration,
+        ) -> Result<crate::helm::HelmOutput, String> {
+            unreachable!("a teardown reads no status")
+        }
+
         async fn remove(&self, path: &Path) -> Result<(), String> {
             let line = format!("remove {}", path.display());
             self.done.lock().unwrap().push(line);

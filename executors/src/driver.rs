@@ -88,6 +88,14 @@ impl From<ProcessError> for StepError {
     }
 }
 
+/// A release's status the bootstrap could not tell (helm failed, or printed no release): the
+/// step fails, saying so.
+impl From<bootstrap::helm::StatusError> for StepError {
+    fn from(error: bootstrap::helm::StatusError) -> Self {
+        StepError::failed(error.to_string())
+    }
+}
+
 /// Runs the steps of one provider.
 pub trait StepDriver: Send + Sync {
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, Result<Outputs, StepError>>;

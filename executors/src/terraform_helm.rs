@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use bootstrap::cluster::{self, ClusterAuth};
 use bootstrap::eks_token::{TokenSource, TokenTarget};
+use bootstrap::helm::HelmOutput;
 use bootstrap::kubeconfig::{self, KUBECONFIG_FILE};
 use bootstrap::readiness::{self, NotReady, ReadinessTimeouts};
 use bootstrap::{
@@ -800,8 +801,43 @@ impl BootstrapRunner for StepTools<'_> {
         }
     }
 
+    async fn helm_output(
+        &self,
+        invocation: &HelmInvocation,
+        timeout: Duration,
+    ) -> Result<HelmOutput, StepError> {
+        if let Some(eks) = &self.eks {
+            eks.write().await?;
+        }
+        self.ctx.logs.note(&invocation.summary);
+        let helm = self
+            .driver
+            .helm(self.ctx)
+            .args(invocation.args.iter().cloned())
+            .capture_stdout();
+        // Dropping the run on time-out kills helm's process group.
+        let finished = tokio::time::timeout(timeout, self.driver.exec(self.ctx, &helm))
+            .await
+            .map_err(|_| {
+                StepError::failed(format!(
+                    "{} did not finish within {}s",
+                    invocation.summary,
+                    timeout.as_secs()
+                ))
+            })??;
+        Ok(HelmOutput {
+            success: finished.status.success(),
+            stderr: finished.stderr_text(),
+            stdout: finished.stdout,
+        })
+    }
+
     async fn remove(&self, path: &Path) -> Result<(), StepError> {
         remove_file(path).await
+    }
+
+    fn note(&self, line: &str) {
+        self.ctx.logs.note(line);
     }
 
     fn baseline_installed(&self, releases: &[&str]) {

@@ -171,12 +171,14 @@ async fn terraform_gets_the_role_in_an_owner_only_file_that_is_gone_after_the_st
 }
 
 /// A `helm` that keeps a copy of the kubeconfig it is handed (`--kubeconfig`), with the file's
-/// mode, per run, in its working directory.
+/// mode, per run, in its working directory; it knows of no release (`status` fails as helm's
+/// does for a missing one).
 fn recording_helm(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("helm");
     std::fs::write(
         &path,
-        "#!/bin/sh\nn=$(ls seen-kubeconfig-* 2>/dev/null | wc -l)\nwhile [ $# -gt 0 ]; do\n  if [ \"$1\" = --kubeconfig ]; then cp \"$2\" seen-kubeconfig-$n; stat -c %a \"$2\" > seen-mode-$n; fi\n  shift\ndone\nexit 0\n",
+        "#!/bin/sh\ncommand=$1\nn=$(ls seen-kubeconfig-* 2>/dev/null | wc -l)\nwhile [ $# -gt 0 ]; do\n  if [ \"$1\" = --kubeconfig ]; then cp \"$2\" seen-kubeconfig-$n; stat -c %a \"$2\" > seen-mode-$n; fi\n  shift\ndone\n\
+         if [ \"$command\" = status ]; then echo 'Error: release: not found' >&2; exit 1; fi\nexit 0\n",
     )
     .unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();

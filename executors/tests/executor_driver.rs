@@ -393,13 +393,15 @@ async fn the_sandbox_infra_reports_exactly_the_typed_infra_outputs() {
 }
 
 /// A `helm` that succeeds, noting in `log` its arguments and, for each values file, its mode,
-/// how many placeholders are left in it, and the database password it holds.
+/// how many placeholders are left in it, and the database password it holds; it knows of no
+/// release (`status` fails as helm's does for a missing one).
 fn recording_helm(log: &Path) -> PathBuf {
     let script = log.with_file_name("helm");
     std::fs::write(
         &script,
         format!(
             "#!/bin/sh\nlog='{}'\necho \"args: $*\" >> \"$log\"\n\
+             if [ \"$1\" = status ]; then echo 'Error: release: not found' >&2; exit 1; fi\n\
              while [ $# -gt 0 ]; do\n  if [ \"$1\" = --values ]; then\n    \
              stat -c 'mode %a' \"$2\" >> \"$log\"\n    \
              echo \"placeholders $(grep -c '<secret:' \"$2\")\" >> \"$log\"\n    \
@@ -444,6 +446,9 @@ async fn bootstrap_hands_helm_its_values_in_owner_only_files_removed_after_the_s
     assert!(password.len() >= 32, "{password_line}");
     for args in log.lines().filter(|l| l.starts_with("args:")) {
         assert!(!args.contains(password), "{args}");
+        if args.starts_with("args: status ") {
+            continue;
+        }
         assert!(
             args.contains("--version") && args.contains("--atomic"),
             "{args}"
@@ -457,6 +462,70 @@ async fn bootstrap_hands_helm_its_values_in_owner_only_files_removed_after_the_s
         .unwrap()
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// Writes `release` into the helm stand-in's releases in `workdir` as a helm killed during its
+/// first install leaves it: `pending-install`.
+fn left_pending_install(workdir: &Path, release: &str, namespace: &str) {
+    let mut store = standins::helm::Store::load(workdir).unwrap();
+    store.releases.push(standins::helm::Release {
+        release: release.into(),
+        namespace: namespace.into(),
+        chart: "beta9-chart".into(),
+        chart_ref: "oci://public.ecr.aws/n4e0e1y0/beta9-chart".into(),
+        chart_version: "0.1.762".into(),
+        revision: 1,
+        status: "pending-install".into(),
+        values_files: vec!["helm-values/beta9.json".into()],
+        set: Vec::new(),
+        first_deployed: "2026-01-01T00:00:00Z".into(),
+        updated: "2026-01-01T00:00:00Z".into(),
+        description: "Initial install underway".into(),
+        previous: None,
+    });
+    store.namespaces.insert(namespace.into());
+    store.save(workdir).unwrap();
+}
+
+#[tokio::test]
+async fn a_release_a_crashed_attempt_left_pending_install_is_uninstalled_and_installed_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let outputs = apply(&sandbox_driver(), dir.path()).await.unwrap();
+    left_pending_install(dir.path(), "beta9", "beta9");
+    let (mut ctx, mut rx) = context(dir.path(), Step::Bootstrap, None);
+    ctx.job.infra_outputs = outputs;
+    let result = sandbox_driver().run(ctx).await;
+    let logged = lines(&mut rx).join("\n");
+    assert_eq!(
+        result.unwrap()["endpoint"],
+        "https://api.demo.example.com",
+        "{logged}"
+    );
+
+    assert!(
+        logged.contains(
+            "the release beta9 (namespace beta9) is pending-install: an earlier attempt's helm \
+             did not finish; uninstalling release beta9 from namespace beta9 before installing \
+             it again"
+        ),
+        "{logged}"
+    );
+    let beta9_runs: Vec<String> = standins::helm_invocations::read(dir.path())
+        .unwrap()
+        .into_iter()
+        .filter(|run| run.args.iter().any(|a| a == "beta9"))
+        .map(|run| run.args[..2].join(" "))
+        .collect();
+    assert_eq!(
+        beta9_runs,
+        ["status beta9", "uninstall beta9", "upgrade --install"],
+        "{logged}"
+    );
+    let store = standins::helm::Store::load(dir.path()).unwrap();
+    let beta9 = store.find("beta9", "beta9").unwrap();
+    assert_eq!((beta9.revision, beta9.status.as_str()), (1, "deployed"));
+    // Every other release was found missing and installed without more ado.
+    assert_eq!(logged.matches("an earlier attempt's helm").count(), 1);
 }
 
 /// The operations of the stand-ins' runs in `workdir`, in the order they started.

@@ -1,6 +1,11 @@
-//! The helm stand-in: `version`, `upgrade --install`, `uninstall`, `status`, `list`, with releases
-//! kept in `.standin/helm-releases.json` of the working directory, and every run recorded in
-//! `.standin/helm-invocations.json` ([`helm_invocations`]).
+//! The helm stand-in: `version`, `upgrade --install`, `rollback`, `uninstall`, `status`, `list`,
+//! with releases kept in `.standin/helm-releases.json` of the working directory, and every run
+//! recorded in `.standin/helm-invocations.json` ([`helm_invocations`]).
+//!
+//! As Helm 3 does, an upgrade records its release as `pending-install` or `pending-upgrade`
+//! before it works and `deployed` or `failed` at its end; a run killed in between (SIGKILL)
+//! leaves it pending, and every later upgrade of it fails with [`PENDING_ERROR`] until a
+//! `rollback` (to the revision kept before the upgrade) or an `uninstall` clears it.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -27,6 +32,8 @@ pub const BOOTSTRAP_RELEASE: &str = "beta9";
 pub const QUICK_STEP: Duration = Duration::from_millis(50);
 /// Helm's default `--timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+/// Helm's error for an upgrade of a release that another operation left pending.
+pub const PENDING_ERROR: &str = "another operation (install/upgrade/rollback) is in progress";
 /// Namespaces every cluster has.
 const BUILTIN_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
 
@@ -38,6 +45,7 @@ Commands:
   upgrade [--install|-i] RELEASE CHART [--namespace|-n NS] [--create-namespace]
           [--repo URL] [--values|-f FILE]... [--set k=v]... [--version V] [--wait] [--atomic]
           [--timeout D] [--kubeconfig PATH]
+  rollback RELEASE [REVISION] [--namespace|-n NS] [--kubeconfig PATH] [--wait] [--timeout D]
   uninstall RELEASE [--namespace|-n NS] [--kubeconfig PATH] [--wait] [--timeout D]
             [--ignore-not-found]
   status RELEASE [--namespace|-n NS] [--kubeconfig PATH] [-o|--output json|table]
@@ -57,13 +65,32 @@ pub struct Release {
     pub chart_ref: String,
     pub chart_version: String,
     pub revision: u32,
-    /// `deployed` or `failed`.
+    /// `deployed`, `failed`, or while an upgrade works (or after it was killed)
+    /// `pending-install` / `pending-upgrade`.
     pub status: String,
     pub values_files: Vec<String>,
     pub set: Vec<String>,
     pub first_deployed: String,
     pub updated: String,
     pub description: String,
+    /// The revision before this one (without its own previous), which `rollback` restores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Box<Release>>,
+}
+
+impl Release {
+    /// Set while an upgrade works on it, and after one was killed.
+    pub fn is_pending(&self) -> bool {
+        self.status.starts_with("pending-")
+    }
+
+    /// This release as the previous revision of the next one.
+    fn as_previous(&self) -> Box<Release> {
+        Box::new(Release {
+            previous: None,
+            ..self.clone()
+        })
+    }
 }
 
 /// The contents of `.standin/helm-releases.json`.
@@ -81,7 +108,8 @@ impl Store {
         Ok(read_json(&standin_path(workdir, RELEASES_FILE)?)?.unwrap_or_default())
     }
 
-    fn save(&self, workdir: &Path) -> Result<()> {
+    /// Writes the store (tests set up a cluster's releases with it).
+    pub fn save(&self, workdir: &Path) -> Result<()> {
         write_json_atomic(&standin_path(workdir, RELEASES_FILE)?, self)
     }
 
@@ -89,6 +117,12 @@ impl Store {
         self.releases
             .iter()
             .find(|r| r.namespace == namespace && r.release == release)
+    }
+
+    fn position(&self, namespace: &str, release: &str) -> Option<usize> {
+        self.releases
+            .iter()
+            .position(|r| r.namespace == namespace && r.release == release)
     }
 
     fn namespace_exists(&self, namespace: &str) -> bool {
@@ -135,6 +169,13 @@ pub enum Command {
         namespace: String,
         kubeconfig: Option<PathBuf>,
         ignore_not_found: bool,
+    },
+    Rollback {
+        release: String,
+        /// `None` or `Some(0)`: the previous revision.
+        revision: Option<u32>,
+        namespace: String,
+        kubeconfig: Option<PathBuf>,
     },
     Status {
         release: String,
@@ -403,6 +444,33 @@ pub fn parse(args: &[String]) -> Result<Command> {
                 ignore_not_found: args.has("ignore-not-found"),
             }
         }
+        "rollback" => {
+            args.allow("rollback", &["namespace", "kubeconfig", "wait", "timeout"])?;
+            let usage = "rollback RELEASE [REVISION] [flags]";
+            let (release, revision) = match &args.positional[1..] {
+                [release] => (release.clone(), None),
+                [release, revision] => {
+                    let revision = revision.parse::<u32>().map_err(|_| {
+                        Error::Usage(format!("invalid revision {revision:?}: expected a number"))
+                    })?;
+                    (release.clone(), Some(revision))
+                }
+                _ => return Err(Error::Usage(format!("expected: {usage}"))),
+            };
+            if let Some(text) = args.value("timeout")
+                && parse_go_duration(text).is_none()
+            {
+                return Err(Error::Usage(format!(
+                    "invalid --timeout {text:?}: expected e.g. 10m0s"
+                )));
+            }
+            Command::Rollback {
+                release,
+                revision,
+                namespace: args.namespace(),
+                kubeconfig: args.kubeconfig(),
+            }
+        }
         "status" => {
             args.allow("status", &["namespace", "kubeconfig", "output"])?;
             let [release] = args.exactly::<1>("status RELEASE [flags]")?;
@@ -459,6 +527,15 @@ fn execute(
                 interrupt,
                 console,
             );
+        }
+        Command::Rollback {
+            release,
+            revision,
+            namespace,
+            kubeconfig,
+        } => {
+            reach_cluster(workdir, kubeconfig.as_deref())?;
+            return rollback(workdir, &release, revision, &namespace, interrupt, console);
         }
         Command::Status {
             release,
@@ -616,7 +693,9 @@ fn upgrade_install(
         )));
     }
 
-    // Helm takes no state lock: its whole run changes the workdir's releases.
+    // Helm takes no state lock: its whole run changes the workdir's releases. Pending first,
+    // as helm records it: a run killed from here on leaves the release pending.
+    mark_pending(workdir, upgrade, &now_rfc3339())?;
     let mut run = Run::start(workdir, &format!("helm-upgrade:{name}"))?;
     run.enter_section();
     if !exists {
@@ -685,34 +764,41 @@ fn upgrade_install(
     Err(Error::failed(format!("UPGRADE FAILED: {reason}")))
 }
 
-/// Records the upgrade's result in the store; returns the release as it now stands.
-fn record(store: &mut Store, upgrade: &Upgrade, now: &str, stop: Option<&Stop>) -> Option<Release> {
-    let position = store
-        .releases
-        .iter()
-        .position(|r| r.namespace == upgrade.namespace && r.release == upgrade.release);
-    let previous = position.map(|i| store.releases[i].clone());
-    // Helm creates the namespace before it installs, so it stays even when the install fails.
+/// Records the release as `pending-install` or `pending-upgrade` before the upgrade works (with
+/// the namespace, which helm creates first); fails, changing nothing, when another operation left
+/// it pending.
+fn mark_pending(workdir: &Path, upgrade: &Upgrade, now: &str) -> Result<()> {
+    let _mutex = WorkdirMutex::lock(workdir)?;
+    let mut store = Store::load(workdir)?;
+    let position = store.position(&upgrade.namespace, &upgrade.release);
+    let current = position.map(|i| &store.releases[i]);
+    if current.is_some_and(Release::is_pending) {
+        return Err(Error::failed(format!("UPGRADE FAILED: {PENDING_ERROR}")));
+    }
+    let (status, description) = match current {
+        None => ("pending-install", "Initial install underway"),
+        Some(_) => ("pending-upgrade", "Preparing upgrade"),
+    };
+    let pending = next_revision(upgrade, current, now, status, description.to_owned());
+    match position {
+        Some(i) => store.releases[i] = pending,
+        None => store.releases.push(pending),
+    }
     if upgrade.create_namespace {
         store.namespaces.insert(upgrade.namespace.clone());
     }
-    if stop.is_some() && upgrade.atomic {
-        // Rolled back: a new revision that restores the previous one; a first install is removed.
-        let mut restored = previous?;
-        restored.revision += 2;
-        restored.status = "deployed".to_owned();
-        restored.description = format!("Rollback to {}", restored.revision - 2);
-        restored.updated = now.to_owned();
-        store.releases[position?] = restored.clone();
-        return Some(restored);
-    }
-    let failed = stop.map(Stop::reason);
-    let verb = if previous.is_some() {
-        "Upgrade"
-    } else {
-        "Install"
-    };
-    let release = Release {
+    store.save(workdir)
+}
+
+/// The revision an upgrade makes of `previous` (none for an install).
+fn next_revision(
+    upgrade: &Upgrade,
+    previous: Option<&Release>,
+    now: &str,
+    status: &str,
+    description: String,
+) -> Release {
+    Release {
         release: upgrade.release.clone(),
         namespace: upgrade.namespace.clone(),
         chart: chart_name(&upgrade.chart),
@@ -720,35 +806,124 @@ fn record(store: &mut Store, upgrade: &Upgrade, now: &str, stop: Option<&Stop>) 
         chart_version: upgrade
             .chart_version
             .clone()
-            .or_else(|| previous.as_ref().map(|p| p.chart_version.clone()))
+            .or_else(|| previous.map(|p| p.chart_version.clone()))
             .unwrap_or_else(|| "0.1.0".to_owned()),
-        revision: previous.as_ref().map_or(1, |p| p.revision + 1),
-        status: if failed.is_some() {
-            "failed"
-        } else {
-            "deployed"
-        }
-        .to_owned(),
+        revision: previous.map_or(1, |p| p.revision + 1),
+        status: status.to_owned(),
         values_files: upgrade
             .values
             .iter()
             .map(|p| p.display().to_string())
             .collect(),
         set: upgrade.set.clone(),
-        first_deployed: previous
-            .as_ref()
-            .map_or_else(|| now.to_owned(), |p| p.first_deployed.clone()),
+        first_deployed: previous.map_or_else(|| now.to_owned(), |p| p.first_deployed.clone()),
         updated: now.to_owned(),
-        description: match &failed {
-            None => format!("{verb} complete"),
-            Some(reason) => format!("{verb} {:?} failed: {reason}", upgrade.release),
-        },
+        description,
+        previous: previous.map(Release::as_previous),
+    }
+}
+
+/// Records the upgrade's result in the store, over its pending revision; returns the release as
+/// it now stands.
+fn record(store: &mut Store, upgrade: &Upgrade, now: &str, stop: Option<&Stop>) -> Option<Release> {
+    let position = store.position(&upgrade.namespace, &upgrade.release);
+    // The release before this upgrade, kept by its pending revision.
+    let previous = position.and_then(|i| store.releases[i].previous.as_deref().cloned());
+    if stop.is_some() && upgrade.atomic {
+        // Rolled back: a new revision that restores the previous one; a first install is removed.
+        let Some(mut restored) = previous.clone() else {
+            if let Some(i) = position {
+                store.releases.remove(i);
+            }
+            return None;
+        };
+        restored.revision += 2;
+        restored.status = "deployed".to_owned();
+        restored.description = format!("Rollback to {}", restored.revision - 2);
+        restored.updated = now.to_owned();
+        restored.previous = previous.as_ref().map(Release::as_previous);
+        match position {
+            Some(i) => store.releases[i] = restored.clone(),
+            None => store.releases.push(restored.clone()),
+        }
+        return Some(restored);
+    }
+    let verb = if previous.is_some() {
+        "Upgrade"
+    } else {
+        "Install"
     };
+    let (status, description) = match stop.map(Stop::reason) {
+        None => ("deployed", format!("{verb} complete")),
+        Some(reason) => (
+            "failed",
+            format!("{verb} {:?} failed: {reason}", upgrade.release),
+        ),
+    };
+    let release = next_revision(upgrade, previous.as_ref(), now, status, description);
     match position {
         Some(i) => store.releases[i] = release.clone(),
         None => store.releases.push(release.clone()),
     }
     Some(release)
+}
+
+/// `helm rollback`: a new revision with the contents of the previous one (the only one the
+/// stand-in keeps: `REVISION` must be it, or 0 or none for it); the current one is superseded.
+/// This is how a release left pending is cleared.
+fn rollback(
+    workdir: &Path,
+    name: &str,
+    revision: Option<u32>,
+    namespace: &str,
+    interrupt: &Interrupt,
+    console: &mut Console<'_>,
+) -> Result<()> {
+    let store = Store::load(workdir)?;
+    let current = store
+        .find(namespace, name)
+        .ok_or_else(|| Error::failed("release: not found"))?;
+    let wanted = match revision {
+        None | Some(0) => current.revision.saturating_sub(1),
+        Some(revision) => revision,
+    };
+    let target = current
+        .previous
+        .as_deref()
+        .filter(|previous| previous.revision == wanted)
+        .cloned()
+        .ok_or_else(|| Error::failed(format!("release has no {wanted} version")))?;
+    let mut run = Run::start(workdir, &format!("helm-rollback:{name}"))?;
+    run.enter_section();
+    if interrupt.sleep(QUICK_STEP).is_err() {
+        run.finish(Outcome::Interrupted)?;
+        return Err(Error::Interrupted);
+    }
+    let now = now_rfc3339();
+    let rolled_back = Store::update(workdir, |store| {
+        let Some(i) = store.position(namespace, name) else {
+            return;
+        };
+        let mut superseded = store.releases[i].as_previous();
+        superseded.status = "superseded".to_owned();
+        store.releases[i] = Release {
+            revision: superseded.revision + 1,
+            status: "deployed".to_owned(),
+            description: format!("Rollback to {}", target.revision),
+            first_deployed: superseded.first_deployed.clone(),
+            updated: now,
+            previous: Some(superseded),
+            ..target
+        };
+    });
+    run.finish(if rolled_back.is_ok() {
+        Outcome::Succeeded
+    } else {
+        Outcome::Failed
+    })?;
+    rolled_back?;
+    console.out("Rollback was a success! Happy Helming!");
+    Ok(())
 }
 
 fn uninstall(
@@ -906,7 +1081,10 @@ mod tests {
             parse,
             &[
                 "",
-                "rollback x",
+                "rollback",
+                "rollback x one",
+                "rollback x 1 2",
+                "rollback x --atomic",
                 "upgrade x",
                 "upgrade x chart --bogus",
                 "status x --create-namespace",
@@ -1074,6 +1252,154 @@ mod tests {
         assert_eq!(
             (status.code, status.err.trim()),
             (1, "Error: release: not found")
+        );
+    }
+
+    /// Writes `release` into the store as a helm killed mid-upgrade leaves it: `status`, the
+    /// revision after `previous`, which is kept.
+    fn left_pending(dir: &Path, release: &str, status: &str) {
+        let mut store = Store::load(dir).unwrap();
+        let position = store.position("default", release);
+        let previous = position.map(|i| store.releases[i].clone());
+        let upgrade = Upgrade {
+            release: release.into(),
+            chart: "c".into(),
+            namespace: "default".into(),
+            ..Upgrade::default()
+        };
+        let pending = next_revision(
+            &upgrade,
+            previous.as_ref(),
+            "2026-01-01T00:00:00Z",
+            status,
+            String::new(),
+        );
+        match position {
+            Some(i) => store.releases[i] = pending,
+            None => store.releases.push(pending),
+        }
+        store.save(dir).unwrap();
+    }
+
+    fn status_of(dir: &Path, release: &str) -> Value {
+        let run = run_in(dir, &format!("status {release} -o json"));
+        assert_eq!(run.code, 0, "{}", run.err);
+        serde_json::from_str(&run.out).unwrap()
+    }
+
+    #[test]
+    fn an_upgrade_is_pending_while_it_works_and_deployed_at_its_end() {
+        let dir = workdir();
+        simulate(dir.path(), r#"{"apply_seconds": 30}"#);
+        let interrupt = Interrupt::new();
+        let installing = {
+            let dir = dir.path().to_owned();
+            let interrupt = interrupt.clone();
+            std::thread::spawn(move || {
+                test_support::run_with(run, &dir, "upgrade --install beta9 c", &interrupt).code
+            })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while Store::load(dir.path())
+            .unwrap()
+            .find("default", "beta9")
+            .is_none()
+        {
+            assert!(std::time::Instant::now() < deadline, "never marked pending");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            status_of(dir.path(), "beta9")["info"]["status"],
+            "pending-install"
+        );
+        // Stopped by a signal, helm marks it failed; only a kill leaves it pending.
+        interrupt.trigger();
+        assert_eq!(installing.join().unwrap(), 1);
+        assert_eq!(status_of(dir.path(), "beta9")["info"]["status"], "failed");
+    }
+
+    #[test]
+    fn an_upgrade_of_a_release_left_pending_fails_as_helms_and_changes_nothing() {
+        let dir = workdir();
+        for status in ["pending-install", "pending-upgrade", "pending-rollback"] {
+            left_pending(dir.path(), "web", status);
+            let before = Store::load(dir.path()).unwrap();
+            let run = run_in(dir.path(), "upgrade --install web c");
+            assert_eq!(run.code, 1);
+            assert_eq!(
+                run.err.trim(),
+                "Error: UPGRADE FAILED: another operation (install/upgrade/rollback) is in progress"
+            );
+            assert_eq!(Store::load(dir.path()).unwrap(), before);
+            assert_eq!(status_of(dir.path(), "web")["info"]["status"], status);
+            assert_eq!(run_in(dir.path(), "uninstall web").code, 0);
+        }
+    }
+
+    #[test]
+    fn uninstall_clears_a_pending_install_so_the_next_install_starts_afresh() {
+        let dir = workdir();
+        left_pending(dir.path(), "web", "pending-install");
+        assert_eq!(
+            run_in(dir.path(), "rollback web").err.trim(),
+            "Error: release has no 0 version"
+        );
+        assert_eq!(
+            run_in(dir.path(), "uninstall web --wait --timeout 10m0s").code,
+            0
+        );
+        let run = run_in(dir.path(), "upgrade --install web c");
+        assert_eq!(run.code, 0, "{}", run.err);
+        let status = status_of(dir.path(), "web");
+        assert_eq!(
+            (status["version"].clone(), status["info"]["status"].clone()),
+            (json!(1), json!("deployed"))
+        );
+    }
+
+    #[test]
+    fn rollback_restores_the_revision_before_a_pending_upgrade() {
+        let dir = workdir();
+        run_in(dir.path(), "upgrade --install web c --version 1.0.0");
+        let deployed = Store::load(dir.path())
+            .unwrap()
+            .find("default", "web")
+            .unwrap()
+            .clone();
+        left_pending(dir.path(), "web", "pending-upgrade");
+        assert_eq!(
+            status_of(dir.path(), "web")["info"]["status"],
+            "pending-upgrade"
+        );
+        assert_eq!(
+            run_in(dir.path(), "rollback web 3").err.trim(),
+            "Error: release has no 3 version"
+        );
+        let run = run_in(dir.path(), "rollback web 1 --wait --timeout 10m0s");
+        assert_eq!(
+            (run.code, run.out.trim()),
+            (0, "Rollback was a success! Happy Helming!"),
+            "{}",
+            run.err
+        );
+        let restored = Store::load(dir.path())
+            .unwrap()
+            .find("default", "web")
+            .unwrap()
+            .clone();
+        assert_eq!(
+            (restored.revision, restored.status.as_str()),
+            (3, "deployed")
+        );
+        assert_eq!(restored.description, "Rollback to 1");
+        assert_eq!(restored.chart_version, deployed.chart_version);
+        assert_eq!(restored.previous.unwrap().status, "superseded");
+        let upgraded = run_in(dir.path(), "upgrade --install web c");
+        assert_eq!(upgraded.code, 0, "{}", upgraded.err);
+        assert!(upgraded.out.contains("REVISION: 4"));
+        assert_eq!(
+            run_in(dir.path(), "rollback nope").err.trim(),
+            "Error: release: not found"
         );
     }
 

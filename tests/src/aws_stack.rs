@@ -12,6 +12,8 @@
 
 use std::path::{Path, PathBuf};
 
+use domain::spec::SIMULATE_FILE;
+
 use crate::{Stack, StackOptions, binary_dir};
 
 pub const BUCKET: &str = "acme-provisioner-state";
@@ -24,10 +26,14 @@ pub const DB_PASSWORD: &str = "canary-db-password-77e1";
 /// to.
 pub const TOOL_RUNS: &str = "tool-runs.log";
 /// While this file is in the tools' directory, the next install of the `beta9` release removes
-/// it and sleeps (up to 30 s, a second at a time) before helm runs.
+/// it, writes its process id ([`slow_beta9_helm_pid`]) and a `simulate.json` that makes the
+/// helm stand-in's install take 60 s into the workdir (the executor removes that file at the
+/// next step's start: fault injection is the sandbox's), and runs the stand-in.
 const SLOW_BETA9: &str = "slow-beta9-install";
 /// The line the helm wrapper records when it begins such a slow install.
 pub const SLOW_BETA9_STARTED: &str = "slow beta9 install: sleeping";
+/// Where the slow install's helm (the stand-in, exec'd by the wrapper) writes its process id.
+const SLOW_BETA9_PID: &str = "slow-beta9-install.pid";
 
 /// `terraform` and `helm` on the executor's settings: the stand-ins built into the binary; the
 /// cluster endpoint terraform reports (the stand-in's `https://….sandbox.invalid`) is replaced by
@@ -37,6 +43,7 @@ pub fn tools(dir: &Path, cluster: &str, database_secret_arn: &str) -> (PathBuf, 
     let provisioner = binary_dir().join("provisioner");
     let runs = dir.join(TOOL_RUNS);
     let slow = dir.join(SLOW_BETA9);
+    let pid = dir.join(SLOW_BETA9_PID);
     let write = |tool: &str| {
         let path = dir.join(tool);
         let standin = format!("'{}' standin {tool}", provisioner.display());
@@ -51,8 +58,9 @@ pub fn tools(dir: &Path, cluster: &str, database_secret_arn: &str) -> (PathBuf, 
         } else {
             let slow = slow.display();
             let runs = runs.display();
+            let pid = pid.display();
             format!(
-                "#!/bin/sh\n{record}if [ \"$1 $2 $3\" = 'upgrade --install beta9' ] && rm '{slow}' 2>/dev/null; then\n  echo '{SLOW_BETA9_STARTED}' >> '{runs}'\n  i=0\n  while [ $i -lt 30 ]; do sleep 1; i=$((i + 1)); done\nfi\nexec {standin} \"$@\"\n"
+                "#!/bin/sh\n{record}if [ \"$1 $2 $3\" = 'upgrade --install beta9' ] && rm '{slow}' 2>/dev/null; then\n  echo $$ > '{pid}'\n  echo '{{\"apply_seconds\": 60}}' > {SIMULATE_FILE}\n  echo '{SLOW_BETA9_STARTED}' >> '{runs}'\nfi\nexec {standin} \"$@\"\n"
             )
         };
         std::fs::write(&path, script).unwrap();
@@ -68,11 +76,17 @@ pub fn tool_runs(dir: &Path) -> String {
     std::fs::read_to_string(dir.join(TOOL_RUNS)).unwrap_or_default()
 }
 
-/// Makes the next install of the `beta9` release (only that one) sleep before helm runs, so a
+/// Makes the next install of the `beta9` release (only that one) take a minute in helm, so a
 /// test can act in the middle of the bootstrap; [`SLOW_BETA9_STARTED`] in [`tool_runs`] says it
 /// began.
 pub fn slow_down_next_beta9_install(dir: &Path) {
     std::fs::write(dir.join(SLOW_BETA9), "").unwrap();
+}
+
+/// The process id of the helm of the slow `beta9` install, once it began.
+pub fn slow_beta9_helm_pid(dir: &Path) -> i32 {
+    let text = std::fs::read_to_string(dir.join(SLOW_BETA9_PID)).unwrap();
+    text.trim().parse().unwrap()
 }
 
 /// The options of a stack whose executor reaches STS (and Secrets Manager) at `sts_endpoint`

@@ -8,6 +8,7 @@
 //! The sandbox's bootstrap failure → retry → one infra apply is `tests/tests/faults.rs`
 //! (`a_failed_bootstrap_is_retried_without_re_applying_infra`).
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bootstrap::helm::VALUES_DIR;
@@ -15,11 +16,13 @@ use bootstrap::kubeconfig::KUBECONFIG_FILE;
 use bootstrap::readiness::{
     GATEWAY_DEPLOYMENT, GATEWAY_NAMESPACE, INGRESS_NAMESPACE, INGRESS_SERVICE,
 };
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use reqwest::StatusCode;
 use system_tests::aws::Moto;
 use system_tests::aws_stack::{
     DB_PASSWORD, EXTERNAL_ID, SLOW_BETA9_STARTED, aws_stack_options, aws_yaml, customer_secrets,
-    slow_down_next_beta9_install, tool_runs,
+    slow_beta9_helm_pid, slow_down_next_beta9_install, tool_runs,
 };
 use system_tests::canary::{
     Canary, Source, WireTap, assert_absent, files_under, search, sse_text_until, stream_messages,
@@ -183,6 +186,20 @@ async fn wait_for_recorded(world: &AwsWorld, line: &str) {
     }
 }
 
+/// The status of the `beta9` release in the helm stand-in's releases of `workdir`.
+fn beta9_status(workdir: &Path) -> Option<String> {
+    let store = standins::helm::Store::load(workdir).ok()?;
+    Some(store.find("beta9", "beta9")?.status.clone())
+}
+
+async fn wait_for_beta9_status(workdir: &Path, status: &str) {
+    let deadline = Instant::now() + WITHIN;
+    while beta9_status(workdir).as_deref() != Some(status) {
+        assert!(Instant::now() < deadline, "beta9 never became {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn killing_the_executor_mid_install_resumes_the_bootstrap_and_leaves_no_token_or_values_behind()
  {
@@ -192,14 +209,23 @@ async fn killing_the_executor_mid_install_resumes_the_bootstrap_and_leaves_no_to
     let id = stack.create_ok(&aws_yaml("interrupted")).await;
 
     // Crash the executor while helm installs Beta9: its token-bearing kubeconfig and the
-    // values file with the database password are on disk then.
+    // values file with the database password are on disk then, and helm has recorded the
+    // release pending-install.
     wait_for_recorded(&world, SLOW_BETA9_STARTED).await;
     let workdir = stack.workdir(&id);
+    wait_for_beta9_status(&workdir, "pending-install").await;
     let kubeconfig = workdir.join(KUBECONFIG_FILE);
     let values = workdir.join(VALUES_DIR).join("beta9.json");
     assert!(kubeconfig.is_file(), "helm's kubeconfig during the install");
     assert!(values.is_file(), "the beta9 values file during the install");
+    // As when the machine is lost, helm dies by SIGKILL with the executor, the release left
+    // pending: stopped first, it never handles the parent-death SIGTERM (on which helm, like its
+    // stand-in, would mark the release failed).
+    let helm = Pid::from_raw(slow_beta9_helm_pid(world.tools_dir.path()));
+    kill(helm, Signal::SIGSTOP).unwrap();
     stack.kill9_executor().await;
+    kill(helm, Signal::SIGKILL).unwrap();
+    assert_eq!(beta9_status(&workdir).as_deref(), Some("pending-install"));
     stack.restart_executor();
 
     stack.wait_for_status(&id, "ready", WITHIN).await;
@@ -217,6 +243,12 @@ async fn killing_the_executor_mid_install_resumes_the_bootstrap_and_leaves_no_to
         ),
         2
     );
+    // It found Beta9 pending-install and uninstalled it first.
+    assert_eq!(
+        runs_of(&world.tool_runs(), "helm", &["uninstall", "beta9"]),
+        1
+    );
+    assert_eq!(beta9_status(&workdir).as_deref(), Some("deployed"));
     stack.assert_no_overlap(&id);
     stack.assert_committed_events_published_once().await;
     // The second run's end removed what the crashed one left.
