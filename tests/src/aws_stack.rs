@@ -169,6 +169,23 @@ pub async fn customer_secrets(endpoint: &str) -> aws_sdk_secretsmanager::Client 
         .await
 }
 
+/// Makes the secret RDS makes for the instance's master password ([`DB_PASSWORD`]) in the
+/// customer's Secrets Manager; returns its ARN.
+pub async fn rds_password_secret(secrets: &aws_sdk_secretsmanager::Client) -> String {
+    secrets
+        .create_secret()
+        .name("rds-db-acme")
+        .secret_string(format!(
+            "{{\"username\":\"beta9\",\"password\":\"{DB_PASSWORD}\"}}"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_owned()
+}
+
 /// The MetaConfig of an `aws` environment `name` in [`ACCOUNT`], small profile.
 pub fn aws_yaml(name: &str) -> String {
     format!(

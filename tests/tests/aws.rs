@@ -11,7 +11,9 @@ use bootstrap::readiness::{
     GATEWAY_DEPLOYMENT, GATEWAY_NAMESPACE, INGRESS_NAMESPACE, INGRESS_SERVICE,
 };
 use system_tests::aws::{Moto, StandinSts};
-use system_tests::aws_stack::{DB_PASSWORD, EXTERNAL_ID, aws_stack, aws_yaml, customer_secrets};
+use system_tests::aws_stack::{
+    DB_PASSWORD, EXTERNAL_ID, aws_stack, aws_yaml, customer_secrets, rds_password_secret,
+};
 use system_tests::count;
 use system_tests::kube_api::{KubeBehaviour, StandinKubeApi};
 
@@ -40,22 +42,13 @@ async fn an_aws_environment_goes_from_create_to_destroyed_through_moto_sts() {
     )
     .await;
     let secrets = customer_secrets(moto.endpoint()).await;
-    // The secret RDS makes for the instance's master password, in the customer's account.
-    let database_secret = secrets
-        .create_secret()
-        .name("rds-db-acme")
-        .secret_string(format!(
-            "{{\"username\":\"beta9\",\"password\":\"{DB_PASSWORD}\"}}"
-        ))
-        .send()
-        .await
-        .unwrap();
+    let database_secret_arn = rds_password_secret(&secrets).await;
     let tools_dir = tempfile::tempdir().unwrap();
     let stack = aws_stack(
         moto.endpoint(),
         tools_dir.path(),
         &cluster.endpoint(),
-        database_secret.arn().unwrap(),
+        &database_secret_arn,
     )
     .await;
 

@@ -22,7 +22,7 @@ use reqwest::StatusCode;
 use system_tests::aws::Moto;
 use system_tests::aws_stack::{
     DB_PASSWORD, EXTERNAL_ID, SLOW_BETA9_STARTED, aws_stack_options, aws_yaml, customer_secrets,
-    slow_beta9_helm_pid, slow_down_next_beta9_install, tool_runs,
+    rds_password_secret, slow_beta9_helm_pid, slow_down_next_beta9_install, tool_runs,
 };
 use system_tests::canary::{
     Canary, Source, WireTap, assert_absent, files_under, search, sse_text_until, stream_messages,
@@ -47,20 +47,12 @@ impl AwsWorld {
         let moto = Moto::start().await;
         let cluster = StandinKubeApi::start(cluster).await;
         let secrets = customer_secrets(moto.endpoint()).await;
-        let database_secret = secrets
-            .create_secret()
-            .name("rds-db-acme")
-            .secret_string(format!(
-                "{{\"username\":\"beta9\",\"password\":\"{DB_PASSWORD}\"}}"
-            ))
-            .send()
-            .await
-            .unwrap();
+        let database_secret_arn = rds_password_secret(&secrets).await;
         AwsWorld {
             moto,
             cluster,
             secrets,
-            database_secret_arn: database_secret.arn().unwrap().to_owned(),
+            database_secret_arn,
             tools_dir: tempfile::tempdir().unwrap(),
         }
     }
