@@ -1,6 +1,7 @@
 //! The bootstrap's readiness checks, with `kube` against the cluster itself: the API server
-//! answers; at least each node pool's minimum of nodes is Ready (before any install); the Beta9
-//! gateway Deployment is available (after the install). Each wait polls until its timeout,
+//! answers; at least each node pool's minimum of nodes is Ready (before any install); the
+//! ingress controller's load balancer has its address, and the Beta9 gateway Deployment is
+//! available (after the install). Each wait polls until its timeout,
 //! says its progress through `note` (the step's log) whenever it changes, and on timeout fails
 //! naming what never became ready and what it last saw.
 
