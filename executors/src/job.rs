@@ -417,18 +417,9 @@ async fn last_event(runtime: &Runtime, subject: &str) -> Option<(u64, EventEnvel
 
 /// Publishes the result and waits for JetStream to store it.
 async fn publish_result(runtime: &Runtime, result: &OperationResult) -> anyhow::Result<()> {
-    let payload = serde_json::to_vec(result)?;
     let subject = runtime.subjects.result(result.environment_id.as_str());
-    let ack = runtime
-        .jetstream
-        .send_publish(
-            subject,
-            PublishMessage::build()
-                .payload(payload.into())
-                .message_id(format!("result:{}", result.operation_id)),
-        )
-        .await?
-        .await?;
+    let message_id = format!("result:{}", result.operation_id);
+    let ack = publish_acked(&runtime.jetstream, subject, message_id, result).await?;
     tracing::info!(
         outcome = match &result.outcome {
             OperationOutcome::Succeeded { .. } => "succeeded",
@@ -439,6 +430,27 @@ async fn publish_result(runtime: &Runtime, result: &OperationResult) -> anyhow::
         "result published"
     );
     Ok(())
+}
+
+/// Publishes `result` on `subject` under `message_id` (JetStream drops a re-send with the same
+/// id) and waits for the stream to store it.
+async fn publish_acked(
+    jetstream: &jetstream::Context,
+    subject: String,
+    message_id: String,
+    result: &OperationResult,
+) -> anyhow::Result<jetstream::publish::PublishAck> {
+    let payload = serde_json::to_vec(result)?;
+    let ack = jetstream
+        .send_publish(
+            subject,
+            PublishMessage::build()
+                .payload(payload.into())
+                .message_id(message_id),
+        )
+        .await?
+        .await?;
+    Ok(ack)
 }
 
 /// Publishes each condition the step reports to the environment's results subject, in order,
@@ -460,21 +472,8 @@ async fn forward_progress(
             outcome: OperationOutcome::Progressed { report },
             attempt: Some(attempt),
         };
-        let Ok(payload) = serde_json::to_vec(&result) else {
-            continue;
-        };
-        let publish = async {
-            jetstream
-                .send_publish(
-                    subject.clone(),
-                    PublishMessage::build()
-                        .payload(payload.into())
-                        .message_id(format!("progress:{operation_id}:{attempt}:{sent}")),
-                )
-                .await?
-                .await
-                .map_err(anyhow::Error::from)
-        };
+        let message_id = format!("progress:{operation_id}:{attempt}:{sent}");
+        let publish = publish_acked(&jetstream, subject.clone(), message_id, &result);
         match tokio::time::timeout(PROGRESS_PUBLISH_TIMEOUT, publish).await {
             Ok(Ok(_)) => {}
             Ok(Err(error)) => tracing::warn!(%error, "could not publish a condition report"),
