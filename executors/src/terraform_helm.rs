@@ -273,10 +273,9 @@ impl TerraformHelmDriver {
             (Provider::Aws, Some(session)) => {
                 let (client, helm_access) = eks_access(ctx, &infra, session, &teardown.kubeconfig)?;
                 let note = |line: &str| ctx.logs.note(line);
-                let answered = tokio::select! {
-                    result = readiness::api_server(&client, &self.readiness, &note) => result,
-                    () = ctx.cancel.cancelled() => return Err(StepError::Cancelled),
-                };
+                let answered =
+                    cancellable(ctx, readiness::api_server(&client, &self.readiness, &note))
+                        .await?;
                 if let Err(unreachable) = answered {
                     ctx.logs.note(&cluster_unreachable_note(
                         &unreachable.to_string(),
@@ -529,10 +528,7 @@ impl TerraformHelmDriver {
                 delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                 "retrying a transient terraform failure"
             );
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                () = ctx.cancel.cancelled() => return Err(StepError::Cancelled),
-            }
+            cancellable(ctx, tokio::time::sleep(delay)).await?;
         }
     }
 
@@ -633,12 +629,18 @@ async fn ready<T>(
     (condition, reason): (ConditionType, &str),
     wait: impl Future<Output = Result<T, NotReady>>,
 ) -> Result<T, StepError> {
+    cancellable(ctx, wait).await?.map_err(|e| {
+        let message = e.to_string();
+        ctx.progress
+            .report(condition, ConditionStatus::False, reason, message.clone());
+        StepError::failed(message)
+    })
+}
+
+/// `work`, unless the step is cancelled first ([`StepError::Cancelled`]).
+async fn cancellable<T>(ctx: &StepContext, work: impl Future<Output = T>) -> Result<T, StepError> {
     tokio::select! {
-        result = wait => result.map_err(|e| {
-            let message = e.to_string();
-            ctx.progress.report(condition, ConditionStatus::False, reason, message.clone());
-            StepError::failed(message)
-        }),
+        done = work => Ok(done),
         () = ctx.cancel.cancelled() => Err(StepError::Cancelled),
     }
 }
