@@ -178,11 +178,14 @@ impl Environments {
         tracing::Span::current().record("env_id", id.as_str());
         let name = spec.name.to_string();
         match self.store.request(&id, spec, &caller.metadata()).await {
-            Ok(()) => Ok(Accepted {
-                id,
-                name,
-                status: Status::Queued,
-            }),
+            Ok(()) => {
+                tracing::info!(name, actor = caller.actor, "environment requested");
+                Ok(Accepted {
+                    id,
+                    name,
+                    status: Status::Queued,
+                })
+            }
             // The same idempotency key again: answer with the environment it created.
             Err(StoreError::Rejected(DomainError::AlreadyExists)) if idempotency_key.is_some() => {
                 let status = self.status(&id).await?;
@@ -220,6 +223,7 @@ impl Environments {
             }
         }
         let state = self.load(id).await?;
+        tracing::info!(actor = caller.actor, status = %state.status, "command accepted");
         Ok(Accepted {
             id: id.clone(),
             name: state

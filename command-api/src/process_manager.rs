@@ -262,7 +262,7 @@ impl ProcessManager {
             );
             return Disposition::Ack;
         }
-        let metadata = EventMetadata::result(&result.operation_id);
+        let metadata = EventMetadata::result(&result.operation_id, result.request_id.as_ref());
         let environment_id = result.environment_id.as_str();
         let command = Command::CompleteOperation {
             operation_id: result.operation_id.clone(),

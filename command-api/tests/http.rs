@@ -229,6 +229,7 @@ async fn a_step_result_too_large_to_record_fails_the_step() {
         operation_id: domain::OperationId::parse(&operation_id).unwrap(),
         outcome: domain::aggregate::OperationOutcome::Succeeded { outputs },
         attempt: None,
+        request_id: None,
     };
     let client = async_nats::connect(stack.nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(client);

@@ -111,6 +111,7 @@ async fn results_that_can_never_be_recorded_are_terminated_once_and_triggers_kee
             error: "boom".into(),
         },
         attempt: None,
+        request_id: None,
     };
     publish(
         js,
@@ -200,6 +201,7 @@ async fn a_result_of_a_superseded_attempt_is_rejected_and_the_current_attempts_c
             error: error.into(),
         },
         attempt: Some(attempt),
+        request_id: None,
     };
     // The late result of attempt 1 is dropped...
     let subject = harness.subjects.result(id.as_str());

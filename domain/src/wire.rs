@@ -145,12 +145,15 @@ impl EventMetadata {
         }
     }
 
-    /// An executor's result of `operation_id`.
-    pub fn result(operation_id: &OperationId) -> Self {
+    /// An executor's result of `operation_id`, in the request that caused its job when the
+    /// result names it (`result:<op_id>` otherwise).
+    pub fn result(operation_id: &OperationId, request_id: Option<&RequestId>) -> Self {
         Self {
             actor: Actor::system(Actor::EXECUTOR),
             tenant: None,
-            request_id: RequestId(format!("result:{operation_id}")),
+            request_id: request_id
+                .cloned()
+                .unwrap_or_else(|| RequestId(format!("result:{operation_id}"))),
             correlation_id: CorrelationId::operation(operation_id),
             causation_id: CausationId(format!("result:{operation_id}")),
         }
@@ -306,6 +309,10 @@ pub struct OperationResult {
     /// from results sent before attempts were carried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u64>,
+    /// The request that caused the job (from the job event's metadata), carried back so the
+    /// events this result causes stay in that request. Absent from results of older executors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<RequestId>,
 }
 
 /// Which executor runs an environment's step, and which attempt of it: one key per environment
@@ -529,11 +536,14 @@ mod tests {
             "env_01jdxk6f6b6cz8r9qv1g4t4m3a:3"
         );
 
-        let result = EventMetadata::result(&op);
+        let result = EventMetadata::result(&op, None);
         assert_eq!(result.actor.as_str(), Actor::EXECUTOR);
         assert_eq!(result.tenant, None);
         assert_eq!(result.request_id.as_str(), format!("result:{op}"));
         assert_eq!(result.causation_id.as_str(), format!("result:{op}"));
+        let in_request = EventMetadata::result(&op, Some(&trigger.request_id));
+        assert_eq!(in_request.request_id.as_str(), "req_1");
+        assert_eq!(in_request.causation_id.as_str(), format!("result:{op}"));
 
         let timeout = EventMetadata::timeout("env_x", 4, &op, None);
         assert_eq!(timeout.actor.as_str(), Actor::DEADLINE_SWEEP);

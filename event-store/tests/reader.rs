@@ -57,7 +57,7 @@ async fn a_job_stored_before_deadlines_existed_still_loads_on_every_read_path() 
                     outputs: Default::default(),
                 },
             },
-            &EventMetadata::result(&operation_id),
+            &EventMetadata::result(&operation_id, None),
         )
         .await
         .expect("the aggregate loads the old row");

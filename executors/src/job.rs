@@ -14,7 +14,7 @@ use async_nats::jetstream::message::PublishMessage;
 use domain::OperationId;
 use domain::aggregate::event_sets::{ENDED_EARLY_EVENTS, JOB_EVENTS};
 use domain::aggregate::{OperationJob, OperationOutcome, Outputs};
-use domain::wire::{EventEnvelope, OperationResult, Subjects};
+use domain::wire::{EventEnvelope, OperationResult, RequestId, Subjects};
 use jetstream_consumer::Disposition;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -54,23 +54,33 @@ pub async fn handle(
     message: jetstream::Message,
     hand_back: CancellationToken,
 ) -> Disposition {
-    let (operation_id, job) = match decode(&message) {
+    let (operation_id, job, request_id) = match decode(&message) {
         Ok(decoded) => decoded,
         Err(reason) => return Disposition::Term { reason },
     };
+    // The request that caused the job (carried forward by the process manager's trigger), so
+    // every executor line of it can be found from the API's `X-Request-ID`.
     let span = tracing::info_span!(
         "executor_job",
+        request_id = %request_id,
         env_id = %job.environment_id,
         op_id = %operation_id,
         step = job.step.as_str(),
     );
-    run_job(&runtime, &message, operation_id, job, &hand_back)
-        .instrument(span)
-        .await
+    run_job(
+        &runtime,
+        &message,
+        (operation_id, request_id),
+        job,
+        &hand_back,
+    )
+    .instrument(span)
+    .await
 }
 
-/// The job a message carries, or why it carries none (it never will: poison).
-fn decode(message: &jetstream::Message) -> Result<(OperationId, OperationJob), String> {
+/// The job a message carries and the id of the request that caused it, or why it carries none
+/// (it never will: poison).
+fn decode(message: &jetstream::Message) -> Result<(OperationId, OperationJob, RequestId), String> {
     let envelope: EventEnvelope = serde_json::from_slice(&message.payload)
         .map_err(|e| format!("job message is not an event envelope: {e}"))?;
     let event = envelope.event().map_err(|e| {
@@ -80,7 +90,11 @@ fn decode(message: &jetstream::Message) -> Result<(OperationId, OperationJob), S
         )
     })?;
     match event.job() {
-        Some((operation_id, job)) => Ok((operation_id.clone(), job.clone())),
+        Some((operation_id, job)) => Ok((
+            operation_id.clone(),
+            job.clone(),
+            envelope.metadata.request_id.clone(),
+        )),
         None => Err(format!(
             "event {event_type} carries no job",
             event_type = envelope.event_type
@@ -91,7 +105,7 @@ fn decode(message: &jetstream::Message) -> Result<(OperationId, OperationJob), S
 async fn run_job(
     runtime: &Runtime,
     message: &jetstream::Message,
-    operation_id: OperationId,
+    (operation_id, request_id): (OperationId, RequestId),
     job: OperationJob,
     hand_back: &CancellationToken,
 ) -> Disposition {
@@ -164,6 +178,7 @@ async fn run_job(
         operation_id,
         attempt,
         environment_id,
+        request_id,
         workdir,
     };
     let (disposition, held) = run_leased(
@@ -187,6 +202,8 @@ struct Leased {
     operation_id: OperationId,
     attempt: u64,
     environment_id: domain::EnvironmentId,
+    /// The request that caused the job, named in its results.
+    request_id: RequestId,
     workdir: std::path::PathBuf,
 }
 
@@ -206,6 +223,7 @@ async fn run_leased(
         operation_id,
         attempt,
         environment_id,
+        request_id,
         workdir,
     } = leased;
     let (logs, log_rx) = LogSink::channel(environment_id.clone(), operation_id.clone());
@@ -220,7 +238,12 @@ async fn run_leased(
     let progress_forwarder = tokio::spawn(forward_progress(
         runtime.jetstream.clone(),
         runtime.subjects.result(environment_id.as_str()),
-        (environment_id.clone(), operation_id.clone(), attempt),
+        ResultAddress {
+            environment_id: environment_id.clone(),
+            operation_id: operation_id.clone(),
+            attempt,
+            request_id: request_id.clone(),
+        },
         progress_rx,
     ));
     let step_cancel = registration.token().child_token();
@@ -280,12 +303,13 @@ async fn run_leased(
             error: format!("executor error after {delivered} attempts: {error}"),
         },
     };
-    let result = OperationResult {
+    let result = ResultAddress {
         environment_id,
         operation_id,
-        outcome,
-        attempt: Some(attempt),
-    };
+        attempt,
+        request_id,
+    }
+    .result(outcome);
     match publish_result(runtime, &result).await {
         Ok(()) => (Disposition::Ack, held),
         Err(e) => {
@@ -453,6 +477,27 @@ async fn publish_acked(
     Ok(ack)
 }
 
+/// Whose result a message is: the operation, the attempt that ran it (the fencing token) and the
+/// request that caused its job.
+struct ResultAddress {
+    environment_id: domain::EnvironmentId,
+    operation_id: OperationId,
+    attempt: u64,
+    request_id: RequestId,
+}
+
+impl ResultAddress {
+    fn result(&self, outcome: OperationOutcome) -> OperationResult {
+        OperationResult {
+            environment_id: self.environment_id.clone(),
+            operation_id: self.operation_id.clone(),
+            outcome,
+            attempt: Some(self.attempt),
+            request_id: Some(self.request_id.clone()),
+        }
+    }
+}
+
 /// Publishes each condition the step reports to the environment's results subject, in order,
 /// each acknowledged by JetStream before the next; best effort (a report that cannot be
 /// published is logged and dropped: the step's result still decides the operation). Message
@@ -460,19 +505,17 @@ async fn publish_acked(
 async fn forward_progress(
     jetstream: jetstream::Context,
     subject: String,
-    (environment_id, operation_id, attempt): (domain::EnvironmentId, OperationId, u64),
+    address: ResultAddress,
     mut reports: ProgressReceiver,
 ) {
     let mut sent: u64 = 0;
     while let Some(report) = reports.recv().await {
         sent += 1;
-        let result = OperationResult {
-            environment_id: environment_id.clone(),
-            operation_id: operation_id.clone(),
-            outcome: OperationOutcome::Progressed { report },
-            attempt: Some(attempt),
-        };
-        let message_id = format!("progress:{operation_id}:{attempt}:{sent}");
+        let result = address.result(OperationOutcome::Progressed { report });
+        let message_id = format!(
+            "progress:{}:{}:{sent}",
+            address.operation_id, address.attempt
+        );
         let publish = publish_acked(&jetstream, subject.clone(), message_id, &result);
         match tokio::time::timeout(PROGRESS_PUBLISH_TIMEOUT, publish).await {
             Ok(Ok(_)) => {}
