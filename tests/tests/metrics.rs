@@ -106,20 +106,25 @@ fn promtool_check(path: &Path) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+    let known = |line: &str| {
+        line.starts_with("provisioning_environments_total")
+            && line.contains("non-counter metrics should not have \"_total\" suffix")
+    };
     let problems: Vec<&str> = report
         .lines()
-        .filter(|l| !l.trim().is_empty())
-        .filter(|l| {
-            !(l.starts_with("provisioning_environments_total")
-                && l.contains("non-counter metrics should not have \"_total\" suffix"))
-        })
+        .filter(|l| !l.trim().is_empty() && !known(l))
         .collect();
     assert!(
         problems.is_empty(),
         "promtool check metrics {}:\n{report}",
         path.display()
     );
-    eprintln!("promtool check metrics {}: ok", path.display());
+    let noted = if report.lines().any(known) {
+        " but for the known `_total` suffix of the gauge provisioning_environments_total"
+    } else {
+        ""
+    };
+    eprintln!("promtool check metrics {}: ok{noted}", path.display());
 }
 
 #[tokio::test(flavor = "multi_thread")]
