@@ -11,8 +11,8 @@
 //! |---|---|---|
 //! | [`LogArgs`] | log filter (`RUST_LOG`) and format | all (before the subcommand) |
 //! | [`CommonArgs`] | NATS URL, subject prefix, aws Terraform state bucket | `serve`, `executor`, `dev`, `demo` |
-//! | [`ApiArgs`] | listen address, pool, providers, timeouts, HTTP limits | `serve`, `dev`, `demo` |
-//! | [`ExecutorArgs`] | data dir, tools, concurrency, heartbeat, ack wait, terraform retries, Beta9's chart | `executor`, `dev`, `demo` |
+//! | [`ApiArgs`] | listen address, pool, providers, timeouts, HTTP limits, metrics sampling | `serve`, `dev`, `demo` |
+//! | [`ExecutorArgs`] | data dir, its endpoint's address, tools, concurrency, heartbeat, ack wait, terraform retries, Beta9's chart | `executor`, `dev`, `demo` |
 //! | [`BaselineChartArgs`] (in [`ExecutorArgs`]) | each baseline chart's repository and version | `executor`, `dev`, `demo` |
 //! | [`DevArgs`] | where the private servers' binaries come from | `dev`, `demo` |
 //! | [`ClientArgs`] | API URL | `env` |
@@ -347,6 +347,11 @@ pub struct ApiArgs {
     #[arg(long, env = "PROVISIONER_HTTP_DRAIN_TIMEOUT_MS", default_value = "10000",
           value_parser = millis("PROVISIONER_HTTP_DRAIN_TIMEOUT_MS"))]
     pub http_drain_timeout_ms: Duration,
+    /// Seconds between samples of the gauges served at /metrics (environments per status, the
+    /// outbox, operations past their deadline, the JetStream consumers): 1 to 3600.
+    #[arg(long, env = "PROVISIONER_METRICS_INTERVAL_SECS", default_value = "15",
+          value_parser = seconds_in("PROVISIONER_METRICS_INTERVAL_SECS", 1, 3600))]
+    pub metrics_interval_secs: Duration,
 }
 
 /// An executor: consumes jobs, runs terraform and helm.
@@ -361,6 +366,12 @@ pub struct ExecutorArgs {
         default_value = "./provisioner-data"
     )]
     pub data_dir: PathBuf,
+    /// The address of the executor's own endpoint: GET /metrics, /healthz, /readyz (port 0
+    /// picks a free port; the bound address is logged). Not opened by dev and demo, whose API
+    /// serves every metric.
+    #[arg(long, env = "PROVISIONER_EXECUTOR_LISTEN", default_value = "127.0.0.1:9090",
+          value_parser = parsed::<SocketAddr>("PROVISIONER_EXECUTOR_LISTEN"))]
+    pub executor_listen: SocketAddr,
     /// The real `terraform` (or `tofu`) for the aws provider.
     #[arg(long, env = "PROVISIONER_TERRAFORM_BIN", default_value = "terraform")]
     pub terraform_bin: PathBuf,
@@ -633,6 +644,7 @@ pub fn api_settings(
             bootstrap: api.bootstrap_timeout_secs,
             destroy: api.destroy_timeout_secs,
         },
+        metrics_interval: api.metrics_interval_secs,
         http: HttpSettings {
             header_timeout: api.http_header_timeout_ms,
             body_timeout: api.http_body_timeout_ms,
@@ -745,7 +757,12 @@ mod tests {
         assert!(!settings.tf_state_bucket_set);
         assert_eq!(settings.sse_keep_alive, Duration::from_millis(15_000));
         assert_eq!(settings.step_timeouts, StepTimeouts::DEFAULT);
+        assert_eq!(settings.metrics_interval, Duration::from_secs(15));
         assert_eq!(settings.http, HttpSettings::default());
+        assert_eq!(
+            executor.executor_listen,
+            "127.0.0.1:9090".parse::<SocketAddr>().unwrap()
+        );
 
         let settings = executor_settings(&common, &executor).unwrap();
         let expected = ExecutorSettings::new("nats://127.0.0.1:4222", "provisioner");
@@ -783,7 +800,19 @@ mod tests {
             "--postgres-binaries=pypi",
             "--tf-state-bucket=tf-state",
             "--tf-state-region=eu-central-1",
+            "--metrics-interval-secs=5",
+            "--executor-listen=0.0.0.0:0",
         ]);
+        assert_eq!(
+            executor.executor_listen,
+            "0.0.0.0:0".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            api_settings(&common, &api, &Secrets::default())
+                .unwrap()
+                .metrics_interval,
+            Duration::from_secs(5)
+        );
         let settings = executor_settings(&common, &executor).unwrap();
         assert_eq!(settings.state_bucket.as_deref(), Some("tf-state"));
         assert_eq!(settings.state_region.as_deref(), Some("eu-central-1"));
@@ -989,6 +1018,14 @@ mod tests {
             (
                 &["--listen=localhost"][..],
                 "invalid setting PROVISIONER_LISTEN=\"localhost\"",
+            ),
+            (
+                &["--executor-listen=9090"][..],
+                "invalid setting PROVISIONER_EXECUTOR_LISTEN=\"9090\"",
+            ),
+            (
+                &["--metrics-interval-secs=0"][..],
+                "invalid setting PROVISIONER_METRICS_INTERVAL_SECS=\"0\": use 1 to 3600 seconds",
             ),
             (
                 &["--nats-prefix=a.b"][..],

@@ -1,11 +1,12 @@
 //! Assembling the API process: database, migrations, NATS topology, the HTTP server and the
-//! background loops (relay, process manager, deadline sweep, projection).
+//! background loops (relay, process manager, deadline sweep, projection, metrics sampler).
 
 use crate::database;
 use crate::deadlines::DeadlineSweep;
 use crate::environments::{Environments, Providers};
 use crate::http::{self, AppState, auth::Tokens};
 use crate::jetstream::ensure_streams;
+use crate::metrics::{self, sampler::Sampler};
 use crate::process_manager::ProcessManager;
 use crate::relay::Relay;
 use crate::server;
@@ -14,8 +15,10 @@ use crate::store::{self, EventStore};
 use anyhow::Context;
 use domain::aggregate::StepTimeouts;
 use domain::wire::Subjects;
+use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::ExposeSecret;
 use std::net::SocketAddr;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -26,13 +29,20 @@ pub struct Application {
     state: AppState,
     store: EventStore,
     step_timeouts: StepTimeouts,
+    metrics_interval: Duration,
     http: HttpSettings,
 }
 
 impl Application {
     /// Connects to Postgres (running migrations) and NATS (creating the streams), and binds the
-    /// listen address (port 0 picks a free port).
-    pub async fn build(settings: &Settings, admin_token: &str) -> anyhow::Result<Self> {
+    /// listen address (port 0 picks a free port). `metrics` is the handle of the process's
+    /// installed Prometheus recorder, rendered at `GET /metrics`.
+    pub async fn build(
+        settings: &Settings,
+        admin_token: &str,
+        metrics: PrometheusHandle,
+    ) -> anyhow::Result<Self> {
+        metrics::describe();
         let pool = database::connect(
             settings.database_url.expose_secret(),
             settings.database_max_connections,
@@ -69,6 +79,7 @@ impl Application {
             auth: Tokens::new(admin_token),
             sse_keep_alive: settings.sse_keep_alive,
             shutdown: CancellationToken::new(),
+            metrics,
         };
         let listener = server::bind(settings.listen)
             .with_context(|| format!("failed to bind {}", settings.listen))?;
@@ -77,6 +88,7 @@ impl Application {
             state,
             store,
             step_timeouts: settings.step_timeouts,
+            metrics_interval: settings.metrics_interval,
             http: settings.http.clone(),
         })
     }
@@ -123,6 +135,16 @@ impl Application {
         );
         tasks.spawn(
             DeadlineSweep::new(self.store.clone(), self.step_timeouts).run(shutdown.clone()),
+        );
+        tasks.spawn(
+            Sampler::new(
+                state.pool.clone(),
+                state.js.clone(),
+                state.subjects.clone(),
+                self.step_timeouts,
+                self.metrics_interval,
+            )
+            .run(shutdown.clone()),
         );
         {
             let (js, subjects, pool, shutdown) = (

@@ -49,6 +49,39 @@ struct Overdue {
     started_sequence: i64,
 }
 
+/// Each in-flight operation with its deadline (`due_at`): the job's, or `started_at` plus the
+/// configured timeout of its step (`$2`, `$3`, `$4`: infra, bootstrap, destroy, in seconds) for
+/// an operation started before deadlines existed.
+const DUE: &str = "WITH due AS (
+     SELECT environment_id, operation_id, started_sequence,
+            COALESCE(deadline, started_at + make_interval(secs =>
+                CASE step WHEN 'infra' THEN $2
+                          WHEN 'bootstrap' THEN $3
+                          ELSE $4 END)) AS due_at
+       FROM operation_deadlines)";
+
+fn seconds(duration: Duration) -> f64 {
+    duration.as_secs_f64()
+}
+
+/// How many operations in flight are past their deadline at `now` (the sweep has not timed them
+/// out yet): the `provisioning_operations_past_deadline` gauge.
+pub async fn past_deadline(
+    pool: &sqlx::PgPool,
+    timeouts: &StepTimeouts,
+    now: DateTime<Utc>,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(&format!(
+        "{DUE} SELECT count(*) FROM due WHERE due_at <= $1"
+    ))
+    .bind(now)
+    .bind(seconds(timeouts.infra))
+    .bind(seconds(timeouts.bootstrap))
+    .bind(seconds(timeouts.destroy))
+    .fetch_one(pool)
+    .await
+}
+
 #[derive(Clone)]
 pub struct DeadlineSweep {
     store: EventStore,
@@ -101,21 +134,14 @@ impl DeadlineSweep {
     }
 
     async fn overdue(&self, now: DateTime<Utc>) -> Result<Vec<Overdue>, sqlx::Error> {
-        let seconds = |d: Duration| d.as_secs_f64();
-        sqlx::query_as(
-            "WITH due AS (
-                 SELECT environment_id, operation_id, started_sequence,
-                        COALESCE(deadline, started_at + make_interval(secs =>
-                            CASE step WHEN 'infra' THEN $2
-                                      WHEN 'bootstrap' THEN $3
-                                      ELSE $4 END)) AS due_at
-                   FROM operation_deadlines)
+        sqlx::query_as(&format!(
+            "{DUE}
              SELECT environment_id, operation_id, started_sequence
                FROM due
               WHERE due_at <= $1
               ORDER BY due_at
-              LIMIT $5",
-        )
+              LIMIT $5"
+        ))
         .bind(now)
         .bind(seconds(self.timeouts.infra))
         .bind(seconds(self.timeouts.bootstrap))

@@ -6,8 +6,8 @@
 //! committed event to JetStream; the [`process_manager`] turns events into next steps and
 //! executor results into commands; [`deadlines`] fails operations that outlive their deadline;
 //! [`plans`] previews a document without recording anything; [`http`] serves the API including
-//! live SSE streams; [`client`] is the API's HTTP client (the
-//! `provisioner` binary's verbs and the system tests use it).
+//! live SSE streams and `GET /metrics` (the process's [`metrics`]); [`client`] is the API's HTTP
+//! client (the `provisioner` binary's verbs and the system tests use it).
 //!
 //! The composition (command line, `dev`, telemetry) lives in the `provisioner` binary; this
 //! crate depends on neither `executors` nor the stand-ins (`tests/tests/architecture.rs`).
@@ -19,6 +19,7 @@ pub mod deadlines;
 pub mod environments;
 pub mod http;
 pub mod jetstream;
+pub mod metrics;
 pub mod plans;
 pub mod process_manager;
 pub mod relay;

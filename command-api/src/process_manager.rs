@@ -13,7 +13,14 @@
 //! * A result too large to record (its outputs would make an event over the size limit) →
 //!   `CompleteOperation` with a failure saying so, for the same reason.
 //!
-//! Both consumers run on `jetstream-consumer`, up to [`CONCURRENCY`] messages at once each. A
+//! * Events that end an operation (its result, a cancellation, a time-out) → the
+//!   `provisioning_operations_total` and `provisioning_duration_seconds` metrics
+//!   ([`crate::metrics`]), from the events' own times. A durable consumer shares them among the
+//!   replicas, so each end is counted once (by the replica that acknowledges it; a crash before
+//!   the ack loses that replica's counters anyway). It starts at the events that come after its
+//!   creation, so a first start does not count the history.
+//!
+//! The consumers run on `jetstream-consumer`, up to [`CONCURRENCY`] messages at once each. A
 //! command that fails is classified ([`disposition`]): one that can never succeed (unknown
 //! environment, an event too large, a name clash) is terminated at once and logged; one that
 //! fails for now (database unavailable, a conflict) is retried with back-off and jitter, without
@@ -21,9 +28,10 @@
 //! store error (e.g. a stored event that does not decode) is retried a few times, then
 //! terminated.
 
-use crate::store::{EventStore, StoreError};
-use async_nats::jetstream::{self, Message, consumer::pull, kv};
-use domain::aggregate::event_sets::STEP_TRIGGERS;
+use crate::metrics::{Outcome, record_operation_end};
+use crate::store::{EventStore, StoreError, reader};
+use async_nats::jetstream::{self, Message, consumer::DeliverPolicy, consumer::pull, kv};
+use domain::aggregate::event_sets::{OPERATION_END_EVENTS, STEP_TRIGGERS};
 use domain::aggregate::{Command, DomainError, OperationOutcome, StepTimeouts};
 use domain::ids::OperationId;
 use domain::text::error_chain;
@@ -39,6 +47,7 @@ use tokio_util::sync::CancellationToken;
 
 const TRIGGER_CONSUMER: &str = Subjects::PROCESS_MANAGER_CONSUMER;
 const RESULTS_CONSUMER: &str = Subjects::PROCESS_MANAGER_RESULTS_CONSUMER;
+const ENDS_CONSUMER: &str = Subjects::OPERATION_ENDS_CONSUMER;
 /// Messages handled at once per consumer.
 const CONCURRENCY: usize = 32;
 /// Back-off (with jitter) of a command that failed for now, by delivery count.
@@ -78,7 +87,7 @@ impl ProcessManager {
         }
     }
 
-    /// Runs both loops until `shutdown`.
+    /// Runs the loops until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
         let triggers = {
             let this = self.clone();
@@ -117,9 +126,31 @@ impl ProcessManager {
                 },
             )
         };
+        let ends = {
+            let this = self.clone();
+            let config = pull::Config {
+                durable_name: Some(ENDS_CONSUMER.into()),
+                filter_subjects: OPERATION_END_EVENTS
+                    .iter()
+                    .map(|t| self.subjects.event_type(t))
+                    .collect(),
+                deliver_policy: DeliverPolicy::New,
+                ack_wait: Duration::from_secs(30),
+                ..Default::default()
+            };
+            consume(
+                Consumer::new(self.js.clone(), self.subjects.events_stream(), config),
+                &shutdown,
+                move |message| {
+                    let this = this.clone();
+                    async move { this.on_operation_end(&message).await }
+                },
+            )
+        };
         tokio::join!(
             triggers,
             results,
+            ends,
             self.fail_abandoned_jobs(shutdown.clone())
         );
     }
@@ -287,6 +318,52 @@ impl ProcessManager {
 }
 
 impl ProcessManager {
+    /// Counts an operation's end, with how long it ran: from its `…Started` event (found in the
+    /// environment's history, which says the step too) to `message`'s event, by their recorded
+    /// times. Best effort: an event it cannot read is skipped (logged), a database failure
+    /// retried.
+    async fn on_operation_end(&self, message: &Message) -> Disposition {
+        let Ok(end) = serde_json::from_slice::<EventEnvelope>(&message.payload) else {
+            return Disposition::term("undecodable event");
+        };
+        let env = end.environment_id.as_str();
+        let Some((operation_id, outcome)) = end.event().ok().and_then(|event| {
+            let outcome = Outcome::of(&event)?;
+            Some((event.operation_id()?.clone(), outcome))
+        }) else {
+            tracing::debug!(env_id = env, event_type = %end.event_type, "not an operation end");
+            return Disposition::Ack;
+        };
+        let history = match reader::history(self.store.pool(), env).await {
+            Ok(history) => history,
+            Err(reader::ReadError::Database(error)) => {
+                tracing::warn!(env_id = env, %error, "cannot read the history for metrics; will retry");
+                return Disposition::retry();
+            }
+            Err(error) => {
+                tracing::warn!(env_id = env, error = %error_chain(&error), "cannot read the history for metrics; not counted");
+                return Disposition::Ack;
+            }
+        };
+        let started = history.iter().find_map(|envelope| {
+            let event = envelope.event().ok()?;
+            let (op, job) = event.job()?;
+            (*op == operation_id).then_some((job.step, envelope.recorded_at))
+        });
+        match started {
+            Some((step, started_at)) => {
+                let ran = (end.recorded_at - started_at).to_std().unwrap_or_default();
+                record_operation_end(step, outcome, ran);
+            }
+            None => tracing::warn!(
+                env_id = env,
+                op_id = %operation_id,
+                "an operation ended without its start in the history; not counted"
+            ),
+        }
+        Disposition::Ack
+    }
+
     /// The executors' step lease that fences `result` out, if one does: a newer attempt of the
     /// same operation holds (or last held) the environment. Results that carry no attempt, and
     /// results when the bucket cannot be read, pass (the aggregate still accepts a result only

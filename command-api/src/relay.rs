@@ -31,6 +31,7 @@
 use crate::store::{AGGREGATE_TYPE, DecodeError, reader};
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, ErrorCode, message::PublishMessage};
+use chrono::{DateTime, Utc};
 use domain::text::error_chain;
 use domain::wire::{EventEnvelope, MAX_EVENT_BYTES, MAX_EVENT_MESSAGE_BYTES, Subjects};
 use futures::StreamExt;
@@ -304,12 +305,7 @@ impl Relay {
 
     /// Logs, as an error, how many environments are held, if any.
     async fn remind_of_quarantine(&self) -> Result<(), sqlx::Error> {
-        let held: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM event_outbox_quarantine WHERE aggregate_type = $1",
-        )
-        .bind(AGGREGATE_TYPE)
-        .fetch_one(&self.pool)
-        .await?;
+        let held = held(&self.pool).await?;
         if held > 0 {
             tracing::error!(
                 held,
@@ -334,6 +330,46 @@ impl Relay {
             })
             .collect())
     }
+}
+
+/// How many environments are held in quarantine.
+async fn held(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM event_outbox_quarantine WHERE aggregate_type = $1")
+        .bind(AGGREGATE_TYPE)
+        .fetch_one(pool)
+        .await
+}
+
+/// What waits in the outbox (the relay's gauges).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Backlog {
+    /// Outbox rows: committed events not yet published (held ones included).
+    pub rows: i64,
+    /// The age of the oldest of them, by its event's `recorded_at`; zero when there is none.
+    pub oldest: Duration,
+    /// Environments held in quarantine.
+    pub quarantined: i64,
+}
+
+/// The outbox's backlog at `now`.
+pub async fn backlog(pool: &PgPool, now: DateTime<Utc>) -> Result<Backlog, sqlx::Error> {
+    let (rows, oldest): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
+        "SELECT count(*), min(provisioner_recorded_at(e.metadata))
+           FROM event_outbox o
+           LEFT JOIN events e
+                  ON (e.aggregate_type, e.aggregate_id, e.sequence)
+                   = (o.aggregate_type, o.aggregate_id, o.sequence)",
+    )
+    .fetch_one(pool)
+    .await?;
+    let oldest = oldest
+        .and_then(|at| (now - at).to_std().ok())
+        .unwrap_or_default();
+    Ok(Backlog {
+        rows,
+        oldest,
+        quarantined: held(pool).await?,
+    })
 }
 
 /// One outbox row and its event (`None` when the event row is missing).

@@ -14,6 +14,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_PREFIX: &str = "provisioner";
 pub const DEFAULT_DB_MAX_CONNECTIONS: u32 = 32;
 pub const DEFAULT_SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
+pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(15);
 
 /// The API process's settings. `Debug` hides the admin token and the database password: both
 /// are [`SecretString`]s, exposed only where they are used.
@@ -42,6 +43,9 @@ pub struct Settings {
     /// `PROVISIONER_INFRA_TIMEOUT_SECS`, `PROVISIONER_BOOTSTRAP_TIMEOUT_SECS`,
     /// `PROVISIONER_DESTROY_TIMEOUT_SECS`: how long a step may run before it fails as timed out.
     pub step_timeouts: StepTimeouts,
+    /// `PROVISIONER_METRICS_INTERVAL_SECS`: how often the gauges of the read model, the outbox
+    /// and the JetStream consumers are sampled.
+    pub metrics_interval: Duration,
     /// `PROVISIONER_HTTP_*`: connection timeouts and limits.
     pub http: HttpSettings,
 }
@@ -60,6 +64,7 @@ impl Default for Settings {
             tf_state_bucket_set: false,
             sse_keep_alive: DEFAULT_SSE_KEEP_ALIVE,
             step_timeouts: StepTimeouts::DEFAULT,
+            metrics_interval: DEFAULT_METRICS_INTERVAL,
             http: HttpSettings::default(),
         }
     }
@@ -119,6 +124,7 @@ impl std::fmt::Debug for Settings {
             .field("tf_state_bucket_set", &self.tf_state_bucket_set)
             .field("sse_keep_alive", &self.sse_keep_alive)
             .field("step_timeouts", &self.step_timeouts)
+            .field("metrics_interval", &self.metrics_interval)
             .field("http", &self.http)
             .finish()
     }

@@ -368,13 +368,30 @@ impl Subjects {
     pub const PROJECTION_CONSUMER: &str = "projection-environments";
     /// The executors' durable job consumer on the events stream, shared by all replicas.
     pub const EXECUTOR_CONSUMER: &str = "executor";
+    /// The process manager's durable consumer of the events that end an operation, on the
+    /// events stream: where each operation's end is counted once across API replicas (metrics).
+    pub const OPERATION_ENDS_CONSUMER: &str = "process-manager-operation-ends";
     /// Every durable consumer name.
-    pub const CONSUMERS: [&str; 4] = [
+    pub const CONSUMERS: [&str; 5] = [
         Self::PROCESS_MANAGER_CONSUMER,
         Self::PROCESS_MANAGER_RESULTS_CONSUMER,
         Self::PROJECTION_CONSUMER,
         Self::EXECUTOR_CONSUMER,
+        Self::OPERATION_ENDS_CONSUMER,
     ];
+
+    /// Every durable consumer with the stream it reads: the results stream for
+    /// [`Self::PROCESS_MANAGER_RESULTS_CONSUMER`], the events stream for the others.
+    pub fn durable_consumers(&self) -> [(String, &'static str); 5] {
+        Self::CONSUMERS.map(|name| {
+            let stream = if name == Self::PROCESS_MANAGER_RESULTS_CONSUMER {
+                self.results_stream()
+            } else {
+                self.events_stream()
+            };
+            (stream, name)
+        })
+    }
 
     /// `prefix` must be a NATS token of `[a-z0-9_-]` (checked by the settings loader).
     pub fn new(prefix: impl Into<String>) -> Self {
@@ -579,9 +596,18 @@ mod tests {
                 "process-manager",
                 "process-manager-results",
                 "projection-environments",
-                "executor"
+                "executor",
+                "process-manager-operation-ends"
             ]
         );
+        let subjects = Subjects::new("p");
+        let on_results: Vec<&str> = subjects
+            .durable_consumers()
+            .into_iter()
+            .filter(|(stream, _)| *stream == subjects.results_stream())
+            .map(|(_, name)| name)
+            .collect();
+        assert_eq!(on_results, ["process-manager-results"]);
     }
 
     #[test]

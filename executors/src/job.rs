@@ -23,6 +23,7 @@ use crate::driver::{Drivers, StepContext, StepError};
 use crate::inflight::{EnvironmentLocks, RunningOperations};
 use crate::lease::{Acquired, HeldLease, LeaseError, Leases};
 use crate::logs::{LogReceiver, LogSink};
+use crate::metrics::{JobOutcome, JobTimer};
 use crate::progress::{ProgressReceiver, ProgressSink};
 use crate::settings::ExecutorSettings;
 
@@ -248,6 +249,7 @@ async fn run_leased(
     ));
     let step_cancel = registration.token().child_token();
     let takeover = held.takeover.clone();
+    let timer = JobTimer::start(job.step);
     let ctx = StepContext {
         operation_id: operation_id.clone(),
         job,
@@ -280,6 +282,7 @@ async fn run_leased(
             "this attempt was superseded while its step ran (paused past its lease?): the step \
              was stopped and nothing is reported"
         );
+        timer.finish(JobOutcome::HandedBack);
         return (Disposition::Ack, None);
     }
 
@@ -289,19 +292,26 @@ async fn run_leased(
         Err(StepError::Failed { message }) => OperationOutcome::Failed { error: message },
         Err(StepError::Cancelled) if registration.token().is_cancelled() => {
             tracing::info!("operation cancelled; no result is reported");
+            timer.finish(JobOutcome::Cancelled);
             return (Disposition::Ack, held);
         }
         Err(StepError::Cancelled) => {
             tracing::info!("interrupted by shutdown; handing the job back");
+            timer.finish(JobOutcome::HandedBack);
             return (Disposition::hand_back(), held);
         }
         Err(error @ StepError::Io { .. }) if delivered < runtime.settings.max_deliver => {
             tracing::warn!(%error, delivered, "executor error; handing the job back");
+            timer.finish(JobOutcome::HandedBack);
             return (Disposition::retry_after(RETRY_DELAY), held);
         }
         Err(error @ StepError::Io { .. }) => OperationOutcome::Failed {
             error: format!("executor error after {delivered} attempts: {error}"),
         },
+    };
+    let reported = match &outcome {
+        OperationOutcome::Succeeded { .. } => JobOutcome::Succeeded,
+        _ => JobOutcome::Failed,
     };
     let result = ResultAddress {
         environment_id,
@@ -311,9 +321,13 @@ async fn run_leased(
     }
     .result(outcome);
     match publish_result(runtime, &result).await {
-        Ok(()) => (Disposition::Ack, held),
+        Ok(()) => {
+            timer.finish(reported);
+            (Disposition::Ack, held)
+        }
         Err(e) => {
             tracing::error!(error = %e, "failed to publish the result; the job will run again");
+            timer.finish(JobOutcome::HandedBack);
             (Disposition::retry_after(RETRY_DELAY), held)
         }
     }

@@ -23,6 +23,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio_util::sync::CancellationToken;
 
 use crate::logs::LogSink;
+use crate::metrics::{ToolResult, record_tool_run};
 
 /// How many trailing lines of output are kept (for diagnostics such as terraform's lock info):
 /// enough for several of terraform's diagnostics, whose first `Error:` lines make the message.
@@ -214,7 +215,41 @@ pub enum ProcessError {
 }
 
 /// Runs `invocation` to its end, streaming its output to `logs`, unless `cancel` fires first.
+/// Each run is counted (`executor_tool_runs_total`) by its tool and how it ended: its exit
+/// status, a cancellation (also when the run is dropped unfinished: a time-out), or an error.
 pub async fn run(
+    invocation: &Invocation,
+    logs: &LogSink,
+    cancel: &CancellationToken,
+    grace: Duration,
+) -> Result<Finished, ProcessError> {
+    let mut counted = CountedRun {
+        tool: invocation.tool,
+        result: ToolResult::Cancelled,
+    };
+    let result = run_to_end(invocation, logs, cancel, grace).await;
+    counted.result = match &result {
+        Ok(finished) if finished.status.success() => ToolResult::Succeeded,
+        Ok(_) => ToolResult::Failed,
+        Err(ProcessError::Cancelled) => ToolResult::Cancelled,
+        Err(ProcessError::NotFound { .. } | ProcessError::Io { .. }) => ToolResult::Error,
+    };
+    result
+}
+
+/// Counts one tool run when dropped, as cancelled unless it got further.
+struct CountedRun {
+    tool: &'static str,
+    result: ToolResult,
+}
+
+impl Drop for CountedRun {
+    fn drop(&mut self) {
+        record_tool_run(self.tool, self.result);
+    }
+}
+
+async fn run_to_end(
     invocation: &Invocation,
     logs: &LogSink,
     cancel: &CancellationToken,

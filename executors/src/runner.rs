@@ -92,6 +92,7 @@ pub async fn run_with_drivers(
     exclusion: Exclusion,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    crate::metrics::describe();
     let client = async_nats::connect(&settings.nats_url)
         .await
         .with_context(|| format!("failed to connect to NATS at {}", settings.nats_url))?;

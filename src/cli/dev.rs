@@ -5,12 +5,15 @@ use super::say;
 use super::verbs::event_line;
 use super::{DevCommand, ExecutorCommand, ServeArgs};
 use crate::settings::{self, CommonArgs, ExecutorArgs, Secrets};
+use crate::telemetry::install_metrics;
 use anyhow::Context;
 use command_api::app::Application;
 use command_api::client::Client;
 use command_api::database;
 use command_api::settings::{DEFAULT_DATABASE_URL, Settings};
+use domain::wire::Subjects;
 use executors::settings::{ExecutorSettings, SandboxTools};
+use executors::status::{Status, StatusServer};
 use secrecy::{ExposeSecret, SecretString};
 use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
@@ -62,7 +65,7 @@ fn require_token(settings: &Settings) -> anyhow::Result<SecretString> {
 pub async fn serve(args: ServeArgs, secrets: Secrets) -> anyhow::Result<i32> {
     let settings = settings::api_settings(&args.common, &args.api, &secrets)?;
     let token = require_token(&settings)?;
-    let app = Application::build(&settings, token.expose_secret()).await?;
+    let app = Application::build(&settings, token.expose_secret(), install_metrics()?).await?;
     tracing::info!(listen = %app.local_addr(), "serving");
     app.run(shutdown_on_signal()).await?;
     Ok(0)
@@ -98,16 +101,48 @@ fn dev_settings(
     Ok((settings, executor, private))
 }
 
+/// The executor, with its own endpoint (metrics, health) on `PROVISIONER_EXECUTOR_LISTEN`.
 pub async fn executor(args: ExecutorCommand) -> anyhow::Result<i32> {
     let settings = executor_settings(&args.common, &args.executor)?;
-    executors::runner::run(settings, shutdown_on_signal()).await?;
+    let metrics = install_metrics()?;
+    let listen = args.executor.executor_listen;
+    let server = StatusServer::bind(listen)
+        .await
+        .with_context(|| format!("failed to bind PROVISIONER_EXECUTOR_LISTEN={listen}"))?;
+    tracing::info!(listen = %server.local_addr()?, "executor endpoint (metrics, health) listening");
+    let status = Status::connect(
+        metrics,
+        &settings.nats_url,
+        Subjects::new(settings.subject_prefix.clone()),
+    )
+    .await
+    .context("failed to connect the executor endpoint to nats")?;
+    let shutdown = shutdown_on_signal();
+    let endpoint_stop = CancellationToken::new();
+    let endpoint = tokio::spawn(server.serve(status, endpoint_stop.clone()));
+    let result = executors::runner::run(settings, shutdown).await;
+    // Answering until the runner has stopped: a scrape sees the last jobs.
+    endpoint_stop.cancel();
+    match endpoint.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "the executor endpoint failed"),
+        Err(error) => tracing::warn!(%error, "the executor endpoint stopped"),
+    }
+    result?;
     Ok(0)
 }
 
 pub async fn dev(args: DevCommand, secrets: Secrets) -> anyhow::Result<i32> {
     let (settings, executor, private) = dev_settings(&args, &secrets)?;
     let shutdown = shutdown_on_signal();
-    let stack = DevStack::start(settings, executor, private, shutdown.clone()).await?;
+    let stack = DevStack::start(
+        settings,
+        executor,
+        private,
+        install_metrics()?,
+        shutdown.clone(),
+    )
+    .await?;
     say(format!("provisioner dev is running at {}", stack.base_url));
     say(format!("export PROVISIONER_API_URL={}", stack.base_url));
     if stack.token_generated {
@@ -132,7 +167,14 @@ pub async fn demo(
     let (mut settings, executor, private) = dev_settings(&args, &secrets)?;
     settings.listen = "127.0.0.1:0".parse()?;
     let shutdown = shutdown_on_signal();
-    let stack = DevStack::start(settings, executor, private, shutdown.clone()).await?;
+    let stack = DevStack::start(
+        settings,
+        executor,
+        private,
+        install_metrics()?,
+        shutdown.clone(),
+    )
+    .await?;
     let client = Client::new(stack.base_url.clone(), stack.token.clone());
     let result = walk_through(&client, file).await;
     let servers_ok = stack.stop().await;

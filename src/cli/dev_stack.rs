@@ -22,6 +22,7 @@ use command_api::settings::Settings;
 use local_services::postgres::{BinarySource, LocalPostgres};
 use local_services::pypi::PypiTools;
 use local_services::{DataDirLock, nats::LocalNats};
+use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::{ExposeSecret, SecretString};
 
 /// How often a dead private server is started again before the stack gives up.
@@ -61,6 +62,7 @@ impl DevStack {
         mut settings: Settings,
         mut executor: ExecutorSettings,
         private: PrivateServers,
+        metrics: PrometheusHandle,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         let data_dir = executor.data_dir.clone();
@@ -101,7 +103,8 @@ impl DevStack {
             Some(token) => (token, false),
             None => (generate_token(), true),
         };
-        let app = Application::build(&settings, token.expose_secret()).await?;
+        // One recorder: the API's /metrics shows the executor's metrics too.
+        let app = Application::build(&settings, token.expose_secret(), metrics).await?;
         let base_url = format!("http://{}", app.local_addr());
         executor.nats_url = settings.nats_url.clone();
         executor.subject_prefix = settings.subject_prefix.clone();

@@ -149,7 +149,7 @@ async fn main() {
         subject_prefix: "bench".into(),
         ..Settings::default()
     };
-    let app = Application::build(&settings, "bench-token")
+    let app = Application::build(&settings, "bench-token", system_tests::metrics_handle())
         .await
         .expect("app");
     let base = format!("http://{}", app.local_addr());

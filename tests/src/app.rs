@@ -12,9 +12,30 @@ use domain::aggregate::StepTimeouts;
 use domain::spec::Provider;
 use domain::wire::Subjects;
 use local_services::nats::LocalNats;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
+use std::sync::OnceLock;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// The test process's one metrics recorder, installed on first use, with the API's histogram
+/// buckets (as the binary installs it): every [`App`] of the process records into it.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let mut builder = PrometheusBuilder::new();
+            for (name, buckets) in command_api::metrics::HISTOGRAM_BUCKETS {
+                builder = builder
+                    .set_buckets_for_metric(Matcher::Full((*name).to_owned()), buckets)
+                    .expect("valid buckets");
+            }
+            builder
+                .install_recorder()
+                .expect("install the metrics recorder")
+        })
+        .clone()
+}
 
 /// A running in-process API; stopped on drop.
 pub struct App {
@@ -58,10 +79,11 @@ impl App {
             tf_state_bucket_set: false,
             sse_keep_alive: Duration::from_secs(1),
             step_timeouts: StepTimeouts::DEFAULT,
+            metrics_interval: Duration::from_secs(1),
             http: HttpSettings::default(),
         };
         configure(&mut settings);
-        let application = Application::build(&settings, TOKEN)
+        let application = Application::build(&settings, TOKEN, metrics_handle())
             .await
             .expect("build the in-process API");
         let base_url = format!("http://{}", application.local_addr());

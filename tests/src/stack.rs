@@ -55,6 +55,8 @@ pub struct Stack {
     pub subjects: Subjects,
     /// The API's client (`stack.create(…)`, `stack.base_url`, … through `Deref`).
     pub client: ApiClient,
+    /// The URL of the stack's own executor's endpoint (`/metrics`, `/healthz`, `/readyz`).
+    pub executor_url: String,
     database: String,
     database_url: String,
     data_dir: tempfile::TempDir,
@@ -107,6 +109,11 @@ impl Stack {
         );
         executor_env.insert("PROVISIONER_EXECUTOR_HEARTBEAT_MS".into(), "500".into());
         executor_env.insert("PROVISIONER_EXECUTOR_ACK_WAIT_MS".into(), "3000".into());
+        let executor_port = free_port().expect("free port");
+        executor_env.insert(
+            "PROVISIONER_EXECUTOR_LISTEN".into(),
+            format!("127.0.0.1:{executor_port}"),
+        );
         executor_env.extend(options.executor_env.iter().cloned());
         if let Some(filter) = &options.log_filter {
             api_env.insert("RUST_LOG".into(), filter.clone());
@@ -133,6 +140,7 @@ impl Stack {
             pool,
             subjects: Subjects::new(prefix),
             client: ApiClient::new(format!("http://127.0.0.1:{port}"), TOKEN),
+            executor_url: format!("http://127.0.0.1:{executor_port}"),
             database,
             database_url,
             data_dir,
@@ -287,14 +295,22 @@ impl Stack {
     }
 
     /// Starts another executor process beside the stack's own (same settings, same data dir:
-    /// as two replicas sharing nothing but NATS and the state backend would).
+    /// as two replicas sharing nothing but NATS and the state backend would), its endpoint on a
+    /// port of its own.
     pub fn spawn_executor(&self) -> ProviderProcess {
-        ProviderProcess::spawn_logging("executor", self.executor_env.clone(), self.executor_log())
+        let mut env = self.executor_env.clone();
+        env.insert("PROVISIONER_EXECUTOR_LISTEN".into(), "127.0.0.1:0".into());
+        ProviderProcess::spawn_logging("executor", env, self.executor_log())
     }
 
-    /// Starts a (new) executor process, whether or not the stack started with one.
+    /// Starts a (new) executor process, whether or not the stack started with one; its
+    /// endpoint at [`Stack::executor_url`].
     pub fn restart_executor(&mut self) {
-        self.executor = Some(self.spawn_executor());
+        self.executor = Some(ProviderProcess::spawn_logging(
+            "executor",
+            self.executor_env.clone(),
+            self.executor_log(),
+        ));
     }
 }
 

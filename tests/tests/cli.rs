@@ -187,6 +187,7 @@ fn executor_refusal(data_dir: &std::path::Path, terraform: &std::path::Path) -> 
             ("PROVISIONER_TERRAFORM_BIN", terraform.to_str().unwrap()),
             ("PROVISIONER_DATA_DIR", data_dir.to_str().unwrap()),
             ("NATS_URL", "nats://127.0.0.1:1"),
+            ("PROVISIONER_EXECUTOR_LISTEN", "127.0.0.1:0"),
         ],
     );
     assert!(!refused.status.success());

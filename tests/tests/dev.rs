@@ -188,3 +188,49 @@ async fn dev_restarts_a_private_server_that_died_and_exits_1_when_it_cannot() {
         "dev must exit 1 without its nats-server"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_serves_the_api_and_the_executor_metrics_at_one_endpoint() {
+    let data = tempfile::tempdir().unwrap();
+    let database_url = scratch_database().await;
+    let dev = DevProcess::start(
+        data.path(),
+        &[
+            ("PROVISIONER_ADMIN_TOKEN", TOKEN),
+            ("DATABASE_URL", &database_url),
+        ],
+    )
+    .await;
+    let id = create(&dev, "measured", "").await;
+    wait_for_status(&dev, &id, "ready").await;
+    let wanted = [
+        r#"api_requests_total{route="/v1/environments",method="POST",status="202"} 1"#,
+        r#"executor_jobs_total{step="infra",outcome="succeeded"} 1"#,
+        r#"executor_jobs_total{step="bootstrap",outcome="succeeded"} 1"#,
+        r#"provisioning_operations_total{phase="bootstrap",outcome="succeeded"} 1"#,
+        "executor_jobs_in_flight 0",
+    ];
+    // The operations' ends are counted as the process manager consumes them: soon after.
+    let deadline = std::time::Instant::now() + WITHIN;
+    loop {
+        let scrape = reqwest::get(format!("{}/metrics", dev.base_url))
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("a body");
+        let missing: Vec<&str> = wanted
+            .iter()
+            .copied()
+            .filter(|series| !scrape.contains(series))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{missing:?} missing:\n{scrape}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

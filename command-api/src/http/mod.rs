@@ -8,6 +8,7 @@ pub mod head_limit;
 mod health;
 mod logs;
 mod plans;
+mod prometheus;
 pub mod request_id;
 mod sse;
 
@@ -18,6 +19,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::middleware;
 use axum::routing::{get, post};
 use domain::wire::Subjects;
+use metrics_exporter_prometheus::PrometheusHandle;
 use request_id::X_REQUEST_ID;
 use sqlx::PgPool;
 use std::time::Duration;
@@ -40,6 +42,8 @@ pub struct AppState {
     pub sse_keep_alive: Duration,
     /// Cancelled when the process shuts down; ends open SSE streams.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// The process's metrics recorder, rendered at `GET /metrics`.
+    pub metrics: PrometheusHandle,
 }
 
 /// The whole API; pure, so tests can drive it without binding a port.
@@ -69,13 +73,16 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1", v1)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(prometheus::metrics))
         .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(error::no_route)
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(
             ServiceBuilder::new()
-                // First, on the head exactly as the client sent it.
+                // Outermost, so every answer is counted, an oversized head's 431 included.
+                .layer(middleware::from_fn(prometheus::track))
+                // Then, on the head exactly as the client sent it.
                 .layer(middleware::from_fn(head_limit::refuse_oversized))
                 // Then, so the span, the handlers and the response all see the settled id.
                 .layer(middleware::from_fn(request_id::assign))
@@ -98,7 +105,8 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// The label of a request's span: the route it matched (`/v1/environments/{id}`), never the raw
-/// path, which is client text with ids in it; `unmatched` for a path no route serves.
+/// path, which is client text with ids in it; `unmatched` for a path no route serves. The label
+/// of the request metrics too.
 fn route_label(request: &Request) -> &str {
     request
         .extensions()

@@ -20,6 +20,19 @@ pub const JOB_EVENTS: [&str; 3] = ["InfraApplyStarted", "BootstrapStarted", "Des
 /// start it ([`Event::ends_operation_early`]).
 pub const ENDED_EARLY_EVENTS: [&str; 2] = ["OperationCancelled", "OperationTimedOut"];
 
+/// The events that end an operation, one way or another: its result (success or failure), a
+/// cancellation or a time-out ([`Event::ends_operation`]).
+pub const OPERATION_END_EVENTS: [&str; 8] = [
+    "InfraApplied",
+    "InfraApplyFailed",
+    "BootstrapCompleted",
+    "BootstrapFailed",
+    "InfraDestroyed",
+    "DestroyFailed",
+    "OperationCancelled",
+    "OperationTimedOut",
+];
+
 /// The event after which nothing more happens to an environment: a live stream of one
 /// environment ends with it ([`Event::is_final`]).
 pub const FINAL_EVENT: &str = "InfraDestroyed";
@@ -31,6 +44,20 @@ impl Event {
             self,
             Event::OperationCancelled { .. } | Event::OperationTimedOut { .. }
         )
+    }
+
+    /// Whether this event ends its operation (with its result, or early).
+    pub fn ends_operation(&self) -> bool {
+        self.ends_operation_early()
+            || matches!(
+                self,
+                Event::InfraApplied { .. }
+                    | Event::InfraApplyFailed { .. }
+                    | Event::BootstrapCompleted { .. }
+                    | Event::BootstrapFailed { .. }
+                    | Event::InfraDestroyed { .. }
+                    | Event::DestroyFailed { .. }
+            )
     }
 
     /// Whether this is the last event an environment can have.
@@ -172,6 +199,11 @@ mod tests {
                 ENDED_EARLY_EVENTS.contains(&name),
                 event.ends_operation_early(),
                 "{name} and ENDED_EARLY_EVENTS"
+            );
+            assert_eq!(
+                OPERATION_END_EVENTS.contains(&name),
+                event.ends_operation(),
+                "{name} and OPERATION_END_EVENTS"
             );
             assert_eq!(
                 name == FINAL_EVENT,
