@@ -174,3 +174,49 @@ async fn force_unlock_of_a_stale_state_lock_retries_the_step_which_forces_it_ope
         "{logs}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mark_failed_of_a_running_apply_stops_its_tool() {
+    let stack = Stack::start().await;
+    let id = stack
+        .create_ok(&sandbox_yaml("abandoned", "    apply_seconds: 30\n"))
+        .await;
+    stack.wait_for_run_start(&id).await;
+
+    let reason = "its executor's node is gone for good";
+    let (status, body) = operation(
+        &stack,
+        &id,
+        "mark-failed",
+        Some(json!({ "reason": reason })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["status"], "failed");
+    stack.wait_for_failure(&id, "infra", reason, WITHIN).await;
+    let marked = last_of(&stack, &id, "MarkedFailed").await;
+    assert_eq!(marked["metadata"]["actor"], "token:admin");
+
+    // The executor stopped the 30-second apply at once (it did not run to its end).
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let runs = standins::overlap::read(&stack.workdir(&id)).unwrap();
+        if let Some(apply) = runs
+            .finished
+            .iter()
+            .find(|r| r.started.operation == "apply")
+        {
+            assert_eq!(
+                apply.outcome,
+                standins::overlap::Outcome::Interrupted,
+                "{apply:?}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the apply of the operation marked failed was not stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
