@@ -246,6 +246,14 @@ async fn mark_failed_then_mark_destroyed_frees_the_name_with_actor_and_reason_in
     assert_eq!(destroyed["metadata"]["actor"], "token:admin");
     assert_eq!(destroyed["payload"]["reason"], "deleted in the console");
     app.wait_for_status(&id, "destroyed", WAIT).await;
+    // The environment's live stream ends with it, as with `InfraDestroyed`.
+    let stream = tokio::time::timeout(
+        Duration::from_secs(10),
+        app.get_text(&format!("/v1/environments/{id}/events")),
+    )
+    .await
+    .expect("the event stream ended after MarkedDestroyed");
+    assert!(stream.contains("event: MarkedDestroyed"), "{stream}");
 
     // The name is free again; the destroyed environment refuses everything more.
     let again = app.create(&sandbox_yaml("by-hand", "")).await;
