@@ -6,7 +6,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::time::Duration;
-use system_tests::{Stack, StackOptions, sandbox_yaml};
+use system_tests::{Stack, StackOptions, binary_dir, sandbox_yaml};
 
 const WITHIN: Duration = Duration::from_secs(90);
 
@@ -23,6 +23,37 @@ async fn operation(
     let response = request.send().await.unwrap();
     let status = response.status();
     (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Runs the `provisioner` binary's client `args` against the stack; its JSON answer.
+fn provisioner(stack: &Stack, args: &[&str]) -> Value {
+    let output = std::process::Command::new(binary_dir().join("provisioner"))
+        .args(args)
+        .env("PROVISIONER_API_URL", &stack.base_url)
+        .env("PROVISIONER_TOKEN", stack.token())
+        .output()
+        .expect("run provisioner");
+    assert!(
+        output.status.success(),
+        "{args:?}: exit {:?}: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("json on stdout")
+}
+
+/// `provisioner replay` rebuilds read models equal to the live ones.
+fn assert_replay_equal(stack: &Stack) {
+    let output = std::process::Command::new(binary_dir().join("provisioner"))
+        .arg("replay")
+        .env("DATABASE_URL", stack.database_url())
+        .output()
+        .expect("run provisioner replay");
+    assert!(
+        output.status.success(),
+        "replay reported a difference: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
 }
 
 async fn last_of(stack: &Stack, id: &str, event_type: &str) -> Value {
@@ -54,6 +85,7 @@ async fn a_cancelled_apply_fails_naming_the_admin_and_a_retry_takes_it_to_ready(
 
     assert_eq!(stack.retry(&id).await.status(), StatusCode::ACCEPTED);
     stack.wait_for_status(&id, "ready", WITHIN).await;
+    assert_replay_equal(&stack);
     // The cancelled apply's tools were stopped: no two runs of the environment overlapped.
     stack.assert_no_overlap(&id);
 }
@@ -72,16 +104,10 @@ async fn mark_destroyed_of_an_environment_whose_destroy_fails_frees_its_name() {
     assert_eq!(taken.status(), StatusCode::CONFLICT);
 
     let reason = "VPC and cluster deleted by hand in the console (ticket OPS-12)";
-    let (status, body) = operation(
-        &stack,
-        &id,
-        "mark-destroyed",
-        Some(json!({ "reason": reason })),
-    )
-    .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let body = provisioner(&stack, &["env", "mark-destroyed", &id, "--reason", reason]);
     assert_eq!(body["status"], "destroyed");
     stack.wait_for_status(&id, "destroyed", WITHIN).await;
+    assert_replay_equal(&stack);
     let marked = last_of(&stack, &id, "MarkedDestroyed").await;
     assert_eq!(marked["metadata"]["actor"], "token:admin");
     assert_eq!(marked["payload"]["reason"], reason);
@@ -145,16 +171,21 @@ async fn force_unlock_of_a_stale_state_lock_retries_the_step_which_forces_it_ope
     );
     assert!(lock_path.exists());
 
-    let (status, body) = operation(
+    let body = provisioner(
         &stack,
-        &id,
-        "force-unlock",
-        Some(json!({"lock_id": lock_id, "reason": "the run that held it crashed"})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        &[
+            "env",
+            "force-unlock",
+            &id,
+            "--lock-id",
+            lock_id,
+            "--reason",
+            "the run that held it crashed",
+        ],
+    );
     assert_eq!(body["status"], "provisioning");
     stack.wait_for_status(&id, "ready", WITHIN).await;
+    assert_replay_equal(&stack);
     assert!(
         !lock_path.exists(),
         "the authorised lock was not forced open"
