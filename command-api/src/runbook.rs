@@ -131,10 +131,8 @@ impl Runbook {
             |error: &dyn std::fmt::Display| ServiceError::LeasesUnavailable(error.to_string());
         let store = match self.js.get_key_value(self.subjects.leases_bucket()).await {
             Ok(store) => store,
-            // No executor ever ran: no lease.
-            Err(error) if error.kind() == jetstream::context::KeyValueErrorKind::GetBucket => {
-                return Ok(None);
-            }
+            // No executor ever ran (the executors create the bucket): no lease.
+            Err(error) if bucket_missing(&error) => return Ok(None),
             Err(error) => return Err(unavailable(&error)),
         };
         let value = store
@@ -223,4 +221,18 @@ impl Runbook {
             .in_flight
             .is_some_and(|in_flight| in_flight.operation_id == operation_id))
     }
+}
+
+/// Whether the bucket does not exist (its stream is not found), as opposed to NATS failing to
+/// answer: only the first means there is no lease.
+fn bucket_missing(error: &jetstream::context::KeyValueError) -> bool {
+    use jetstream::ErrorCode;
+    use jetstream::context::{GetStreamError, GetStreamErrorKind, KeyValueErrorKind};
+    error.kind() == KeyValueErrorKind::GetBucket
+        && std::error::Error::source(error)
+            .and_then(|source| source.downcast_ref::<GetStreamError>())
+            .is_some_and(|source| {
+                matches!(source.kind(), GetStreamErrorKind::JetStream(error)
+                    if error.error_code() == ErrorCode::STREAM_NOT_FOUND)
+            })
 }

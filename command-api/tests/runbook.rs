@@ -285,6 +285,12 @@ async fn put_lease(app: &App, id: &str, lease: &StepLease) {
 async fn force_unlock_is_refused_while_the_executor_lives_and_queues_the_retry_of_a_failed_one() {
     let app = App::spawn().await;
     let (id, operation_id) = provisioning(&app, "locked").await;
+    let unlock =
+        json!({"lock_id": "4c1a1d5e-0b7a-4f4e-9d7c-2b8e6f0a1c3d", "reason": "crashed run"});
+    // No executor ever ran here (the executors create the lease bucket): no lease, accepted.
+    let (status, body) = operation(&app, &id, "force-unlock", Some(unlock.clone())).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["status"], "provisioning");
     let now_ms = chrono::Utc::now().timestamp_millis();
     let live = StepLease {
         operation_id: domain::OperationId::parse(&operation_id).unwrap(),
@@ -295,8 +301,6 @@ async fn force_unlock_is_refused_while_the_executor_lives_and_queues_the_retry_o
         ttl_ms: Some(60_000),
     };
     put_lease(&app, &id, &live).await;
-    let unlock =
-        json!({"lock_id": "4c1a1d5e-0b7a-4f4e-9d7c-2b8e6f0a1c3d", "reason": "crashed run"});
     let (status, body) = operation(&app, &id, "force-unlock", Some(unlock.clone())).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "executor_alive");
