@@ -9,6 +9,7 @@ use crate::jetstream::ensure_streams;
 use crate::metrics::{self, sampler::Sampler};
 use crate::process_manager::ProcessManager;
 use crate::relay::Relay;
+use crate::runbook::Runbook;
 use crate::server;
 use crate::settings::{HttpSettings, Settings};
 use crate::store::{self, EventStore};
@@ -64,14 +65,22 @@ impl Application {
             .await
             .context("failed to create jetstream streams (is this NATS >= 2.10 with JetStream?)")?;
         let store = EventStore::new(pool.clone());
+        let environments = Environments::new(
+            store.clone(),
+            Providers {
+                enabled: settings.enabled_providers.clone(),
+                tf_state_bucket_set: settings.tf_state_bucket_set,
+            },
+        );
+        let runbook = Runbook::new(
+            environments.clone(),
+            js.clone(),
+            subjects.clone(),
+            settings.step_timeouts,
+        );
         let state = AppState {
-            environments: Environments::new(
-                store.clone(),
-                Providers {
-                    enabled: settings.enabled_providers.clone(),
-                    tf_state_bucket_set: settings.tf_state_bucket_set,
-                },
-            ),
+            environments,
+            runbook,
             pool,
             nats,
             js,

@@ -140,6 +140,49 @@ impl Client {
             .await
     }
 
+    /// Admin: cancels the operation in flight (the environment ends `failed`).
+    pub async fn cancel(&self, id: &str) -> Result<Value, ClientError> {
+        self.json(self.request(Method::POST, &format!("/v1/environments/{id}/cancel")))
+            .await
+    }
+
+    /// Admin: authorises the next run of a step to force open the state lock `lock_id` (on a
+    /// failed environment it also queues the retry).
+    pub async fn force_unlock(
+        &self,
+        id: &str,
+        lock_id: &str,
+        reason: Option<&str>,
+    ) -> Result<Value, ClientError> {
+        let body = serde_json::json!({"lock_id": lock_id, "reason": reason});
+        let path = format!("/v1/environments/{id}/force-unlock");
+        self.json(self.request(Method::POST, &path).json(&body))
+            .await
+    }
+
+    /// Admin: declares the environment's resources removed by hand (destroyed, name freed).
+    pub async fn mark_destroyed(&self, id: &str, reason: &str) -> Result<Value, ClientError> {
+        let path = format!("/v1/environments/{id}/mark-destroyed");
+        let body = serde_json::json!({ "reason": reason });
+        self.json(self.request(Method::POST, &path).json(&body))
+            .await
+    }
+
+    /// Admin: declares the in-flight or stuck environment failed.
+    pub async fn mark_failed(&self, id: &str, reason: &str) -> Result<Value, ClientError> {
+        let path = format!("/v1/environments/{id}/mark-failed");
+        let body = serde_json::json!({ "reason": reason });
+        self.json(self.request(Method::POST, &path).json(&body))
+            .await
+    }
+
+    /// Admin: starts missed pending steps and times out overdue operations:
+    /// `{"started": [ids], "timed_out": [ids]}`.
+    pub async fn requeue_stuck(&self) -> Result<Value, ClientError> {
+        self.json(self.request(Method::POST, "/v1/requeue-stuck"))
+            .await
+    }
+
     pub async fn history(&self, id: &str) -> Result<Vec<EventEnvelope>, ClientError> {
         let items = self
             .json(self.request(Method::GET, &format!("/v1/environments/{id}/history")))

@@ -111,7 +111,18 @@ impl DeadlineSweep {
     /// Records `OperationTimedOut` for every operation overdue at `now`; returns how many
     /// overdue operations it handled (some may have ended meanwhile: nothing is recorded then).
     pub async fn sweep(&self, now: DateTime<Utc>) -> Result<usize, SweepError> {
-        let mut handled = 0;
+        Ok(self.sweep_as(now, None).await?.len())
+    }
+
+    /// [`Self::sweep`] on an admin's request (`requeue-stuck`): the time-outs are recorded with
+    /// the admin as their actor, in the admin's request. Returns the environments whose
+    /// overdue operation it handled.
+    pub async fn sweep_as(
+        &self,
+        now: DateTime<Utc>,
+        requested_by: Option<&EventMetadata>,
+    ) -> Result<Vec<String>, SweepError> {
+        let mut handled = Vec::new();
         loop {
             let overdue = self.overdue(now).await?;
             let batch = overdue.len();
@@ -124,8 +135,8 @@ impl DeadlineSweep {
             for operation in overdue {
                 let key = (operation.environment_id.clone(), operation.started_sequence);
                 let started = started.get(&key).and_then(|read| read.as_ref().ok());
-                self.time_out(&operation, started).await?;
-                handled += 1;
+                self.time_out(&operation, started, requested_by).await?;
+                handled.push(operation.environment_id);
             }
             if batch < BATCH as usize {
                 return Ok(handled);
@@ -156,18 +167,23 @@ impl DeadlineSweep {
         &self,
         overdue: &Overdue,
         started: Option<&EventEnvelope>,
+        requested_by: Option<&EventMetadata>,
     ) -> Result<(), SweepError> {
         let env = overdue.environment_id.as_str();
         let Ok(operation_id) = OperationId::parse(&overdue.operation_id) else {
             tracing::error!(env_id = env, op_id = %overdue.operation_id, "malformed operation id in operation_deadlines; dropped");
             return self.forget(overdue).await;
         };
-        let metadata = EventMetadata::timeout(
+        let mut metadata = EventMetadata::timeout(
             env,
             overdue.started_sequence,
             &operation_id,
             started.map(|started| &started.metadata),
         );
+        if let Some(requested) = requested_by {
+            metadata.actor = requested.actor.clone();
+            metadata.request_id = requested.request_id.clone();
+        }
         let command = Command::TimeOutOperation { operation_id };
         let mut attempt = 0;
         loop {

@@ -56,6 +56,23 @@ pub enum ServiceError {
     /// A read of the database failed.
     #[error("database read failed")]
     Database(#[from] sqlx::Error),
+    /// An admin's reason or lock id is invalid (422, naming the field).
+    #[error(transparent)]
+    Operator(#[from] domain::operator::OperatorInputError),
+    /// An admin's force-unlock while the executor running the environment's step is alive.
+    #[error(
+        "the environment is {status}; force-unlock is refused: executor {executor} holds its \
+         step lease (renewed {age_seconds}s ago), so the lock may be in use; wait for the step \
+         to end, or cancel it (or mark it failed) first"
+    )]
+    ExecutorAlive {
+        status: Status,
+        executor: String,
+        age_seconds: i64,
+    },
+    /// The executors' lease bucket could not be read.
+    #[error("the executors' step leases could not be read: {0}")]
+    LeasesUnavailable(String),
     /// A stored event or environment id does not decode: a defect or version skew.
     #[error("stored data does not decode")]
     Corrupt(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -96,7 +113,7 @@ pub struct Caller {
 
 impl Caller {
     /// The metadata of this caller's command (correlated by the request).
-    fn metadata(&self) -> EventMetadata {
+    pub fn metadata(&self) -> EventMetadata {
         EventMetadata::request(
             Actor::caller(self.actor.as_str()),
             self.tenant.clone(),

@@ -4,7 +4,8 @@
 //! `Environment` aggregate in the Postgres event store (the `event-store` crate, re-exported as
 //! [`store`]); the [`relay`] publishes every
 //! committed event to JetStream; the [`process_manager`] turns events into next steps and
-//! executor results into commands; [`deadlines`] fails operations that outlive their deadline;
+//! executor results into commands; [`deadlines`] fails operations that outlive their deadline; [`runbook`] runs the admins'
+//! operations (cancel, force-unlock, mark-failed, mark-destroyed, requeue-stuck);
 //! [`plans`] previews a document without recording anything; [`http`] serves the API including
 //! live SSE streams and `GET /metrics` (the process's [`metrics`]); [`client`] is the API's HTTP
 //! client (the `provisioner` binary's verbs and the system tests use it).
@@ -23,6 +24,7 @@ pub mod metrics;
 pub mod plans;
 pub mod process_manager;
 pub mod relay;
+pub mod runbook;
 pub mod server;
 pub mod settings;
 

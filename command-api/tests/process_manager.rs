@@ -188,6 +188,7 @@ async fn a_result_of_a_superseded_attempt_is_rejected_and_the_current_attempts_c
         executor: "executor-b".into(),
         renewed_at_ms: chrono::Utc::now().timestamp_millis(),
         released: false,
+        ttl_ms: None,
     };
     leases
         .put(id.as_str(), serde_json::to_vec(&lease).unwrap().into())

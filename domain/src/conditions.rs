@@ -202,6 +202,21 @@ impl Conditions {
         }
     }
 
+    /// The condition of a phase that failed set `False` (a destroy's failure changes none).
+    fn phase_failed(&mut self, phase: Step, reason: &str, message: &str, at: DateTime<Utc>) {
+        match phase {
+            Step::Infra => self.set(
+                ConditionType::InfraReady,
+                ConditionStatus::False,
+                reason,
+                message,
+                at,
+            ),
+            Step::Bootstrap => self.bootstrap_failed(reason, message, at),
+            Step::Destroy => {}
+        }
+    }
+
     /// Folds `event`, recorded at `at`.
     pub fn observe(&mut self, event: &Event, at: DateTime<Utc>) {
         use ConditionStatus::{False, True, Unknown};
@@ -257,8 +272,24 @@ impl Conditions {
                     self.set(condition, False, "Destroyed", "", at);
                 }
             }
+            Event::MarkedDestroyed { reason } => {
+                for condition in ConditionType::ALL {
+                    self.set(condition, False, "MarkedDestroyed", reason, at);
+                }
+            }
+            Event::OperationCancelled {
+                failed_phase: Some(phase),
+                reason,
+                ..
+            } => self.phase_failed(*phase, "Cancelled", reason, at),
+            Event::MarkedFailed { phase, error, .. } => {
+                self.phase_failed(*phase, "MarkedFailed", error, at)
+            }
             Event::DestroyRequested {}
-            | Event::OperationCancelled { .. }
+            | Event::OperationCancelled {
+                failed_phase: None, ..
+            }
+            | Event::ForceUnlockAuthorized { .. }
             | Event::DestroyFailed { .. } => {}
         }
     }

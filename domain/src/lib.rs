@@ -9,6 +9,7 @@ pub mod config;
 pub mod cost;
 pub mod ids;
 pub mod infra_model;
+pub mod operator;
 pub mod outputs;
 pub mod spec;
 pub mod text;

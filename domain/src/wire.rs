@@ -331,9 +331,25 @@ pub struct StepLease {
     /// The step ended and its holder let go: the next step need not wait for a lapse.
     #[serde(default)]
     pub released: bool,
+    /// How long the lease lasts without renewal, in milliseconds (the executor's ack wait).
+    /// Absent from leases written before it was carried: [`StepLease::DEFAULT_TTL_MS`] then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
 }
 
 impl StepLease {
+    /// The lease time of a lease that does not say (the executors' default ack wait).
+    pub const DEFAULT_TTL_MS: u64 = 30_000;
+
+    /// Whether its holder may still be running the step at `now_ms`: it did not let go, and
+    /// renewed the lease within its time. The rule the command side uses before an admin's
+    /// force-unlock; the executors' own takeover uses their configured ack wait.
+    pub fn is_live(&self, now_ms: i64) -> bool {
+        let ttl = self.ttl_ms.unwrap_or(Self::DEFAULT_TTL_MS);
+        let age = u64::try_from(now_ms.saturating_sub(self.renewed_at_ms)).unwrap_or(0);
+        !self.released && age <= ttl
+    }
+
     /// Whether a result of `attempt` for `operation_id` comes from a superseded attempt.
     pub fn fences_out(&self, operation_id: &OperationId, attempt: u64) -> bool {
         &self.operation_id == operation_id && self.attempt > attempt
@@ -477,6 +493,32 @@ impl Subjects {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lease_is_live_until_released_or_not_renewed_within_its_time() {
+        let lease = StepLease {
+            operation_id: OperationId::parse("op_01jd0000000000000000000001").unwrap(),
+            attempt: 1,
+            executor: "host:1:a".into(),
+            renewed_at_ms: 1_000_000,
+            released: false,
+            ttl_ms: Some(5_000),
+        };
+        assert!(lease.is_live(1_000_000));
+        assert!(lease.is_live(1_005_000));
+        assert!(!lease.is_live(1_005_001));
+        let released = StepLease {
+            released: true,
+            ..lease.clone()
+        };
+        assert!(!released.is_live(1_000_000));
+        let old = StepLease {
+            ttl_ms: None,
+            ..lease
+        };
+        assert!(old.is_live(1_000_000 + 30_000));
+        assert!(!old.is_live(1_000_000 + 30_001));
+    }
 
     fn envelope() -> EventEnvelope {
         serde_json::from_value(serde_json::json!({

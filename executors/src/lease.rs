@@ -121,6 +121,7 @@ impl Leases {
             executor: self.executor.clone(),
             renewed_at_ms: now_ms(),
             released: false,
+            ttl_ms: u64::try_from(self.ttl.as_millis()).ok(),
         };
         if self.bypass {
             return Ok(Acquired::Held(HeldLease {

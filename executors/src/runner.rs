@@ -16,7 +16,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::jetstream;
 use async_nats::jetstream::consumer::{AckPolicy, pull};
-use domain::Event;
 use domain::wire::{EventEnvelope, Subjects};
 use futures::StreamExt;
 use jetstream_consumer::{Backoff, Consumer, InFlight, wait_for_stream};
@@ -119,15 +118,17 @@ pub async fn run_with_drivers(
     .heartbeat(settings.heartbeat)
     // An ack lost here would redeliver a finished job.
     .confirm_acks();
-    let cancellations = client
-        .subscribe(subjects.event_type(ENDED_EARLY_EVENTS[0]))
-        .await
-        .context("failed to subscribe to cancellations")?;
-    let time_outs = client
-        .subscribe(subjects.event_type(ENDED_EARLY_EVENTS[1]))
-        .await
-        .context("failed to subscribe to time-outs")?;
-    let cancellations = futures::stream::select(cancellations, time_outs);
+    // Cancellations, time-outs and operations an admin marked failed.
+    let mut ended_early = Vec::with_capacity(ENDED_EARLY_EVENTS.len());
+    for event_type in ENDED_EARLY_EVENTS {
+        ended_early.push(
+            client
+                .subscribe(subjects.event_type(event_type))
+                .await
+                .with_context(|| format!("failed to subscribe to {event_type}"))?,
+        );
+    }
+    let cancellations = futures::stream::select_all(ended_early);
 
     // A lease lapses when its holder missed heartbeats for as long as JetStream waits before it
     // redelivers the job: the two agree on when a holder is gone.
@@ -221,8 +222,8 @@ async fn drain(mut jobs: InFlight, settings: &ExecutorSettings, hand_back: &Canc
     }
 }
 
-/// Cancels running operations as their `OperationCancelled` and `OperationTimedOut` events
-/// arrive: the command side no longer waits for their results, so their tools are stopped.
+/// Cancels running operations as the events that end them early (`OperationCancelled`,
+/// `OperationTimedOut`, `MarkedFailed`) arrive: the command side no longer waits for their results, so their tools are stopped.
 async fn listen_for_cancellations(
     runtime: Arc<Runtime>,
     mut cancellations: impl futures::Stream<Item = async_nats::Message> + Unpin,
@@ -239,10 +240,9 @@ async fn listen_for_cancellations(
         let event = serde_json::from_slice::<EventEnvelope>(&message.payload)
             .ok()
             .and_then(|envelope| envelope.event().ok());
-        if let Some(
-            Event::OperationCancelled { operation_id, .. }
-            | Event::OperationTimedOut { operation_id, .. },
-        ) = event
+        if let Some(event) = event
+            && event.ends_operation_early()
+            && let Some(operation_id) = event.operation_id()
             && runtime.running.cancel(operation_id.as_str())
         {
             tracing::info!(op_id = %operation_id, "cancelling the running operation");

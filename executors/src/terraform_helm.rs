@@ -534,8 +534,9 @@ impl TerraformHelmDriver {
 
     /// Runs a locking terraform command. If it fails because the state is locked, and this
     /// attempt took the environment over from a holder presumed dead (its attempt superseded,
-    /// its lease lapsed: [`StepContext::takeover`]), forces that lock open once and runs the
-    /// command again; a lock whose holder may be alive is never forced.
+    /// its lease lapsed: [`StepContext::takeover`]) or an admin authorised forcing exactly that
+    /// lock (the job's `force_unlock`), forces that lock open once and runs the command again;
+    /// no other lock is ever forced.
     async fn terraform_with_lock(
         &self,
         ctx: &StepContext,
@@ -549,23 +550,44 @@ impl TerraformHelmDriver {
         let Some(lock_id) = state_lock_id(&finished.stderr_text()) else {
             return Err(terraform_errors::failure(&finished));
         };
-        let Some(takeover) = &ctx.takeover else {
-            return Err(StepError::failed(format!(
-                "the state is locked by another run (lock {lock_id}) that is not known to be \
-                 dead; retry once it has finished. {}",
-                finished.error_message()
-            )));
-        };
-        ctx.logs.note(&format!(
-            "the state lock {lock_id} was left by attempt {} of an executor whose lease lapsed; \
-             forcing it open and retrying",
-            takeover.previous.attempt
-        ));
-        tracing::warn!(
-            lock_id,
-            previous = takeover.previous.executor,
-            "taking over the state lock of a holder presumed dead"
-        );
+        let authorized = ctx
+            .job
+            .force_unlock
+            .as_ref()
+            .filter(|authorized| authorized.lock_id.as_str() == lock_id);
+        match (&ctx.takeover, authorized) {
+            (Some(takeover), _) => {
+                ctx.logs.note(&format!(
+                    "the state lock {lock_id} was left by attempt {} of an executor whose lease \
+                     lapsed; forcing it open and retrying",
+                    takeover.previous.attempt
+                ));
+                tracing::warn!(
+                    lock_id,
+                    previous = takeover.previous.executor,
+                    "taking over the state lock of a holder presumed dead"
+                );
+            }
+            (None, Some(authorized)) => {
+                ctx.logs.note(&format!(
+                    "forcing the state lock {lock_id} open, as authorised by {}, and retrying",
+                    authorized.authorized_by
+                ));
+                tracing::warn!(
+                    lock_id,
+                    authorized_by = authorized.authorized_by,
+                    "forcing open a state lock an admin authorised"
+                );
+            }
+            (None, None) => {
+                return Err(StepError::failed(format!(
+                    "the state is locked by another run (lock {lock_id}) that is not known to be \
+                     dead; retry once it has finished, or, if it is dead, have an admin \
+                     force-unlock lock {lock_id}. {}",
+                    finished.error_message()
+                )));
+            }
+        }
         let unlock = self.terraform(ctx).args(force_unlock_args(&lock_id));
         let unlocked = self.exec(ctx, &unlock).await?;
         if !unlocked.status.success() {

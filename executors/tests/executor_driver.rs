@@ -94,6 +94,7 @@ fn takeover(operation_id: &OperationId) -> Takeover {
             executor: "gone-host:4242:0000".into(),
             renewed_at_ms: 0,
             released: false,
+            ttl_ms: None,
         },
     }
 }
@@ -655,4 +656,52 @@ async fn an_environment_applied_before_the_autoscaler_role_bootstraps_without_it
             && logged.contains("apply the infrastructure again"),
         "{logged}"
     );
+}
+
+fn authorized(lock_id: &str) -> domain::operator::AuthorizedUnlock {
+    domain::operator::AuthorizedUnlock {
+        lock_id: domain::operator::LockId::parse(lock_id).unwrap(),
+        authorized_by: "token:admin".into(),
+    }
+}
+
+#[tokio::test]
+async fn a_lock_an_admin_authorised_is_forced_open_and_the_log_says_by_whom() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = sandbox_driver();
+    apply(&driver, dir.path()).await.unwrap();
+    let lock_id = "33333333-2222-4333-8444-555555555555";
+    let lock_path = write_lock(dir.path(), lock_id, dead_pid());
+
+    let (mut ctx, mut rx) = context(dir.path(), Step::Infra, None);
+    ctx.job.force_unlock = Some(authorized(lock_id));
+    let outputs = driver.run(ctx).await.unwrap();
+    assert!(outputs.contains_key("vpc_id"));
+    assert!(!lock_path.exists());
+    let lines = lines(&mut rx);
+    let notes = notes(&lines);
+    assert!(
+        notes.iter().any(|n| n.contains(&format!(
+            "forcing the state lock {lock_id} open, as authorised by token:admin"
+        ))),
+        "{notes:#?}"
+    );
+}
+
+#[tokio::test]
+async fn an_authorisation_for_another_lock_forces_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = sandbox_driver();
+    apply(&driver, dir.path()).await.unwrap();
+    let lock_id = "44444444-2222-4333-8444-555555555555";
+    let lock_path = write_lock(dir.path(), lock_id, dead_pid());
+
+    let (mut ctx, _rx) = context(dir.path(), Step::Infra, None);
+    ctx.job.force_unlock = Some(authorized("some-other-lock"));
+    let message = failure(driver.run(ctx).await);
+    assert!(
+        message.contains(&format!("have an admin force-unlock lock {lock_id}")),
+        "{message}"
+    );
+    assert!(lock_path.exists(), "a lock nobody authorised was forced");
 }

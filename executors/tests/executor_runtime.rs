@@ -248,6 +248,7 @@ impl Harness {
         let event = Event::OperationCancelled {
             operation_id: op.clone(),
             reason: "destroy requested".into(),
+            failed_phase: None,
         };
         self.publish(env, sequence, event).await;
     }

@@ -5,6 +5,7 @@
 
 mod dev;
 mod dev_stack;
+mod operations;
 mod plan;
 mod verbs;
 
@@ -61,6 +62,10 @@ pub enum Commands {
     /// monthly cost estimate.
     #[command(after_help = CLIENT_SECRETS_HELP)]
     Plan(plan::PlanArgs),
+    /// Admin: start the pending steps the process manager missed and time out the operations
+    /// past their deadline that the sweep has not yet; prints the environments it touched.
+    #[command(after_help = CLIENT_SECRETS_HELP)]
+    RequeueStuck(operations::RequeueArgs),
     /// The sandbox provider's terraform or helm stand-in; the executor runs these. They speak
     /// the real tool's command line over files in the current directory.
     #[command(hide = true, disable_help_flag = true)]
@@ -139,6 +144,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Commands::Replay => dev::replay(secrets).await,
         Commands::Env(args) => verbs::run(args, secrets).await,
         Commands::Plan(args) => plan::run(args, secrets).await,
+        Commands::RequeueStuck(args) => operations::requeue_stuck(args, secrets).await,
         Commands::Standin { .. } => {
             anyhow::bail!("the stand-ins run before the async runtime starts (see main)")
         }

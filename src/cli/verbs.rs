@@ -51,9 +51,11 @@ enum Verb {
         #[arg(short, long)]
         follow: bool,
     },
+    #[command(flatten)]
+    Operation(super::operations::OperationVerb),
 }
 
-fn print_json(value: &impl serde::Serialize) {
+pub(super) fn print_json(value: &impl serde::Serialize) {
     say(serde_json::to_string_pretty(value).unwrap_or_default());
 }
 
@@ -119,6 +121,7 @@ pub async fn run(args: EnvArgs, secrets: Secrets) -> anyhow::Result<i32> {
         Verb::Delete { id } => print_json(&client.delete(&id).await?),
         Verb::Retry { id } => print_json(&client.retry(&id).await?),
         Verb::History { id } => print_json(&client.history(&id).await?),
+        Verb::Operation(verb) => super::operations::run(&client, verb).await?,
         Verb::Logs {
             id,
             operation,

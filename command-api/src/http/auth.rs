@@ -15,6 +15,23 @@ use sha2::{Digest, Sha256};
 pub struct Principal {
     /// Recorded as the events' actor, e.g. `token:admin`.
     pub actor: String,
+    /// Whether this principal may run the admin-only operations (the runbook's: cancel,
+    /// force-unlock, mark-failed, mark-destroyed, requeue-stuck). Today every token is the
+    /// admin's; tenants and roles (issue 10) set it per token.
+    pub admin: bool,
+}
+
+impl Principal {
+    /// The one place that says "admin only": 403 for any other principal.
+    pub fn require_admin(&self) -> Result<(), AppError> {
+        if self.admin {
+            Ok(())
+        } else {
+            Err(AppError::Forbidden(
+                "this operation is for admins only".to_owned(),
+            ))
+        }
+    }
 }
 
 /// The accepted tokens, kept only as digests.
@@ -34,6 +51,7 @@ impl Tokens {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         (digest == self.admin_digest).then(|| Principal {
             actor: "token:admin".into(),
+            admin: true,
         })
     }
 }
@@ -105,6 +123,20 @@ mod tests {
         }
         let huge = format!("Bearer {}", "x".repeat(MAX_AUTHORIZATION_LEN));
         assert_eq!(bearer_token(&huge), None);
+    }
+
+    #[test]
+    fn only_an_admin_passes_the_admin_check() {
+        let admin = Tokens::new("s3cret").authenticate("s3cret").unwrap();
+        assert!(admin.require_admin().is_ok());
+        let tenant = Principal {
+            actor: "token:tenant".into(),
+            admin: false,
+        };
+        assert!(matches!(
+            tenant.require_admin(),
+            Err(AppError::Forbidden(_))
+        ));
     }
 
     #[test]

@@ -24,7 +24,7 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 const MAX_DRAINED_BYTES: usize = 1024 * 1024;
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
-fn caller(principal: &Principal, request_id: &RequestId) -> Caller {
+pub(super) fn caller(principal: &Principal, request_id: &RequestId) -> Caller {
     Caller {
         actor: principal.actor.clone(),
         tenant: None,
@@ -73,7 +73,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, AppError> {
     Ok(Some(key))
 }
 
-fn accepted(accepted: Accepted) -> Response {
+pub(super) fn accepted(accepted: Accepted) -> Response {
     let id = accepted.id.as_str();
     let location = format!("/v1/environments/{id}");
     let body = json!({
@@ -109,7 +109,7 @@ pub(super) async fn document(
 }
 
 /// Reads a body of at most [`MAX_BODY_BYTES`] (the document limit); a larger one is 413.
-async fn read_body(body: Body) -> Result<Bytes, AppError> {
+pub(super) async fn read_body(body: Body) -> Result<Bytes, AppError> {
     let mut chunks = body.into_data_stream();
     let mut kept = Vec::new();
     let mut total = 0usize;

@@ -23,6 +23,9 @@ const MAX_ECHOED_MESSAGE_CHARS: usize = 200;
 pub enum AppError {
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    /// Authenticated, but not allowed this operation.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     BadRequest(String),
     #[error("the request body is larger than {limit} bytes")]
@@ -77,6 +80,7 @@ impl AppError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             AppError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            AppError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             AppError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             AppError::PayloadTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
@@ -127,7 +131,9 @@ impl From<StoreError> for AppError {
                 code: "not_failed",
                 message: rejected.to_string(),
             },
-            StoreError::Rejected(rejected @ DomainError::NotAllowed { .. }) => AppError::Conflict {
+            StoreError::Rejected(
+                rejected @ (DomainError::NotAllowed { .. } | DomainError::Refused { .. }),
+            ) => AppError::Conflict {
                 code: "invalid_state",
                 message: rejected.to_string(),
             },
@@ -159,6 +165,15 @@ impl From<ServiceError> for AppError {
             }
             error @ ServiceError::IdempotencyKeyContended => AppError::Unavailable(Box::new(error)),
             ServiceError::Store(error) => error.into(),
+            ServiceError::Operator(error) => AppError::Validation(vec![FieldError {
+                path: error.field().into(),
+                message: error.to_string(),
+            }]),
+            error @ ServiceError::ExecutorAlive { .. } => AppError::Conflict {
+                code: "executor_alive",
+                message: error.to_string(),
+            },
+            error @ ServiceError::LeasesUnavailable(_) => AppError::Unavailable(Box::new(error)),
             ServiceError::Database(error) => error.into(),
             ServiceError::Corrupt(source) => AppError::Internal(source),
         }

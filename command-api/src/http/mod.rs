@@ -10,9 +10,11 @@ mod logs;
 mod plans;
 mod prometheus;
 pub mod request_id;
+mod runbook;
 mod sse;
 
 use crate::environments::Environments;
+use crate::runbook::Runbook;
 use async_nats::jetstream;
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
@@ -34,6 +36,8 @@ pub const MAX_BODY_BYTES: usize = domain::config::MAX_DOCUMENT_BYTES;
 #[derive(Clone)]
 pub struct AppState {
     pub environments: Environments,
+    /// The runbook's admin operations.
+    pub runbook: Runbook,
     pub pool: PgPool,
     pub nats: async_nats::Client,
     pub js: jetstream::Context,
@@ -58,6 +62,17 @@ pub fn router(state: AppState) -> Router {
             get(environments::get).delete(environments::delete),
         )
         .route("/environments/{id}/retry", post(environments::retry))
+        .route("/environments/{id}/cancel", post(runbook::cancel))
+        .route(
+            "/environments/{id}/force-unlock",
+            post(runbook::force_unlock),
+        )
+        .route(
+            "/environments/{id}/mark-destroyed",
+            post(runbook::mark_destroyed),
+        )
+        .route("/environments/{id}/mark-failed", post(runbook::mark_failed))
+        .route("/requeue-stuck", post(runbook::requeue_stuck))
         .route("/environments/{id}/outputs", get(environments::outputs))
         .route("/environments/{id}/history", get(environments::history))
         .route("/environments/{id}/events", get(sse::environment_events))

@@ -4,7 +4,7 @@
 //! holds what it has not read yet, and no shared buffer can fill up.
 //!
 //! * `/v1/environments/{id}/events`: `id:` is the event's sequence in the environment's history;
-//!   resumes after `Last-Event-ID` or `?after=N`; ends after `InfraDestroyed` (at once when
+//!   resumes after `Last-Event-ID` or `?after=N`; ends after `InfraDestroyed` or `MarkedDestroyed` (at once when
 //!   resuming after it).
 //! * `/v1/events`: every environment; `id:` is the position in the events stream (sequences are
 //!   per environment, so they cannot order a merged stream); without `Last-Event-ID`/`?after`
@@ -18,7 +18,7 @@ use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use domain::aggregate::event_sets::FINAL_EVENT;
+use domain::aggregate::event_sets::FINAL_EVENTS;
 use domain::wire::EventEnvelope;
 use futures::{Stream, StreamExt, stream};
 use serde::Deserialize;
@@ -145,7 +145,7 @@ pub async fn environment_events(
     let events = stream::unfold(Some(Box::pin(messages)), move |messages| async move {
         let mut messages = messages?;
         while let Some(Delivered { value, .. }) = messages.next().await {
-            let last = value.event_type == FINAL_EVENT;
+            let last = FINAL_EVENTS.contains(&value.event_type.as_str());
             if value.sequence > after {
                 let event = Ok(sse_event(value.sequence, &value));
                 return Some((event, (!last).then_some(messages)));

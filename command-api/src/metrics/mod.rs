@@ -99,7 +99,8 @@ impl Outcome {
             | Event::InfraDestroyed { .. } => Some(Outcome::Succeeded),
             Event::InfraApplyFailed { .. }
             | Event::BootstrapFailed { .. }
-            | Event::DestroyFailed { .. } => Some(Outcome::Failed),
+            | Event::DestroyFailed { .. }
+            | Event::MarkedFailed { .. } => Some(Outcome::Failed),
             Event::OperationTimedOut { .. } => Some(Outcome::TimedOut),
             Event::OperationCancelled { .. } => Some(Outcome::Cancelled),
             _ => None,

@@ -1,5 +1,6 @@
 use crate::conditions::ConditionReport;
 use crate::ids::{EnvironmentId, OperationId};
+use crate::operator::{LockId, Reason};
 use crate::spec::{EnvironmentSpec, Step};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -30,6 +31,21 @@ pub enum Command {
     Retry,
     /// A user asks to destroy the environment (cancelling an in-flight step first).
     Destroy,
+    /// An admin cancels the operation in flight: the environment fails in its phase, saying
+    /// who cancelled, so a retry resumes it. `by` is the admin's actor.
+    Cancel { by: String },
+    /// An admin declares the in-flight or stuck (pending, never started) environment failed.
+    MarkFailed { by: String, reason: Reason },
+    /// An admin declares the environment's resources removed by hand: it becomes `destroyed`
+    /// and its name is freed. Refused while an operation is in flight.
+    MarkDestroyed { reason: Reason },
+    /// An admin authorises the next run of a step to force open exactly this Terraform state
+    /// lock; on a failed environment it also queues the retry of the failed phase.
+    AuthorizeForceUnlock {
+        by: String,
+        lock_id: LockId,
+        reason: Option<Reason>,
+    },
 }
 
 /// What an executor reports of an operation: how it ended, or, on the way, a condition it
@@ -61,6 +77,10 @@ impl Command {
             Command::TimeOutOperation { .. } => "time_out_operation",
             Command::Retry => "retry",
             Command::Destroy => "destroy",
+            Command::Cancel { .. } => "cancel",
+            Command::MarkFailed { .. } => "mark_failed",
+            Command::MarkDestroyed { .. } => "mark_destroyed",
+            Command::AuthorizeForceUnlock { .. } => "force_unlock",
         }
     }
 }

@@ -18,11 +18,12 @@ pub const JOB_EVENTS: [&str; 3] = ["InfraApplyStarted", "BootstrapStarted", "Des
 
 /// The events that end an operation without its result: an executor must stop its job, or not
 /// start it ([`Event::ends_operation_early`]).
-pub const ENDED_EARLY_EVENTS: [&str; 2] = ["OperationCancelled", "OperationTimedOut"];
+pub const ENDED_EARLY_EVENTS: [&str; 3] =
+    ["OperationCancelled", "OperationTimedOut", "MarkedFailed"];
 
 /// The events that end an operation, one way or another: its result (success or failure), a
-/// cancellation or a time-out ([`Event::ends_operation`]).
-pub const OPERATION_END_EVENTS: [&str; 8] = [
+/// cancellation, a time-out or an admin declaring it failed ([`Event::ends_operation`]).
+pub const OPERATION_END_EVENTS: [&str; 9] = [
     "InfraApplied",
     "InfraApplyFailed",
     "BootstrapCompleted",
@@ -31,18 +32,21 @@ pub const OPERATION_END_EVENTS: [&str; 8] = [
     "DestroyFailed",
     "OperationCancelled",
     "OperationTimedOut",
+    "MarkedFailed",
 ];
 
-/// The event after which nothing more happens to an environment: a live stream of one
-/// environment ends with it ([`Event::is_final`]).
-pub const FINAL_EVENT: &str = "InfraDestroyed";
+/// The events after which nothing more happens to an environment: a live stream of one
+/// environment ends with either ([`Event::is_final`]).
+pub const FINAL_EVENTS: [&str; 2] = ["InfraDestroyed", "MarkedDestroyed"];
 
 impl Event {
     /// Whether this event ends its operation without the operation's own result.
     pub fn ends_operation_early(&self) -> bool {
         matches!(
             self,
-            Event::OperationCancelled { .. } | Event::OperationTimedOut { .. }
+            Event::OperationCancelled { .. }
+                | Event::OperationTimedOut { .. }
+                | Event::MarkedFailed { .. }
         )
     }
 
@@ -62,7 +66,10 @@ impl Event {
 
     /// Whether this is the last event an environment can have.
     pub fn is_final(&self) -> bool {
-        matches!(self, Event::InfraDestroyed { .. })
+        matches!(
+            self,
+            Event::InfraDestroyed { .. } | Event::MarkedDestroyed { .. }
+        )
     }
 }
 
@@ -92,6 +99,7 @@ mod tests {
             infra_outputs: Default::default(),
             timeout_seconds: Some(StepTimeouts::DEFAULT.infra.as_secs()),
             customer_role: None,
+            force_unlock: None,
         };
         let events = vec![
             Event::EnvironmentRequested {
@@ -137,6 +145,7 @@ mod tests {
             Event::OperationCancelled {
                 operation_id: op.clone(),
                 reason: "r".into(),
+                failed_phase: Some(Step::Infra),
             },
             Event::DestroyStarted {
                 operation_id: op.clone(),
@@ -150,13 +159,25 @@ mod tests {
                 error: "e".into(),
             },
             Event::OperationTimedOut {
-                operation_id: op,
+                operation_id: op.clone(),
                 phase: Step::Infra,
                 timeout_seconds: None,
                 error: "e".into(),
             },
+            Event::MarkedFailed {
+                operation_id: Some(op),
+                phase: Step::Infra,
+                reason: "r".into(),
+                error: "e".into(),
+            },
+            Event::MarkedDestroyed { reason: "r".into() },
+            Event::ForceUnlockAuthorized {
+                lock_id: crate::operator::LockId::parse("abc").unwrap(),
+                authorized_by: "token:admin".into(),
+                reason: None,
+            },
         ];
-        let mut covered = [false; 15];
+        let mut covered = [false; 18];
         for event in &events {
             let index = match event {
                 Event::EnvironmentRequested { .. } => 0,
@@ -174,6 +195,9 @@ mod tests {
                 Event::DestroyFailed { .. } => 12,
                 Event::OperationTimedOut { .. } => 13,
                 Event::BootstrapProgressed { .. } => 14,
+                Event::MarkedFailed { .. } => 15,
+                Event::MarkedDestroyed { .. } => 16,
+                Event::ForceUnlockAuthorized { .. } => 17,
             };
             covered[index] = true;
         }
@@ -206,9 +230,9 @@ mod tests {
                 "{name} and OPERATION_END_EVENTS"
             );
             assert_eq!(
-                name == FINAL_EVENT,
+                FINAL_EVENTS.contains(&name),
                 event.is_final(),
-                "{name} and FINAL_EVENT"
+                "{name} and FINAL_EVENTS"
             );
         }
     }

@@ -1,6 +1,7 @@
 use crate::conditions::ConditionReport;
 use crate::ids::{EnvironmentId, OperationId};
 use crate::infra_model::InfraModel;
+use crate::operator::{AuthorizedUnlock, LockId};
 use crate::spec::{Beta9Spec, CustomerRole, EnvironmentName, EnvironmentSpec, Simulation, Step};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -32,7 +33,10 @@ pub fn current_version(event_type: &str) -> Option<u32> {
         | "DestroyStarted"
         | "InfraDestroyed"
         | "DestroyFailed"
-        | "OperationTimedOut" => Some(1),
+        | "OperationTimedOut"
+        | "MarkedFailed"
+        | "MarkedDestroyed"
+        | "ForceUnlockAuthorized" => Some(1),
         _ => None,
     }
 }
@@ -62,6 +66,10 @@ pub struct OperationJob {
     /// says to retry (a retry records a new job with it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub customer_role: Option<CustomerRole>,
+    /// A state lock an admin authorised this run to force open when it meets it
+    /// (`ForceUnlockAuthorized`). Absent normally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_unlock: Option<AuthorizedUnlock>,
 }
 
 /// Why a step failed, kept on the environment until it is retried.
@@ -120,6 +128,11 @@ pub enum Event {
     OperationCancelled {
         operation_id: OperationId,
         reason: String,
+        /// Set when an admin cancelled (`POST …/cancel`): the environment fails in this phase
+        /// with `reason` as its error, and a retry resumes it. Absent when a destroy cancelled
+        /// the operation (the destroy follows).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failed_phase: Option<Step>,
     },
     DestroyStarted {
         operation_id: OperationId,
@@ -140,6 +153,28 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout_seconds: Option<u64>,
         error: String,
+    },
+    /// An admin declared the environment failed in `phase` (its executor gone for good, or its
+    /// step never started): the operation in flight, if any, ended, and a late result of it is
+    /// ignored. `error` is what the environment shows, naming who and why.
+    MarkedFailed {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        operation_id: Option<OperationId>,
+        phase: Step,
+        reason: String,
+        error: String,
+    },
+    /// An admin declared the environment's resources removed by hand: it is destroyed, and its
+    /// name is free again.
+    MarkedDestroyed {
+        reason: String,
+    },
+    /// An admin authorised the next run of a step to force open the state lock `lock_id`.
+    ForceUnlockAuthorized {
+        lock_id: LockId,
+        authorized_by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
 }
 
@@ -162,6 +197,9 @@ impl Event {
             Event::InfraDestroyed { .. } => "InfraDestroyed",
             Event::DestroyFailed { .. } => "DestroyFailed",
             Event::OperationTimedOut { .. } => "OperationTimedOut",
+            Event::MarkedFailed { .. } => "MarkedFailed",
+            Event::MarkedDestroyed { .. } => "MarkedDestroyed",
+            Event::ForceUnlockAuthorized { .. } => "ForceUnlockAuthorized",
         }
     }
 
@@ -196,9 +234,12 @@ impl Event {
             | Event::InfraDestroyed { operation_id }
             | Event::DestroyFailed { operation_id, .. }
             | Event::OperationTimedOut { operation_id, .. } => Some(operation_id),
+            Event::MarkedFailed { operation_id, .. } => operation_id.as_ref(),
             Event::EnvironmentRequested { .. }
             | Event::RetryRequested { .. }
-            | Event::DestroyRequested {} => None,
+            | Event::DestroyRequested {}
+            | Event::MarkedDestroyed { .. }
+            | Event::ForceUnlockAuthorized { .. } => None,
         }
     }
 

@@ -6,6 +6,7 @@ use super::events::{Event, OperationJob};
 use super::state::{Environment, InFlight, Requested, Status};
 use crate::ids::{EnvironmentId, OperationId};
 use crate::infra_model::InfraModel;
+use crate::operator::{LockId, Reason};
 use crate::spec::{EnvironmentSpec, Step};
 
 impl Environment {
@@ -25,6 +26,14 @@ impl Environment {
             Command::TimeOutOperation { operation_id } => self.time_out(operation_id),
             Command::Retry => self.retry(),
             Command::Destroy => self.destroy(),
+            Command::Cancel { by } => self.cancel(&by),
+            Command::MarkFailed { by, reason } => self.mark_failed(&by, &reason),
+            Command::MarkDestroyed { reason } => self.mark_destroyed(reason),
+            Command::AuthorizeForceUnlock {
+                by,
+                lock_id,
+                reason,
+            } => self.authorize_force_unlock(by, lock_id, reason),
         }
     }
 
@@ -171,11 +180,103 @@ impl Environment {
                     events.push(Event::OperationCancelled {
                         operation_id: in_flight.operation_id.clone(),
                         reason: "destroy requested".to_owned(),
+                        failed_phase: None,
                     });
                 }
                 events.push(Event::DestroyRequested {});
                 Ok(events)
             }
+        }
+    }
+
+    fn cancel(&self, by: &str) -> Result<Vec<Event>, DomainError> {
+        self.require_exists()?;
+        let Some(in_flight) = &self.in_flight else {
+            return Err(self.refused(
+                "cancel",
+                "no operation is in flight, so there is nothing to cancel",
+            ));
+        };
+        Ok(vec![Event::OperationCancelled {
+            operation_id: in_flight.operation_id.clone(),
+            reason: format!(
+                "cancelled by {by}; retry to run the {} step again",
+                in_flight.step.as_str()
+            ),
+            failed_phase: Some(in_flight.step),
+        }])
+    }
+
+    fn mark_failed(&self, by: &str, reason: &Reason) -> Result<Vec<Event>, DomainError> {
+        self.require_exists()?;
+        let (operation_id, phase) = match (&self.in_flight, self.pending) {
+            (Some(in_flight), _) => (Some(in_flight.operation_id.clone()), in_flight.step),
+            (None, Some(step)) => (None, step),
+            (None, None) => {
+                return Err(self.refused(
+                    "mark-failed",
+                    "no operation is in flight or waiting to start; only a running or stuck \
+                     environment can be marked failed",
+                ));
+            }
+        };
+        Ok(vec![Event::MarkedFailed {
+            operation_id,
+            phase,
+            reason: reason.to_string(),
+            error: format!(
+                "marked failed by {by}: {reason}; retry to run the {} step again",
+                phase.as_str()
+            ),
+        }])
+    }
+
+    fn mark_destroyed(&self, reason: Reason) -> Result<Vec<Event>, DomainError> {
+        self.require_exists()?;
+        if self.status == Status::Destroyed {
+            return Err(self.refused("mark-destroyed", "it is already destroyed"));
+        }
+        if self.in_flight.is_some() {
+            return Err(self.refused(
+                "mark-destroyed",
+                "an operation is in flight; cancel it or mark it failed first",
+            ));
+        }
+        Ok(vec![Event::MarkedDestroyed {
+            reason: reason.to_string(),
+        }])
+    }
+
+    fn authorize_force_unlock(
+        &self,
+        by: String,
+        lock_id: LockId,
+        reason: Option<Reason>,
+    ) -> Result<Vec<Event>, DomainError> {
+        self.require_exists()?;
+        if self.status == Status::Destroyed {
+            return Err(self.refused("force-unlock", "it is destroyed, so no step will run again"));
+        }
+        let mut events = vec![Event::ForceUnlockAuthorized {
+            lock_id,
+            authorized_by: by,
+            reason: reason.map(|reason| reason.to_string()),
+        }];
+        // The usual flow is "the step failed on the lock → force-unlock → retry": a failed
+        // environment's retry is queued with it.
+        if let (Some(failure), Status::Failed) = (&self.failure, self.status) {
+            events.push(Event::RetryRequested {
+                phase: failure.phase,
+            });
+        }
+        Ok(events)
+    }
+
+    fn refused(&self, action: &'static str, why: &'static str) -> DomainError {
+        DomainError::Refused {
+            action,
+            status: self.status,
+            why,
         }
     }
 
@@ -194,6 +295,7 @@ impl Environment {
             infra_outputs: self.infra_outputs.clone(),
             timeout_seconds: None,
             customer_role: requested.spec.cloud.customer_role(),
+            force_unlock: self.force_unlock.clone(),
         }
     }
 }

@@ -30,6 +30,13 @@ pub enum DomainError {
         action: &'static str,
         status: Status,
     },
+    /// An admin's operation the environment's state does not allow, with why.
+    #[error("the environment is {status}; {action} is refused: {why}")]
+    Refused {
+        action: &'static str,
+        status: Status,
+        why: &'static str,
+    },
 }
 
 #[cfg(test)]

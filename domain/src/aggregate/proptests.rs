@@ -16,6 +16,10 @@ enum Action {
     TimeOut(u8),
     Retry,
     Destroy,
+    Cancel,
+    MarkFailed,
+    MarkDestroyed,
+    ForceUnlock,
 }
 
 fn op(n: u8) -> OperationId {
@@ -30,6 +34,10 @@ fn action() -> impl Strategy<Value = Action> {
         (0u8..4).prop_map(Action::TimeOut),
         Just(Action::Retry),
         Just(Action::Destroy),
+        Just(Action::Cancel),
+        Just(Action::MarkFailed),
+        Just(Action::MarkDestroyed),
+        Just(Action::ForceUnlock),
     ]
 }
 
@@ -56,6 +64,21 @@ fn command(action: &Action) -> Command {
         },
         Action::Retry => Command::Retry,
         Action::Destroy => Command::Destroy,
+        Action::Cancel => Command::Cancel {
+            by: "token:admin".into(),
+        },
+        Action::MarkFailed => Command::MarkFailed {
+            by: "token:admin".into(),
+            reason: crate::operator::Reason::parse("gone").unwrap(),
+        },
+        Action::MarkDestroyed => Command::MarkDestroyed {
+            reason: crate::operator::Reason::parse("by hand").unwrap(),
+        },
+        Action::ForceUnlock => Command::AuthorizeForceUnlock {
+            by: "token:admin".into(),
+            lock_id: crate::operator::LockId::parse("abc").unwrap(),
+            reason: None,
+        },
     }
 }
 
@@ -111,7 +134,9 @@ proptest! {
                     prop_assert!(state.in_flight.is_none());
                     started += 1;
                 }
-                if matches!(event, Event::OperationCancelled { .. }) {
+                if matches!(event, Event::OperationCancelled { .. })
+                    || matches!(event, Event::MarkedFailed { operation_id: Some(_), .. })
+                {
                     ended += 1;
                 }
                 state.apply(event);

@@ -2,6 +2,7 @@ use super::events::{Event, FailureInfo, OperationJob, Outputs};
 use crate::conditions::{ConditionStatus, ConditionType};
 use crate::ids::{EnvironmentId, OperationId};
 use crate::infra_model::InfraModel;
+use crate::operator::AuthorizedUnlock;
 use crate::spec::{EnvironmentSpec, Step};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -99,6 +100,9 @@ pub struct Environment {
     pub failure: Option<FailureInfo>,
     pub infra_outputs: Outputs,
     pub outputs: Outputs,
+    /// A state lock an admin authorised the next step to force open; handed to the next job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_unlock: Option<AuthorizedUnlock>,
 }
 
 impl Environment {
@@ -148,30 +152,44 @@ impl Environment {
                 self.outputs.extend(outputs.clone());
                 self.status = Status::Ready;
             }
-            Event::InfraDestroyed { .. } => {
-                self.in_flight = None;
-                self.infra_outputs.clear();
-                self.outputs.clear();
-                self.status = Status::Destroyed;
-            }
+            Event::InfraDestroyed { .. } | Event::MarkedDestroyed { .. } => self.destroyed(),
             Event::InfraApplyFailed {
                 operation_id,
                 error,
-            } => self.fail(operation_id, Step::Infra, error),
+            } => self.fail(Some(operation_id), Step::Infra, error),
             Event::BootstrapFailed {
                 operation_id,
                 error,
-            } => self.fail(operation_id, Step::Bootstrap, error),
+            } => self.fail(Some(operation_id), Step::Bootstrap, error),
             Event::DestroyFailed {
                 operation_id,
                 error,
-            } => self.fail(operation_id, Step::Destroy, error),
+            } => self.fail(Some(operation_id), Step::Destroy, error),
             Event::OperationTimedOut {
                 operation_id,
                 phase,
                 error,
                 ..
-            } => self.fail(operation_id, *phase, error),
+            } => self.fail(Some(operation_id), *phase, error),
+            Event::MarkedFailed {
+                operation_id,
+                phase,
+                error,
+                ..
+            } => {
+                self.pending = None;
+                self.fail(operation_id.as_ref(), *phase, error)
+            }
+            Event::ForceUnlockAuthorized {
+                lock_id,
+                authorized_by,
+                ..
+            } => {
+                self.force_unlock = Some(AuthorizedUnlock {
+                    lock_id: lock_id.clone(),
+                    authorized_by: authorized_by.clone(),
+                });
+            }
             Event::RetryRequested { phase } => {
                 self.failure = None;
                 self.pending = Some(*phase);
@@ -181,9 +199,14 @@ impl Environment {
                     Step::Destroy => Status::DestroyQueued,
                 };
             }
-            Event::OperationCancelled { .. } => {
-                self.in_flight = None;
-            }
+            Event::OperationCancelled {
+                operation_id,
+                reason,
+                failed_phase,
+            } => match failed_phase {
+                Some(phase) => self.fail(Some(operation_id), *phase, reason),
+                None => self.in_flight = None,
+            },
             Event::DestroyRequested {} => {
                 self.failure = None;
                 self.pending = Some(Step::Destroy);
@@ -200,6 +223,8 @@ impl Environment {
         status: Status,
     ) {
         self.pending = None;
+        // The job carries it (`OperationJob::force_unlock`): this run uses it up.
+        self.force_unlock = None;
         self.in_flight = Some(InFlight {
             operation_id: operation_id.clone(),
             step,
@@ -209,13 +234,23 @@ impl Environment {
         self.status = status;
     }
 
-    fn fail(&mut self, operation_id: &OperationId, phase: Step, error: &str) {
+    fn fail(&mut self, operation_id: Option<&OperationId>, phase: Step, error: &str) {
         self.in_flight = None;
         self.status = Status::Failed;
         self.failure = Some(FailureInfo {
             phase,
             message: error.to_owned(),
-            operation_id: Some(operation_id.clone()),
+            operation_id: operation_id.cloned(),
         });
+    }
+
+    fn destroyed(&mut self) {
+        self.in_flight = None;
+        self.pending = None;
+        self.failure = None;
+        self.force_unlock = None;
+        self.infra_outputs.clear();
+        self.outputs.clear();
+        self.status = Status::Destroyed;
     }
 }

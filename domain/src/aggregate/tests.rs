@@ -87,6 +87,7 @@ fn job(step: Step, infra_outputs: Outputs) -> OperationJob {
         infra_outputs,
         timeout_seconds: Some(StepTimeouts::DEFAULT.for_step(step).as_secs()),
         customer_role: None,
+        force_unlock: None,
     }
 }
 
@@ -309,6 +310,7 @@ fn a_late_result_of_a_cancelled_operation_is_ignored() {
     let cancelled = Event::OperationCancelled {
         operation_id: op(1),
         reason: "destroy requested".to_owned(),
+        failed_phase: None,
     };
     given(&[
         requested(),
@@ -371,6 +373,7 @@ fn destroy_while_applying_cancels_the_operation_first() {
             Event::OperationCancelled {
                 operation_id: op(1),
                 reason: "destroy requested".to_owned(),
+                failed_phase: None,
             },
             Event::DestroyRequested {},
         ]);
@@ -533,6 +536,7 @@ fn a_time_out_of_an_operation_that_is_not_in_flight_is_ignored() {
     let cancelled = Event::OperationCancelled {
         operation_id: op(1),
         reason: "destroy requested".to_owned(),
+        failed_phase: None,
     };
     given(&[requested(), infra_started(1), cancelled])
         .when(time_out(1))
@@ -722,4 +726,294 @@ fn progress_of_another_step_or_operation_is_ignored_and_a_report_is_bounded() {
     assert_eq!(report.reason.len(), crate::conditions::MAX_REASON);
     assert!(report.reason.starts_with("Badreason"));
     assert!(report.message.len() <= crate::conditions::MAX_MESSAGE);
+}
+
+// The runbook's operations (admin only at the edge).
+
+const ADMIN: &str = "token:admin";
+
+fn reason(text: &str) -> crate::operator::Reason {
+    crate::operator::Reason::parse(text).unwrap()
+}
+
+fn lock(id: &str) -> crate::operator::LockId {
+    crate::operator::LockId::parse(id).unwrap()
+}
+
+fn cancel() -> Command {
+    Command::Cancel { by: ADMIN.into() }
+}
+
+fn mark_failed(text: &str) -> Command {
+    Command::MarkFailed {
+        by: ADMIN.into(),
+        reason: reason(text),
+    }
+}
+
+fn mark_destroyed(text: &str) -> Command {
+    Command::MarkDestroyed {
+        reason: reason(text),
+    }
+}
+
+fn force_unlock(id: &str) -> Command {
+    Command::AuthorizeForceUnlock {
+        by: ADMIN.into(),
+        lock_id: lock(id),
+        reason: Some(reason("the run that held it crashed")),
+    }
+}
+
+fn infra_failed(n: u8) -> Event {
+    Event::InfraApplyFailed {
+        operation_id: op(n),
+        error: "the state is locked by another run (lock abc)".to_owned(),
+    }
+}
+
+#[test]
+fn cancel_fails_the_running_step_naming_who_cancelled_and_a_retry_resumes_it() {
+    let state = given(&[requested(), infra_started(1)])
+        .when(cancel())
+        .then_expect_events(&[Event::OperationCancelled {
+            operation_id: op(1),
+            reason: "cancelled by token:admin; retry to run the infra step again".to_owned(),
+            failed_phase: Some(Step::Infra),
+        }]);
+    assert_eq!(state.status, Status::Failed);
+    assert!(state.in_flight.is_none());
+    let failure = state.failure.clone().unwrap();
+    assert_eq!(failure.phase, Step::Infra);
+    assert!(
+        failure.message.contains("token:admin"),
+        "{}",
+        failure.message
+    );
+    // A late result of the cancelled apply changes nothing.
+    assert_eq!(state.handle(complete(1, succeeded(&[]))).unwrap(), []);
+    let mut state = state;
+    for event in state.handle(Command::Retry).unwrap() {
+        state.apply(&event);
+    }
+    assert_eq!(state.status, Status::Provisioning);
+    assert_eq!(state.pending, Some(Step::Infra));
+}
+
+#[test]
+fn cancel_is_refused_when_nothing_is_in_flight() {
+    for events in [
+        vec![requested()],
+        vec![requested(), infra_started(1), infra_failed(1)],
+    ] {
+        let status = given(&events).state.status;
+        given(&events)
+            .when(cancel())
+            .then_expect_error(DomainError::Refused {
+                action: "cancel",
+                status,
+                why: "no operation is in flight, so there is nothing to cancel",
+            });
+    }
+    let error = given(&[requested()]).state.handle(cancel()).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "the environment is queued; cancel is refused: no operation is in flight, so there is \
+         nothing to cancel"
+    );
+}
+
+#[test]
+fn mark_failed_ends_the_operation_in_flight_and_its_late_result_is_ignored() {
+    let state = given(&[
+        requested(),
+        infra_started(1),
+        infra_applied(1),
+        bootstrap_started(2),
+    ])
+    .when(mark_failed("the executor's node is gone"))
+    .then_expect_events(&[Event::MarkedFailed {
+        operation_id: Some(op(2)),
+        phase: Step::Bootstrap,
+        reason: "the executor's node is gone".to_owned(),
+        error: "marked failed by token:admin: the executor's node is gone; retry to run the \
+                    bootstrap step again"
+            .to_owned(),
+    }]);
+    assert_eq!(state.status, Status::Failed);
+    assert_eq!(state.failure.as_ref().unwrap().phase, Step::Bootstrap);
+    assert_eq!(state.handle(complete(2, succeeded(&[]))).unwrap(), []);
+    assert_eq!(state.handle(time_out(2)).unwrap(), []);
+}
+
+#[test]
+fn mark_failed_of_a_step_that_never_started_fails_its_phase() {
+    let state = given(&[requested()])
+        .when(mark_failed("stuck"))
+        .then_expect_events(&[Event::MarkedFailed {
+            operation_id: None,
+            phase: Step::Infra,
+            reason: "stuck".to_owned(),
+            error: "marked failed by token:admin: stuck; retry to run the infra step again"
+                .to_owned(),
+        }]);
+    assert_eq!(state.status, Status::Failed);
+    assert_eq!(state.pending, None);
+    // Nothing is pending any more: the process manager's late start does nothing.
+    assert_eq!(state.handle(start(1)).unwrap(), []);
+}
+
+#[test]
+fn mark_failed_is_refused_when_nothing_runs_or_waits() {
+    let ready = [
+        requested(),
+        infra_started(1),
+        infra_applied(1),
+        bootstrap_started(2),
+        Event::BootstrapCompleted {
+            operation_id: op(2),
+            outputs: Outputs::new(),
+        },
+    ];
+    for (events, status) in [
+        (ready.to_vec(), Status::Ready),
+        (
+            vec![requested(), infra_started(1), infra_failed(1)],
+            Status::Failed,
+        ),
+    ] {
+        let error = given(&events).state.handle(mark_failed("x")).unwrap_err();
+        assert!(
+            matches!(error, DomainError::Refused { action: "mark-failed", status: s, .. } if s == status),
+            "{error:?}"
+        );
+    }
+}
+
+#[test]
+fn mark_destroyed_destroys_a_failed_environment_and_is_final() {
+    let destroy_failed = Event::DestroyFailed {
+        operation_id: op(2),
+        error: "dependency violation".to_owned(),
+    };
+    let state = given(&[
+        requested(),
+        Event::DestroyRequested {},
+        Event::DestroyStarted {
+            operation_id: op(2),
+            job: job(Step::Destroy, Outputs::new()),
+        },
+        destroy_failed,
+    ])
+    .when(mark_destroyed("deleted by hand in the console"))
+    .then_expect_events(&[Event::MarkedDestroyed {
+        reason: "deleted by hand in the console".to_owned(),
+    }]);
+    assert_eq!(state.status, Status::Destroyed);
+    assert!(state.failure.is_none() && state.pending.is_none());
+    assert!(
+        Event::MarkedDestroyed {
+            reason: String::new()
+        }
+        .is_final()
+    );
+    // Nothing leaves destroyed.
+    assert!(state.handle(Command::Retry).is_err());
+    assert_eq!(state.handle(Command::Destroy).unwrap(), []);
+    assert!(matches!(
+        state.handle(mark_destroyed("again")),
+        Err(DomainError::Refused {
+            status: Status::Destroyed,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn mark_destroyed_is_refused_while_an_operation_is_in_flight() {
+    given(&[requested(), infra_started(1)])
+        .when(mark_destroyed("gone"))
+        .then_expect_error(DomainError::Refused {
+            action: "mark-destroyed",
+            status: Status::Provisioning,
+            why: "an operation is in flight; cancel it or mark it failed first",
+        });
+}
+
+#[test]
+fn force_unlock_on_a_failed_environment_queues_the_retry_and_the_next_job_carries_the_lock() {
+    let state = given(&[requested(), infra_started(1), infra_failed(1)])
+        .when(force_unlock("abc-123"))
+        .then_expect_events(&[
+            Event::ForceUnlockAuthorized {
+                lock_id: lock("abc-123"),
+                authorized_by: ADMIN.to_owned(),
+                reason: Some("the run that held it crashed".to_owned()),
+            },
+            Event::RetryRequested { phase: Step::Infra },
+        ]);
+    assert_eq!(state.pending, Some(Step::Infra));
+    let events = state.handle(start(2)).unwrap();
+    let Some((_, job)) = events[0].job() else {
+        panic!("a job: {events:?}")
+    };
+    let authorized = job.force_unlock.clone().expect("the job carries the lock");
+    assert_eq!(authorized.lock_id.as_str(), "abc-123");
+    assert_eq!(authorized.authorized_by, ADMIN);
+    // Used up by that run: the one after it carries none.
+    let mut state = state;
+    state.apply(&events[0]);
+    state.apply(&infra_failed(2));
+    state.apply(&Event::RetryRequested { phase: Step::Infra });
+    let events = state.handle(start(3)).unwrap();
+    assert_eq!(events[0].job().unwrap().1.force_unlock, None);
+}
+
+#[test]
+fn force_unlock_on_a_running_environment_waits_for_the_next_step_and_is_refused_once_destroyed() {
+    let state = given(&[requested(), infra_started(1)])
+        .when(force_unlock("abc"))
+        .then_expect_events(&[Event::ForceUnlockAuthorized {
+            lock_id: lock("abc"),
+            authorized_by: ADMIN.to_owned(),
+            reason: Some("the run that held it crashed".to_owned()),
+        }]);
+    assert_eq!(state.status, Status::Provisioning);
+    assert!(state.force_unlock.is_some());
+    given(&[requested(), Event::MarkedDestroyed { reason: "r".into() }])
+        .when(force_unlock("abc"))
+        .then_expect_error(DomainError::Refused {
+            action: "force-unlock",
+            status: Status::Destroyed,
+            why: "it is destroyed, so no step will run again",
+        });
+}
+
+#[test]
+fn operator_events_round_trip_and_an_old_cancellation_without_a_phase_still_decodes() {
+    for event in [
+        Event::MarkedFailed {
+            operation_id: None,
+            phase: Step::Infra,
+            reason: "r".into(),
+            error: "e".into(),
+        },
+        Event::MarkedDestroyed { reason: "r".into() },
+        Event::ForceUnlockAuthorized {
+            lock_id: lock("abc"),
+            authorized_by: ADMIN.into(),
+            reason: None,
+        },
+    ] {
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["type"], event.event_type());
+        assert_eq!(serde_json::from_value::<Event>(json).unwrap(), event);
+    }
+    let old = serde_json::json!({"type": "OperationCancelled",
+        "data": {"operation_id": op(1).to_string(), "reason": "destroy requested"}});
+    let Event::OperationCancelled { failed_phase, .. } = serde_json::from_value(old).unwrap()
+    else {
+        panic!("an OperationCancelled")
+    };
+    assert_eq!(failed_phase, None);
 }

@@ -173,6 +173,9 @@ mod tests {
             "InfraDestroyed",
             "DestroyFailed",
             "OperationTimedOut",
+            "MarkedFailed",
+            "MarkedDestroyed",
+            "ForceUnlockAuthorized",
         ] {
             assert_eq!(
                 super::super::current_version(event_type),

@@ -122,5 +122,6 @@ pub fn job(env: &EnvironmentId, step: Step, simulate: Option<Simulation>) -> Ope
         infra_outputs: BTreeMap::new(),
         timeout_seconds: Some(600),
         customer_role: None,
+        force_unlock: None,
     }
 }

@@ -127,6 +127,7 @@ impl History {
             infra_outputs: BTreeMap::new(),
             timeout_seconds: Some(600),
             customer_role: None,
+            force_unlock: None,
         }
     }
 
@@ -186,6 +187,7 @@ impl History {
         self.then(Event::OperationCancelled {
             operation_id: op(n),
             reason: "destroy requested".to_owned(),
+            failed_phase: None,
         })
     }
 
