@@ -5,8 +5,10 @@
 
 mod dev;
 mod dev_stack;
+pub mod output;
 mod plan;
 mod verbs;
+mod watch;
 
 use crate::settings::{
     ApiArgs, CLIENT_SECRETS_HELP, CommonArgs, DevArgs, ExecutorArgs, LogArgs, SECRETS_HELP, Secrets,
@@ -54,13 +56,22 @@ pub enum Commands {
     #[command(after_help = SECRETS_HELP)]
     Replay,
     /// Client verbs against a running provisioner.
-    #[command(after_help = CLIENT_SECRETS_HELP)]
+    #[command(after_help = client_help(ENV_EXAMPLES))]
     Env(verbs::EnvArgs),
     /// Preview a MetaConfig file against a running provisioner, creating nothing: whether it
     /// can be created there, the infrastructure it asks for, its resources by type and a
     /// monthly cost estimate.
-    #[command(after_help = CLIENT_SECRETS_HELP)]
+    #[command(after_help = client_help(PLAN_EXAMPLES))]
     Plan(plan::PlanArgs),
+    /// Print a shell's completion script for `provisioner`.
+    #[command(after_help = "Examples:
+  provisioner completions bash > ~/.local/share/bash-completion/completions/provisioner
+  provisioner completions zsh > \"${fpath[1]}/_provisioner\"
+  provisioner completions fish > ~/.config/fish/completions/provisioner.fish")]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// The sandbox provider's terraform or helm stand-in; the executor runs these. They speak
     /// the real tool's command line over files in the current directory.
     #[command(hide = true, disable_help_flag = true)]
@@ -70,6 +81,32 @@ pub enum Commands {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+const ENV_EXAMPLES: &str = "\
+Examples:
+  export PROVISIONER_API_URL=https://provisioner.example.com PROVISIONER_TOKEN=pvt_...
+  provisioner env create -f production.yaml
+  provisioner env watch env_01jd...
+  provisioner env list -o json
+
+Config file (--config, PROVISIONER_CONFIG; default $XDG_CONFIG_HOME/provisioner/config.yaml
+or ~/.config/provisioner/config.yaml), chmod 600 when it holds the token:
+  api_url: https://provisioner.example.com
+  token: pvt_...
+A flag beats the environment, which beats the config file.";
+
+const PLAN_EXAMPLES: &str = "\
+Examples:
+  provisioner plan -f production.yaml
+  provisioner plan -f production.yaml -o json | jq .cost.monthly_total";
+
+/// The help after a client command's options: examples, its secrets, the exit codes.
+fn client_help(examples: &str) -> String {
+    format!(
+        "{examples}\n\n{CLIENT_SECRETS_HELP}\n\n{}",
+        output::exit_codes_help()
+    )
 }
 
 /// `serve`'s settings.
@@ -139,6 +176,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Commands::Replay => dev::replay(secrets).await,
         Commands::Env(args) => verbs::run(args, secrets).await,
         Commands::Plan(args) => plan::run(args, secrets).await,
+        Commands::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "provisioner", &mut std::io::stdout());
+            Ok(0)
+        }
         Commands::Standin { .. } => {
             anyhow::bail!("the stand-ins run before the async runtime starts (see main)")
         }
