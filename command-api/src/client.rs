@@ -27,7 +27,7 @@ pub enum ClientError {
     Api { status: StatusCode, body: String },
     #[error("unexpected response")]
     Decode(#[source] reqwest::Error),
-    #[error("the event stream broke")]
+    #[error("the event stream broke: {0}")]
     Stream(String),
 }
 

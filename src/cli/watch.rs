@@ -471,8 +471,10 @@ impl View {
             match self.state.status {
                 Status::Ready => {
                     let _ = writeln!(out, "\nOutputs");
+                    let names = self.state.outputs.keys().map(String::len).max();
                     for (name, value) in &self.state.outputs {
-                        let _ = writeln!(out, "  {name:<28} {value}");
+                        let _ =
+                            writeln!(out, "  {name:<width$}  {value}", width = names.unwrap_or(0));
                     }
                 }
                 Status::Failed => {

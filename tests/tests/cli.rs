@@ -435,3 +435,56 @@ fn an_executor_configured_for_aws_refuses_to_start_without_a_new_enough_terrafor
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_resumes_after_the_api_restarts_and_shows_each_event_once() {
+    let mut stack = system_tests::Stack::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("env.yaml");
+    std::fs::write(&file, sandbox_yaml("cli-resumes", "    apply_seconds: 3\n")).unwrap();
+    let created = stdout_json(&provisioner(
+        &stack,
+        &["env", "create", "-f", file.to_str().unwrap(), "-o", "json"],
+    ));
+    let id = created["id"].as_str().unwrap().to_owned();
+    let watch = std::process::Command::new(binary_dir().join("provisioner"))
+        .args(["env", "watch", &id, "--plain"])
+        .env("PROVISIONER_API_URL", &stack.base_url)
+        .env("PROVISIONER_TOKEN", stack.token())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run provisioner");
+    // The API goes away while the infrastructure is applied, and comes back.
+    stack.wait_for_run_start(&id).await;
+    stack.restart_api(&[], &[]).await;
+
+    let watch = tokio::task::spawn_blocking(move || watch.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&watch.stdout);
+    assert_eq!(
+        watch.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&watch.stderr)
+    );
+    let sequences: Vec<u64> = stdout
+        .lines()
+        .map(|line| {
+            line[1..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let expected: Vec<u64> = (1..=sequences.len() as u64).collect();
+    assert_eq!(sequences, expected, "every event once, in order:\n{stdout}");
+    assert!(
+        stdout.lines().last().unwrap().contains("-> ready"),
+        "{stdout}"
+    );
+}
