@@ -157,11 +157,16 @@ impl StandinTool {
     }
 }
 
-/// Prints one line of a verb's output on stdout (logs go to stderr).
+/// Prints one line of a verb's output on stdout (logs go to stderr). When the reader has gone
+/// (`provisioner env list | head -1`), the process ends quietly, as `cat` and `grep` do.
 pub(crate) fn say(line: impl AsRef<str>) {
-    #[allow(clippy::print_stdout)]
-    {
-        println!("{}", line.as_ref());
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = writeln!(stdout, "{}", line.as_ref()) {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        tracing::warn!(%error, "cannot write to stdout");
     }
 }
 
