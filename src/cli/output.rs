@@ -103,7 +103,7 @@ impl Exit {
             Exit::Usage => "a bad command line",
             Exit::NotFound => "no such environment",
             Exit::Conflict => "a conflict: the name is taken, or not allowed in this status",
-            Exit::Unauthorized => "the token is missing from the API, wrong, or not allowed",
+            Exit::Unauthorized => "the API refused the token (unknown, or not allowed this)",
             Exit::Unreachable => "the API is unreachable or unavailable, or a --timeout passed",
             Exit::EnvironmentFailed => "the watched environment failed",
         }

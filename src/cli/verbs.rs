@@ -55,9 +55,12 @@ enum Verb {
     #[command(after_help = "Examples:
   provisioner env retry env_01jd... && provisioner env watch env_01jd...")]
     Retry { id: String },
-    /// Follow an environment until it is ready, failed or destroyed: a live view on a
-    /// terminal, else one line per event. Exits 0 when it ends ready or destroyed, 7 when it
-    /// fails, 6 when --timeout passes first.
+    /// Follow an environment until it is ready, failed or destroyed.
+    ///
+    /// On a terminal, a live view: the phases with their elapsed times, the current step and
+    /// its last lines of output, the conditions, then the outputs or the error. Else (or with
+    /// --plain) one line per event; with -o json or -o yaml, each event in that format. Exits
+    /// 0 when it ends ready or destroyed, 7 when it fails, 6 when --timeout passes first.
     #[command(after_help = "Examples:
   provisioner env watch env_01jd...
   provisioner env watch env_01jd... --plain --timeout 3600 || provisioner env logs env_01jd...")]
@@ -168,7 +171,7 @@ pub async fn run(args: EnvArgs, secrets: Secrets) -> anyhow::Result<i32> {
                     .for_each(print);
             }
         }
-        Verb::Watch(args) => return Ok(watch::run(&client, args).await?.code()),
+        Verb::Watch(args) => return Ok(watch::run(&client, args, format).await?.code()),
     }
     Ok(0)
 }

@@ -5,7 +5,7 @@
 //! per event. A dropped event stream is resumed from the last sequence seen (`Last-Event-ID`),
 //! a bounded number of times with back-off; `--timeout` bounds the whole watch.
 
-use super::output::Exit;
+use super::output::{Exit, Format};
 use super::say;
 use super::verbs::event_line;
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -47,13 +47,13 @@ pub struct WatchArgs {
 }
 
 /// Follows the environment; returns how the process exits.
-pub async fn run(client: &Client, args: WatchArgs) -> anyhow::Result<Exit> {
-    let live = !args.plain && std::io::stdout().is_terminal();
+pub async fn run(client: &Client, args: WatchArgs, format: Format) -> anyhow::Result<Exit> {
+    let live = format == Format::Table && !args.plain && std::io::stdout().is_terminal();
     let mut view = View::new(&args.id);
-    let screen = if live {
-        Screen::Live(live_bar()?)
-    } else {
-        Screen::Plain
+    let screen = match format {
+        Format::Table if live => Screen::Live(live_bar()?),
+        Format::Table => Screen::Plain,
+        format => Screen::Events(format),
     };
     let (log_tx, mut log_rx) = mpsc::channel(256);
     let logs = live.then(|| tokio::spawn(follow_logs(client.clone(), args.id.clone(), log_tx)));
@@ -93,8 +93,12 @@ pub async fn run(client: &Client, args: WatchArgs) -> anyhow::Result<Exit> {
 
 /// Where the watch draws.
 enum Screen {
+    /// The live view, on a terminal.
     Live(ProgressBar),
+    /// One line per event.
     Plain,
+    /// Each event as JSON (one line) or YAML (one document).
+    Events(Format),
 }
 
 impl Screen {
@@ -102,6 +106,14 @@ impl Screen {
         match self {
             Screen::Live(bar) => bar.set_message(view.render(Utc::now(), Some(width()))),
             Screen::Plain => say(event_line(envelope, view.state.status)),
+            Screen::Events(Format::Yaml) => match serde_saphyr::to_string(envelope) {
+                Ok(yaml) => say(format!("---\n{}", yaml.trim_end())),
+                Err(error) => tracing::warn!(%error, "cannot write an event as YAML"),
+            },
+            Screen::Events(_) => match serde_json::to_string(envelope) {
+                Ok(json) => say(json),
+                Err(error) => tracing::warn!(%error, "cannot write an event as JSON"),
+            },
         }
     }
 

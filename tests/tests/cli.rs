@@ -96,6 +96,15 @@ async fn the_cli_creates_watches_lists_shows_logs_and_destroys_an_environment() 
         history.as_array().unwrap().last().unwrap()["type"],
         "InfraDestroyed"
     );
+    // For scripts, watch prints each event as JSON, one per line.
+    let events = provisioner(&stack, &["env", "watch", &id, "-o", "json"]);
+    assert_eq!(events.status.code(), Some(0));
+    let types: Vec<String> = String::from_utf8_lossy(&events.stdout)
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).expect("a JSON line")["type"].to_string())
+        .collect();
+    assert_eq!(types.len(), history.as_array().unwrap().len());
+    assert_eq!(types.last().unwrap(), "\"InfraDestroyed\"");
 
     // A bad file is refused with the API's field errors and a non-zero exit.
     std::fs::write(&file, "name: Bad Name\ncloud: {provider: sandbox}\n").unwrap();
