@@ -151,12 +151,21 @@ async fn results_parse_back_as_json_and_yaml_and_errors_have_their_exit_codes() 
     ));
     let id = created["id"].as_str().unwrap();
 
-    let json = stdout_json(&provisioner(&app, &["env", "get", id, "-o", "json"]));
-    let yaml = provisioner(&app, &["env", "get", id, "-o", "yaml"]);
+    // A plan is the same each time: its YAML is its JSON.
+    let json = stdout_json(&provisioner(&app, &["plan", "-f", file, "-o", "json"]));
+    let yaml = provisioner(&app, &["plan", "-f", file, "-o", "yaml"]);
     assert_eq!(yaml.status.code(), Some(0));
     let yaml: Value = serde_saphyr::from_slice(&yaml.stdout).expect("yaml on stdout");
     assert_eq!(yaml, json);
     assert_eq!(json["name"], "cli-formats");
+    // An environment moves on between two reads (the process manager starts its step).
+    let json = stdout_json(&provisioner(&app, &["env", "get", id, "-o", "json"]));
+    let yaml = provisioner(&app, &["env", "get", id, "-o", "yaml"]);
+    assert_eq!(yaml.status.code(), Some(0));
+    let yaml: Value = serde_saphyr::from_slice(&yaml.stdout).expect("yaml on stdout");
+    for field in ["id", "name", "spec", "created_at"] {
+        assert_eq!(yaml[field], json[field], "{field}");
+    }
     let table = provisioner(&app, &["env", "get", id]);
     let table = String::from_utf8_lossy(&table.stdout);
     assert!(
@@ -192,7 +201,7 @@ async fn results_parse_back_as_json_and_yaml_and_errors_have_their_exit_codes() 
     assert_eq!(unreachable.status.code(), Some(6));
     assert!(String::from_utf8_lossy(&unreachable.stderr).contains("cannot reach"));
 
-    // No executor runs here: the environment stays queued, and a watch gives up at its timeout.
+    // No executor runs here: the environment never settles, and a watch gives up at its timeout.
     let watch = provisioner(&app, &["env", "watch", id, "--plain", "--timeout", "1"]);
     assert_eq!(watch.status.code(), Some(6));
     assert!(String::from_utf8_lossy(&watch.stderr).contains("gave up after --timeout 1s"));
