@@ -28,7 +28,10 @@ fn main() -> ExitCode {
     }
     command_api::install_tls_provider();
     let default_filter = match cli.command {
-        Commands::Env(_) | Commands::Plan(_) | Commands::Demo { .. } => "warn",
+        Commands::Env(_)
+        | Commands::Plan(_)
+        | Commands::Demo { .. }
+        | Commands::Completions { .. } => "warn",
         _ => "info,sqlx=warn",
     };
     init_tracing(default_filter, &cli.log);
@@ -42,8 +45,8 @@ fn main() -> ExitCode {
     let code = match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
-            1
+            eprintln!("{}", cli::output::describe(&error));
+            cli::output::Exit::of(&error).code()
         }
     };
     // Exit now, as before: background tasks of the runtime must not hold the process.

@@ -15,7 +15,7 @@
 //! | [`ExecutorArgs`] | data dir, its endpoint's address, tools, concurrency, heartbeat, ack wait, terraform retries, Beta9's chart | `executor`, `dev`, `demo` |
 //! | [`BaselineChartArgs`] (in [`ExecutorArgs`]) | each baseline chart's repository and version | `executor`, `dev`, `demo` |
 //! | [`DevArgs`] | where the private servers' binaries come from | `dev`, `demo` |
-//! | [`ClientArgs`] | API URL | `env` |
+//! | [`ClientArgs`] | API URL, config file (its API URL and token), output format | `env`, `plan` |
 //!
 //! Secrets (`DATABASE_URL`, `PROVISIONER_ADMIN_TOKEN`, `PROVISIONER_TOKEN`) are no clap
 //! arguments: clap can only take an environment-only value as a positional argument, and a
@@ -27,6 +27,7 @@
 //! `executors::settings::ExecutorSettings`) converted from these groups here.
 
 use crate::cli::Cli;
+use crate::cli::output::Format;
 use clap::{Args, CommandFactory, FromArgMatches};
 use command_api::settings::{
     DEFAULT_DATABASE_URL, DEFAULT_NATS_URL, DEFAULT_PREFIX, HttpSettings, Settings,
@@ -75,7 +76,8 @@ Secrets, read from the environment only (never from flags, which other users can
 /// The client verbs' secret, listed in `env --help`.
 pub const CLIENT_SECRETS_HELP: &str = "\
 Secrets, read from the environment only (never from flags, which other users can see):
-  PROVISIONER_TOKEN        the bearer token (else PROVISIONER_ADMIN_TOKEN)";
+  PROVISIONER_TOKEN        the bearer token (else PROVISIONER_ADMIN_TOKEN, else the config
+                           file's `token`)";
 
 /// Parses the command line and the environment (exits with clap's message on a bad value). A
 /// variable set to blanks counts as unset, as it always did.
@@ -547,17 +549,150 @@ pub struct DevArgs {
     pub nats_server: Option<PathBuf>,
 }
 
-/// The client verbs.
+/// The client verbs: where the API is, which config file, how results are printed.
 #[derive(Clone, Debug, Args)]
 #[command(next_help_heading = "Client")]
 pub struct ClientArgs {
-    /// Base URL of the provisioner API.
-    #[arg(
-        long,
-        env = "PROVISIONER_API_URL",
-        default_value = "http://127.0.0.1:8080"
+    /// Base URL of the provisioner API [default: the config file's `api_url`, else
+    /// http://127.0.0.1:8080].
+    #[arg(long, env = "PROVISIONER_API_URL", value_parser = api_url("PROVISIONER_API_URL"))]
+    pub api_url: Option<String>,
+    /// The client's config file (YAML: `api_url`, `token`; holding a token, it must be readable
+    /// by its owner only) [default: $XDG_CONFIG_HOME/provisioner/config.yaml, else
+    /// ~/.config/provisioner/config.yaml, when it exists].
+    #[arg(long, env = "PROVISIONER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// How results are printed: tables for people, json or yaml for scripts.
+    #[arg(short, long, global = true, env = "PROVISIONER_OUTPUT", value_enum,
+          default_value_t = Format::Table)]
+    pub output: Format,
+}
+
+/// A client's API URL: `http://` or `https://`, at most 2048 characters, no blanks.
+fn api_url(variable: &'static str) -> impl Fn(&str) -> Result<String, SettingError> + Clone {
+    move |value| {
+        let scheme = value.starts_with("http://") || value.starts_with("https://");
+        if scheme && value.len() <= 2048 && !value.chars().any(char::is_whitespace) {
+            Ok(value.to_owned())
+        } else {
+            Err(SettingError::new(
+                variable,
+                value,
+                "use an http:// or https:// URL of at most 2048 characters",
+            ))
+        }
+    }
+}
+
+/// The API URL when neither the flag, the environment nor the config file gives one.
+pub const DEFAULT_API_URL: &str = "http://127.0.0.1:8080";
+/// The largest config file read.
+const MAX_CONFIG_BYTES: u64 = 64 * 1024;
+
+/// The client's config file, as written.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    api_url: Option<String>,
+    token: Option<SecretString>,
+}
+
+/// A config file that cannot be used; names the file and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the config file {path} is over {MAX_CONFIG_BYTES} bytes")]
+    TooLarge { path: PathBuf },
+    #[error("the config file {path} is not valid: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+    #[error(
+        "the config file {path} holds a token but other users may read it (mode {mode:o}); \
+         make it private: chmod 600 {path}"
     )]
+    Exposed { path: PathBuf, mode: u32 },
+}
+
+/// What the client verbs use: the API URL and the token, each from the first of the flag,
+/// the environment and the config file that gives it.
+#[derive(Debug)]
+pub struct ClientSettings {
     pub api_url: String,
+    /// `PROVISIONER_TOKEN`, else `PROVISIONER_ADMIN_TOKEN`, else the config file's `token`.
+    pub token: Option<SecretString>,
+}
+
+impl ClientArgs {
+    /// The client's settings: flag > environment > config file > default.
+    pub fn settings(&self, secrets: &Secrets) -> Result<ClientSettings, ConfigError> {
+        let path = self.config.clone().or_else(default_config_path);
+        let file = match &path {
+            Some(path) => read_config(path, self.config.is_some())?,
+            None => None,
+        };
+        let (file_url, file_token) = file
+            .map(|file| (file.api_url, file.token))
+            .unwrap_or_default();
+        if let (Some(url), Some(path)) = (&file_url, &path) {
+            api_url("api_url")(url).map_err(|e| ConfigError::Invalid {
+                path: path.clone(),
+                reason: format!("api_url {:?}: {}", e.value, e.reason),
+            })?;
+        }
+        Ok(ClientSettings {
+            api_url: self
+                .api_url
+                .clone()
+                .or(file_url)
+                .unwrap_or_else(|| DEFAULT_API_URL.to_owned()),
+            token: secrets.client_token().or(file_token),
+        })
+    }
+}
+
+/// `$XDG_CONFIG_HOME/provisioner/config.yaml`, else `$HOME/.config/provisioner/config.yaml`.
+fn default_config_path() -> Option<PathBuf> {
+    let home = |name| std::env::var_os(name).filter(|value| !value.is_empty());
+    home("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| home("HOME").map(|home| PathBuf::from(home).join(".config")))
+        .map(|dir| dir.join("provisioner").join("config.yaml"))
+}
+
+/// The config file at `path`; `None` when it does not exist and was not `named`. A file that
+/// holds a token must not be readable by group or others, as ssh insists of a private key.
+fn read_config(path: &std::path::Path, named: bool) -> Result<Option<ConfigFile>, ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let read = |source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let metadata = match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !named => return Ok(None),
+        other => other.map_err(read)?,
+    };
+    if metadata.len() > MAX_CONFIG_BYTES {
+        return Err(ConfigError::TooLarge {
+            path: path.to_owned(),
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(read)?;
+    let file: ConfigFile = serde_saphyr::from_str(&text).map_err(|e| ConfigError::Invalid {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let mode = metadata.permissions().mode() & 0o777;
+    if file.token.is_some() && mode & 0o077 != 0 {
+        return Err(ConfigError::Exposed {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    Ok(Some(file))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1258,6 +1393,107 @@ mod tests {
             .collect();
         expected.sort();
         assert_eq!(readers, expected);
+    }
+
+    fn client_args(api_url: Option<&str>, config: &std::path::Path) -> ClientArgs {
+        ClientArgs {
+            api_url: api_url.map(str::to_owned),
+            config: Some(config.to_owned()),
+            output: Format::Table,
+        }
+    }
+
+    fn private_file(dir: &std::path::Path, text: &str, mode: u32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join("config.yaml");
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    #[test]
+    fn the_client_takes_the_flag_then_the_environment_then_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = private_file(
+            dir.path(),
+            "api_url: https://from-file.example.com\ntoken: pvt_file\n",
+            0o600,
+        );
+        let none = Secrets::default();
+        let settings = client_args(None, &file).settings(&none).unwrap();
+        assert_eq!(settings.api_url, "https://from-file.example.com");
+        assert!(!format!("{settings:?}").contains("pvt_file"));
+        assert_eq!(settings.token.unwrap().expose_secret(), "pvt_file");
+
+        let args = client_args(Some("https://flag.example.com"), &file);
+        let env = Secrets::from_lookup(|name| {
+            (name == "PROVISIONER_TOKEN").then(|| "pvt_env".to_owned())
+        });
+        let settings = args.settings(&env).unwrap();
+        assert_eq!(settings.api_url, "https://flag.example.com");
+        assert_eq!(settings.token.unwrap().expose_secret(), "pvt_env");
+
+        // `--api-url` and PROVISIONER_API_URL are one clap argument: the flag wins over the
+        // variable by clap's own rule, so `api_url` holds whichever was given.
+        let empty = private_file(dir.path(), "{}\n", 0o644);
+        let settings = client_args(None, &empty).settings(&none).unwrap();
+        assert_eq!(settings.api_url, DEFAULT_API_URL);
+        assert!(settings.token.is_none());
+    }
+
+    #[test]
+    fn a_config_file_with_a_token_others_can_read_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for mode in [0o640, 0o604, 0o666] {
+            let file = private_file(dir.path(), "token: pvt_file\n", mode);
+            let error = client_args(None, &file)
+                .settings(&Secrets::default())
+                .unwrap_err();
+            assert!(matches!(error, ConfigError::Exposed { .. }), "{mode:o}");
+            let message = error.to_string();
+            assert!(message.contains("chmod 600"), "{message}");
+            assert!(!message.contains("pvt_file"), "{message}");
+        }
+        // Without a token, the file may be shared.
+        let file = private_file(dir.path(), "api_url: http://127.0.0.1:9\n", 0o644);
+        assert!(
+            client_args(None, &file)
+                .settings(&Secrets::default())
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_bad_config_file_is_named_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, expected) in [
+            ("api_url: ftp://x\n", "api_url \"ftp://x\""),
+            ("token: [1, 2]\n", "is not valid"),
+            ("colour: blue\n", "colour"),
+        ] {
+            let file = private_file(dir.path(), text, 0o600);
+            let error = client_args(None, &file)
+                .settings(&Secrets::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains(expected) && error.contains("config.yaml"),
+                "{text}: {error}"
+            );
+        }
+        let big = private_file(dir.path(), &"#".repeat(70_000), 0o600);
+        let error = client_args(None, &big).settings(&Secrets::default());
+        assert!(matches!(error, Err(ConfigError::TooLarge { .. })));
+        let missing =
+            client_args(None, &dir.path().join("nope.yaml")).settings(&Secrets::default());
+        assert!(matches!(missing, Err(ConfigError::Read { .. })));
+        let refused = parse(&["env", "--api-url", "localhost:8080", "list"])
+            .expect_err("not a URL")
+            .to_string();
+        assert!(
+            refused.contains("invalid setting PROVISIONER_API_URL=\"localhost:8080\""),
+            "{refused}"
+        );
     }
 
     #[test]

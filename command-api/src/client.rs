@@ -7,7 +7,11 @@ use domain::aggregate::{Environment, Status};
 use domain::wire::{EventEnvelope, LogLine};
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
-use reqwest::{Method, RequestBuilder, StatusCode};
+use futures::stream::BoxStream;
+use reqwest::{Method, RequestBuilder};
+
+/// The HTTP status of an API error ([`ClientError::Api`]).
+pub use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
@@ -23,7 +27,7 @@ pub enum ClientError {
     Api { status: StatusCode, body: String },
     #[error("unexpected response")]
     Decode(#[source] reqwest::Error),
-    #[error("the event stream broke")]
+    #[error("the event stream broke: {0}")]
     Stream(String),
 }
 
@@ -233,6 +237,54 @@ impl Client {
             }
         }
         Ok(())
+    }
+
+    /// An environment's events after sequence `after` (0: from the first), live: the SSE stream
+    /// of `GET …/events`, resumed with `Last-Event-ID`. The stream ends when the server ends it
+    /// (after `InfraDestroyed`) or the connection drops; resume it from the last sequence seen.
+    pub async fn event_stream(
+        &self,
+        id: &str,
+        after: u64,
+    ) -> Result<BoxStream<'static, Result<EventEnvelope, ClientError>>, ClientError> {
+        let request = self
+            .request(Method::GET, &format!("/v1/environments/{id}/events"))
+            .header("last-event-id", after.to_string());
+        let events = self.send(request).await?.bytes_stream().eventsource();
+        Ok(events
+            .filter_map(|event| async move {
+                match event {
+                    Err(e) => Some(Err(ClientError::Stream(e.to_string()))),
+                    Ok(event) => serde_json::from_str::<EventEnvelope>(&event.data)
+                        .ok()
+                        .map(Ok),
+                }
+            })
+            .boxed())
+    }
+
+    /// Executor output live (all operations), each line with its position in the logs stream:
+    /// the SSE stream of `GET …/logs?follow=true`, resumed after `after` when given.
+    pub async fn log_stream(
+        &self,
+        id: &str,
+        after: Option<u64>,
+    ) -> Result<BoxStream<'static, Result<(Option<u64>, LogLine), ClientError>>, ClientError> {
+        let mut request = self.logs_request(id, None).query(&[("follow", "true")]);
+        if let Some(after) = after {
+            request = request.query(&[("after", after)]);
+        }
+        let events = self.send(request).await?.bytes_stream().eventsource();
+        Ok(events
+            .filter_map(|event| async move {
+                match event {
+                    Err(e) => Some(Err(ClientError::Stream(e.to_string()))),
+                    Ok(event) => serde_json::from_str::<LogLine>(&event.data)
+                        .ok()
+                        .map(|line| Ok((event.id.parse().ok(), line))),
+                }
+            })
+            .boxed())
     }
 
     /// Follows an environment's events, calling `on_event` for each one after sequence

@@ -6,8 +6,10 @@
 mod dev;
 mod dev_stack;
 mod operations;
+pub mod output;
 mod plan;
 mod verbs;
+mod watch;
 
 use crate::settings::{
     ApiArgs, CLIENT_SECRETS_HELP, CommonArgs, DevArgs, ExecutorArgs, LogArgs, SECRETS_HELP, Secrets,
@@ -55,17 +57,26 @@ pub enum Commands {
     #[command(after_help = SECRETS_HELP)]
     Replay,
     /// Client verbs against a running provisioner.
-    #[command(after_help = CLIENT_SECRETS_HELP)]
+    #[command(after_help = client_help(ENV_EXAMPLES))]
     Env(verbs::EnvArgs),
     /// Preview a MetaConfig file against a running provisioner, creating nothing: whether it
     /// can be created there, the infrastructure it asks for, its resources by type and a
     /// monthly cost estimate.
-    #[command(after_help = CLIENT_SECRETS_HELP)]
+    #[command(after_help = client_help(PLAN_EXAMPLES))]
     Plan(plan::PlanArgs),
     /// Admin: start the pending steps the process manager missed and time out the operations
     /// past their deadline that the sweep has not yet; prints the environments it touched.
     #[command(after_help = CLIENT_SECRETS_HELP)]
     RequeueStuck(operations::RequeueArgs),
+    /// Print a shell's completion script for `provisioner`.
+    #[command(after_help = "Examples:
+  provisioner completions bash > ~/.local/share/bash-completion/completions/provisioner
+  provisioner completions zsh > \"${fpath[1]}/_provisioner\"
+  provisioner completions fish > ~/.config/fish/completions/provisioner.fish")]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// The sandbox provider's terraform or helm stand-in; the executor runs these. They speak
     /// the real tool's command line over files in the current directory.
     #[command(hide = true, disable_help_flag = true)]
@@ -75,6 +86,32 @@ pub enum Commands {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+const ENV_EXAMPLES: &str = "\
+Examples:
+  export PROVISIONER_API_URL=https://provisioner.example.com PROVISIONER_TOKEN=pvt_...
+  provisioner env create -f production.yaml
+  provisioner env watch env_01jd...
+  provisioner env list -o json
+
+Config file (--config, PROVISIONER_CONFIG; default $XDG_CONFIG_HOME/provisioner/config.yaml
+or ~/.config/provisioner/config.yaml), chmod 600 when it holds the token:
+  api_url: https://provisioner.example.com
+  token: pvt_...
+A flag beats the environment, which beats the config file.";
+
+const PLAN_EXAMPLES: &str = "\
+Examples:
+  provisioner plan -f production.yaml
+  provisioner plan -f production.yaml -o json | jq .cost.monthly_total";
+
+/// The help after a client command's options: examples, its secrets, the exit codes.
+fn client_help(examples: &str) -> String {
+    format!(
+        "{examples}\n\n{CLIENT_SECRETS_HELP}\n\n{}",
+        output::exit_codes_help()
+    )
 }
 
 /// `serve`'s settings.
@@ -125,11 +162,16 @@ impl StandinTool {
     }
 }
 
-/// Prints one line of a verb's output on stdout (logs go to stderr).
+/// Prints one line of a verb's output on stdout (logs go to stderr). When the reader has gone
+/// (`provisioner env list | head -1`), the process ends quietly, as `cat` and `grep` do.
 pub(crate) fn say(line: impl AsRef<str>) {
-    #[allow(clippy::print_stdout)]
-    {
-        println!("{}", line.as_ref());
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = writeln!(stdout, "{}", line.as_ref()) {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        tracing::warn!(%error, "cannot write to stdout");
     }
 }
 
@@ -145,6 +187,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Commands::Env(args) => verbs::run(args, secrets).await,
         Commands::Plan(args) => plan::run(args, secrets).await,
         Commands::RequeueStuck(args) => operations::requeue_stuck(args, secrets).await,
+        Commands::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "provisioner", &mut std::io::stdout());
+            Ok(0)
+        }
         Commands::Standin { .. } => {
             anyhow::bail!("the stand-ins run before the async runtime starts (see main)")
         }

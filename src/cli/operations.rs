@@ -1,7 +1,9 @@
 //! The runbook's operations, admin only: `provisioner env cancel|force-unlock|mark-destroyed|
 //! mark-failed ID …` and `provisioner requeue-stuck`. Each prints the API's answer.
 
-use super::verbs::{client, print_json};
+use super::output::{self, Format};
+use super::verbs::client;
+use serde_json::Value;
 use crate::settings::{ClientArgs, Secrets};
 use clap::{Args, Subcommand};
 use command_api::client::Client;
@@ -45,7 +47,7 @@ pub struct RequeueArgs {
     client: ClientArgs,
 }
 
-pub async fn run(client: &Client, verb: OperationVerb) -> anyhow::Result<()> {
+pub async fn run(client: &Client, format: Format, verb: OperationVerb) -> anyhow::Result<()> {
     let answer = match verb {
         OperationVerb::Cancel { id } => client.cancel(&id).await?,
         OperationVerb::ForceUnlock {
@@ -60,14 +62,29 @@ pub async fn run(client: &Client, verb: OperationVerb) -> anyhow::Result<()> {
         OperationVerb::MarkDestroyed { id, reason } => client.mark_destroyed(&id, &reason).await?,
         OperationVerb::MarkFailed { id, reason } => client.mark_failed(&id, &reason).await?,
     };
-    print_json(&answer);
+    output::emit(format, &answer, output::accepted)?;
     Ok(())
 }
 
 /// Admin: start the pending steps the process manager missed and time out the operations past
 /// their deadline; prints the environments it touched.
 pub async fn requeue_stuck(args: RequeueArgs, secrets: Secrets) -> anyhow::Result<i32> {
+    let format = args.client.output;
     let client = client(args.client, &secrets)?;
-    print_json(&client.requeue_stuck().await?);
+    output::emit(format, &client.requeue_stuck().await?, requeued)?;
     Ok(0)
+}
+
+/// The environments `requeue-stuck` touched, one line per environment and what was done.
+fn requeued(answer: &Value) -> String {
+    let mut lines = Vec::new();
+    for (key, done) in [("started", "pending step started"), ("timed_out", "timed out")] {
+        for id in answer[key].as_array().into_iter().flatten() {
+            lines.push(format!("{}: {done}", id.as_str().unwrap_or_default()));
+        }
+    }
+    if lines.is_empty() {
+        lines.push("nothing was stuck".to_owned());
+    }
+    lines.join("\n")
 }

@@ -1,7 +1,7 @@
 //! `provisioner plan -f FILE`: a preview (`POST /v1/plans`) printed for people — whether it
 //! could be created here, the model's main choices, the resources by type and the cost.
 
-use super::say;
+use super::output::{self, Format};
 use crate::settings::{ClientArgs, Secrets};
 use clap::Args;
 use serde_json::Value;
@@ -15,20 +15,21 @@ pub struct PlanArgs {
     /// The MetaConfig file (YAML, or JSON when it ends in `.json`).
     #[arg(short, long)]
     file: PathBuf,
-    /// Print the API's JSON instead of the summary.
-    #[arg(long)]
+    /// The same as `-o json` (kept for scripts written before `-o`).
+    #[arg(long, hide = true)]
     json: bool,
 }
 
 pub async fn run(args: PlanArgs, secrets: Secrets) -> anyhow::Result<i32> {
+    let format = if args.json {
+        Format::Json
+    } else {
+        args.client.output
+    };
     let client = super::verbs::client(args.client, &secrets)?;
     let (document, content_type) = super::verbs::read_document(&args.file)?;
     let plan = client.plan(document, content_type).await?;
-    if args.json {
-        say(serde_json::to_string_pretty(&plan).unwrap_or_default());
-    } else {
-        say(text(&plan).trim_end());
-    }
+    output::emit(format, &plan, text)?;
     Ok(0)
 }
 

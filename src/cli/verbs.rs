@@ -1,6 +1,6 @@
 //! `provisioner env …`: the client verbs.
 
-use super::say;
+use super::{output, say, watch};
 use crate::settings::{ClientArgs, Secrets};
 use clap::{Args, Subcommand};
 use command_api::client::Client;
@@ -17,6 +17,9 @@ pub struct EnvArgs {
 #[derive(Debug, Subcommand)]
 enum Verb {
     /// Request an environment from a MetaConfig file (YAML or JSON).
+    #[command(after_help = "Examples:
+  provisioner env create -f production.yaml
+  provisioner env create -f production.yaml --idempotency-key deploy-42 -o json")]
     Create {
         #[arg(short, long)]
         file: PathBuf,
@@ -24,25 +27,53 @@ enum Verb {
         idempotency_key: Option<String>,
     },
     /// List environments.
+    #[command(after_help = "Examples:
+  provisioner env list
+  provisioner env list --status failed
+  provisioner env list --name production -o json | jq -r '.items[].id'")]
     List {
         #[arg(long)]
         status: Option<String>,
         #[arg(long)]
         name: Option<String>,
     },
-    /// Show one environment.
+    /// Show one environment: its status, operation, error, conditions and outputs.
+    #[command(after_help = "Examples:
+  provisioner env get env_01jd...
+  provisioner env get env_01jd... -o yaml")]
     Get { id: String },
     /// Show an environment's outputs (the non-sensitive ones: endpoints, names, ARNs).
+    #[command(after_help = "Examples:
+  provisioner env outputs env_01jd...
+  provisioner env outputs env_01jd... -o json | jq -r .outputs.endpoint")]
     Outputs { id: String },
     /// Destroy an environment.
+    #[command(after_help = "Examples:
+  provisioner env delete env_01jd... && provisioner env watch env_01jd...")]
     Delete { id: String },
     /// Resume a failed environment from its failed phase.
+    #[command(after_help = "Examples:
+  provisioner env retry env_01jd... && provisioner env watch env_01jd...")]
     Retry { id: String },
-    /// Follow an environment's events until its status settles.
-    Watch { id: String },
+    /// Follow an environment until it is ready, failed or destroyed.
+    ///
+    /// On a terminal, a live view: the phases with their elapsed times, the current step and
+    /// its last lines of output, the conditions, then the outputs or the error. Else (or with
+    /// --plain) one line per event; with -o json or -o yaml, each event in that format. Exits
+    /// 0 when it ends ready or destroyed, 7 when it fails, 6 when --timeout passes first.
+    #[command(after_help = "Examples:
+  provisioner env watch env_01jd...
+  provisioner env watch env_01jd... --plain --timeout 3600 || provisioner env logs env_01jd...")]
+    Watch(watch::WatchArgs),
     /// Print an environment's complete audit history.
+    #[command(after_help = "Examples:
+  provisioner env history env_01jd...
+  provisioner env history env_01jd... -o json | jq '.[] | select(.type | endswith(\"Failed\"))'")]
     History { id: String },
     /// Print executor output (terraform, helm), optionally of one operation, optionally live.
+    #[command(after_help = "Examples:
+  provisioner env logs env_01jd...
+  provisioner env logs env_01jd... --operation op_01jd... -f")]
     Logs {
         id: String,
         #[arg(long)]
@@ -53,10 +84,6 @@ enum Verb {
     },
     #[command(flatten)]
     Operation(super::operations::OperationVerb),
-}
-
-pub(super) fn print_json(value: &impl serde::Serialize) {
-    say(serde_json::to_string_pretty(value).unwrap_or_default());
 }
 
 /// One line per event, for humans.
@@ -81,10 +108,14 @@ pub fn event_line(envelope: &domain::wire::EventEnvelope, status: domain::Status
 
 /// The API's client with the verbs' token.
 pub(super) fn client(args: ClientArgs, secrets: &Secrets) -> anyhow::Result<Client> {
-    let token = secrets.client_token().ok_or_else(|| {
-        anyhow::anyhow!("no token: set PROVISIONER_TOKEN (or PROVISIONER_ADMIN_TOKEN)")
+    let settings = args.settings(secrets)?;
+    let token = settings.token.ok_or_else(|| {
+        anyhow::anyhow!(
+            "no token: set PROVISIONER_TOKEN (or PROVISIONER_ADMIN_TOKEN), or `token:` in the \
+             config file"
+        )
     })?;
-    Ok(Client::new(args.api_url, token))
+    Ok(Client::new(settings.api_url, token))
 }
 
 /// A MetaConfig file and its content type (JSON when it ends in `.json`, else YAML).
@@ -100,6 +131,7 @@ pub(super) fn read_document(file: &Path) -> anyhow::Result<(String, &'static str
 }
 
 pub async fn run(args: EnvArgs, secrets: Secrets) -> anyhow::Result<i32> {
+    let format = args.client.output;
     let client = client(args.client, &secrets)?;
     match args.verb {
         Verb::Create {
@@ -107,21 +139,24 @@ pub async fn run(args: EnvArgs, secrets: Secrets) -> anyhow::Result<i32> {
             idempotency_key,
         } => {
             let (document, content_type) = read_document(&file)?;
-            print_json(
-                &client
-                    .create(document, content_type, idempotency_key.as_deref())
-                    .await?,
-            );
+            let created = client
+                .create(document, content_type, idempotency_key.as_deref())
+                .await?;
+            output::emit(format, &created, output::accepted)?;
         }
         Verb::List { status, name } => {
-            print_json(&client.list(status.as_deref(), name.as_deref()).await?)
+            let list = client.list(status.as_deref(), name.as_deref()).await?;
+            output::emit(format, &list, output::list)?;
         }
-        Verb::Get { id } => print_json(&client.get(&id).await?),
-        Verb::Outputs { id } => print_json(&client.outputs(&id).await?),
-        Verb::Delete { id } => print_json(&client.delete(&id).await?),
-        Verb::Retry { id } => print_json(&client.retry(&id).await?),
-        Verb::History { id } => print_json(&client.history(&id).await?),
-        Verb::Operation(verb) => super::operations::run(&client, verb).await?,
+        Verb::Get { id } => output::emit(format, &client.get(&id).await?, output::environment)?,
+        Verb::Outputs { id } => output::emit(format, &client.outputs(&id).await?, output::outputs)?,
+        Verb::Delete { id } => output::emit(format, &client.delete(&id).await?, output::accepted)?,
+        Verb::Retry { id } => output::emit(format, &client.retry(&id).await?, output::accepted)?,
+        Verb::History { id } => {
+            let history = serde_json::to_value(client.history(&id).await?)?;
+            output::emit(format, &history, output::history)?;
+        }
+        Verb::Operation(verb) => super::operations::run(&client, format, verb).await?,
         Verb::Logs {
             id,
             operation,
@@ -139,16 +174,7 @@ pub async fn run(args: EnvArgs, secrets: Secrets) -> anyhow::Result<i32> {
                     .for_each(print);
             }
         }
-        Verb::Watch { id } => {
-            let status = client
-                .watch(&id, 0, |envelope, status| say(event_line(envelope, status)))
-                .await?;
-            return Ok(if status == domain::Status::Failed {
-                2
-            } else {
-                0
-            });
-        }
+        Verb::Watch(args) => return Ok(watch::run(&client, args, format).await?.code()),
     }
     Ok(0)
 }
