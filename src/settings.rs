@@ -280,6 +280,11 @@ pub struct CommonArgs {
     #[arg(long = "nats-prefix", env = "PROVISIONER_NATS_PREFIX", value_name = "PREFIX",
           default_value = DEFAULT_PREFIX, value_parser = prefix)]
     pub subject_prefix: String,
+    /// Copies of each JetStream stream and of the executors' lease bucket: 1 for a single NATS
+    /// server, 3 for a three-server cluster (at most the cluster's servers; NATS allows 5).
+    #[arg(long, env = "PROVISIONER_STREAM_REPLICAS", default_value = "1",
+          value_parser = whole_in("PROVISIONER_STREAM_REPLICAS", 1, 5))]
+    pub stream_replicas: u32,
     /// The S3 bucket holding aws Terraform state (the executors' `-backend-config=bucket=...`).
     /// The API accepts aws environments only when it is set, so set it for both.
     #[arg(long, env = "PROVISIONER_TF_STATE_BUCKET", help_heading = "AWS")]
@@ -623,6 +628,7 @@ pub fn api_settings(
         database_max_connections: api.db_max_connections,
         nats_url: common.nats_url(),
         subject_prefix: common.subject_prefix.clone(),
+        stream_replicas: common.stream_replicas as usize,
         listen: api.listen,
         admin_token: secrets.admin_token.clone(),
         enabled_providers: api.providers.clone(),
@@ -662,6 +668,7 @@ pub fn executor_settings(
     settings.terraform_flavour = executor.terraform_flavour;
     settings.helm_bin = executor.helm_bin.clone();
     settings.state_bucket = common.tf_state_bucket.clone();
+    settings.stream_replicas = common.stream_replicas as usize;
     settings.state_region = executor.tf_state_region.clone();
     settings.state_lock_table = executor.tf_lock_table.clone();
     settings.lock_timeout = executor.tf_lock_timeout_secs;
@@ -829,6 +836,43 @@ mod tests {
         assert_eq!(settings.http.max_connections, 10);
         assert_eq!(settings.step_timeouts.infra, Duration::from_secs(60));
         assert_eq!(dev.postgres_binaries, BinarySource::Pypi);
+    }
+
+    #[test]
+    fn the_stream_replicas_reach_the_streams_and_the_lease_bucket() {
+        let (common, api, executor, _) = dev(&[]);
+        assert_eq!(
+            api_settings(&common, &api, &Secrets::default())
+                .unwrap()
+                .stream_replicas,
+            1
+        );
+        assert_eq!(
+            executor_settings(&common, &executor)
+                .unwrap()
+                .stream_replicas,
+            1
+        );
+        let (common, api, executor, _) = dev(&["--stream-replicas=3"]);
+        assert_eq!(
+            api_settings(&common, &api, &Secrets::default())
+                .unwrap()
+                .stream_replicas,
+            3
+        );
+        assert_eq!(
+            executor_settings(&common, &executor)
+                .unwrap()
+                .stream_replicas,
+            3
+        );
+        for bad in ["0", "6", "three"] {
+            let message = error(&[&format!("--stream-replicas={bad}")]);
+            assert!(
+                message.contains("PROVISIONER_STREAM_REPLICAS") && message.contains("1 to 5"),
+                "{message}"
+            );
+        }
     }
 
     #[test]

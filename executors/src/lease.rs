@@ -69,12 +69,14 @@ pub enum LeaseError {
 }
 
 impl Leases {
-    /// Opens (or creates) the bucket. Leases lapse after `ttl` without renewal.
+    /// Opens (or creates, with `replicas` copies, as the streams have) the bucket. Leases lapse
+    /// after `ttl` without renewal.
     pub async fn open(
         jetstream: &jetstream::Context,
         subjects: &Subjects,
         executor: String,
         ttl: Duration,
+        replicas: usize,
     ) -> Result<Self, LeaseError> {
         let bucket = subjects.leases_bucket();
         let store = match jetstream.get_key_value(&bucket).await {
@@ -85,6 +87,7 @@ impl Leases {
                     description: "which executor runs each environment's step".to_owned(),
                     history: 1,
                     storage: StorageType::File,
+                    num_replicas: replicas,
                     ..kv::Config::default()
                 })
                 .await
