@@ -706,10 +706,31 @@ pub fn executor_settings(
 }
 
 #[cfg(test)]
+mod reference;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::cli::Commands;
     use secrecy::ExposeSecret;
+
+    /// docs/CONFIGURATION.md is [`reference::configuration_reference`]; `UPDATE_DOCS=1`
+    /// rewrites it.
+    #[test]
+    fn docs_configuration_md_is_generated_from_the_settings() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/CONFIGURATION.md");
+        let generated = super::reference::configuration_reference();
+        if std::env::var_os("UPDATE_DOCS").is_some_and(|value| value == "1") {
+            std::fs::write(&path, &generated).expect("write docs/CONFIGURATION.md");
+            return;
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "docs/CONFIGURATION.md is not what src/settings.rs defines; run:\n  \
+             UPDATE_DOCS=1 cargo test -p provisioner --bin provisioner configuration_md"
+        );
+    }
 
     /// Parses `args` with every `env` of the tree turned off, so the tests do not see the
     /// environment they run in; the same value parsers run for flags as for variables.
