@@ -81,9 +81,11 @@ struct Rules {
 struct Group {
     rules: Vec<Rule>,
 }
+/// An alerting rule (`alert`) or a recording rule (`record`).
 #[derive(Deserialize)]
 struct Rule {
-    alert: String,
+    alert: Option<String>,
+    record: Option<String>,
     expr: String,
 }
 
@@ -94,7 +96,10 @@ fn queries() -> Vec<(String, String)> {
         .groups
         .into_iter()
         .flat_map(|group| group.rules)
-        .map(|rule| (format!("alert {}", rule.alert), rule.expr))
+        .map(|rule| {
+            let name = rule.alert.or(rule.record).unwrap_or_default();
+            (format!("rule {name}"), rule.expr)
+        })
         .collect();
     let dashboard: serde_json::Value = serde_json::from_str(DASHBOARD).expect("the dashboard");
     for panel in dashboard["panels"].as_array().expect("panels") {
