@@ -69,8 +69,9 @@ pub enum LeaseError {
 }
 
 impl Leases {
-    /// Opens (or creates, with `replicas` copies, as the streams have) the bucket. Leases lapse
-    /// after `ttl` without renewal.
+    /// Opens (or creates) the bucket with `replicas` copies, as the streams have them (an
+    /// existing bucket with another count is changed to it). Leases lapse after `ttl` without
+    /// renewal.
     pub async fn open(
         jetstream: &jetstream::Context,
         subjects: &Subjects,
@@ -93,6 +94,18 @@ impl Leases {
                 .await
                 .map_err(|e| LeaseError::Unavailable(e.to_string()))?,
         };
+        let status = store
+            .status()
+            .await
+            .map_err(|e| LeaseError::Unavailable(e.to_string()))?;
+        if status.info.config.num_replicas != replicas {
+            let mut config = status.info.config;
+            config.num_replicas = replicas;
+            jetstream
+                .update_stream(config)
+                .await
+                .map_err(|e| LeaseError::Unavailable(e.to_string()))?;
+        }
         Ok(Leases {
             store,
             executor,

@@ -103,13 +103,26 @@ async fn the_lease_bucket_has_the_streams_replica_count() {
     let cluster = system_tests::services::NatsCluster::start(2).await;
     let js = jetstream::new(async_nats::connect(cluster.url()).await.unwrap());
     let subjects = Subjects::new("leasereplicas");
+    // A bucket is the stream KV_<bucket>.
+    let copies = || async {
+        let stream = js
+            .get_stream(format!("KV_{}", subjects.leases_bucket()))
+            .await
+            .expect("the bucket's stream");
+        stream
+            .get_info()
+            .await
+            .expect("its info")
+            .config
+            .num_replicas
+    };
+    Leases::open(&js, &subjects, "executor-a".into(), TTL, 1)
+        .await
+        .expect("the bucket with 1 copy");
+    assert_eq!(copies().await, 1);
+    // The deployment moves to 2 copies: the existing bucket follows.
     Leases::open(&js, &subjects, "executor-a".into(), TTL, 2)
         .await
         .expect("the bucket with 2 copies");
-    let bucket = js
-        .get_key_value(subjects.leases_bucket())
-        .await
-        .expect("the bucket");
-    let status = bucket.status().await.expect("its status");
-    assert_eq!(status.info.config.num_replicas, 2);
+    assert_eq!(copies().await, 2);
 }
