@@ -861,32 +861,16 @@ mod tests {
 
     #[test]
     fn the_stream_replicas_reach_the_streams_and_the_lease_bucket() {
-        let (common, api, executor, _) = dev(&[]);
-        assert_eq!(
-            api_settings(&common, &api, &Secrets::default())
-                .unwrap()
-                .stream_replicas,
-            1
-        );
-        assert_eq!(
-            executor_settings(&common, &executor)
-                .unwrap()
-                .stream_replicas,
-            1
-        );
-        let (common, api, executor, _) = dev(&["--stream-replicas=3"]);
-        assert_eq!(
-            api_settings(&common, &api, &Secrets::default())
-                .unwrap()
-                .stream_replicas,
-            3
-        );
-        assert_eq!(
-            executor_settings(&common, &executor)
-                .unwrap()
-                .stream_replicas,
-            3
-        );
+        for (args, expected) in [(&[][..], 1), (&["--stream-replicas=3"][..], 3)] {
+            let (common, api, executor, _) = dev(args);
+            let api = api_settings(&common, &api, &Secrets::default()).unwrap();
+            let executor = executor_settings(&common, &executor).unwrap();
+            assert_eq!(
+                (api.stream_replicas, executor.stream_replicas),
+                (expected, expected),
+                "{args:?}"
+            );
+        }
         for bad in ["0", "6", "three"] {
             let message = error(&[&format!("--stream-replicas={bad}")]);
             assert!(
