@@ -282,6 +282,11 @@ pub struct CommonArgs {
     #[arg(long = "nats-prefix", env = "PROVISIONER_NATS_PREFIX", value_name = "PREFIX",
           default_value = DEFAULT_PREFIX, value_parser = prefix)]
     pub subject_prefix: String,
+    /// Copies of each JetStream stream and of the executors' lease bucket: 1 for a single NATS
+    /// server, 3 for a three-server cluster (at most the cluster's servers; NATS allows 5).
+    #[arg(long, env = "PROVISIONER_STREAM_REPLICAS", default_value = "1",
+          value_parser = whole_in("PROVISIONER_STREAM_REPLICAS", 1, 5))]
+    pub stream_replicas: u32,
     /// The S3 bucket holding aws Terraform state (the executors' `-backend-config=bucket=...`).
     /// The API accepts aws environments only when it is set, so set it for both.
     #[arg(long, env = "PROVISIONER_TF_STATE_BUCKET", help_heading = "AWS")]
@@ -769,6 +774,7 @@ pub fn api_settings(
         database_max_connections: api.db_max_connections,
         nats_url: common.nats_url(),
         subject_prefix: common.subject_prefix.clone(),
+        stream_replicas: common.stream_replicas as usize,
         listen: api.listen,
         admin_token: secrets.admin_token.clone(),
         enabled_providers: api.providers.clone(),
@@ -809,6 +815,7 @@ pub fn executor_settings(
     settings.terraform_flavour = executor.terraform_flavour;
     settings.helm_bin = executor.helm_bin.clone();
     settings.state_bucket = common.tf_state_bucket.clone();
+    settings.stream_replicas = common.stream_replicas as usize;
     settings.state_region = executor.tf_state_region.clone();
     settings.state_lock_table = executor.tf_lock_table.clone();
     settings.lock_timeout = executor.tf_lock_timeout_secs;
@@ -846,10 +853,31 @@ pub fn executor_settings(
 }
 
 #[cfg(test)]
+mod reference;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::cli::Commands;
     use secrecy::ExposeSecret;
+
+    /// docs/CONFIGURATION.md is [`reference::configuration_reference`]; `UPDATE_DOCS=1`
+    /// rewrites it.
+    #[test]
+    fn docs_configuration_md_is_generated_from_the_settings() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/CONFIGURATION.md");
+        let generated = super::reference::configuration_reference();
+        if std::env::var_os("UPDATE_DOCS").is_some_and(|value| value == "1") {
+            std::fs::write(&path, &generated).expect("write docs/CONFIGURATION.md");
+            return;
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "docs/CONFIGURATION.md is not what src/settings.rs defines; run:\n  \
+             UPDATE_DOCS=1 cargo test -p provisioner --bin provisioner configuration_md"
+        );
+    }
 
     /// Parses `args` with every `env` of the tree turned off, so the tests do not see the
     /// environment they run in; the same value parsers run for flags as for variables.
@@ -993,6 +1021,27 @@ mod tests {
         assert_eq!(settings.http.max_connections, 10);
         assert_eq!(settings.step_timeouts.infra, Duration::from_secs(60));
         assert_eq!(dev.postgres_binaries, BinarySource::Pypi);
+    }
+
+    #[test]
+    fn the_stream_replicas_reach_the_streams_and_the_lease_bucket() {
+        for (args, expected) in [(&[][..], 1), (&["--stream-replicas=3"][..], 3)] {
+            let (common, api, executor, _) = dev(args);
+            let api = api_settings(&common, &api, &Secrets::default()).unwrap();
+            let executor = executor_settings(&common, &executor).unwrap();
+            assert_eq!(
+                (api.stream_replicas, executor.stream_replicas),
+                (expected, expected),
+                "{args:?}"
+            );
+        }
+        for bad in ["0", "6", "three"] {
+            let message = error(&[&format!("--stream-replicas={bad}")]);
+            assert!(
+                message.contains("PROVISIONER_STREAM_REPLICAS") && message.contains("1 to 5"),
+                "{message}"
+            );
+        }
     }
 
     #[test]

@@ -61,7 +61,7 @@ impl Application {
             .context("failed to connect to nats")?;
         let js = async_nats::jetstream::new(nats.clone());
         let subjects = Subjects::new(settings.subject_prefix.clone());
-        ensure_streams(&js, &subjects)
+        ensure_streams(&js, &subjects, settings.stream_replicas)
             .await
             .context("failed to create jetstream streams (is this NATS >= 2.10 with JetStream?)")?;
         let store = EventStore::new(pool.clone());

@@ -15,6 +15,8 @@ pub const DEFAULT_PREFIX: &str = "provisioner";
 pub const DEFAULT_DB_MAX_CONNECTIONS: u32 = 32;
 pub const DEFAULT_SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
 pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(15);
+/// One copy of each stream: a single NATS server.
+pub const DEFAULT_STREAM_REPLICAS: usize = 1;
 
 /// The API process's settings. `Debug` hides the admin token and the database password: both
 /// are [`SecretString`]s, exposed only where they are used.
@@ -28,6 +30,9 @@ pub struct Settings {
     pub nats_url: String,
     /// `PROVISIONER_NATS_PREFIX`: subjects and streams are named under it.
     pub subject_prefix: String,
+    /// `PROVISIONER_STREAM_REPLICAS`: the copies of each stream (at most the NATS cluster's
+    /// servers).
+    pub stream_replicas: usize,
     /// `PROVISIONER_LISTEN`
     pub listen: SocketAddr,
     /// `PROVISIONER_ADMIN_TOKEN`
@@ -58,6 +63,7 @@ impl Default for Settings {
             database_max_connections: DEFAULT_DB_MAX_CONNECTIONS,
             nats_url: DEFAULT_NATS_URL.into(),
             subject_prefix: DEFAULT_PREFIX.into(),
+            stream_replicas: DEFAULT_STREAM_REPLICAS,
             listen: DEFAULT_LISTEN.parse().expect("a valid default address"),
             admin_token: None,
             enabled_providers: vec![Provider::Sandbox],

@@ -45,7 +45,7 @@ impl Harness {
         let nats = system_tests::services::nats().await;
         let js = jetstream::new(async_nats::connect(nats.url()).await.expect("connect nats"));
         let subjects = Subjects::new(format!("t{:08x}", rand::random::<u32>()));
-        ensure_streams(&js, &subjects).await.expect("streams");
+        ensure_streams(&js, &subjects, 1).await.expect("streams");
         let store = EventStore::new(db.pool.clone());
         let shutdown = CancellationToken::new();
         let manager = ProcessManager::new(

@@ -35,7 +35,7 @@ impl Harness {
         let client = async_nats::connect(nats.url()).await.expect("connect nats");
         let js = async_nats::jetstream::new(client);
         let subjects = Subjects::new(format!("t{:08x}", rand::random::<u32>()));
-        ensure_streams(&js, &subjects).await.expect("streams");
+        ensure_streams(&js, &subjects, 1).await.expect("streams");
         let store = EventStore::new(db.pool.clone());
         Self {
             db,

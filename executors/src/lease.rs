@@ -69,12 +69,15 @@ pub enum LeaseError {
 }
 
 impl Leases {
-    /// Opens (or creates) the bucket. Leases lapse after `ttl` without renewal.
+    /// Opens (or creates) the bucket with `replicas` copies, as the streams have them (an
+    /// existing bucket with another count is changed to it). Leases lapse after `ttl` without
+    /// renewal.
     pub async fn open(
         jetstream: &jetstream::Context,
         subjects: &Subjects,
         executor: String,
         ttl: Duration,
+        replicas: usize,
     ) -> Result<Self, LeaseError> {
         let bucket = subjects.leases_bucket();
         let store = match jetstream.get_key_value(&bucket).await {
@@ -85,11 +88,24 @@ impl Leases {
                     description: "which executor runs each environment's step".to_owned(),
                     history: 1,
                     storage: StorageType::File,
+                    num_replicas: replicas,
                     ..kv::Config::default()
                 })
                 .await
                 .map_err(|e| LeaseError::Unavailable(e.to_string()))?,
         };
+        let status = store
+            .status()
+            .await
+            .map_err(|e| LeaseError::Unavailable(e.to_string()))?;
+        if status.info.config.num_replicas != replicas {
+            let mut config = status.info.config;
+            config.num_replicas = replicas;
+            jetstream
+                .update_stream(config)
+                .await
+                .map_err(|e| LeaseError::Unavailable(e.to_string()))?;
+        }
         Ok(Leases {
             store,
             executor,

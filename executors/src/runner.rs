@@ -41,12 +41,13 @@ async fn open_leases(
     jetstream: &jetstream::Context,
     subjects: &Subjects,
     ttl: Duration,
+    replicas: usize,
     shutdown: &CancellationToken,
 ) -> Option<Leases> {
     const RETRY: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let identity = executor_identity();
     for attempt in 1.. {
-        match Leases::open(jetstream, subjects, identity.clone(), ttl).await {
+        match Leases::open(jetstream, subjects, identity.clone(), ttl, replicas).await {
             Ok(leases) => return Some(leases),
             Err(error) if attempt == 1 => {
                 tracing::warn!(%error, "the step lease bucket is unavailable; retrying");
@@ -132,7 +133,14 @@ pub async fn run_with_drivers(
 
     // A lease lapses when its holder missed heartbeats for as long as JetStream waits before it
     // redelivers the job: the two agree on when a holder is gone.
-    let Some(leases) = open_leases(&jetstream, &subjects, settings.ack_wait, &shutdown).await
+    let Some(leases) = open_leases(
+        &jetstream,
+        &subjects,
+        settings.ack_wait,
+        settings.stream_replicas,
+        &shutdown,
+    )
+    .await
     else {
         return Ok(());
     };

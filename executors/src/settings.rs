@@ -63,6 +63,9 @@ pub struct ExecutorSettings {
     pub cancel_grace: Duration,
     /// How long a graceful shutdown waits for in-flight jobs before handing them back.
     pub shutdown_grace: Duration,
+    /// `PROVISIONER_STREAM_REPLICAS`: the copies of the lease bucket `<P>_LEASES`, as of the
+    /// streams.
+    pub stream_replicas: usize,
     /// Every chart the bootstrap installs, from settings: Beta9's (`PROVISIONER_BETA9_CHART`,
     /// `…_VERSION`) and the baseline's (`PROVISIONER_<CHART>_CHART`, `…_VERSION`; defaults
     /// pinned in `bootstrap::charts`).
@@ -96,6 +99,7 @@ impl ExecutorSettings {
             terraform_retry: TerraformRetry::DEFAULT,
             cancel_grace: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
+            stream_replicas: 1,
             charts: Charts::default(),
             readiness: ReadinessTimeouts::default(),
         }

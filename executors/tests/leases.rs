@@ -14,10 +14,10 @@ async fn two_executors() -> (system_tests::services::LocalNats, Leases, Leases) 
     let nats = system_tests::services::nats().await;
     let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
     let subjects = Subjects::new("leasetest");
-    let a = Leases::open(&js, &subjects, "executor-a".into(), TTL)
+    let a = Leases::open(&js, &subjects, "executor-a".into(), TTL, 1)
         .await
         .unwrap();
-    let b = Leases::open(&js, &subjects, "executor-b".into(), TTL)
+    let b = Leases::open(&js, &subjects, "executor-b".into(), TTL, 1)
         .await
         .unwrap();
     (nats, a, b)
@@ -96,4 +96,33 @@ async fn a_released_lease_is_taken_at_once_without_a_takeover() {
             .await
             .unwrap(),
     );
+}
+
+#[tokio::test]
+async fn the_lease_bucket_has_the_streams_replica_count() {
+    let cluster = system_tests::services::NatsCluster::start(2).await;
+    let js = jetstream::new(async_nats::connect(cluster.url()).await.unwrap());
+    let subjects = Subjects::new("leasereplicas");
+    // A bucket is the stream KV_<bucket>.
+    let copies = || async {
+        let stream = js
+            .get_stream(format!("KV_{}", subjects.leases_bucket()))
+            .await
+            .expect("the bucket's stream");
+        stream
+            .get_info()
+            .await
+            .expect("its info")
+            .config
+            .num_replicas
+    };
+    Leases::open(&js, &subjects, "executor-a".into(), TTL, 1)
+        .await
+        .expect("the bucket with 1 copy");
+    assert_eq!(copies().await, 1);
+    // The deployment moves to 2 copies: the existing bucket follows.
+    Leases::open(&js, &subjects, "executor-a".into(), TTL, 2)
+        .await
+        .expect("the bucket with 2 copies");
+    assert_eq!(copies().await, 2);
 }

@@ -73,6 +73,7 @@ impl App {
             database_max_connections: 8,
             nats_url: nats.url(),
             subject_prefix: prefix.clone(),
+            stream_replicas: 1,
             listen: "127.0.0.1:0".parse().expect("a socket address"),
             admin_token: Some(TOKEN.into()),
             enabled_providers: vec![Provider::Sandbox],

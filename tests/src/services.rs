@@ -234,3 +234,72 @@ impl Drop for TestDb {
         .join();
     }
 }
+
+/// A JetStream cluster of nats-servers on this machine, each with its own store, for the tests
+/// of replicated streams (`PROVISIONER_STREAM_REPLICAS`). Dropping it kills the servers.
+pub struct NatsCluster {
+    ports: Vec<u16>,
+    _servers: Vec<tokio::process::Child>,
+    _stores: tempfile::TempDir,
+}
+
+impl NatsCluster {
+    /// Starts `size` servers routed to each other and waits until JetStream answers (its meta
+    /// leader is elected).
+    pub async fn start(size: usize) -> Self {
+        let binary = nats_binary().await;
+        let stores = tempfile::Builder::new()
+            .prefix("provisioner-nats-cluster-")
+            .tempdir()
+            .expect("a temporary directory");
+        let free = || local_services::nats::free_port().expect("a free port");
+        let ports: Vec<u16> = (0..size).map(|_| free()).collect();
+        let routes: Vec<u16> = (0..size).map(|_| free()).collect();
+        let route_urls = routes
+            .iter()
+            .map(|port| format!("nats://127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let servers = (0..size)
+            .map(|n| {
+                child_process::command(binary, nix::sys::signal::Signal::SIGTERM, &[])
+                    .args(["-n", &format!("n{n}"), "-a", "127.0.0.1"])
+                    .args(["-p", &ports[n].to_string(), "-js", "-sd"])
+                    .arg(stores.path().join(format!("n{n}")))
+                    .args(["--cluster_name", "provisioner-test"])
+                    .args(["--cluster", &format!("nats://127.0.0.1:{}", routes[n])])
+                    .args(["--routes", &route_urls])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .expect("start a nats-server of the cluster")
+            })
+            .collect();
+        let cluster = Self {
+            ports,
+            _servers: servers,
+            _stores: stores,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Ok(client) = async_nats::connect(cluster.url()).await
+                && async_nats::jetstream::new(client)
+                    .query_account()
+                    .await
+                    .is_ok()
+            {
+                return cluster;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the nats cluster's JetStream did not answer within a minute"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The first server's URL.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.ports[0])
+    }
+}
