@@ -10,14 +10,17 @@ use sqlx::PgPool;
 
 /// `GET /v1/environments` parameters. Deserializes from the query string (`?status=&name=&
 /// limit=&cursor=`), missing fields taking their defaults.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
 #[serde(default)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only environments with this status word.
+    #[param(value_type = Option<domain::aggregate::Status>)]
     pub status: Option<String>,
     /// Only environments with exactly this name.
     pub name: Option<String>,
     /// Page size, `1..=200`.
+    #[param(minimum = 1, maximum = 200, default = 50)]
     pub limit: u32,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -40,7 +43,7 @@ impl Default for ListQuery {
 }
 
 /// One page of environments, oldest first. `next_cursor` is `None` on the last page.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Page {
     pub items: Vec<EnvironmentView>,
     pub next_cursor: Option<String>,

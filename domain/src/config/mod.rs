@@ -28,7 +28,7 @@ pub enum Format {
 }
 
 /// One problem with one field.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// Dotted path of the field, e.g. `cluster.profile` or `data.postgres.size`; empty for the
     /// document itself.
