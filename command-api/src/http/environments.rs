@@ -274,7 +274,7 @@ pub async fn create(
     params(ListQuery),
     responses(
         (status = 200, description = "A page of environments, oldest first.", body = Page),
-        (status = 400, description = "`bad_request`: an unknown status, a limit out of range or a bad cursor.", body = ErrorBody),
+        (status = 400, description = "`bad_request`: an unknown status, a limit out of range, a bad cursor, or a name no environment can have.", body = ErrorBody),
         (status = 503, description = "`unavailable`: Postgres cannot be reached.", body = ErrorBody),
     ),
 )]
@@ -461,9 +461,9 @@ fn projection_error(error: projections::Error) -> AppError {
                 words.join(", ")
             ))
         }
-        projections::Error::InvalidCursor | projections::Error::InvalidLimit { .. } => {
-            AppError::BadRequest(error.to_string())
-        }
+        projections::Error::InvalidCursor
+        | projections::Error::InvalidLimit { .. }
+        | projections::Error::InvalidName { .. } => AppError::BadRequest(error.to_string()),
         projections::Error::Database(source) => AppError::from(source),
         other => AppError::internal(other),
     }
