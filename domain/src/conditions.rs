@@ -108,6 +108,10 @@ pub struct Condition {
 /// Every condition of one environment, in [`ConditionType::ALL`] order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(transparent)]
+#[schema(
+    description = "Every condition of one environment: InfraReady, ClusterReachable, \
+                        BaselineInstalled, AppReady, in that order."
+)]
 pub struct Conditions(Vec<Condition>);
 
 impl Conditions {

@@ -110,6 +110,7 @@ impl CorrelationId {
 /// Built per cause — [`Self::request`], [`Self::trigger`], [`Self::result`], [`Self::timeout`],
 /// [`Self::abandoned`] — so every event of one cause carries the same fields, spelled the same.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(description = "Who did what and why; recorded with every event.")]
 pub struct EventMetadata {
     pub actor: Actor,
     #[serde(default, skip_serializing_if = "Option::is_none")]

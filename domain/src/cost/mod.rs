@@ -174,6 +174,7 @@ pub struct LineItem {
 
 /// A monthly cost estimate of an [`InfraModel`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(description = "A monthly cost estimate of an environment's infrastructure.")]
 pub struct CostEstimate {
     /// Always `"USD"`.
     pub currency: String,
