@@ -16,8 +16,7 @@ use domain::ids::EnvironmentId;
 use domain::wire::PublishedMetadata;
 use futures::StreamExt;
 use projections::environment_view::EnvironmentView;
-use projections::queries::Page;
-use projections::queries::{self, ListQuery};
+use projections::queries::{self, ListQuery, Page};
 use serde::Serialize;
 use utoipa::{IntoParams, ToSchema};
 
@@ -32,6 +31,11 @@ pub(super) struct EnvironmentPath {
     id: String,
 }
 
+/// How much of a body over the limit is still read (and dropped) before answering 413: a client
+/// that is still sending would otherwise see its connection reset instead of the answer.
+const MAX_DRAINED_BYTES: usize = 1024 * 1024;
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
 /// `POST /v1/environments`'s optional header.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Header)]
@@ -40,12 +44,9 @@ struct IdempotencyKey {
     /// Binds, per caller, the key to the environment the first request created: the same key
     /// with the same body answers that environment again; with another body, 422.
     #[param(rename = "Idempotency-Key", min_length = 1, max_length = 255)]
+    // MAX_IDEMPOTENCY_KEY_LEN
     idempotency_key: Option<String>,
 }
-/// How much of a body over the limit is still read (and dropped) before answering 413: a client
-/// that is still sending would otherwise see its connection reset instead of the answer.
-const MAX_DRAINED_BYTES: usize = 1024 * 1024;
-const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
 fn caller(principal: &Principal, request_id: &RequestId) -> Caller {
     Caller {
