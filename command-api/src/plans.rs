@@ -15,10 +15,11 @@ use terraform_stack::summary::{ResourceSummary, summarise};
 const PREVIEW_ID: &str = "env_00000000000000000000000000";
 
 /// One previewed environment: exactly the JSON of `POST /v1/plans`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Plan {
     pub name: String,
     /// `aws` or `sandbox`.
+    #[schema(value_type = domain::spec::Provider)]
     pub provider: &'static str,
     pub region: String,
     /// Whether `POST /v1/environments` would accept this document here.

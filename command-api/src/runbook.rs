@@ -25,7 +25,7 @@ const CONFLICT_ATTEMPTS: usize = 5;
 const MAX_PENDING: i64 = 1000;
 
 /// What `requeue-stuck` did.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Requeued {
     /// Environments whose pending step it started.
     pub started: Vec<String>,

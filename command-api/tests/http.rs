@@ -459,6 +459,35 @@ async fn error_messages_speak_to_users_not_rust_programmers() {
     }
 }
 
+/// A name filter with a NUL in it reached Postgres, which refused it (500); found while checking
+/// the document's parameters against what the API accepts. A name no environment can have is
+/// bad input.
+#[tokio::test(flavor = "multi_thread")]
+async fn list_refuses_a_name_no_environment_can_have() {
+    let stack = api_only().await;
+    let long = "a".repeat(41);
+    for name in ["%00", "a%00b", "Upper", long.as_str(), "ends-"] {
+        let (status, body) = error_body(
+            stack
+                .request(Method::GET, &format!("/v1/environments?name={name}"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{name}: {body}");
+        assert_eq!(body["error"]["code"], "bad_request");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with("name "), "{message}");
+    }
+    let response = stack
+        .request(Method::GET, "/v1/environments?name=some-name-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
 /// Everything the API in this test process logs, for the tests that read its spans.
 mod captured_logs {
     use std::io::Write;

@@ -24,7 +24,7 @@ pub const MAX_REASON: usize = 64;
 pub const MAX_MESSAGE: usize = 1024;
 
 /// The aspects of an environment a condition is kept for, in the order they become true.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum ConditionType {
     /// The infrastructure (Terraform) is applied.
     InfraReady,
@@ -53,7 +53,7 @@ impl ConditionType {
 }
 
 /// Whether a condition holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum ConditionStatus {
     True,
     False,
@@ -94,7 +94,7 @@ impl ConditionReport {
 }
 
 /// One condition as the read model shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Condition {
     #[serde(rename = "type")]
     pub condition: ConditionType,
@@ -106,8 +106,12 @@ pub struct Condition {
 }
 
 /// Every condition of one environment, in [`ConditionType::ALL`] order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(transparent)]
+#[schema(
+    description = "Every condition of one environment: InfraReady, ClusterReachable, \
+                        BaselineInstalled, AppReady, in that order."
+)]
 pub struct Conditions(Vec<Condition>);
 
 impl Conditions {

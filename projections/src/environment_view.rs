@@ -16,28 +16,34 @@ use domain::aggregate::{Environment, Event};
 use domain::conditions::Conditions;
 use domain::cost::CostEstimate;
 use domain::infra_model::InfraModel;
-use domain::spec::EnvironmentSpec;
+use domain::spec::{EnvironmentSpec, Step};
 use domain::wire::{EventDecodeError, EventEnvelope};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 /// One environment as the query API shows it: exactly the JSON of `GET /v1/environments/{id}`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EnvironmentView {
     /// `env_<ulid>`.
     pub id: String,
     pub name: String,
     /// One of the status words (`queued`, `provisioning`, …, `destroyed`).
+    #[schema(value_type = domain::aggregate::Status)]
     pub status: String,
     /// `aws` or `sandbox`.
+    #[schema(value_type = domain::spec::Provider)]
     pub provider: String,
     /// The validated spec, as requested.
+    #[schema(value_type = Object)]
     pub spec: Value,
     /// Non-secret outputs: an object of strings (`{}` until infra is applied).
+    #[schema(value_type = BTreeMap<String, String>)]
     pub outputs: Value,
-    /// The last failure, until retried: `{phase, message, operation_id}`.
+    /// The last failure, until retried.
+    #[schema(value_type = Option<Failure>)]
     pub error: Option<Value>,
-    /// The operation in flight: `{id, step}`.
+    /// The operation in flight.
+    #[schema(value_type = Option<InFlight>)]
     pub operation: Option<Value>,
     /// `InfraReady`, `ClusterReachable`, `BaselineInstalled`, `AppReady`: each with its status,
     /// reason, message and last transition time (`domain::conditions`). Empty on a row written
@@ -83,16 +89,16 @@ impl EnvironmentView {
             spec: serde_json::to_value(&requested.spec).map_err(ViewError::Spec)?,
             outputs: strings(&state.outputs),
             error: state.failure.as_ref().map(|failure| {
-                json!({
-                    "phase": failure.phase.as_str(),
-                    "message": failure.message,
-                    "operation_id": failure.operation_id.as_ref().map(|id| id.as_str()),
+                json!(Failure {
+                    phase: failure.phase,
+                    message: &failure.message,
+                    operation_id: failure.operation_id.as_ref().map(|id| id.as_str()),
                 })
             }),
             operation: state.in_flight.as_ref().map(|in_flight| {
-                json!({
-                    "id": in_flight.operation_id.as_str(),
-                    "step": in_flight.step.as_str(),
+                json!(InFlight {
+                    id: in_flight.operation_id.as_str(),
+                    step: in_flight.step,
                 })
             }),
             conditions: conditions.clone(),
@@ -102,6 +108,25 @@ impl EnvironmentView {
             updated_at,
         })
     }
+}
+
+/// A view's `error`: the last failure, until retried.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Failure<'a> {
+    /// The phase that failed.
+    pub phase: Step,
+    pub message: &'a str,
+    /// The failed operation (`op_<ulid>`); `null` when the failure had none.
+    pub operation_id: Option<&'a str>,
+}
+
+/// A view's `operation`: the operation in flight.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct InFlight<'a> {
+    /// `op_<ulid>`.
+    pub id: &'a str,
+    /// The step it runs.
+    pub step: Step,
 }
 
 /// The monthly cost estimate of `spec`'s infrastructure.

@@ -32,6 +32,10 @@ pub enum Error {
     /// A page size outside `1..=200`. Maps to 400.
     #[error("limit must be between 1 and {max}, got {limit}", max = ListQuery::MAX_LIMIT)]
     InvalidLimit { limit: u32 },
+    /// A name filter that no environment can have (`domain::config::environment_name`). Maps
+    /// to 400.
+    #[error("name {}: {reason}", domain::text::shown(.name))]
+    InvalidName { name: String, reason: String },
     /// A status filter that is not one of the status words. Maps to 400.
     #[error("unknown status {0:?}")]
     InvalidStatus(String),

@@ -10,14 +10,19 @@ use sqlx::PgPool;
 
 /// `GET /v1/environments` parameters. Deserializes from the query string (`?status=&name=&
 /// limit=&cursor=`), missing fields taking their defaults.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
 #[serde(default)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only environments with this status word.
+    #[param(value_type = Option<domain::aggregate::Status>)]
     pub status: Option<String>,
-    /// Only environments with exactly this name.
+    /// Only environments with exactly this name (an environment name: 1-40 characters of
+    /// `a-z`, `0-9` and `-`, starting with a letter, not ending with `-`).
+    #[param(pattern = "^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$", max_length = 40)]
     pub name: Option<String>,
     /// Page size, `1..=200`.
+    #[param(minimum = 1, maximum = 200, default = 50)]
     pub limit: u32,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -40,7 +45,7 @@ impl Default for ListQuery {
 }
 
 /// One page of environments, oldest first. `next_cursor` is `None` on the last page.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Page {
     pub items: Vec<EnvironmentView>,
     pub next_cursor: Option<String>,
@@ -58,8 +63,8 @@ pub async fn get(pool: &PgPool, id: &str) -> Result<Option<EnvironmentView>> {
 
 /// A page of environments ordered by (created_at, id), after the query's cursor.
 ///
-/// Errors: [`Error::InvalidCursor`], [`Error::InvalidLimit`], [`Error::InvalidStatus`] for bad
-/// input (400), [`Error::Database`] otherwise.
+/// Errors: [`Error::InvalidCursor`], [`Error::InvalidLimit`], [`Error::InvalidStatus`],
+/// [`Error::InvalidName`] for bad input (400), [`Error::Database`] otherwise.
 pub async fn list(pool: &PgPool, query: &ListQuery) -> Result<Page> {
     if !(1..=ListQuery::MAX_LIMIT).contains(&query.limit) {
         return Err(Error::InvalidLimit { limit: query.limit });
@@ -68,6 +73,14 @@ pub async fn list(pool: &PgPool, query: &ListQuery) -> Result<Page> {
         && Status::parse(status).is_none()
     {
         return Err(Error::InvalidStatus(status.clone()));
+    }
+    if let Some(name) = &query.name
+        && let Err(reason) = domain::config::environment_name(name)
+    {
+        return Err(Error::InvalidName {
+            name: name.clone(),
+            reason,
+        });
     }
     let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
 

@@ -13,7 +13,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// The resources of one configuration by type.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ResourceSummary {
     /// Resource type (`aws_subnet`) → how many resources of it.
     pub by_type: BTreeMap<String, u64>,

@@ -1,6 +1,6 @@
 //! Handlers for `/v1/environments`.
 
-use super::error::AppError;
+use super::error::{AppError, ErrorBody};
 use super::extract::{Path, Query};
 use super::request_id::RequestId;
 use super::{AppState, MAX_BODY_BYTES, auth::Principal};
@@ -13,16 +13,40 @@ use axum::{Extension, Json};
 use domain::aggregate::{Command, Status};
 use domain::config::Format;
 use domain::ids::EnvironmentId;
+use domain::wire::PublishedMetadata;
 use futures::StreamExt;
 use projections::environment_view::EnvironmentView;
-use projections::queries::{self, ListQuery};
-use serde_json::json;
+use projections::queries::{self, ListQuery, Page};
+use serde::Serialize;
+use utoipa::{IntoParams, ToSchema};
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The environment named in the path.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // read by `Path<String>`; this describes it
+pub(super) struct EnvironmentPath {
+    /// The environment's id, `env_<ulid>` (any other value answers 404).
+    id: String,
+}
+
 /// How much of a body over the limit is still read (and dropped) before answering 413: a client
 /// that is still sending would otherwise see its connection reset instead of the answer.
 const MAX_DRAINED_BYTES: usize = 1024 * 1024;
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// `POST /v1/environments`'s optional header.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // read from the headers; this describes it
+struct IdempotencyKey {
+    /// Binds, per caller, the key to the environment the first request created: the same key
+    /// with the same body answers that environment again; with another body, 422.
+    #[param(rename = "Idempotency-Key", min_length = 1, max_length = 255)]
+    // MAX_IDEMPOTENCY_KEY_LEN
+    idempotency_key: Option<String>,
+}
 
 pub(super) fn caller(principal: &Principal, request_id: &RequestId) -> Caller {
     Caller {
@@ -73,19 +97,73 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, AppError> {
     Ok(Some(key))
 }
 
+/// The answer to a command: the environment and where to follow it.
+#[derive(Serialize, ToSchema)]
+pub struct AcceptedBody {
+    /// `env_<ulid>`.
+    pub id: EnvironmentId,
+    pub name: String,
+    /// The status right after the command.
+    pub status: Status,
+    pub links: Links,
+}
+
+/// Where to read an environment and follow it.
+#[derive(Serialize, ToSchema)]
+pub struct Links {
+    /// `/v1/environments/{id}`.
+    #[serde(rename = "self")]
+    pub self_: String,
+    /// `/v1/environments/{id}/events` (SSE).
+    pub events: String,
+    /// `/v1/environments/{id}/history`.
+    pub history: String,
+}
+
+/// `GET /v1/environments/{id}/outputs`.
+#[derive(Serialize, ToSchema)]
+pub struct OutputsBody {
+    pub id: String,
+    pub name: String,
+    #[schema(value_type = Status)]
+    pub status: String,
+    /// Non-secret outputs: an object of strings (`{}` until infra is applied).
+    #[schema(value_type = BTreeMap<String, String>)]
+    pub outputs: serde_json::Value,
+}
+
+/// One event of an environment's history: its envelope without `environment_id`.
+#[derive(Serialize, ToSchema)]
+pub struct HistoryItem<'a> {
+    /// 1-based position in the environment's history.
+    pub sequence: u64,
+    /// The event type, e.g. `EnvironmentRequested`.
+    #[serde(rename = "type")]
+    pub event_type: &'a str,
+    /// The payload's version.
+    pub version: &'a str,
+    /// The event's fields.
+    #[schema(value_type = Object)]
+    pub payload: &'a serde_json::Value,
+    pub metadata: PublishedMetadata<'a>,
+    /// When the event was committed (RFC 3339, UTC, microseconds).
+    #[schema(format = DateTime)]
+    pub recorded_at: String,
+}
+
 pub(super) fn accepted(accepted: Accepted) -> Response {
     let id = accepted.id.as_str();
     let location = format!("/v1/environments/{id}");
-    let body = json!({
-        "id": id,
-        "name": accepted.name,
-        "status": accepted.status.as_str(),
-        "links": {
-            "self": location,
-            "events": format!("/v1/environments/{id}/events"),
-            "history": format!("/v1/environments/{id}/history"),
+    let body = AcceptedBody {
+        links: Links {
+            self_: location.clone(),
+            events: format!("{location}/events"),
+            history: format!("{location}/history"),
         },
-    });
+        id: accepted.id,
+        name: accepted.name,
+        status: accepted.status,
+    };
     (
         StatusCode::ACCEPTED,
         [(header::LOCATION, location)],
@@ -142,6 +220,36 @@ pub(super) async fn read_body(body: Body) -> Result<Bytes, AppError> {
 
 /// `POST /v1/environments`. The body limit is the document limit (`MAX_DOCUMENT_BYTES`); the
 /// parser checks it again.
+#[utoipa::path(
+    post,
+    path = "/v1/environments",
+    tag = "environments",
+    operation_id = "create_environment",
+    params(IdempotencyKey),
+    request_body(
+        description = "A MetaConfig document, as YAML or JSON (at most 256 KiB).",
+        content(
+            (Object = "application/json", example = json!({
+                "name": "demo", "cloud": {"provider": "sandbox"}, "cluster": {"profile": "small"}
+            })),
+            (String = "application/yaml", example = json!("name: demo\ncloud:\n  provider: sandbox\ncluster:\n  profile: small\n")),
+            (String = "application/x-yaml"),
+            (String = "text/yaml"),
+            (String = "text/x-yaml"),
+        ),
+    ),
+    responses(
+        (status = 202, description = "Requested: the environment is queued.", body = AcceptedBody,
+            headers(("Location" = String, description = "`/v1/environments/{id}`"))),
+        (status = 400, description = "`malformed_document` (not YAML/JSON, not UTF-8) or `bad_request` (a bad `Idempotency-Key`).", body = ErrorBody),
+        (status = 408, description = "`request_timeout`: the body stopped arriving.", body = ErrorBody),
+        (status = 409, description = "`name_taken`: an active environment has this name.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: a body over 256 KiB.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+        (status = 422, description = "`validation_failed` (every bad field in `details`) or `idempotency_key_reused`.", body = ErrorBody),
+        (status = 503, description = "`unavailable`: Postgres cannot be reached, or the command kept losing races.", body = ErrorBody),
+    ),
+)]
 pub async fn create(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -159,6 +267,18 @@ pub async fn create(
 }
 
 /// `GET /v1/environments?status=&name=&limit=&cursor=`
+#[utoipa::path(
+    get,
+    path = "/v1/environments",
+    tag = "environments",
+    operation_id = "list_environments",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of environments, oldest first.", body = Page),
+        (status = 400, description = "`bad_request`: an unknown status, a limit out of range, a bad cursor, or a name no environment can have.", body = ErrorBody),
+        (status = 503, description = "`unavailable`: Postgres cannot be reached.", body = ErrorBody),
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
     Query(query): Query<ListQuery>,
@@ -171,6 +291,18 @@ pub async fn list(
 
 /// `GET /v1/environments/{id}`: the read model; falls back to the event store while the
 /// projection has not caught up with a just-created environment.
+#[utoipa::path(
+    get,
+    path = "/v1/environments/{id}",
+    tag = "environments",
+    operation_id = "get_environment",
+    params(EnvironmentPath),
+    responses(
+        (status = 200, description = "The environment.", body = EnvironmentView),
+        (status = 404, description = "`not_found`: no such environment (or a malformed id).", body = ErrorBody),
+        (status = 503, description = "`unavailable`: Postgres cannot be reached.", body = ErrorBody),
+    ),
+)]
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -180,18 +312,30 @@ pub async fn get(
 
 /// `GET /v1/environments/{id}/outputs`: the read model's outputs (never a sensitive one: the
 /// executor does not report those).
+#[utoipa::path(
+    get,
+    path = "/v1/environments/{id}/outputs",
+    tag = "environments",
+    operation_id = "get_environment_outputs",
+    params(EnvironmentPath),
+    responses(
+        (status = 200, description = "The environment's outputs.", body = OutputsBody),
+        (status = 404, description = "`not_found`: no such environment (or a malformed id).", body = ErrorBody),
+        (status = 503, description = "`unavailable`: Postgres cannot be reached.", body = ErrorBody),
+    ),
+)]
 pub async fn outputs(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
     let view = view(&state, &id).await?;
-    let body = json!({
-        "id": view.id,
-        "name": view.name,
-        "status": view.status,
-        "outputs": view.outputs,
-    });
-    Ok(Json(body).into_response())
+    Ok(Json(OutputsBody {
+        id: view.id,
+        name: view.name,
+        status: view.status,
+        outputs: view.outputs,
+    })
+    .into_response())
 }
 
 /// One environment's read model, or its history folded while the projection catches up.
@@ -211,6 +355,20 @@ async fn view(state: &AppState, id: &str) -> Result<EnvironmentView, AppError> {
 }
 
 /// `DELETE /v1/environments/{id}`
+#[utoipa::path(
+    delete,
+    path = "/v1/environments/{id}",
+    tag = "environments",
+    operation_id = "destroy_environment",
+    params(EnvironmentPath),
+    responses(
+        (status = 202, description = "Destroying (an in-flight step is cancelled first); repeated while destroying or after, the current status.", body = AcceptedBody,
+            headers(("Location" = String, description = "`/v1/environments/{id}`"))),
+        (status = 404, description = "`not_found`: no such environment (or a malformed id).", body = ErrorBody),
+        (status = 409, description = "`invalid_state`: not allowed in the environment's status.", body = ErrorBody),
+        (status = 503, description = "`unavailable`: Postgres cannot be reached, or the command kept losing races.", body = ErrorBody),
+    ),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -222,6 +380,20 @@ pub async fn delete(
 }
 
 /// `POST /v1/environments/{id}/retry`
+#[utoipa::path(
+    post,
+    path = "/v1/environments/{id}/retry",
+    tag = "environments",
+    operation_id = "retry_environment",
+    params(EnvironmentPath),
+    responses(
+        (status = 202, description = "Retrying the failed phase.", body = AcceptedBody,
+            headers(("Location" = String, description = "`/v1/environments/{id}`"))),
+        (status = 404, description = "`not_found`: no such environment (or a malformed id).", body = ErrorBody),
+        (status = 409, description = "`not_failed`: only a failed environment is retried.", body = ErrorBody),
+        (status = 503, description = "`unavailable`: Postgres cannot be reached, or the command kept losing races.", body = ErrorBody),
+    ),
+)]
 pub async fn retry(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -245,6 +417,18 @@ async fn user_command(
 }
 
 /// `GET /v1/environments/{id}/history`: every event with its metadata, in order.
+#[utoipa::path(
+    get,
+    path = "/v1/environments/{id}/history",
+    tag = "environments",
+    operation_id = "get_environment_history",
+    params(EnvironmentPath),
+    responses(
+        (status = 200, description = "Every event, in order.", body = Vec<HistoryItem>),
+        (status = 404, description = "`not_found`: no such environment (or a malformed id).", body = ErrorBody),
+        (status = 503, description = "`unavailable`: Postgres cannot be reached.", body = ErrorBody),
+    ),
+)]
 pub async fn history(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -255,16 +439,14 @@ pub async fn history(
         return Err(AppError::environment_not_found(id.as_str()));
     }
     let items: Vec<_> = history
-        .into_iter()
-        .map(|e| {
-            json!({
-                "sequence": e.sequence,
-                "type": e.event_type,
-                "version": e.version,
-                "payload": e.payload,
-                "metadata": e.published_metadata(),
-                "recorded_at": domain::wire::format_recorded_at(&e.recorded_at),
-            })
+        .iter()
+        .map(|e| HistoryItem {
+            sequence: e.sequence,
+            event_type: &e.event_type,
+            version: &e.version,
+            payload: &e.payload,
+            metadata: e.published_metadata(),
+            recorded_at: domain::wire::format_recorded_at(&e.recorded_at),
         })
         .collect();
     Ok(Json(items).into_response())
@@ -280,9 +462,9 @@ fn projection_error(error: projections::Error) -> AppError {
                 words.join(", ")
             ))
         }
-        projections::Error::InvalidCursor | projections::Error::InvalidLimit { .. } => {
-            AppError::BadRequest(error.to_string())
-        }
+        projections::Error::InvalidCursor
+        | projections::Error::InvalidLimit { .. }
+        | projections::Error::InvalidName { .. } => AppError::BadRequest(error.to_string()),
         projections::Error::Database(source) => AppError::from(source),
         other => AppError::internal(other),
     }

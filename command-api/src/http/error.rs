@@ -13,11 +13,33 @@ use domain::aggregate::DomainError;
 use domain::config::{ConfigError, FieldError};
 use domain::text::error_chain;
 use domain::text::{shown, truncated};
-use serde_json::json;
+use serde::Serialize;
 
 /// The most characters of a message built from a library's description of bad input (which may
 /// quote the input) that are sent back.
 const MAX_ECHOED_MESSAGE_CHARS: usize = 200;
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// A stable word for programs: `bad_request`, `malformed_document`, `unauthorized`,
+    /// `not_found`, `method_not_allowed`, `request_timeout`, `already_exists`, `name_taken`,
+    /// `not_failed`, `invalid_state`, `payload_too_large`, `unsupported_media_type`,
+    /// `validation_failed`, `idempotency_key_reused`, `request_header_fields_too_large`,
+    /// `internal`, `unavailable`.
+    #[schema(example = "not_found")]
+    pub code: &'static str,
+    /// For people; client values quoted in it are cut short.
+    pub message: String,
+    /// One entry per bad field (`validation_failed`); empty otherwise.
+    pub details: Vec<FieldError>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -261,10 +283,16 @@ impl IntoResponse for AppError {
             other => other.to_string(),
         };
         let details = match &self {
-            AppError::Validation(details) => json!(details),
-            _ => json!([]),
+            AppError::Validation(details) => details.clone(),
+            _ => Vec::new(),
         };
-        let body = json!({"error": {"code": code, "message": message, "details": details}});
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code,
+                message,
+                details,
+            },
+        };
         let mut response = (status, axum::Json(body)).into_response();
         match self {
             // A client that sends that much is not one to keep talking to.

@@ -4,18 +4,72 @@ use super::AppState;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde_json::json;
+use serde::Serialize;
 use std::time::Duration;
+use utoipa::ToSchema;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The outcome of a check.
+#[derive(Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Check {
+    Ok,
+    Unavailable,
+}
+
+impl Check {
+    fn of(ok: bool) -> Self {
+        if ok { Check::Ok } else { Check::Unavailable }
+    }
+}
+
+/// `GET /healthz`.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    status: Check,
+}
+
+/// `GET /readyz`.
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ok` when every check is.
+    status: Check,
+    checks: Checks,
+}
+
+/// Each dependency's check.
+#[derive(Serialize, ToSchema)]
+pub struct Checks {
+    postgres: Check,
+    nats: Check,
+}
+
 /// The process is up.
-pub async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    operation_id = "healthz",
+    responses((status = 200, description = "The process is up.", body = Health)),
+)]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: Check::Ok })
 }
 
 /// Postgres answers and NATS is connected (with JetStream reachable).
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    operation_id = "readyz",
+    responses(
+        (status = 200, description = "Postgres and NATS (JetStream) answer.", body = Readiness),
+        (status = 503, description = "Postgres or NATS does not answer: `checks` says which.", body = Readiness),
+    ),
+)]
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let postgres = tokio::time::timeout(
         CHECK_TIMEOUT,
         sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool),
@@ -34,12 +88,14 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_js
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let word = |ok: bool| if ok { "ok" } else { "unavailable" };
     (
         status,
-        Json(json!({
-            "status": word(ready),
-            "checks": {"postgres": word(postgres), "nats": word(nats)},
-        })),
+        Json(Readiness {
+            status: Check::of(ready),
+            checks: Checks {
+                postgres: Check::of(postgres),
+                nats: Check::of(nats),
+            },
+        }),
     )
 }

@@ -5,10 +5,11 @@
 //! resumes after `Last-Event-ID` or `?after=N`) until the client goes away.
 
 use super::AppState;
+use super::environments::EnvironmentPath;
 use super::environments::parse_id;
-use super::error::AppError;
+use super::error::{AppError, ErrorBody};
 use super::extract::{Path, Query};
-use super::sse::{Delivered, ordered_messages, resume_after, start_after};
+use super::sse::{Delivered, LastEventId, ordered_messages, resume_after, start_after};
 use async_nats::jetstream::consumer::DeliverPolicy;
 use axum::Json;
 use axum::extract::State;
@@ -18,23 +19,49 @@ use axum::response::{IntoResponse, Response};
 use domain::ids::OperationId;
 use domain::wire::LogLine;
 use futures::StreamExt;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
+use utoipa::{IntoParams, ToSchema};
 
 /// How long a non-follow read waits for the next line before answering with what it has.
 const READ_IDLE: Duration = Duration::from_millis(300);
 /// The most lines one non-follow read returns.
 const MAX_LINES: usize = 10_000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogParams {
+    /// Only this operation's lines (`op_<ulid>`).
     operation: Option<String>,
+    /// Stream the lines as Server-Sent Events until the client leaves.
     #[serde(default)]
     follow: bool,
+    /// Resume after this position in the logs stream (wins over `Last-Event-ID`).
     after: Option<u64>,
 }
 
+/// The lines of a non-follow read.
+#[derive(Serialize, ToSchema)]
+pub struct LogLines {
+    /// At most 10,000, oldest first.
+    lines: Vec<LogLine>,
+}
+
 /// `GET /v1/environments/{id}/logs?operation=&follow=&after=` (or `Last-Event-ID`)
+#[utoipa::path(
+    get,
+    path = "/v1/environments/{id}/logs",
+    tag = "streams",
+    operation_id = "get_environment_logs",
+    params(EnvironmentPath, LogParams, LastEventId),
+    responses(
+        (status = 200, description = "The lines recorded so far (JSON), or with `follow=true` Server-Sent Events (`event: log`, `id:` the position in the logs stream, `data:` a `LogLine`) until the client leaves. Lines are kept 7 days.",
+            content((LogLines = "application/json"), (String = "text/event-stream"))),
+        (status = 400, description = "`bad_request`: a bad `operation`, `after`, `follow` or `Last-Event-ID`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such environment (or a malformed id).", body = ErrorBody),
+        (status = 503, description = "`unavailable`: Postgres or NATS cannot be reached.", body = ErrorBody),
+    ),
+)]
 pub async fn logs(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -95,5 +122,5 @@ pub async fn logs(
             Ok(None) | Err(_) => break,
         }
     }
-    Ok(Json(serde_json::json!({"lines": collected})).into_response())
+    Ok(Json(LogLines { lines: collected }).into_response())
 }

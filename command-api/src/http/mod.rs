@@ -7,6 +7,7 @@ mod extract;
 pub mod head_limit;
 mod health;
 mod logs;
+pub mod openapi;
 mod plans;
 mod prometheus;
 pub mod request_id;
@@ -19,7 +20,6 @@ use async_nats::jetstream;
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
 use axum::middleware;
-use axum::routing::{get, post};
 use domain::wire::Subjects;
 use metrics_exporter_prometheus::PrometheusHandle;
 use request_id::X_REQUEST_ID;
@@ -27,6 +27,8 @@ use sqlx::PgPool;
 use std::time::Duration;
 use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Largest accepted request body: the largest MetaConfig document, so the two limits are one
 /// (answered 413).
@@ -50,45 +52,54 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
 }
 
-/// The whole API; pure, so tests can drive it without binding a port.
+/// The operations that need the bearer token. The router serves exactly the operations of these
+/// two lists, and the OpenAPI document ([`openapi`]) is built from the same lists, so the two
+/// cannot drift apart. To add an operation: give its handler a `#[utoipa::path(...)]` (method,
+/// path, parameters, body, every answer) and add one `.routes(routes!(module::handler))` line
+/// here (handlers of one path go in one `routes!`).
+fn authenticated_operations() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(environments::create, environments::list))
+        .routes(routes!(environments::get, environments::delete))
+        .routes(routes!(environments::retry))
+        .routes(routes!(runbook::cancel))
+        .routes(routes!(runbook::force_unlock))
+        .routes(routes!(runbook::mark_destroyed))
+        .routes(routes!(runbook::mark_failed))
+        .routes(routes!(runbook::requeue_stuck))
+        .routes(routes!(environments::outputs))
+        .routes(routes!(environments::history))
+        .routes(routes!(sse::environment_events))
+        .routes(routes!(logs::logs))
+        .routes(routes!(sse::all_events))
+        .routes(routes!(plans::create))
+}
+
+/// The operations anyone may call (see [`authenticated_operations`]).
+fn public_operations() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(prometheus::metrics))
+}
+
+/// The whole API and its OpenAPI document; pure, so tests can drive it without binding a port.
+/// Besides the operations it serves only the document itself (`GET /v1/openapi.json`) and its
+/// interactive page (`GET /v1/docs`), public both.
 pub fn router(state: AppState) -> Router {
-    let v1 = Router::new()
-        .route(
-            "/environments",
-            post(environments::create).get(environments::list),
-        )
-        .route(
-            "/environments/{id}",
-            get(environments::get).delete(environments::delete),
-        )
-        .route("/environments/{id}/retry", post(environments::retry))
-        .route("/environments/{id}/cancel", post(runbook::cancel))
-        .route(
-            "/environments/{id}/force-unlock",
-            post(runbook::force_unlock),
-        )
-        .route(
-            "/environments/{id}/mark-destroyed",
-            post(runbook::mark_destroyed),
-        )
-        .route("/environments/{id}/mark-failed", post(runbook::mark_failed))
-        .route("/requeue-stuck", post(runbook::requeue_stuck))
-        .route("/environments/{id}/outputs", get(environments::outputs))
-        .route("/environments/{id}/history", get(environments::history))
-        .route("/environments/{id}/events", get(sse::environment_events))
-        .route("/environments/{id}/logs", get(logs::logs))
-        .route("/events", get(sse::all_events))
-        .route("/plans", post(plans::create))
+    let (authenticated, authenticated_doc) = authenticated_operations().split_for_parts();
+    // Before the auth layer, so a wrong method needs the token too, as any other request.
+    let authenticated = authenticated
         .method_not_allowed_fallback(error::method_not_allowed)
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_bearer,
         ));
-    Router::new()
-        .nest("/v1", v1)
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(prometheus::metrics))
+    let (public, public_doc) = public_operations().split_for_parts();
+    let document = openapi::document(authenticated_doc, public_doc);
+    public
+        .merge(authenticated)
+        .merge(openapi::routes(document))
         .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(error::no_route)
         .with_state(state)
@@ -127,4 +138,101 @@ fn route_label(request: &Request) -> &str {
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use utoipa::openapi::HttpMethod;
+
+    /// The document of the router's two lists, as `router` builds it.
+    fn document() -> utoipa::openapi::OpenApi {
+        let (_, authenticated) = authenticated_operations().split_for_parts();
+        let (_, public) = public_operations().split_for_parts();
+        openapi::document(authenticated, public)
+    }
+
+    /// The router serves what the two lists hold (each operation at the method and path of its
+    /// `#[utoipa::path]`, by `routes!`) and the document itself, and nothing else: no route is
+    /// added another way. (`tests/openapi.rs` checks the served router against the document.)
+    #[test]
+    fn routes_are_added_only_through_the_lists_of_documented_operations() {
+        let source = include_str!("mod.rs");
+        let (code, _) = source
+            .split_once("#[cfg(test)]")
+            .expect("the tests follow the code");
+        for undocumented in [
+            ".route(",
+            ".route_service(",
+            ".nest(",
+            ".nest_service(",
+            ".fallback_service(",
+        ] {
+            assert!(
+                !code.contains(undocumented),
+                "http/mod.rs adds a route with `{undocumented}`: add the operation to \
+                 `authenticated_operations` or `public_operations` with `routes!` instead, so \
+                 the OpenAPI document has it"
+            );
+        }
+        let merges: Vec<&str> = code.matches(".merge(").collect();
+        assert_eq!(
+            merges.len(),
+            2,
+            "the router merges only the authenticated operations and the documentation"
+        );
+        assert!(code.contains(".merge(authenticated)"));
+        assert!(code.contains(".merge(openapi::routes(document))"));
+    }
+
+    #[test]
+    fn the_document_is_openapi_3_1_with_the_title_and_the_crate_version() {
+        let document = document();
+        let json = serde_json::to_value(&document).unwrap();
+        assert_eq!(json["openapi"], "3.1.0");
+        assert_eq!(json["info"]["title"], "Beta9 Provisioner API");
+        assert_eq!(json["info"]["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(
+            json["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+    }
+
+    #[test]
+    fn every_v1_operation_needs_the_bearer_token_and_documents_401() {
+        let document = document();
+        let mut seen = 0;
+        for (path, item) in &document.paths.paths {
+            for method in [
+                HttpMethod::Get,
+                HttpMethod::Post,
+                HttpMethod::Put,
+                HttpMethod::Delete,
+                HttpMethod::Patch,
+            ] {
+                let operation = match method {
+                    HttpMethod::Get => &item.get,
+                    HttpMethod::Post => &item.post,
+                    HttpMethod::Put => &item.put,
+                    HttpMethod::Delete => &item.delete,
+                    _ => &item.patch,
+                };
+                let Some(operation) = operation else {
+                    continue;
+                };
+                seen += 1;
+                let secured = operation
+                    .security
+                    .as_ref()
+                    .is_some_and(|requirements| !requirements.is_empty());
+                let answers = &operation.responses.responses;
+                assert_eq!(secured, path.starts_with("/v1/"), "{path}");
+                assert_eq!(answers.contains_key("401"), secured, "{path}");
+                for status in ["431", "500"] {
+                    assert!(answers.contains_key(status), "{path} lacks {status}");
+                }
+            }
+        }
+        assert!(seen >= 13, "only {seen} operations");
+    }
 }

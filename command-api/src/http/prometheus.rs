@@ -14,6 +14,16 @@ use tokio::time::Instant;
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Every metric of the process, rendered.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    operation_id = "metrics",
+    responses(
+        (status = 200, description = "Every metric of the process, in Prometheus's text exposition format (version 0.0.4).",
+            body = String, content_type = "text/plain; version=0.0.4; charset=utf-8"),
+    ),
+)]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, CONTENT_TYPE)],

@@ -11,8 +11,9 @@
 //!   it starts with new events.
 
 use super::AppState;
+use super::environments::EnvironmentPath;
 use super::environments::parse_id;
-use super::error::AppError;
+use super::error::{AppError, ErrorBody};
 use super::extract::{Path, Query};
 use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use axum::extract::State;
@@ -24,12 +25,25 @@ use futures::{Stream, StreamExt, stream};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use std::convert::Infallible;
+use utoipa::IntoParams;
 
 /// The last event an environment can have: its stream ends after it.
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ResumeParams {
+    /// Resume after this position (wins over `Last-Event-ID`).
     after: Option<u64>,
+}
+
+/// The SSE resume header.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // read from the headers; this describes it
+pub(super) struct LastEventId {
+    /// Resume after this position (the last `id:` received).
+    #[param(rename = "Last-Event-ID")]
+    last_event_id: Option<u64>,
 }
 
 /// Where a stream resumed after position `after` starts: 400 when nothing can come after it.
@@ -123,6 +137,19 @@ pub(super) async fn ordered_messages<T: DeserializeOwned>(
 }
 
 /// `GET /v1/environments/{id}/events`
+#[utoipa::path(
+    get,
+    path = "/v1/environments/{id}/events",
+    tag = "streams",
+    operation_id = "stream_environment_events",
+    params(EnvironmentPath, ResumeParams, LastEventId),
+    responses(
+        (status = 200, description = "Server-Sent Events: `id:` the event's sequence, `event:` its type, `data:` the history item (`HistoryItem`) plus `environment_id`; keep-alive comments. Ends after `InfraDestroyed`.", content_type = "text/event-stream", body = String),
+        (status = 400, description = "`bad_request`: a bad `Last-Event-ID` or `after`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such environment (or a malformed id).", body = ErrorBody),
+        (status = 503, description = "`unavailable`: Postgres or NATS cannot be reached.", body = ErrorBody),
+    ),
+)]
 pub async fn environment_events(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -160,6 +187,18 @@ pub async fn environment_events(
 }
 
 /// `GET /v1/events`
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "streams",
+    operation_id = "stream_all_events",
+    params(ResumeParams, LastEventId),
+    responses(
+        (status = 200, description = "Server-Sent Events of every environment: `id:` the position in the events stream, `event:` the type, `data:` the history item (`HistoryItem`) plus `environment_id`; keep-alive comments. Without `Last-Event-ID`/`after` it starts with new events.", content_type = "text/event-stream", body = String),
+        (status = 400, description = "`bad_request`: a bad `Last-Event-ID` or `after` (nothing follows 18446744073709551615).", body = ErrorBody),
+        (status = 503, description = "`unavailable`: NATS cannot be reached.", body = ErrorBody),
+    ),
+)]
 pub async fn all_events(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -18,7 +18,7 @@ mod proptests;
 mod tests;
 
 pub use document::{MAX_DEPTH, MAX_DOCUMENT_BYTES, MAX_NODES};
-pub use rules::{AWS_REGIONS, SANDBOX_REGION};
+pub use rules::{AWS_REGIONS, SANDBOX_REGION, environment_name};
 
 /// The format of a submitted document.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,7 +28,7 @@ pub enum Format {
 }
 
 /// One problem with one field.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// Dotted path of the field, e.g. `cluster.profile` or `data.postgres.size`; empty for the
     /// document itself.

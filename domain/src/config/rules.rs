@@ -33,8 +33,9 @@ const DOMAIN_MAX_CHARS: usize = 253;
 const LABEL_MAX_CHARS: usize = 63;
 const EXAMPLE_ROLE_ARN: &str = "arn:aws:iam::123456789012:role/Beta9Provisioner";
 
-/// 1-40 chars of `[a-z0-9-]`, starting with a letter, not ending with `-`.
-pub(super) fn environment_name(name: &str) -> Result<(), String> {
+/// 1-40 chars of `[a-z0-9-]`, starting with a letter, not ending with `-`: `Err` says what is
+/// wrong.
+pub fn environment_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("must not be empty".to_owned());
     }

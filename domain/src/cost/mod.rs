@@ -131,7 +131,7 @@ fn price(list: &[(&'static str, MicroUsd)], name: &str) -> Option<MicroUsd> {
 }
 
 /// Which prices an estimate used, and for what.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Basis {
     /// The region whose prices were used.
     pub prices_region: String,
@@ -144,7 +144,7 @@ pub struct Basis {
 }
 
 /// The assumed quantities behind usage-priced items.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Assumptions {
     pub hours_per_month: u64,
     pub nat_data_gb_per_month: u64,
@@ -152,7 +152,7 @@ pub struct Assumptions {
 }
 
 /// One priced part of the model.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LineItem {
     /// What it is, e.g. `"EKS nodes (gpu): g5.xlarge"`.
     pub item: String,
@@ -173,7 +173,8 @@ pub struct LineItem {
 }
 
 /// A monthly cost estimate of an [`InfraModel`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(description = "A monthly cost estimate of an environment's infrastructure.")]
 pub struct CostEstimate {
     /// Always `"USD"`.
     pub currency: String,
