@@ -3,10 +3,10 @@
 
 use super::output::{self, Format};
 use super::verbs::client;
-use serde_json::Value;
 use crate::settings::{ClientArgs, Secrets};
 use clap::{Args, Subcommand};
 use command_api::client::Client;
+use serde_json::Value;
 
 /// The environment verbs of the runbook (flattened into `provisioner env`).
 #[derive(Debug, Subcommand)]
@@ -78,7 +78,10 @@ pub async fn requeue_stuck(args: RequeueArgs, secrets: Secrets) -> anyhow::Resul
 /// The environments `requeue-stuck` touched, one line per environment and what was done.
 fn requeued(answer: &Value) -> String {
     let mut lines = Vec::new();
-    for (key, done) in [("started", "pending step started"), ("timed_out", "timed out")] {
+    for (key, done) in [
+        ("started", "pending step started"),
+        ("timed_out", "timed out"),
+    ] {
         for id in answer[key].as_array().into_iter().flatten() {
             lines.push(format!("{}: {done}", id.as_str().unwrap_or_default()));
         }

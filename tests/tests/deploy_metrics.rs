@@ -10,31 +10,9 @@ use std::collections::BTreeSet;
 const ALERTS: &str = include_str!("../../deploy/prometheus/alerts.yaml");
 const DASHBOARD: &str = include_str!("../../deploy/grafana/provisioner.json");
 
-// TODO(lead, at merge): replace with `command_api::metrics::NAMES` and
-// `executors::metrics::NAMES` once the metrics branch is merged; until then, the names of
-// /work/notes/metrics.md (the contract both branches follow).
-const API_METRICS: &[&str] = &[
-    "api_requests_total",
-    "api_request_duration_seconds",
-    "provisioning_environments_total",
-    "provisioning_duration_seconds",
-    "provisioning_operations_total",
-    "provisioning_environment_created_at",
-    "provisioning_operations_past_deadline",
-    "relay_lag_seconds",
-    "relay_outbox_rows",
-    "relay_quarantined_rows",
-    "projection_lag_events",
-    "jetstream_consumer_pending_messages",
-    "jetstream_consumer_ack_pending_messages",
-    "jetstream_consumer_redelivered_messages",
-];
-const EXECUTOR_METRICS: &[&str] = &[
-    "executor_jobs_in_flight",
-    "executor_jobs_total",
-    "executor_job_duration_seconds",
-    "executor_tool_runs_total",
-];
+/// Every metric the provisioner exports: the API process's and the executor's.
+const API_METRICS: &[&str] = command_api::metrics::NAMES;
+const EXECUTOR_METRICS: &[&str] = executors::metrics::NAMES;
 
 /// Series that come from elsewhere: Prometheus's own `up`, kube-state-metrics.
 fn external(name: &str) -> bool {
