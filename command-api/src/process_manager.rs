@@ -50,6 +50,8 @@ const RESULTS_CONSUMER: &str = Subjects::PROCESS_MANAGER_RESULTS_CONSUMER;
 const ENDS_CONSUMER: &str = Subjects::OPERATION_ENDS_CONSUMER;
 /// Messages handled at once per consumer.
 const CONCURRENCY: usize = 32;
+/// How long a handler may hold a message before JetStream redelivers it (heartbeats extend it).
+const ACK_WAIT: Duration = Duration::from_secs(30);
 /// Back-off (with jitter) of a command that failed for now, by delivery count.
 const RETRY: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
 /// Deliveries of a message whose command failed with an internal store error before it is
@@ -89,70 +91,84 @@ impl ProcessManager {
 
     /// Runs the loops until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
-        let triggers = {
-            let this = self.clone();
-            let config = pull::Config {
-                durable_name: Some(TRIGGER_CONSUMER.into()),
-                filter_subjects: STEP_TRIGGERS
-                    .iter()
-                    .map(|t| self.subjects.event_type(t))
-                    .collect(),
-                ack_wait: Duration::from_secs(30),
-                ..Default::default()
-            };
-            consume(
-                Consumer::new(self.js.clone(), self.subjects.events_stream(), config),
-                &shutdown,
-                move |message| {
-                    let this = this.clone();
-                    async move { this.on_trigger(&message).await }
-                },
-            )
+        let events_of = |types: &[&str]| -> Vec<String> {
+            types.iter().map(|t| self.subjects.event_type(t)).collect()
         };
-        let results = {
-            let this = self.clone();
-            let config = pull::Config {
+        let triggers = self.consume(
+            Loop::Triggers,
+            self.subjects.events_stream(),
+            pull::Config {
+                durable_name: Some(TRIGGER_CONSUMER.into()),
+                filter_subjects: events_of(&STEP_TRIGGERS),
+                ..Default::default()
+            },
+            &shutdown,
+        );
+        let results = self.consume(
+            Loop::Results,
+            self.subjects.results_stream(),
+            pull::Config {
                 durable_name: Some(RESULTS_CONSUMER.into()),
                 filter_subject: self.subjects.all_results(),
-                ack_wait: Duration::from_secs(30),
                 ..Default::default()
-            };
-            consume(
-                Consumer::new(self.js.clone(), self.subjects.results_stream(), config),
-                &shutdown,
-                move |message| {
-                    let this = this.clone();
-                    async move { this.on_result(&message).await }
-                },
-            )
-        };
-        let ends = {
-            let this = self.clone();
-            let config = pull::Config {
+            },
+            &shutdown,
+        );
+        // From new events only: a first deployment does not count the history as operations
+        // that just ended.
+        let ends = self.consume(
+            Loop::OperationEnds,
+            self.subjects.events_stream(),
+            pull::Config {
                 durable_name: Some(ENDS_CONSUMER.into()),
-                filter_subjects: OPERATION_END_EVENTS
-                    .iter()
-                    .map(|t| self.subjects.event_type(t))
-                    .collect(),
+                filter_subjects: events_of(&OPERATION_END_EVENTS),
                 deliver_policy: DeliverPolicy::New,
-                ack_wait: Duration::from_secs(30),
                 ..Default::default()
-            };
-            consume(
-                Consumer::new(self.js.clone(), self.subjects.events_stream(), config),
-                &shutdown,
-                move |message| {
-                    let this = this.clone();
-                    async move { this.on_operation_end(&message).await }
-                },
-            )
-        };
+            },
+            &shutdown,
+        );
         tokio::join!(
             triggers,
             results,
             ends,
             self.fail_abandoned_jobs(shutdown.clone())
         );
+    }
+
+    /// One of the loops: `config`'s durable consumer on `stream`, each message to `which`'s
+    /// handler, until `shutdown`.
+    fn consume(
+        &self,
+        which: Loop,
+        stream: String,
+        config: pull::Config,
+        shutdown: &CancellationToken,
+    ) -> impl Future<Output = ()> + use<> {
+        let this = self.clone();
+        let config = pull::Config {
+            ack_wait: ACK_WAIT,
+            ..config
+        };
+        let consumer = Consumer::new(self.js.clone(), stream, config);
+        let shutdown = shutdown.clone();
+        async move {
+            consumer
+                .batch(CONCURRENCY)
+                .retry_backoff(RETRY)
+                .run_each(CONCURRENCY, &shutdown, move |message| {
+                    let this = this.clone();
+                    async move {
+                        match which {
+                            Loop::Triggers => this.on_trigger(&message).await,
+                            Loop::Results => this.on_result(&message).await,
+                            Loop::OperationEnds => this.on_operation_end(&message).await,
+                        }
+                    }
+                })
+                .await
+                .wait()
+                .await;
+        }
     }
 
     /// Fails the operation of every job the executors' consumer stopped redelivering.
@@ -444,18 +460,15 @@ fn disposition(error: &StoreError, delivered: u64) -> Disposition {
 
 /// Runs one of the process manager's consumers until shutdown: up to [`CONCURRENCY`] messages
 /// at once, retries backing off by [`RETRY`]; waits for the handlers still running.
-async fn consume<H, F>(consumer: Consumer, shutdown: &CancellationToken, handler: H)
-where
-    H: Fn(Message) -> F + Send + Sync + 'static,
-    F: Future<Output = Disposition> + Send + 'static,
-{
-    consumer
-        .batch(CONCURRENCY)
-        .retry_backoff(RETRY)
-        .run_each(CONCURRENCY, shutdown, handler)
-        .await
-        .wait()
-        .await;
+/// The process manager's consumer loops.
+#[derive(Clone, Copy)]
+enum Loop {
+    /// `…Started`-causing events → `StartPendingOperation`.
+    Triggers,
+    /// Executors' results → `CompleteOperation`.
+    Results,
+    /// The events that end an operation → the operation metrics.
+    OperationEnds,
 }
 
 #[cfg(test)]

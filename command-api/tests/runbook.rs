@@ -88,7 +88,9 @@ async fn cancel_fails_the_step_in_flight_naming_the_admin_and_retry_resumes_it()
     let retried = app.retry(&id).await;
     assert_eq!(retried.status(), StatusCode::ACCEPTED);
     app.wait_for(&id, WAIT, |view| {
-        view["status"] == "provisioning" && view["operation"]["id"] != operation_id.as_str()
+        view["status"] == "provisioning"
+            && view["operation"]["id"].is_string()
+            && view["operation"]["id"] != operation_id.as_str()
     })
     .await;
 }
@@ -345,7 +347,10 @@ async fn force_unlock_is_refused_while_the_executor_lives_and_queues_the_retry_o
     // The next run's job carries exactly that lock and who authorised it.
     let view = app
         .wait_for(&id, WAIT, |view| {
-            view["status"] == "provisioning" && view["operation"]["id"] != operation_id.as_str()
+            // A retry is `provisioning` before its step starts: wait for the new operation.
+            view["status"] == "provisioning"
+                && view["operation"]["id"].is_string()
+                && view["operation"]["id"] != operation_id.as_str()
         })
         .await;
     let started = last_of(&app, &id, "InfraApplyStarted").await;

@@ -25,12 +25,13 @@ async fn operation(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-/// Runs the `provisioner` binary's client `args` against the stack; its JSON answer.
+/// Runs the `provisioner` binary's client `args` against the stack with `-o json`; its answer.
 fn provisioner(stack: &Stack, args: &[&str]) -> Value {
     let output = std::process::Command::new(binary_dir().join("provisioner"))
         .args(args)
         .env("PROVISIONER_API_URL", &stack.base_url)
         .env("PROVISIONER_TOKEN", stack.token())
+        .env("PROVISIONER_OUTPUT", "json")
         .output()
         .expect("run provisioner");
     assert!(
