@@ -227,9 +227,9 @@ async fn walk_through(client: &Client, file: Option<PathBuf>) -> anyhow::Result<
         say("the environment did not become ready; see its history below");
     }
 
-    say("\n== 3. the environment with its outputs: GET /v1/environments/{id}");
+    say("\n== 3. the environment, its conditions and outputs: GET /v1/environments/{id}");
     let view = wait_for_projection(client, &id, status.as_str()).await?;
-    say(serde_json::to_string_pretty(&view)?);
+    say(super::output::environment(&view));
 
     say("\n== 4. destroy it: DELETE /v1/environments/{id}");
     say(serde_json::to_string_pretty(&client.delete(&id).await?)?);
