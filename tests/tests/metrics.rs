@@ -12,7 +12,7 @@ use system_tests::{Stack, StackOptions, sandbox_yaml};
 const WITHIN: Duration = Duration::from_secs(60);
 
 /// The API process's metrics, as listed in the shared list of names.
-const API_METRICS: [&str; 14] = [
+const API_METRICS: [&str; 15] = [
     "api_requests_total",
     "api_request_duration_seconds",
     "provisioning_environments_total",
@@ -27,6 +27,7 @@ const API_METRICS: [&str; 14] = [
     "jetstream_consumer_pending_messages",
     "jetstream_consumer_ack_pending_messages",
     "jetstream_consumer_redelivered_messages",
+    "provisioner_dependency_up",
 ];
 
 /// The executor process's metrics, as listed in the shared list of names.

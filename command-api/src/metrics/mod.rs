@@ -28,6 +28,7 @@ pub const PROJECTION_LAG_EVENTS: &str = "projection_lag_events";
 pub const CONSUMER_PENDING: &str = "jetstream_consumer_pending_messages";
 pub const CONSUMER_ACK_PENDING: &str = "jetstream_consumer_ack_pending_messages";
 pub const CONSUMER_REDELIVERED: &str = "jetstream_consumer_redelivered_messages";
+pub const DEPENDENCY_UP: &str = "provisioner_dependency_up";
 
 /// Every metric this crate records (the dashboard's and the alert rules' tests check against it).
 pub const NAMES: &[&str] = &[
@@ -45,6 +46,7 @@ pub const NAMES: &[&str] = &[
     CONSUMER_PENDING,
     CONSUMER_ACK_PENDING,
     CONSUMER_REDELIVERED,
+    DEPENDENCY_UP,
 ];
 
 /// The buckets of this crate's histograms, in seconds: requests up to 30 s, operations up to
@@ -174,6 +176,11 @@ pub fn describe() {
     describe_gauge!(
         CONSUMER_REDELIVERED,
         "messages a durable JetStream consumer delivered more than once, unacknowledged"
+    );
+    describe_gauge!(
+        DEPENDENCY_UP,
+        "1 when the last sample reached the dependency (postgres: the read model answered; \
+         nats: every consumer's info answered) within its timeout, else 0"
     );
     for phase in PHASES {
         for outcome in Outcome::ALL {

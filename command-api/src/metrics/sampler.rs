@@ -7,9 +7,9 @@
 //! and leaves its gauges at their last values.
 
 use super::{
-    CONSUMER_ACK_PENDING, CONSUMER_PENDING, CONSUMER_REDELIVERED, ENVIRONMENT_CREATED_AT,
-    ENVIRONMENTS_TOTAL, OPERATIONS_PAST_DEADLINE, PROJECTION_LAG_EVENTS, RELAY_LAG_SECONDS,
-    RELAY_OUTBOX_ROWS, RELAY_QUARANTINED_ROWS, per_status,
+    CONSUMER_ACK_PENDING, CONSUMER_PENDING, CONSUMER_REDELIVERED, DEPENDENCY_UP,
+    ENVIRONMENT_CREATED_AT, ENVIRONMENTS_TOTAL, OPERATIONS_PAST_DEADLINE, PROJECTION_LAG_EVENTS,
+    RELAY_LAG_SECONDS, RELAY_OUTBOX_ROWS, RELAY_QUARANTINED_ROWS, per_status,
 };
 use crate::{deadlines, relay};
 use async_nats::jetstream;
@@ -70,14 +70,19 @@ impl Sampler {
         }
     }
 
-    /// One round of every gauge.
+    /// One round of every gauge, and whether each dependency answered it.
     pub async fn sample(&self) {
         let now = Utc::now();
-        bounded("environments", self.environments()).await;
-        bounded("operations past deadline", self.past_deadline(now)).await;
-        bounded("relay backlog", self.relay(now)).await;
+        let mut postgres = bounded("environments", self.environments()).await;
+        postgres &= bounded("operations past deadline", self.past_deadline(now)).await;
+        postgres &= bounded("relay backlog", self.relay(now)).await;
+        let mut nats = true;
         for (stream, consumer) in self.subjects.durable_consumers() {
-            bounded(consumer, self.consumer(stream, consumer)).await;
+            nats &= bounded(consumer, self.consumer(stream, consumer)).await;
+        }
+        for (dependency, up) in [("postgres", postgres), ("nats", nats)] {
+            ::metrics::gauge!(DEPENDENCY_UP, "dependency" => dependency)
+                .set(f64::from(u8::from(up)));
         }
     }
 
@@ -147,12 +152,14 @@ fn is_not_found(error: &jetstream::context::ConsumerInfoError) -> bool {
 }
 
 /// Runs one sample for at most [`QUERY_TIMEOUT`]; a failure is logged, the gauges stay.
-async fn bounded(what: &str, sample: impl Future<Output = Result<(), SampleError>>) {
-    match tokio::time::timeout(QUERY_TIMEOUT, sample).await {
+/// Whether it succeeded.
+async fn bounded(what: &str, sample: impl Future<Output = Result<(), SampleError>>) -> bool {
+    let outcome = tokio::time::timeout(QUERY_TIMEOUT, sample).await;
+    match &outcome {
         Ok(Ok(())) => {}
         Ok(Err(error)) => tracing::warn!(
             sample = what,
-            error = %domain::text::error_chain(&error),
+            error = %domain::text::error_chain(error),
             "metrics sample failed; keeping the last values"
         ),
         Err(_) => tracing::warn!(
@@ -161,4 +168,5 @@ async fn bounded(what: &str, sample: impl Future<Output = Result<(), SampleError
             "metrics sample timed out; keeping the last values"
         ),
     }
+    matches!(outcome, Ok(Ok(())))
 }
