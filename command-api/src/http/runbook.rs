@@ -9,10 +9,12 @@ use super::error::{AppError, ErrorBody};
 use super::extract::Path;
 use super::request_id::RequestId;
 use super::{AppState, auth::Principal};
+use crate::environments::Caller;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use domain::ids::EnvironmentId;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use utoipa::ToSchema;
@@ -38,6 +40,17 @@ pub(super) struct ForceUnlockBody {
     #[serde(default)]
     #[schema(min_length = 1, max_length = 1000)]
     reason: Option<String>,
+}
+
+/// An admin's command on environment `id`: who calls (403 unless an admin) and which
+/// environment (404 for a malformed id).
+fn admin_command(
+    principal: &Principal,
+    request_id: &RequestId,
+    id: &str,
+) -> Result<(Caller, EnvironmentId), AppError> {
+    principal.require_admin()?;
+    Ok((caller(principal, request_id), parse_id(id)?))
 }
 
 /// The JSON object of a request body (bounded by [`read_body`]): 400 naming what is wrong when
@@ -72,9 +85,7 @@ pub async fn cancel(
     Extension(request_id): Extension<RequestId>,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
-    principal.require_admin()?;
-    let id = parse_id(&id)?;
-    let caller = caller(&principal, &request_id);
+    let (caller, id) = admin_command(&principal, &request_id, &id)?;
     Ok(accepted(state.runbook.cancel(&caller, &id).await?))
 }
 
@@ -106,10 +117,8 @@ pub async fn mark_failed(
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Response, AppError> {
-    principal.require_admin()?;
-    let id = parse_id(&id)?;
+    let (caller, id) = admin_command(&principal, &request_id, &id)?;
     let body: ReasonBody = json_body(body).await?;
-    let caller = caller(&principal, &request_id);
     let result = state
         .runbook
         .mark_failed(&caller, &id, &body.reason)
@@ -145,10 +154,8 @@ pub async fn mark_destroyed(
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Response, AppError> {
-    principal.require_admin()?;
-    let id = parse_id(&id)?;
+    let (caller, id) = admin_command(&principal, &request_id, &id)?;
     let body: ReasonBody = json_body(body).await?;
-    let caller = caller(&principal, &request_id);
     let result = state
         .runbook
         .mark_destroyed(&caller, &id, &body.reason)
@@ -184,10 +191,8 @@ pub async fn force_unlock(
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Response, AppError> {
-    principal.require_admin()?;
-    let id = parse_id(&id)?;
+    let (caller, id) = admin_command(&principal, &request_id, &id)?;
     let body: ForceUnlockBody = json_body(body).await?;
-    let caller = caller(&principal, &request_id);
     let result = state
         .runbook
         .force_unlock(&caller, &id, &body.lock_id, body.reason.as_deref())

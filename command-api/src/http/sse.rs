@@ -144,7 +144,7 @@ pub(super) async fn ordered_messages<T: DeserializeOwned>(
     operation_id = "stream_environment_events",
     params(EnvironmentPath, ResumeParams, LastEventId),
     responses(
-        (status = 200, description = "Server-Sent Events: `id:` the event's sequence, `event:` its type, `data:` the history item (`HistoryItem`) plus `environment_id`; keep-alive comments. Ends after `InfraDestroyed`.", content_type = "text/event-stream", body = String),
+        (status = 200, description = "Server-Sent Events: `id:` the event's sequence, `event:` its type, `data:` the history item (`HistoryItem`) plus `environment_id`; keep-alive comments. Ends after `InfraDestroyed` or `MarkedDestroyed`.", content_type = "text/event-stream", body = String),
         (status = 400, description = "`bad_request`: a bad `Last-Event-ID` or `after`.", body = ErrorBody),
         (status = 404, description = "`not_found`: no such environment (or a malformed id).", body = ErrorBody),
         (status = 503, description = "`unavailable`: Postgres or NATS cannot be reached.", body = ErrorBody),
