@@ -1,7 +1,9 @@
 //! The executor process's own HTTP endpoint (`PROVISIONER_EXECUTOR_LISTEN`): `GET /metrics`
 //! (Prometheus's text format, from the process's one recorder), `GET /healthz` (the process is
 //! up) and `GET /readyz` (NATS is connected and the events and results streams exist). It has a
-//! NATS connection of its own, so it answers while the runner waits for the streams.
+//! NATS connection of its own, so it answers while the runner waits for the streams. The binary
+//! serves [`router`] with the API's own server (`command_api::server`): header, body and idle
+//! timeouts and a connection limit, so a client that sends nothing cannot hold it.
 
 use async_nats::jetstream;
 use axum::Router;
@@ -12,11 +14,7 @@ use axum::routing::get;
 use domain::wire::Subjects;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
-use std::io;
-use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 /// The longest a readiness check waits for NATS.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -49,30 +47,6 @@ impl Status {
             nats,
             subjects,
         })
-    }
-}
-
-/// The endpoint, bound (port 0 picks a free port) and not yet serving.
-pub struct StatusServer {
-    listener: TcpListener,
-}
-
-impl StatusServer {
-    pub async fn bind(address: SocketAddr) -> io::Result<Self> {
-        Ok(Self {
-            listener: TcpListener::bind(address).await?,
-        })
-    }
-
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
-    /// Serves until `shutdown`.
-    pub async fn serve(self, status: Status, shutdown: CancellationToken) -> io::Result<()> {
-        axum::serve(self.listener, router(status))
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
     }
 }
 

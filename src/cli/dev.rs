@@ -10,12 +10,13 @@ use anyhow::Context;
 use command_api::app::Application;
 use command_api::client::Client;
 use command_api::database;
-use command_api::settings::{DEFAULT_DATABASE_URL, Settings};
+use command_api::settings::{DEFAULT_DATABASE_URL, HttpSettings, Settings};
 use domain::wire::Subjects;
 use executors::settings::{ExecutorSettings, SandboxTools};
-use executors::status::{Status, StatusServer};
+use executors::status::Status;
 use secrecy::{ExposeSecret, SecretString};
 use std::path::PathBuf;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// The sandbox example the demo walks through when no file is given.
@@ -101,15 +102,24 @@ fn dev_settings(
     Ok((settings, executor, private))
 }
 
+/// How the executor's endpoint serves its scrapes and probes: the API's timeouts, few
+/// connections, a short drain.
+const EXECUTOR_ENDPOINT_HTTP: HttpSettings = HttpSettings {
+    header_timeout: Duration::from_secs(5),
+    body_timeout: Duration::from_secs(5),
+    idle_timeout: Duration::from_secs(60),
+    max_connections: 64,
+    drain_timeout: Duration::from_secs(2),
+};
+
 /// The executor, with its own endpoint (metrics, health) on `PROVISIONER_EXECUTOR_LISTEN`.
 pub async fn executor(args: ExecutorCommand) -> anyhow::Result<i32> {
     let settings = executor_settings(&args.common, &args.executor)?;
     let metrics = install_metrics()?;
     let listen = args.executor.executor_listen;
-    let server = StatusServer::bind(listen)
-        .await
+    let listener = command_api::server::bind(listen)
         .with_context(|| format!("failed to bind PROVISIONER_EXECUTOR_LISTEN={listen}"))?;
-    tracing::info!(listen = %server.local_addr()?, "executor endpoint (metrics, health) listening");
+    tracing::info!(listen = %listener.local_addr()?, "executor endpoint (metrics, health) listening");
     let status = Status::connect(
         metrics,
         &settings.nats_url,
@@ -119,14 +129,17 @@ pub async fn executor(args: ExecutorCommand) -> anyhow::Result<i32> {
     .context("failed to connect the executor endpoint to nats")?;
     let shutdown = shutdown_on_signal();
     let endpoint_stop = CancellationToken::new();
-    let endpoint = tokio::spawn(server.serve(status, endpoint_stop.clone()));
+    let endpoint = tokio::spawn(command_api::server::serve(
+        listener,
+        executors::status::router(status),
+        &EXECUTOR_ENDPOINT_HTTP,
+        endpoint_stop.clone(),
+    ));
     let result = executors::runner::run(settings, shutdown).await;
     // Answering until the runner has stopped: a scrape sees the last jobs.
     endpoint_stop.cancel();
-    match endpoint.await {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => tracing::warn!(%error, "the executor endpoint failed"),
-        Err(error) => tracing::warn!(%error, "the executor endpoint stopped"),
+    if let Err(error) = endpoint.await {
+        tracing::warn!(%error, "the executor endpoint stopped");
     }
     result?;
     Ok(0)

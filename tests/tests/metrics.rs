@@ -261,3 +261,29 @@ async fn the_api_and_the_executor_serve_every_listed_metric_after_a_lifecycle() 
     promtool_check(&api_path);
     promtool_check(&executor_path);
 }
+
+/// The executor's endpoint is served like the API: a connection that never completes its request
+/// head is closed (after the endpoint's 5 s header timeout), so idle sockets cannot hold it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_executor_endpoint_closes_a_connection_that_never_finishes_its_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stack = Stack::start().await;
+    let address = stack.executor_url.trim_start_matches("http://").to_owned();
+    // The endpoint answers at all.
+    let healthz = reqwest::get(format!("{}/healthz", stack.executor_url))
+        .await
+        .unwrap();
+    assert_eq!(healthz.status(), StatusCode::OK);
+
+    let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+    socket
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buffer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), socket.read_to_end(&mut buffer)).await;
+    assert!(
+        matches!(read, Ok(Ok(_))),
+        "the half-sent request was still open after 20 s: {read:?}"
+    );
+}
