@@ -686,10 +686,13 @@ fn read_config(path: &std::path::Path, named: bool) -> Result<Option<ConfigFile>
         });
     }
     let text = std::fs::read_to_string(path).map_err(read)?;
-    let file: ConfigFile = serde_saphyr::from_str(&text).map_err(|e| ConfigError::Invalid {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })?;
+    // No source snippet in the error: the lines around a mistake may hold the token.
+    let options = serde_saphyr::options! { with_snippet: false };
+    let file: ConfigFile =
+        serde_saphyr::from_str_with_options(&text, options).map_err(|e| ConfigError::Invalid {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
     let mode = metadata.permissions().mode() & 0o777;
     if file.token.is_some() && mode & 0o077 != 0 {
         return Err(ConfigError::Exposed {
@@ -1529,6 +1532,23 @@ mod tests {
                 error.contains(expected) && error.contains("config.yaml"),
                 "{text}: {error}"
             );
+        }
+        // The error names the line, never the file's text: the token beside a mistake stays
+        // out of it.
+        for text in [
+            "token: tok-canary-1\nbogus: 1\n",
+            "api_url: http://x\ntoken: [tok-canary-1]\n",
+        ] {
+            let file = private_file(dir.path(), text, 0o600);
+            let error = client_args(None, &file)
+                .settings(&Secrets::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("line 2") || error.contains("line 1"),
+                "{error}"
+            );
+            assert!(!error.contains("tok-canary-1"), "{error}");
         }
         let big = private_file(dir.path(), &"#".repeat(70_000), 0o600);
         let error = client_args(None, &big).settings(&Secrets::default());
