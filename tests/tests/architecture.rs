@@ -22,6 +22,28 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use serde_json::Value;
 
 /// The normal-dependency graph of the workspace: package name -> the names it depends on.
+/// `cargo metadata --format-version 1` of this workspace.
+fn workspace_metadata() -> Value {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    let output = std::process::Command::new(cargo)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--manifest-path",
+            manifest,
+        ])
+        .output()
+        .expect("cargo metadata starts");
+    assert!(
+        output.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("metadata JSON")
+}
+
 #[derive(Debug, Default)]
 struct Graph {
     edges: BTreeMap<String, BTreeSet<String>>,
@@ -30,27 +52,9 @@ struct Graph {
 }
 
 impl Graph {
-    /// Reads `cargo metadata --format-version 1` of this workspace.
+    /// The graph of this workspace.
     fn of_workspace() -> Graph {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
-        let output = std::process::Command::new(cargo)
-            .args([
-                "metadata",
-                "--format-version",
-                "1",
-                "--manifest-path",
-                manifest,
-            ])
-            .output()
-            .expect("cargo metadata starts");
-        assert!(
-            output.status.success(),
-            "cargo metadata failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let metadata: Value = serde_json::from_slice(&output.stdout).expect("metadata JSON");
-        Graph::from_metadata(&metadata)
+        Graph::from_metadata(&workspace_metadata())
     }
 
     fn from_metadata(metadata: &Value) -> Graph {
@@ -291,4 +295,45 @@ fn a_violation_names_the_path_that_breaks_the_rule() {
         "a dev-dependency is no violation"
     );
     assert!(graph.violations("c", &["a"]).is_empty());
+}
+
+/// `1.94.1` as a comparable triple (a missing part is 0).
+fn rust_version(text: &str) -> (u32, u32, u32) {
+    let mut parts = text
+        .split('.')
+        .map(|part| part.parse::<u32>().expect("a version number"));
+    let mut next = || parts.next().unwrap_or(0);
+    (next(), next(), next())
+}
+
+/// The toolchain the workspace declares (`rust-version`) builds every locked dependency (none
+/// asks for a newer one), and the image's builder (deploy/Dockerfile) is that toolchain: a
+/// dependency that needs a newer compiler fails here, not in a release build.
+#[test]
+fn the_declared_toolchain_builds_every_dependency_and_the_image_uses_it() {
+    let metadata = workspace_metadata();
+    let packages = metadata["packages"].as_array().expect("packages");
+    let declared = packages
+        .iter()
+        .find(|p| p["name"] == "provisioner")
+        .and_then(|p| p["rust_version"].as_str())
+        .expect("the workspace declares its rust-version");
+    let newer: Vec<String> = packages
+        .iter()
+        .filter_map(|p| {
+            let needs = p["rust_version"].as_str()?;
+            (rust_version(needs) > rust_version(declared))
+                .then(|| format!("{} {} needs rust {needs}", p["name"], p["version"]))
+        })
+        .collect();
+    assert!(
+        newer.is_empty(),
+        "rust-version is {declared}, but: {newer:?}; raise it (and the Dockerfile's builder)"
+    );
+    let dockerfile = include_str!("../../deploy/Dockerfile");
+    let builder = format!("FROM rust:{declared}-");
+    assert!(
+        dockerfile.lines().any(|line| line.starts_with(&builder)),
+        "deploy/Dockerfile's builder is not `{builder}…` (the workspace's rust-version)"
+    );
 }
