@@ -112,6 +112,9 @@ pub enum Step {
 }
 
 impl Step {
+    /// Every step, in pipeline order.
+    pub const ALL: [Step; 3] = [Step::Infra, Step::Bootstrap, Step::Destroy];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Step::Infra => "infra",

@@ -32,8 +32,6 @@ pub const HISTOGRAM_BUCKETS: &[(&str, &[f64])] = &[(
 /// stand in for).
 pub const TOOLS: [&str; 2] = ["terraform", "helm"];
 
-const STEPS: [Step; 3] = [Step::Infra, Step::Bootstrap, Step::Destroy];
-
 /// How a job that ran its step ended on this executor: the `outcome` label of [`JOBS_TOTAL`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JobOutcome {
@@ -117,7 +115,7 @@ pub fn describe() {
         "terraform and helm runs, by tool and result (succeeded, failed, cancelled, error)"
     );
     ::metrics::gauge!(JOBS_IN_FLIGHT).increment(0.0);
-    for step in STEPS {
+    for step in Step::ALL {
         for outcome in JobOutcome::ALL {
             ::metrics::counter!(JOBS_TOTAL, "step" => step.as_str(), "outcome" => outcome.as_str())
                 .increment(0);

@@ -110,9 +110,6 @@ impl Outcome {
     }
 }
 
-/// The steps, as the `phase` label.
-const PHASES: [Step; 3] = [Step::Infra, Step::Bootstrap, Step::Destroy];
-
 /// Describes every metric and creates the counters of every fixed label set at zero, so a
 /// rate or an `increase()` sees the first failure. Call once the recorder is installed.
 pub fn describe() {
@@ -182,7 +179,7 @@ pub fn describe() {
         "1 when the last sample reached the dependency (postgres: the read model answered; \
          nats: every consumer's info answered) within its timeout, else 0"
     );
-    for phase in PHASES {
+    for phase in Step::ALL {
         for outcome in Outcome::ALL {
             ::metrics::counter!(
                 OPERATIONS_TOTAL,
