@@ -29,11 +29,14 @@
 use crate::cli::Cli;
 use crate::cli::output::Format;
 use clap::{Args, CommandFactory, FromArgMatches};
+use command_api::http::rate_limit::RateLimit;
 use command_api::settings::{
     DEFAULT_DATABASE_URL, DEFAULT_NATS_URL, DEFAULT_PREFIX, HttpSettings, Settings,
 };
+use command_api::tenancy::TenantPolicy;
 use domain::aggregate::StepTimeouts;
 use domain::spec::Provider;
+use domain::tenant::TenantId;
 use executors::settings::{
     BETA9_CHART, BETA9_CHART_NAME, BETA9_CHART_VERSION, BaselineChart, ChartError, ChartRef,
     Charts, ExecutorSettings, TerraformRetry,
@@ -41,8 +44,10 @@ use executors::settings::{
 use executors::terraform_version::Flavour;
 use local_services::postgres::BinarySource;
 use secrecy::SecretString;
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -242,6 +247,50 @@ fn providers(value: &str) -> Result<Vec<Provider>, SettingError> {
         .collect()
 }
 
+fn tenant_quotas(value: &str) -> Result<BTreeMap<TenantId, u32>, SettingError> {
+    command_api::tenancy::parse_quotas(value)
+        .map_err(|reason| SettingError::new("PROVISIONER_TENANT_QUOTAS", value, reason))
+}
+
+/// A region a document may name: the sandbox's, or an AWS region environments may use.
+fn known_region(region: &str) -> Result<String, String> {
+    use domain::config::{AWS_REGIONS, SANDBOX_REGION};
+    if region == SANDBOX_REGION || AWS_REGIONS.contains(&region) {
+        Ok(region.to_owned())
+    } else {
+        Err(format!(
+            "{region:?} is not a region environments can use ({SANDBOX_REGION}, or one of: {})",
+            AWS_REGIONS.join(", ")
+        ))
+    }
+}
+
+fn allowed_regions(value: &str) -> Result<Vec<String>, SettingError> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(|region| {
+            known_region(region)
+                .map_err(|reason| SettingError::new("PROVISIONER_ALLOWED_REGIONS", value, reason))
+        })
+        .collect()
+}
+
+fn tenant_regions(value: &str) -> Result<BTreeMap<TenantId, Vec<String>>, SettingError> {
+    command_api::tenancy::parse_tenant_lists(value, known_region)
+        .map_err(|reason| SettingError::new("PROVISIONER_TENANT_REGIONS", value, reason))
+}
+
+fn tenant_providers(value: &str) -> Result<BTreeMap<TenantId, Vec<Provider>>, SettingError> {
+    command_api::tenancy::parse_tenant_lists(value, |provider| match provider {
+        "sandbox" => Ok(Provider::Sandbox),
+        "aws" => Ok(Provider::Aws),
+        other => Err(format!("unknown provider {other:?}; known: sandbox, aws")),
+    })
+    .map_err(|reason| SettingError::new("PROVISIONER_TENANT_PROVIDERS", value, reason))
+}
+
 // ---------------------------------------------------------------------------------------------
 // The groups.
 
@@ -359,6 +408,39 @@ pub struct ApiArgs {
     #[arg(long, env = "PROVISIONER_METRICS_INTERVAL_SECS", default_value = "15",
           value_parser = seconds_in("PROVISIONER_METRICS_INTERVAL_SECS", 1, 3600))]
     pub metrics_interval_secs: Duration,
+    /// Active (not destroyed) environments a tenant may have, unless PROVISIONER_TENANT_QUOTAS
+    /// says otherwise for it.
+    #[arg(long, env = "PROVISIONER_MAX_ENVIRONMENTS_PER_TENANT", default_value = "25",
+          value_parser = whole_in("PROVISIONER_MAX_ENVIRONMENTS_PER_TENANT", 0, 100_000))]
+    pub max_environments_per_tenant: u32,
+    /// Per-tenant quotas of active environments: `tenant=count` pairs, comma-separated
+    /// (`acme=50,globex=5`).
+    #[arg(long, env = "PROVISIONER_TENANT_QUOTAS", default_value = "",
+          value_parser = tenant_quotas)]
+    pub tenant_quotas: ::std::collections::BTreeMap<TenantId, u32>,
+    /// Comma-separated regions environments may be requested in (e.g. `us-east-1,eu-west-1`);
+    /// empty allows every region.
+    #[arg(long, env = "PROVISIONER_ALLOWED_REGIONS", default_value = "",
+          value_parser = allowed_regions)]
+    pub allowed_regions: ::std::vec::Vec<String>,
+    /// Per-tenant allowed regions, in place of PROVISIONER_ALLOWED_REGIONS for those tenants:
+    /// `tenant=region|region` pairs, comma-separated (`acme=eu-west-1|eu-central-1`).
+    #[arg(long, env = "PROVISIONER_TENANT_REGIONS", default_value = "",
+          value_parser = tenant_regions)]
+    pub tenant_regions: ::std::collections::BTreeMap<TenantId, ::std::vec::Vec<String>>,
+    /// Per-tenant providers, of those PROVISIONER_PROVIDERS enables: `tenant=provider|provider`
+    /// pairs, comma-separated (`acme=sandbox,globex=sandbox|aws`); others may use every one.
+    #[arg(long, env = "PROVISIONER_TENANT_PROVIDERS", default_value = "",
+          value_parser = tenant_providers)]
+    pub tenant_providers: ::std::collections::BTreeMap<TenantId, ::std::vec::Vec<Provider>>,
+    /// Commands (anything but reads) each token may send per minute, sustained.
+    #[arg(long, env = "PROVISIONER_RATE_LIMIT_PER_MINUTE", default_value = "120",
+          value_parser = positive::<u32>("PROVISIONER_RATE_LIMIT_PER_MINUTE"))]
+    pub rate_limit_per_minute: u32,
+    /// Commands each token may send at once after a quiet spell.
+    #[arg(long, env = "PROVISIONER_RATE_LIMIT_BURST", default_value = "30",
+          value_parser = positive::<u32>("PROVISIONER_RATE_LIMIT_BURST"))]
+    pub rate_limit_burst: u32,
 }
 
 /// An executor: consumes jobs, runs terraform and helm.
@@ -796,6 +878,17 @@ pub fn api_settings(
             max_connections: api.http_max_connections,
             drain_timeout: api.http_drain_timeout_ms,
         },
+        tenant_policy: TenantPolicy {
+            max_environments: api.max_environments_per_tenant,
+            quotas: api.tenant_quotas.clone(),
+            allowed_regions: api.allowed_regions.clone(),
+            tenant_regions: api.tenant_regions.clone(),
+            tenant_providers: api.tenant_providers.clone(),
+        },
+        rate_limit: RateLimit {
+            per_minute: NonZeroU32::new(api.rate_limit_per_minute).unwrap_or(NonZeroU32::MIN),
+            burst: NonZeroU32::new(api.rate_limit_burst).unwrap_or(NonZeroU32::MIN),
+        },
     })
 }
 
@@ -1199,6 +1292,26 @@ mod tests {
                 "unknown provider \"gcp\"; known: sandbox, aws",
             ),
             (
+                &["--tenant-quotas=acme=lots"][..],
+                "invalid setting PROVISIONER_TENANT_QUOTAS=\"acme=lots\": the quota of acme must be a whole number",
+            ),
+            (
+                &["--allowed-regions=us-east-1,mars-1"][..],
+                "invalid setting PROVISIONER_ALLOWED_REGIONS=\"us-east-1,mars-1\": \"mars-1\" is not a region",
+            ),
+            (
+                &["--tenant-providers=acme=gcp"][..],
+                "invalid setting PROVISIONER_TENANT_PROVIDERS=\"acme=gcp\": unknown provider \"gcp\"",
+            ),
+            (
+                &["--tenant-regions=Acme=us-east-1"][..],
+                "invalid setting PROVISIONER_TENANT_REGIONS=\"Acme=us-east-1\": tenant \"Acme\"",
+            ),
+            (
+                &["--rate-limit-per-minute=0"][..],
+                "invalid setting PROVISIONER_RATE_LIMIT_PER_MINUTE=\"0\"",
+            ),
+            (
                 &["--infra-timeout-secs=0"][..],
                 "invalid setting PROVISIONER_INFRA_TIMEOUT_SECS=\"0\": use 1 to 604800 seconds",
             ),
@@ -1364,6 +1477,13 @@ mod tests {
             "PROVISIONER_HTTP_IDLE_TIMEOUT_MS",
             "PROVISIONER_HTTP_MAX_CONNECTIONS",
             "PROVISIONER_HTTP_DRAIN_TIMEOUT_MS",
+            "PROVISIONER_MAX_ENVIRONMENTS_PER_TENANT",
+            "PROVISIONER_TENANT_QUOTAS",
+            "PROVISIONER_ALLOWED_REGIONS",
+            "PROVISIONER_TENANT_REGIONS",
+            "PROVISIONER_TENANT_PROVIDERS",
+            "PROVISIONER_RATE_LIMIT_PER_MINUTE",
+            "PROVISIONER_RATE_LIMIT_BURST",
             "DATABASE_URL",
             "PROVISIONER_ADMIN_TOKEN",
         ] {

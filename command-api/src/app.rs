@@ -4,6 +4,7 @@
 use crate::database;
 use crate::deadlines::DeadlineSweep;
 use crate::environments::{Environments, Providers};
+use crate::http::rate_limit::CommandLimiter;
 use crate::http::{self, AppState, auth::Tokens};
 use crate::jetstream::ensure_streams;
 use crate::metrics::{self, sampler::Sampler};
@@ -64,6 +65,11 @@ impl Application {
         ensure_streams(&js, &subjects, settings.stream_replicas)
             .await
             .context("failed to create jetstream streams (is this NATS >= 2.10 with JetStream?)")?;
+        settings
+            .tenant_policy
+            .publish(&pool)
+            .await
+            .context("failed to write the tenants' quotas")?;
         let store = EventStore::new(pool.clone());
         let environments = Environments::new(
             store.clone(),
@@ -71,6 +77,7 @@ impl Application {
                 enabled: settings.enabled_providers.clone(),
                 tf_state_bucket_set: settings.tf_state_bucket_set,
             },
+            settings.tenant_policy.clone(),
         );
         let runbook = Runbook::new(
             environments.clone(),
@@ -79,13 +86,15 @@ impl Application {
             settings.step_timeouts,
         );
         let state = AppState {
+            auth: Tokens::new(admin_token, pool.clone()),
+            commands: CommandLimiter::new(settings.rate_limit),
             environments,
             runbook,
             pool,
             nats,
             js,
             subjects,
-            auth: Tokens::new(admin_token),
+
             sse_keep_alive: settings.sse_keep_alive,
             shutdown: CancellationToken::new(),
             metrics,

@@ -187,6 +187,37 @@ impl Client {
             .await
     }
 
+    /// Admin: issues a token of `tenant` with `role`; the answer holds the token, once.
+    pub async fn create_token(
+        &self,
+        name: &str,
+        tenant: &str,
+        role: &str,
+        expires_in_days: Option<u64>,
+    ) -> Result<Value, ClientError> {
+        let body = serde_json::json!({
+            "name": name,
+            "tenant": tenant,
+            "role": role,
+            "expires_in_days": expires_in_days,
+        });
+        self.json(self.request(Method::POST, "/v1/tokens").json(&body))
+            .await
+    }
+
+    /// Admin: the tokens (of `tenant`), never the tokens themselves: `{"items": [...]}`.
+    pub async fn list_tokens(&self, tenant: Option<&str>) -> Result<Value, ClientError> {
+        let query: Vec<(&str, &str)> = tenant.map(|t| ("tenant", t)).into_iter().collect();
+        self.json(self.request(Method::GET, "/v1/tokens").query(&query))
+            .await
+    }
+
+    /// Admin: revokes a token.
+    pub async fn revoke_token(&self, id: &str) -> Result<Value, ClientError> {
+        self.json(self.request(Method::DELETE, &format!("/v1/tokens/{id}")))
+            .await
+    }
+
     pub async fn history(&self, id: &str) -> Result<Vec<EventEnvelope>, ClientError> {
         let items = self
             .json(self.request(Method::GET, &format!("/v1/environments/{id}/history")))

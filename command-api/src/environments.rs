@@ -3,10 +3,12 @@
 
 use crate::plans::Plan;
 use crate::store::{EventStore, ReadError, StoreError};
+use crate::tenancy::TenantPolicy;
 use domain::aggregate::{Command, DomainError, Environment, Status};
 use domain::config::{self, ConfigError, FieldError, Format};
 use domain::ids::EnvironmentId;
 use domain::spec::{EnvironmentSpec, Provider};
+use domain::tenant::TenantId;
 use domain::wire::{Actor, EventMetadata, RequestId};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
@@ -107,18 +109,27 @@ impl From<ReadError> for ServiceError {
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub actor: String,
-    pub tenant: Option<String>,
+    /// The caller's tenant: the owner of the environments it requests.
+    pub tenant: TenantId,
+    /// Whether it may see and act on every tenant's environments (an admin), or only its own.
+    pub all_tenants: bool,
     pub request_id: String,
 }
 
 impl Caller {
-    /// The metadata of this caller's command (correlated by the request).
+    /// The metadata of this caller's command (correlated by the request). The event store gives
+    /// every event its environment's tenant (migration 0008), whoever the caller is.
     pub fn metadata(&self) -> EventMetadata {
         EventMetadata::request(
             Actor::caller(self.actor.as_str()),
-            self.tenant.clone(),
+            Some(self.tenant.to_string()),
             RequestId::new(self.request_id.as_str()),
         )
+    }
+
+    /// Whether the caller may see an environment of `tenant`; one it may not is "not found".
+    pub fn sees(&self, tenant: &TenantId) -> bool {
+        self.all_tenants || &self.tenant == tenant
     }
 }
 
@@ -161,11 +172,16 @@ impl Providers {
 pub struct Environments {
     store: EventStore,
     providers: Providers,
+    policy: TenantPolicy,
 }
 
 impl Environments {
-    pub fn new(store: EventStore, providers: Providers) -> Self {
-        Self { store, providers }
+    pub fn new(store: EventStore, providers: Providers, policy: TenantPolicy) -> Self {
+        Self {
+            store,
+            providers,
+            policy,
+        }
     }
 
     pub fn store(&self) -> &EventStore {
@@ -188,13 +204,20 @@ impl Environments {
     ) -> Result<Accepted, ServiceError> {
         let spec = config::parse(document, format)?;
         self.providers.check(&spec)?;
+        self.policy
+            .check(&spec, Some(&caller.tenant))
+            .map_err(|refused| ServiceError::Config(ConfigError::Invalid(vec![refused])))?;
         let id = match idempotency_key {
             Some(key) => self.claim_idempotency_key(caller, key, document).await?,
             None => EnvironmentId::generate(),
         };
         tracing::Span::current().record("env_id", id.as_str());
         let name = spec.name.to_string();
-        match self.store.request(&id, spec, &caller.metadata()).await {
+        match self
+            .store
+            .request(&id, spec, caller.tenant.clone(), &caller.metadata())
+            .await
+        {
             Ok(()) => {
                 tracing::info!(name, actor = caller.actor, "environment requested");
                 Ok(Accepted {
@@ -205,7 +228,7 @@ impl Environments {
             }
             // The same idempotency key again: answer with the environment it created.
             Err(StoreError::Rejected(DomainError::AlreadyExists)) if idempotency_key.is_some() => {
-                let status = self.status(&id).await?;
+                let status = self.visible(caller, &id).await?.status;
                 Ok(Accepted { id, name, status })
             }
             Err(error) => Err(error.into()),
@@ -223,6 +246,7 @@ impl Environments {
         id: &EnvironmentId,
         command: Command,
     ) -> Result<Accepted, ServiceError> {
+        self.visible(caller, id).await?;
         let metadata = caller.metadata();
         let mut attempt = 1;
         loop {
@@ -267,20 +291,36 @@ impl Environments {
         Ok(state)
     }
 
-    async fn status(&self, id: &EnvironmentId) -> Result<Status, ServiceError> {
-        Ok(self.load(id).await?.status)
+    /// The aggregate's current state if `caller` may see it; "not found" otherwise, exactly as
+    /// for an id nobody has.
+    pub async fn visible(
+        &self,
+        caller: &Caller,
+        id: &EnvironmentId,
+    ) -> Result<Environment, ServiceError> {
+        let state = self.load(id).await?;
+        match &state.requested {
+            Some(requested) if caller.sees(&requested.tenant) => Ok(state),
+            _ => Err(ServiceError::NotFound(id.clone())),
+        }
     }
 
     /// Validates a MetaConfig document exactly as [`Environments::create`] does and previews
     /// it; records nothing. A valid document whose provider cannot be provisioned here is still
     /// previewed, with the reason creating it would be refused.
-    pub fn plan(&self, document: &str, format: Format) -> Result<Plan, ServiceError> {
+    pub fn plan(
+        &self,
+        document: &str,
+        format: Format,
+        tenant: Option<&TenantId>,
+    ) -> Result<Plan, ServiceError> {
         let spec = config::parse(document, format)?;
         let refusal = self
             .providers
             .check(&spec)
             .err()
-            .and_then(|error| error.provider_refusal());
+            .and_then(|error| error.provider_refusal())
+            .or_else(|| self.policy.check(&spec, tenant).err());
         Ok(Plan::new(&spec, refusal))
     }
 

@@ -1,5 +1,8 @@
 //! The provisioner's command side and query API.
 //!
+//! Every request runs as a [`access::Principal`] (a token's tenant and role); every environment
+//! belongs to a tenant, whose limits are [`tenancy`]'s.
+//!
 //! REST commands are validated at the edge ([`environments`]) and executed against the
 //! `Environment` aggregate in the Postgres event store (the `event-store` crate, re-exported as
 //! [`store`]); the [`relay`] publishes every
@@ -13,6 +16,7 @@
 //! The composition (command line, `dev`, telemetry) lives in the `provisioner` binary; this
 //! crate depends on neither `executors` nor the stand-ins (`tests/tests/architecture.rs`).
 
+pub mod access;
 pub mod app;
 pub mod client;
 pub mod database;
@@ -27,6 +31,7 @@ pub mod relay;
 pub mod runbook;
 pub mod server;
 pub mod settings;
+pub mod tenancy;
 
 /// The event store (the `event-store` crate), where this crate's modules have always found it.
 pub(crate) use event_store as store;

@@ -444,7 +444,7 @@ fn disposition(error: &StoreError, delivered: u64) -> Disposition {
         }
         StoreError::Rejected(_) => Disposition::Ack,
         // Retrying cannot shrink the event, nor free a name.
-        StoreError::EventTooLarge(_) | StoreError::NameTaken(_) => {
+        StoreError::EventTooLarge(_) | StoreError::NameTaken(_) | StoreError::QuotaExceeded(_) => {
             Disposition::term(error_chain(error))
         }
         StoreError::Conflict | StoreError::Unavailable(_) => Disposition::retry(),

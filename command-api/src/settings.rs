@@ -2,6 +2,8 @@
 //! settings tree (`src/settings.rs` of the root package), which parses and validates the
 //! process environment. This library reads no environment variables itself.
 
+use crate::http::rate_limit::RateLimit;
+use crate::tenancy::TenantPolicy;
 use domain::aggregate::StepTimeouts;
 use domain::spec::Provider;
 use secrecy::{ExposeSecret, SecretString};
@@ -53,6 +55,11 @@ pub struct Settings {
     pub metrics_interval: Duration,
     /// `PROVISIONER_HTTP_*`: connection timeouts and limits.
     pub http: HttpSettings,
+    /// `PROVISIONER_MAX_ENVIRONMENTS_PER_TENANT`, `PROVISIONER_TENANT_QUOTAS`,
+    /// `PROVISIONER_ALLOWED_REGIONS`.
+    pub tenant_policy: TenantPolicy,
+    /// `PROVISIONER_RATE_LIMIT_PER_MINUTE`, `PROVISIONER_RATE_LIMIT_BURST`.
+    pub rate_limit: RateLimit,
 }
 
 impl Default for Settings {
@@ -72,6 +79,8 @@ impl Default for Settings {
             step_timeouts: StepTimeouts::DEFAULT,
             metrics_interval: DEFAULT_METRICS_INTERVAL,
             http: HttpSettings::default(),
+            tenant_policy: TenantPolicy::default(),
+            rate_limit: RateLimit::default(),
         }
     }
 }
@@ -132,6 +141,8 @@ impl std::fmt::Debug for Settings {
             .field("step_timeouts", &self.step_timeouts)
             .field("metrics_interval", &self.metrics_interval)
             .field("http", &self.http)
+            .field("tenant_policy", &self.tenant_policy)
+            .field("rate_limit", &self.rate_limit)
             .finish()
     }
 }

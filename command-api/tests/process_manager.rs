@@ -123,7 +123,12 @@ async fn results_that_can_never_be_recorded_are_terminated_once_and_triggers_kee
     // A real environment still gets its first step started (the trigger consumer flows).
     let id = EnvironmentId::generate();
     store
-        .request(&id, sandbox_spec("pm-poison"), &metadata("req_pm"))
+        .request(
+            &id,
+            sandbox_spec("pm-poison"),
+            domain::tenant::TenantId::default(),
+            &metadata("req_pm"),
+        )
         .await
         .expect("request commits");
     harness.wait_for(&id, "InfraApplyStarted").await;
@@ -164,7 +169,12 @@ async fn a_result_of_a_superseded_attempt_is_rejected_and_the_current_attempts_c
     let id = EnvironmentId::generate();
     harness
         .store
-        .request(&id, sandbox_spec("pm-fencing"), &metadata("req_fence"))
+        .request(
+            &id,
+            sandbox_spec("pm-fencing"),
+            domain::tenant::TenantId::default(),
+            &metadata("req_fence"),
+        )
         .await
         .expect("request commits");
     let started = harness.wait_for(&id, "InfraApplyStarted").await;

@@ -157,7 +157,12 @@ impl Harness {
     async fn request(&self, name: &str) -> String {
         let id = EnvironmentId::generate();
         self.store
-            .request(&id, sandbox_spec(name), &metadata("req_ok"))
+            .request(
+                &id,
+                sandbox_spec(name),
+                domain::tenant::TenantId::default(),
+                &metadata("req_ok"),
+            )
             .await
             .expect("request commits");
         id.to_string()

@@ -375,6 +375,7 @@ async fn requeue_stuck_starts_missed_steps_and_times_out_overdue_ones_once() {
             enabled: vec![Provider::Sandbox],
             tf_state_bucket_set: false,
         },
+        Default::default(),
     );
     let tiny = StepTimeouts {
         infra: Duration::from_millis(1),
@@ -392,6 +393,7 @@ async fn requeue_stuck_starts_missed_steps_and_times_out_overdue_ones_once() {
         .request(
             &missed,
             system_tests::fixtures::sandbox_spec("missed"),
+            domain::tenant::TenantId::default(),
             &system_tests::fixtures::admin_request("req_missed"),
         )
         .await
@@ -400,7 +402,8 @@ async fn requeue_stuck_starts_missed_steps_and_times_out_overdue_ones_once() {
 
     let caller = Caller {
         actor: "token:admin".into(),
-        tenant: None,
+        tenant: domain::tenant::TenantId::default(),
+        all_tenants: true,
         request_id: "req_requeue".into(),
     };
     let first = runbook.requeue_stuck(&caller).await.unwrap();

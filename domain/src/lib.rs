@@ -12,6 +12,7 @@ pub mod infra_model;
 pub mod operator;
 pub mod outputs;
 pub mod spec;
+pub mod tenant;
 pub mod text;
 pub mod wire;
 

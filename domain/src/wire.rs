@@ -283,6 +283,15 @@ impl EventEnvelope {
         serde_json::to_vec(self)
     }
 
+    /// The tenant of the environment the event belongs to: the event store records it in every
+    /// event's metadata; an event recorded before tenants existed is the default tenant's.
+    pub fn tenant(&self) -> &str {
+        self.metadata
+            .tenant
+            .as_deref()
+            .unwrap_or(crate::tenant::TenantId::DEFAULT)
+    }
+
     /// The JetStream de-duplication id: `<env_id>:<sequence>`.
     pub fn message_id(&self) -> String {
         format!("{}:{}", self.environment_id, self.sequence)

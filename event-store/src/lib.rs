@@ -25,6 +25,7 @@ use cqrs_es::{AggregateError, CqrsFramework, EventStore as _};
 use domain::aggregate::{Command, DomainError, Environment};
 use domain::ids::EnvironmentId;
 use domain::spec::EnvironmentSpec;
+use domain::tenant::TenantId;
 use domain::wire::{EventEnvelope, EventMetadata};
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -39,6 +40,9 @@ pub enum StoreError {
     /// Another active environment already has this name.
     #[error("{0}")]
     NameTaken(String),
+    /// The tenant already has as many active environments as its quota allows.
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// A concurrent command committed first; retrying may succeed.
     #[error("a concurrent change to the environment committed first")]
     Conflict,
@@ -56,6 +60,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// SQLSTATE raised by the `events` trigger when an active name is reused.
 const NAME_TAKEN_SQLSTATE: &str = "BP409";
+/// SQLSTATE raised by the `events` trigger when a tenant's quota of active environments is full.
+const QUOTA_EXCEEDED_SQLSTATE: &str = "BP429";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -120,7 +126,7 @@ impl EventStore {
         }
     }
 
-    /// Requests a new environment. A fresh id has no history, so unlike [`Self::execute`] this
+    /// Requests a new environment, owned by `tenant`. A fresh id has no history, so unlike [`Self::execute`] this
     /// does not load one: it commits the request at sequence 1 directly (one round trip). If the
     /// id does exist (a repeated idempotent request), that insert conflicts and the answer is
     /// `AlreadyExists`, exactly as the aggregate would have decided.
@@ -129,11 +135,13 @@ impl EventStore {
         &self,
         id: &EnvironmentId,
         spec: EnvironmentSpec,
+        tenant: TenantId,
         metadata: &EventMetadata,
     ) -> Result<()> {
         let command = Command::Request {
             id: id.clone(),
             spec,
+            tenant,
         };
         let events = Environment::default().handle(command)?;
         let context = EventStoreAggregateContext {
@@ -170,8 +178,8 @@ fn classify(error: AggregateError<DomainError>) -> StoreError {
         AggregateError::UserError(rejected) => StoreError::Rejected(rejected),
         AggregateError::AggregateConflict => StoreError::Conflict,
         AggregateError::DatabaseConnectionError(source) => StoreError::Unavailable(source),
-        AggregateError::UnexpectedError(source) => match name_taken(source.as_ref()) {
-            Some(message) => StoreError::NameTaken(message),
+        AggregateError::UnexpectedError(source) => match refusal(source.as_ref()) {
+            Some(refused) => refused,
             None if source.is::<EventTooLarge>() => match source.downcast::<EventTooLarge>() {
                 Ok(too_large) => StoreError::EventTooLarge(*too_large),
                 Err(source) => StoreError::Internal(source),
@@ -188,11 +196,17 @@ fn classify(error: AggregateError<DomainError>) -> StoreError {
     }
 }
 
-fn name_taken(error: &(dyn std::error::Error + Send + Sync + 'static)) -> Option<String> {
+/// The `events` trigger's refusals: a name in use, a tenant's quota full.
+fn refusal(error: &(dyn std::error::Error + Send + Sync + 'static)) -> Option<StoreError> {
     let sqlx::Error::Database(database) = error.downcast_ref::<sqlx::Error>()? else {
         return None;
     };
-    (database.code().as_deref() == Some(NAME_TAKEN_SQLSTATE)).then(|| database.message().to_owned())
+    let message = database.message().to_owned();
+    match database.code().as_deref() {
+        Some(NAME_TAKEN_SQLSTATE) => Some(StoreError::NameTaken(message)),
+        Some(QUOTA_EXCEEDED_SQLSTATE) => Some(StoreError::QuotaExceeded(message)),
+        _ => None,
+    }
 }
 
 /// Whether Postgres could not be reached (as opposed to refusing the statement): the answer is

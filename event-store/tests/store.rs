@@ -16,7 +16,14 @@ async fn an_event_too_large_to_publish_is_refused_at_commit_and_changes_nothing(
     // The store does not bound metadata itself (the API does): a huge value reaches it here.
     let huge = metadata(&"x".repeat(MAX_EVENT_BYTES));
     let id = EnvironmentId::generate();
-    let refused = store.request(&id, sandbox_spec("huge"), &huge).await;
+    let refused = store
+        .request(
+            &id,
+            sandbox_spec("huge"),
+            domain::tenant::TenantId::default(),
+            &huge,
+        )
+        .await;
     let Err(StoreError::EventTooLarge(too_large)) = refused else {
         panic!("expected EventTooLarge, got {refused:?}");
     };
@@ -33,7 +40,12 @@ async fn an_event_too_large_to_publish_is_refused_at_commit_and_changes_nothing(
     let id = EnvironmentId::generate();
     let large = metadata(&"x".repeat(MAX_EVENT_BYTES / 4));
     store
-        .request(&id, sandbox_spec("large"), &large)
+        .request(
+            &id,
+            sandbox_spec("large"),
+            domain::tenant::TenantId::default(),
+            &large,
+        )
         .await
         .expect("an event below the limit commits");
     let refused = store.execute(id.as_str(), Command::Destroy, &huge).await;

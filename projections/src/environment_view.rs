@@ -27,6 +27,8 @@ pub struct EnvironmentView {
     /// `env_<ulid>`.
     pub id: String,
     pub name: String,
+    /// The tenant that owns the environment.
+    pub tenant: String,
     /// One of the status words (`queued`, `provisioning`, …, `destroyed`).
     #[schema(value_type = domain::aggregate::Status)]
     pub status: String,
@@ -84,6 +86,7 @@ impl EnvironmentView {
         Ok(Self {
             id: requested.id.to_string(),
             name: requested.spec.name.as_str().to_owned(),
+            tenant: requested.tenant.as_str().to_owned(),
             status: state.status.as_str().to_owned(),
             provider: requested.spec.cloud.provider().as_str().to_owned(),
             spec: serde_json::to_value(&requested.spec).map_err(ViewError::Spec)?,

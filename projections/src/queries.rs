@@ -61,11 +61,12 @@ pub async fn get(pool: &PgPool, id: &str) -> Result<Option<EnvironmentView>> {
     Ok(row.as_ref().map(view_from_row).transpose()?)
 }
 
-/// A page of environments ordered by (created_at, id), after the query's cursor.
+/// A page of environments ordered by (created_at, id), after the query's cursor; only `tenant`'s
+/// when one is given (`None`: every tenant's, for an admin).
 ///
 /// Errors: [`Error::InvalidCursor`], [`Error::InvalidLimit`], [`Error::InvalidStatus`],
 /// [`Error::InvalidName`] for bad input (400), [`Error::Database`] otherwise.
-pub async fn list(pool: &PgPool, query: &ListQuery) -> Result<Page> {
+pub async fn list(pool: &PgPool, query: &ListQuery, tenant: Option<&str>) -> Result<Page> {
     if !(1..=ListQuery::MAX_LIMIT).contains(&query.limit) {
         return Err(Error::InvalidLimit { limit: query.limit });
     }
@@ -91,6 +92,9 @@ pub async fn list(pool: &PgPool, query: &ListQuery) -> Result<Page> {
         next_param += 1;
         format!("${n}")
     };
+    if tenant.is_some() {
+        conditions.push(format!("tenant = {}", param()));
+    }
     if query.status.is_some() {
         conditions.push(format!("status = {}", param()));
     }
@@ -113,6 +117,9 @@ pub async fn list(pool: &PgPool, query: &ListQuery) -> Result<Page> {
     );
 
     let mut statement = sqlx::query(&sql);
+    if let Some(tenant) = tenant {
+        statement = statement.bind(tenant);
+    }
     if let Some(status) = &query.status {
         statement = statement.bind(status);
     }

@@ -133,13 +133,14 @@ impl BatchOutcome {
 
 /// The columns of a view table, in the order [`view_from_row`] and the upsert use.
 pub(crate) const COLUMNS: &str = "id, name, status, provider, spec, outputs, error, operation, conditions, version, created_at, \
-     updated_at";
+     updated_at, tenant";
 
 pub(crate) fn view_from_row(row: &PgRow) -> Result<EnvironmentView, sqlx::Error> {
     let spec: Value = row.try_get("spec")?;
     Ok(EnvironmentView {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
+        tenant: row.try_get("tenant")?,
         status: row.try_get("status")?,
         provider: row.try_get("provider")?,
         cost: environment_view::cost_estimate_of_stored(&spec),
@@ -297,14 +298,14 @@ pub async fn apply_batch(
 
     let upsert = format!(
         "INSERT INTO {table} AS v ({COLUMNS}, state) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
          ON CONFLICT (id) DO UPDATE SET \
            name = EXCLUDED.name, status = EXCLUDED.status, provider = EXCLUDED.provider, \
            spec = EXCLUDED.spec, outputs = EXCLUDED.outputs, error = EXCLUDED.error, \
            operation = EXCLUDED.operation, conditions = EXCLUDED.conditions, \
            version = EXCLUDED.version, \
            created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, \
-           state = EXCLUDED.state \
+           tenant = EXCLUDED.tenant, state = EXCLUDED.state \
          WHERE v.version < EXCLUDED.version",
         table = table.sql()
     );
@@ -327,6 +328,7 @@ pub async fn apply_batch(
             .bind(view.version)
             .bind(view.created_at)
             .bind(view.updated_at)
+            .bind(&view.tenant)
             .bind(state)
             .execute(&mut *tx)
             .await?;

@@ -331,6 +331,7 @@ fn the_view_serializes_with_the_api_field_names() {
             "provider",
             "spec",
             "status",
+            "tenant",
             "updated_at",
             "version"
         ]

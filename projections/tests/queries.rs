@@ -71,13 +71,13 @@ async fn list_pages_through_every_environment_in_creation_order() {
         limit: 3,
         ..ListQuery::default()
     };
-    let first = queries::list(&db.pool, &query).await.unwrap();
+    let first = queries::list(&db.pool, &query, None).await.unwrap();
     assert_eq!(first.items.len(), 3);
     query.cursor = Some(first.next_cursor.clone().expect("a second page"));
-    let second = queries::list(&db.pool, &query).await.unwrap();
+    let second = queries::list(&db.pool, &query, None).await.unwrap();
     assert_eq!(second.items.len(), 3);
     query.cursor = Some(second.next_cursor.clone().expect("a third page"));
-    let third = queries::list(&db.pool, &query).await.unwrap();
+    let third = queries::list(&db.pool, &query, None).await.unwrap();
     assert_eq!(third.items.len(), 1);
     assert_eq!(third.next_cursor, None);
 
@@ -102,6 +102,7 @@ async fn a_full_last_page_has_no_next_cursor() {
             limit: 4,
             ..ListQuery::default()
         },
+        None,
     )
     .await
     .unwrap();
@@ -138,14 +139,18 @@ async fn list_filters_by_status_and_by_exact_name() {
         status: Some(status.to_owned()),
         ..ListQuery::default()
     };
-    let page = queries::list(&db.pool, &by_status("ready")).await.unwrap();
+    let page = queries::list(&db.pool, &by_status("ready"), None)
+        .await
+        .unwrap();
     assert_eq!(
         ids(&page.items),
         expected_order(&[ready.clone(), ready_too.clone()])
     );
-    let page = queries::list(&db.pool, &by_status("failed")).await.unwrap();
+    let page = queries::list(&db.pool, &by_status("failed"), None)
+        .await
+        .unwrap();
     assert_eq!(ids(&page.items), [failed.env_id.to_string()]);
-    let page = queries::list(&db.pool, &by_status("destroyed"))
+    let page = queries::list(&db.pool, &by_status("destroyed"), None)
         .await
         .unwrap();
     assert!(page.items.is_empty());
@@ -154,7 +159,7 @@ async fn list_filters_by_status_and_by_exact_name() {
         name: Some("alpha".to_owned()),
         ..ListQuery::default()
     };
-    let page = queries::list(&db.pool, &by_name).await.unwrap();
+    let page = queries::list(&db.pool, &by_name, None).await.unwrap();
     assert_eq!(ids(&page.items), [ready.env_id.to_string()]);
 
     let both = ListQuery {
@@ -163,7 +168,7 @@ async fn list_filters_by_status_and_by_exact_name() {
         ..ListQuery::default()
     };
     assert!(
-        queries::list(&db.pool, &both)
+        queries::list(&db.pool, &both, None)
             .await
             .unwrap()
             .items
@@ -187,9 +192,9 @@ async fn filters_hold_across_pages() {
         limit: 2,
         ..ListQuery::default()
     };
-    let first = queries::list(&db.pool, &query).await.unwrap();
+    let first = queries::list(&db.pool, &query, None).await.unwrap();
     query.cursor = first.next_cursor.clone();
-    let second = queries::list(&db.pool, &query).await.unwrap();
+    let second = queries::list(&db.pool, &query, None).await.unwrap();
 
     let provisioning: Vec<History> = histories.iter().step_by(2).cloned().collect();
     let all: Vec<String> = ids(&first.items)
@@ -210,6 +215,7 @@ async fn a_garbage_cursor_is_an_invalid_cursor_error() {
                 cursor: Some(cursor.to_owned()),
                 ..ListQuery::default()
             },
+            None,
         )
         .await
         .unwrap_err();
@@ -227,6 +233,7 @@ async fn a_limit_outside_one_to_two_hundred_or_an_unknown_status_is_refused() {
                 limit,
                 ..ListQuery::default()
             },
+            None,
         )
         .await
         .unwrap_err();
@@ -238,6 +245,7 @@ async fn a_limit_outside_one_to_two_hundred_or_an_unknown_status_is_refused() {
             status: Some("sleeping".to_owned()),
             ..ListQuery::default()
         },
+        None,
     )
     .await
     .unwrap_err();

@@ -8,6 +8,7 @@ mod dev_stack;
 mod operations;
 pub mod output;
 mod plan;
+mod tokens;
 mod verbs;
 mod watch;
 
@@ -68,6 +69,9 @@ pub enum Commands {
     /// past their deadline that the sweep has not yet; prints the environments it touched.
     #[command(after_help = CLIENT_SECRETS_HELP)]
     RequeueStuck(operations::RequeueArgs),
+    /// Admin: API tokens, each with a tenant, a role (viewer, operator, admin) and an expiry.
+    #[command(after_help = client_help(TOKEN_EXAMPLES))]
+    Token(tokens::TokenArgs),
     /// Print a shell's completion script for `provisioner`.
     #[command(after_help = "Examples:
   provisioner completions bash > ~/.local/share/bash-completion/completions/provisioner
@@ -87,6 +91,12 @@ pub enum Commands {
         args: Vec<String>,
     },
 }
+
+const TOKEN_EXAMPLES: &str = "\
+Examples:
+  provisioner token create --name ci --tenant acme --role operator --expires-in-days 30
+  provisioner token list --tenant acme
+  provisioner token revoke tok_01jd8…";
 
 const ENV_EXAMPLES: &str = "\
 Examples:
@@ -187,6 +197,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Commands::Env(args) => verbs::run(args, secrets).await,
         Commands::Plan(args) => plan::run(args, secrets).await,
         Commands::RequeueStuck(args) => operations::requeue_stuck(args, secrets).await,
+        Commands::Token(args) => tokens::run(args, secrets).await,
         Commands::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "provisioner", &mut std::io::stdout());

@@ -215,6 +215,26 @@ pub fn list(value: &Value) -> String {
     out
 }
 
+/// `token list`: one row per token, never the token itself.
+pub fn tokens(value: &Value) -> String {
+    let items = value["items"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    if items.is_empty() {
+        return "no tokens".to_owned();
+    }
+    let mut rows = table(&["ID", "NAME", "TENANT", "ROLE", "EXPIRES", "REVOKED"]);
+    for item in items {
+        rows.add_row(vec![
+            str_of(&item["id"]),
+            str_of(&item["name"]),
+            str_of(&item["tenant"]),
+            str_of(&item["role"]),
+            str_of(&item["expires_at"]),
+            item["revoked_at"].as_str().unwrap_or("-"),
+        ]);
+    }
+    lines_of(&rows)
+}
+
 fn money(cost: &Value) -> String {
     match (cost["monthly_total"].as_str(), cost["currency"].as_str()) {
         (Some(total), Some(currency)) => format!("{total} {currency}"),

@@ -584,6 +584,7 @@ mod tests {
         Command::Request {
             id: EnvironmentId::parse(ID).unwrap(),
             spec,
+            tenant: domain::tenant::TenantId::default(),
         }
     }
 

@@ -89,6 +89,7 @@ async fn main() {
         id: EnvironmentId::generate(),
         infra_model: domain::infra_model::InfraModel::for_spec(&spec),
         spec: spec.clone(),
+        tenant: domain::tenant::TenantId::default(),
     })
     .expect("json");
     let raw = {
@@ -132,7 +133,7 @@ async fn main() {
                     RequestId::new(format!("req_{n}")),
                 );
                 event_store
-                    .request(&id, spec, &metadata)
+                    .request(&id, spec, domain::tenant::TenantId::default(), &metadata)
                     .await
                     .expect("request");
             }
@@ -147,6 +148,12 @@ async fn main() {
         nats_url: nats.url(),
         listen: "127.0.0.1:0".parse().expect("addr"),
         subject_prefix: "bench".into(),
+        // Measured: the command path, not the limits meant for one token's traffic.
+        rate_limit: system_tests::unlimited(),
+        tenant_policy: command_api::tenancy::TenantPolicy {
+            max_environments: u32::MAX,
+            ..Default::default()
+        },
         ..Settings::default()
     };
     let app = Application::build(&settings, "bench-token", system_tests::metrics_handle())

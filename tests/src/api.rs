@@ -27,9 +27,29 @@ impl ApiClient {
         }
     }
 
-    /// The admin token the requests carry.
+    /// The token the requests carry (the admin's, unless [`Self::issue_token`] made this client).
     pub fn token(&self) -> &'static str {
         self.token
+    }
+
+    /// Issues a token of `tenant` with `role` through this (admin) client and answers a client
+    /// of the same API carrying it. The token is leaked for the test's life (`&'static`).
+    pub async fn issue_token(&self, tenant: &str, role: &str) -> ApiClient {
+        let response = self
+            .request(Method::POST, "/v1/tokens")
+            .json(&serde_json::json!({"name": format!("{tenant}-{role}"), "tenant": tenant, "role": role}))
+            .send()
+            .await
+            .expect("POST /v1/tokens");
+        let status = response.status();
+        let body: Value = response.json().await.expect("a JSON answer");
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let token = body["token"].as_str().expect("the token").to_owned();
+        ApiClient {
+            base_url: self.base_url.clone(),
+            http: self.http.clone(),
+            token: Box::leak(token.into_boxed_str()),
+        }
     }
 
     /// Waits until `/readyz` answers 200.

@@ -7,7 +7,9 @@
 use crate::api::{ApiClient, TOKEN};
 use crate::services::{self, TestDb};
 use command_api::app::Application;
+use command_api::http::rate_limit::RateLimit;
 use command_api::settings::{HttpSettings, Settings};
+use command_api::tenancy::TenantPolicy;
 use domain::aggregate::StepTimeouts;
 use domain::spec::Provider;
 use domain::wire::Subjects;
@@ -35,6 +37,14 @@ pub fn metrics_handle() -> PrometheusHandle {
                 .expect("install the metrics recorder")
         })
         .clone()
+}
+
+/// A rate limit no test's traffic reaches.
+pub fn unlimited() -> RateLimit {
+    RateLimit {
+        per_minute: std::num::NonZeroU32::new(10_000_000).expect("not zero"),
+        burst: std::num::NonZeroU32::new(1_000_000).expect("not zero"),
+    }
 }
 
 /// A running in-process API; stopped on drop.
@@ -82,6 +92,13 @@ impl App {
             step_timeouts: StepTimeouts::DEFAULT,
             metrics_interval: Duration::from_secs(1),
             http: HttpSettings::default(),
+            // The tests' traffic is one admin token's: no rate limit or quota of theirs may
+            // refuse it (tests of the limits set their own).
+            tenant_policy: TenantPolicy {
+                max_environments: 100_000,
+                ..TenantPolicy::default()
+            },
+            rate_limit: unlimited(),
         };
         configure(&mut settings);
         let application = Application::build(&settings, TOKEN, metrics_handle())

@@ -28,7 +28,12 @@ pub fn admin_request(request_id: &str) -> EventMetadata {
 pub async fn started_environment(store: &EventStore, name: &str) -> (EnvironmentId, OperationId) {
     let id = EnvironmentId::generate();
     store
-        .request(&id, sandbox_spec(name), &admin_request("req_1"))
+        .request(
+            &id,
+            sandbox_spec(name),
+            domain::tenant::TenantId::default(),
+            &admin_request("req_1"),
+        )
         .await
         .expect("request");
     let requested = store.history(id.as_str()).await.expect("history");

@@ -24,7 +24,7 @@ mod stack;
 mod traffic;
 
 pub use api::{ApiClient, TOKEN};
-pub use app::{App, metrics_handle};
+pub use app::{App, metrics_handle, unlimited};
 pub use processes::{ProviderProcess, binary_dir};
 pub use stack::{Stack, StackOptions, events_on_stream};
 pub use traffic::Traffic;

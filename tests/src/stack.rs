@@ -101,6 +101,17 @@ impl Stack {
         api_env.insert("PROVISIONER_LISTEN".into(), format!("127.0.0.1:{port}"));
         api_env.insert("PROVISIONER_ADMIN_TOKEN".into(), TOKEN.into());
         api_env.insert("PROVISIONER_SSE_KEEPALIVE_MS".into(), "1000".into());
+        // The tests' traffic is one admin token's: no rate limit or quota of theirs may refuse
+        // it (tests of the limits set their own).
+        api_env.insert(
+            "PROVISIONER_RATE_LIMIT_PER_MINUTE".into(),
+            "10000000".into(),
+        );
+        api_env.insert("PROVISIONER_RATE_LIMIT_BURST".into(), "1000000".into());
+        api_env.insert(
+            "PROVISIONER_MAX_ENVIRONMENTS_PER_TENANT".into(),
+            "100000".into(),
+        );
         api_env.extend(options.api_env.iter().cloned());
         let mut executor_env = common;
         executor_env.insert(

@@ -311,6 +311,14 @@ fn each_verb_has_examples_and_the_exit_codes_are_in_help() {
             "{verb}: {help}"
         );
     }
+    for verb in ["create", "list", "revoke"] {
+        let help = provisioner_alone(&["token", verb, "--help"], &[]);
+        let help = String::from_utf8_lossy(&help.stdout);
+        assert!(
+            help.contains("Examples:") && help.contains(&format!("provisioner token {verb}")),
+            "token {verb}: {help}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -506,4 +514,66 @@ async fn watch_resumes_after_the_api_restarts_and_shows_each_event_once() {
         stdout.lines().last().unwrap().contains("-> ready"),
         "{stdout}"
     );
+}
+
+/// `token create|list|revoke`: the token printed once works with its role and tenant, the list
+/// never shows it, a revoked one is refused (exit 5), and an operator may not manage tokens.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_issues_lists_and_revokes_tokens() {
+    let app = App::spawn().await;
+    let created = stdout_json(&provisioner(
+        &app,
+        &[
+            "token",
+            "create",
+            "--name",
+            "ci",
+            "--tenant",
+            "acme",
+            "--role",
+            "operator",
+            "--expires-in-days",
+            "30",
+            "-o",
+            "json",
+        ],
+    ));
+    let token = created["token"].as_str().unwrap().to_owned();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let table = provisioner(
+        &app,
+        &[
+            "token", "create", "--name", "people", "--tenant", "acme", "--role", "viewer",
+        ],
+    );
+    let printed = String::from_utf8_lossy(&table.stdout);
+    assert!(printed.contains("viewer of tenant acme"), "{printed}");
+    assert!(printed.contains("shown only now"), "{printed}");
+
+    let as_operator = |args: &[&str]| {
+        std::process::Command::new(binary_dir().join("provisioner"))
+            .args(args)
+            .env("PROVISIONER_API_URL", &app.base_url)
+            .env("PROVISIONER_TOKEN", &token)
+            .output()
+            .expect("run provisioner")
+    };
+    let listed = as_operator(&["env", "list", "-o", "json"]);
+    assert_eq!(stdout_json(&listed)["items"], serde_json::json!([]));
+    let forbidden = as_operator(&["token", "list"]);
+    assert_eq!(forbidden.status.code(), Some(5), "{forbidden:?}");
+
+    let list = provisioner(&app, &["token", "list", "--tenant", "acme"]);
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(list.contains(&id) && !list.contains(&token), "{list}");
+    assert!(list.lines().next().unwrap().contains("ROLE"), "{list}");
+
+    let revoked = provisioner(&app, &["token", "revoke", &id]);
+    assert_eq!(revoked.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&revoked.stdout).trim(),
+        format!("{id}: revoked")
+    );
+    let refused = as_operator(&["env", "list"]);
+    assert_eq!(refused.status.code(), Some(5), "{refused:?}");
 }

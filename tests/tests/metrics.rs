@@ -12,7 +12,7 @@ use system_tests::{Stack, StackOptions, sandbox_yaml};
 const WITHIN: Duration = Duration::from_secs(60);
 
 /// The API process's metrics, as listed in the shared list of names.
-const API_METRICS: [&str; 15] = [
+const API_METRICS: [&str; 17] = [
     "api_requests_total",
     "api_request_duration_seconds",
     "provisioning_environments_total",
@@ -28,6 +28,8 @@ const API_METRICS: [&str; 15] = [
     "jetstream_consumer_ack_pending_messages",
     "jetstream_consumer_redelivered_messages",
     "provisioner_dependency_up",
+    "api_auth_failures_total",
+    "api_rate_limited_total",
 ];
 
 /// The executor process's metrics, as listed in the shared list of names.

@@ -1,6 +1,9 @@
-//! Bearer-token authentication. Today there is one principal, the admin, whose token comes from
-//! `PROVISIONER_ADMIN_TOKEN`; tenants and their tokens come later. Tokens are compared by their
-//! SHA-256 digests, so the comparison time does not depend on how much of a guess matches.
+//! Bearer-token authentication and the role checks. Tokens and principals are
+//! [`crate::access`]'s; here the header is read, bounded and refused, a failure counted
+//! (`api_auth_failures_total{reason}`) and logged without the token, and the principal put in
+//! the request's extensions for the handlers.
+
+pub use crate::access::{Principal, Tokens};
 
 use super::AppState;
 use super::error::AppError;
@@ -8,51 +11,29 @@ use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
-use sha2::{Digest, Sha256};
+use domain::tenant::Role;
 
-/// Who a valid token belongs to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Principal {
-    /// Recorded as the events' actor, e.g. `token:admin`.
-    pub actor: String,
-    /// Whether this principal may run the admin-only operations (the runbook's: cancel,
-    /// force-unlock, mark-failed, mark-destroyed, requeue-stuck). Today every token is the
-    /// admin's; tenants and roles (issue 10) set it per token.
-    pub admin: bool,
+/// The role checks, each the one place that says so: 403 `forbidden` naming the role needed.
+pub trait RequireRole {
+    /// At least `role`.
+    fn require(&self, role: Role) -> Result<(), AppError>;
+
+    /// Admins only (the runbook's operations and the tokens).
+    fn require_admin(&self) -> Result<(), AppError> {
+        self.require(Role::Admin)
+    }
 }
 
-impl Principal {
-    /// The one place that says "admin only": 403 for any other principal.
-    pub fn require_admin(&self) -> Result<(), AppError> {
-        if self.admin {
+impl RequireRole for Principal {
+    fn require(&self, role: Role) -> Result<(), AppError> {
+        if self.has(role) {
             Ok(())
         } else {
-            Err(AppError::Forbidden(
-                "this operation is for admins only".to_owned(),
-            ))
+            Err(AppError::Forbidden(format!(
+                "this operation needs the {role} role; this token is {}",
+                self.role
+            )))
         }
-    }
-}
-
-/// The accepted tokens, kept only as digests.
-#[derive(Clone)]
-pub struct Tokens {
-    admin_digest: [u8; 32],
-}
-
-impl Tokens {
-    pub fn new(admin_token: &str) -> Self {
-        Self {
-            admin_digest: Sha256::digest(admin_token.as_bytes()).into(),
-        }
-    }
-
-    fn authenticate(&self, token: &str) -> Option<Principal> {
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        (digest == self.admin_digest).then(|| Principal {
-            actor: "token:admin".into(),
-            admin: true,
-        })
     }
 }
 
@@ -71,22 +52,68 @@ fn bearer_token(value: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && one_word).then_some(token)
 }
 
+/// Why a request was not authenticated: the label of `api_auth_failures_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No `Authorization` header.
+    Missing,
+    /// Not `Bearer <one word>`, not ASCII, or too long.
+    Malformed,
+    /// A well-formed token nobody issued, or one revoked or expired.
+    Rejected,
+}
+
+impl AuthFailure {
+    pub const ALL: [AuthFailure; 3] = [
+        AuthFailure::Missing,
+        AuthFailure::Malformed,
+        AuthFailure::Rejected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthFailure::Missing => "missing",
+            AuthFailure::Malformed => "malformed",
+            AuthFailure::Rejected => "rejected",
+        }
+    }
+}
+
 /// Rejects requests without a valid `Authorization: Bearer <token>`; otherwise stores the
-/// [`Principal`] in the request's extensions.
+/// [`Principal`] in the request's extensions. A refusal is counted and logged at warn with its
+/// reason and the route, never the header's value.
 pub async fn require_bearer(
     State(state): State<AppState>,
     mut request: Request,
     next: Next,
 ) -> Result<Response, AppError> {
-    let principal = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(bearer_token)
-        .and_then(|token| state.auth.authenticate(token))
-        .ok_or(AppError::Unauthorized)?;
-    request.extensions_mut().insert(principal);
-    Ok(next.run(request).await)
+    let token = match request.headers().get(header::AUTHORIZATION) {
+        None => Err(AuthFailure::Missing),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(bearer_token)
+            .ok_or(AuthFailure::Malformed),
+    };
+    let principal = match token {
+        Ok(token) => state
+            .auth
+            .authenticate(token)
+            .await?
+            .ok_or(AuthFailure::Rejected),
+        Err(failure) => Err(failure),
+    };
+    match principal {
+        Ok(principal) => {
+            request.extensions_mut().insert(principal);
+            Ok(next.run(request).await)
+        }
+        Err(failure) => {
+            crate::metrics::auth_failed(failure);
+            tracing::warn!(reason = failure.as_str(), "authentication failed");
+            Err(AppError::Unauthorized)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -127,23 +154,19 @@ mod tests {
 
     #[test]
     fn only_an_admin_passes_the_admin_check() {
-        let admin = Tokens::new("s3cret").authenticate("s3cret").unwrap();
-        assert!(admin.require_admin().is_ok());
-        let tenant = Principal {
-            actor: "token:tenant".into(),
-            admin: false,
+        assert!(Principal::bootstrap_admin().require_admin().is_ok());
+        let operator = Principal {
+            actor: "token:tok_1".into(),
+            tenant: domain::tenant::TenantId::default(),
+            role: Role::Operator,
         };
-        assert!(matches!(
-            tenant.require_admin(),
-            Err(AppError::Forbidden(_))
-        ));
-    }
-
-    #[test]
-    fn only_the_admin_token_authenticates() {
-        let tokens = Tokens::new("s3cret");
-        assert!(tokens.authenticate("s3cret").is_some());
-        assert!(tokens.authenticate("s3cre").is_none());
-        assert!(tokens.authenticate("S3CRET").is_none());
+        assert!(operator.require(Role::Operator).is_ok());
+        let Err(AppError::Forbidden(message)) = operator.require_admin() else {
+            panic!("an operator passed the admin check");
+        };
+        assert_eq!(
+            message,
+            "this operation needs the admin role; this token is operator"
+        );
     }
 }

@@ -1,9 +1,10 @@
 //! Handlers for `/v1/environments`.
 
+use super::auth::{Principal, RequireRole};
 use super::error::{AppError, ErrorBody};
 use super::extract::{Path, Query};
 use super::request_id::RequestId;
-use super::{AppState, MAX_BODY_BYTES, auth::Principal};
+use super::{AppState, MAX_BODY_BYTES};
 use crate::environments::{Accepted, Caller};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -13,6 +14,7 @@ use axum::{Extension, Json};
 use domain::aggregate::{Command, Status};
 use domain::config::Format;
 use domain::ids::EnvironmentId;
+use domain::tenant::{Role, TenantId};
 use domain::wire::PublishedMetadata;
 use futures::StreamExt;
 use projections::environment_view::EnvironmentView;
@@ -51,12 +53,27 @@ struct IdempotencyKey {
 pub(super) fn caller(principal: &Principal, request_id: &RequestId) -> Caller {
     Caller {
         actor: principal.actor.clone(),
-        tenant: None,
+        tenant: principal.tenant.clone(),
+        all_tenants: principal.scope().is_none(),
         request_id: request_id.as_str().to_owned(),
     }
 }
 
 /// A malformed id cannot name an environment: 404, as for any unknown id.
+/// Refuses an environment `principal` may not see exactly as one that does not exist (404), so
+/// another tenant's ids tell nothing; answers its history (never empty) otherwise.
+pub(super) async fn visible_history(
+    state: &AppState,
+    principal: &Principal,
+    id: &EnvironmentId,
+) -> Result<Vec<domain::wire::EventEnvelope>, AppError> {
+    let history = state.environments.store().history(id.as_str()).await?;
+    match history.first() {
+        Some(first) if principal.sees(first.tenant()) => Ok(history),
+        _ => Err(AppError::environment_not_found(id.as_str())),
+    }
+}
+
 pub(super) fn parse_id(id: &str) -> Result<EnvironmentId, AppError> {
     EnvironmentId::parse(id).map_err(|_| AppError::environment_not_found(id))
 }
@@ -243,10 +260,12 @@ pub(super) async fn read_body(body: Body) -> Result<Bytes, AppError> {
             headers(("Location" = String, description = "`/v1/environments/{id}`"))),
         (status = 400, description = "`malformed_document` (not YAML/JSON, not UTF-8) or `bad_request` (a bad `Idempotency-Key`).", body = ErrorBody),
         (status = 408, description = "`request_timeout`: the body stopped arriving.", body = ErrorBody),
-        (status = 409, description = "`name_taken`: an active environment has this name.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: a viewer's token.", body = ErrorBody),
+        (status = 409, description = "`name_taken`: an active environment of the tenant has this name.", body = ErrorBody),
+        (status = 429, description = "`quota_exceeded`: the tenant has as many active environments as its quota allows; or `rate_limited` (with `Retry-After`).", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: a body over 256 KiB.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
-        (status = 422, description = "`validation_failed` (every bad field in `details`) or `idempotency_key_reused`.", body = ErrorBody),
+        (status = 422, description = "`validation_failed` (every bad field in `details`: a region outside `PROVISIONER_ALLOWED_REGIONS` on `cloud.region` too) or `idempotency_key_reused`.", body = ErrorBody),
         (status = 503, description = "`unavailable`: Postgres cannot be reached, or the command kept losing races.", body = ErrorBody),
     ),
 )]
@@ -257,6 +276,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, AppError> {
+    principal.require(Role::Operator)?;
     let (document, format) = document(&headers, body).await?;
     let key = idempotency_key(&headers)?;
     let result = state
@@ -281,9 +301,11 @@ pub async fn create(
 )]
 pub async fn list(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Query(query): Query<ListQuery>,
 ) -> Result<Response, AppError> {
-    let page = queries::list(&state.pool, &query)
+    let scope = principal.scope().map(TenantId::as_str);
+    let page = queries::list(&state.pool, &query, scope)
         .await
         .map_err(projection_error)?;
     Ok(Json(page).into_response())
@@ -305,9 +327,10 @@ pub async fn list(
 )]
 pub async fn get(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<EnvironmentView>, AppError> {
-    Ok(Json(view(&state, &id).await?))
+    Ok(Json(view(&state, &principal, &id).await?))
 }
 
 /// `GET /v1/environments/{id}/outputs`: the read model's outputs (never a sensitive one: the
@@ -326,9 +349,10 @@ pub async fn get(
 )]
 pub async fn outputs(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
-    let view = view(&state, &id).await?;
+    let view = view(&state, &principal, &id).await?;
     Ok(Json(OutputsBody {
         id: view.id,
         name: view.name,
@@ -339,18 +363,27 @@ pub async fn outputs(
 }
 
 /// One environment's read model, or its history folded while the projection catches up.
-async fn view(state: &AppState, id: &str) -> Result<EnvironmentView, AppError> {
+/// The environment `principal` may see: from the read model, or folded from the events when
+/// the read model does not have it yet; "not found" for another tenant's.
+async fn view(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+) -> Result<EnvironmentView, AppError> {
     let id = parse_id(id)?;
-    if let Some(view) = queries::get(&state.pool, id.as_str())
+    let view = match queries::get(&state.pool, id.as_str())
         .await
         .map_err(projection_error)?
     {
-        return Ok(view);
-    }
-    let history = state.environments.store().history(id.as_str()).await?;
-    projections::environment_view::fold(&history)
-        .map_err(AppError::internal)?
-        .map(|folded| folded.into_view())
+        Some(view) => Some(view),
+        None => {
+            let history = state.environments.store().history(id.as_str()).await?;
+            projections::environment_view::fold(&history)
+                .map_err(AppError::internal)?
+                .map(|folded| folded.into_view())
+        }
+    };
+    view.filter(|view| principal.sees(&view.tenant))
         .ok_or_else(|| AppError::environment_not_found(id.as_str()))
 }
 
@@ -364,6 +397,7 @@ async fn view(state: &AppState, id: &str) -> Result<EnvironmentView, AppError> {
     responses(
         (status = 202, description = "Destroying (an in-flight step is cancelled first); repeated while destroying or after, the current status.", body = AcceptedBody,
             headers(("Location" = String, description = "`/v1/environments/{id}`"))),
+        (status = 403, description = "`forbidden`: a viewer's token.", body = ErrorBody),
         (status = 404, description = "`not_found`: no such environment (or a malformed id).", body = ErrorBody),
         (status = 409, description = "`invalid_state`: not allowed in the environment's status.", body = ErrorBody),
         (status = 503, description = "`unavailable`: Postgres cannot be reached, or the command kept losing races.", body = ErrorBody),
@@ -375,6 +409,7 @@ pub async fn delete(
     Extension(request_id): Extension<RequestId>,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
+    principal.require(Role::Operator)?;
     let caller = caller(&principal, &request_id);
     user_command(&state, &caller, &id, Command::Destroy).await
 }
@@ -389,6 +424,7 @@ pub async fn delete(
     responses(
         (status = 202, description = "Retrying the failed phase.", body = AcceptedBody,
             headers(("Location" = String, description = "`/v1/environments/{id}`"))),
+        (status = 403, description = "`forbidden`: a viewer's token.", body = ErrorBody),
         (status = 404, description = "`not_found`: no such environment (or a malformed id).", body = ErrorBody),
         (status = 409, description = "`not_failed`: only a failed environment is retried.", body = ErrorBody),
         (status = 503, description = "`unavailable`: Postgres cannot be reached, or the command kept losing races.", body = ErrorBody),
@@ -400,6 +436,7 @@ pub async fn retry(
     Extension(request_id): Extension<RequestId>,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
+    principal.require(Role::Operator)?;
     let caller = caller(&principal, &request_id);
     user_command(&state, &caller, &id, Command::Retry).await
 }
@@ -431,13 +468,11 @@ async fn user_command(
 )]
 pub async fn history(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
     let id = parse_id(&id)?;
-    let history = state.environments.store().history(id.as_str()).await?;
-    if history.is_empty() {
-        return Err(AppError::environment_not_found(id.as_str()));
-    }
+    let history = visible_history(&state, &principal, &id).await?;
     let items: Vec<_> = history
         .iter()
         .map(|e| HistoryItem {

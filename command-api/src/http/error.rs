@@ -32,7 +32,7 @@ pub struct ErrorDetail {
     /// `not_found`, `method_not_allowed`, `request_timeout`, `already_exists`, `name_taken`,
     /// `not_failed`, `invalid_state`, `payload_too_large`, `unsupported_media_type`,
     /// `validation_failed`, `idempotency_key_reused`, `request_header_fields_too_large`,
-    /// `internal`, `unavailable`.
+    /// `forbidden`, `quota_exceeded`, `rate_limited`, `internal`, `unavailable`.
     #[schema(example = "not_found")]
     pub code: &'static str,
     /// For people; client values quoted in it are cut short.
@@ -72,6 +72,19 @@ pub enum AppError {
     MethodNotAllowed(String),
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// The tenant's quota of active environments is full (429, no `Retry-After`: it frees only
+    /// when one of them is destroyed).
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// The token sent commands faster than its rate limit; `Retry-After` says when to try again.
+    #[error(
+        "too many commands: at most {per_minute} per minute for each token; retry in \
+         {retry_after_seconds}s"
+    )]
+    RateLimited {
+        per_minute: u32,
+        retry_after_seconds: u64,
+    },
     #[error("the service is temporarily unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("internal error")]
@@ -123,6 +136,8 @@ impl AppError {
             AppError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             AppError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             AppError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
+            AppError::QuotaExceeded(_) => (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded"),
+            AppError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             AppError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -163,6 +178,10 @@ impl From<StoreError> for AppError {
                 code: "name_taken",
                 message,
             },
+            StoreError::QuotaExceeded(message) => AppError::QuotaExceeded(format!(
+                "{message}: destroy one first, or ask an admin to raise the quota \
+                 (PROVISIONER_TENANT_QUOTAS)"
+            )),
             StoreError::Conflict => AppError::Unavailable(Box::new(StoreError::Conflict)),
             // Every client value is bounded before it reaches an event, so only a defect can
             // build an event this large: an internal error, and nothing was recorded.
@@ -310,6 +329,14 @@ impl IntoResponse for AppError {
                 response
                     .headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            AppError::RateLimited {
+                retry_after_seconds,
+                ..
+            } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
             }
             _ => {}
         }

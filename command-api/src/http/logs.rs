@@ -5,17 +5,18 @@
 //! resumes after `Last-Event-ID` or `?after=N`) until the client goes away.
 
 use super::AppState;
+use super::auth::Principal;
 use super::environments::EnvironmentPath;
-use super::environments::parse_id;
+use super::environments::{parse_id, visible_history};
 use super::error::{AppError, ErrorBody};
 use super::extract::{Path, Query};
 use super::sse::{Delivered, LastEventId, ordered_messages, resume_after, start_after};
 use async_nats::jetstream::consumer::DeliverPolicy;
-use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use domain::ids::OperationId;
 use domain::wire::LogLine;
 use futures::StreamExt;
@@ -64,12 +65,13 @@ pub struct LogLines {
 )]
 pub async fn logs(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     headers: HeaderMap,
     Query(params): Query<LogParams>,
 ) -> Result<Response, AppError> {
     let id = parse_id(&id)?;
-    state.environments.load(&id).await?;
+    visible_history(&state, &principal, &id).await?;
     let filter = match &params.operation {
         Some(operation) => {
             let operation = OperationId::parse(operation).map_err(|_| {

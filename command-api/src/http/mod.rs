@@ -10,9 +10,11 @@ mod logs;
 pub mod openapi;
 mod plans;
 mod prometheus;
+pub mod rate_limit;
 pub mod request_id;
 mod runbook;
 mod sse;
+mod tokens;
 
 use crate::environments::Environments;
 use crate::runbook::Runbook;
@@ -45,6 +47,8 @@ pub struct AppState {
     pub js: jetstream::Context,
     pub subjects: Subjects,
     pub auth: auth::Tokens,
+    /// Each token's rate limit on commands.
+    pub commands: rate_limit::CommandLimiter,
     pub sse_keep_alive: Duration,
     /// Cancelled when the process shuts down; ends open SSE streams.
     pub shutdown: tokio_util::sync::CancellationToken,
@@ -73,6 +77,8 @@ fn authenticated_operations() -> OpenApiRouter<AppState> {
         .routes(routes!(logs::logs))
         .routes(routes!(sse::all_events))
         .routes(routes!(plans::create))
+        .routes(routes!(tokens::create, tokens::list))
+        .routes(routes!(tokens::revoke))
 }
 
 /// The operations anyone may call (see [`authenticated_operations`]).
@@ -91,6 +97,11 @@ pub fn router(state: AppState) -> Router {
     // Before the auth layer, so a wrong method needs the token too, as any other request.
     let authenticated = authenticated
         .method_not_allowed_fallback(error::method_not_allowed)
+        // Inside the auth layer: a command's token is known when its rate is checked.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            rate_limit::limit_commands,
+        ))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_bearer,

@@ -38,6 +38,8 @@ const BEARER: &str = "bearer";
         (name = "environments", description = "Request, read, retry and destroy environments."),
         (name = "streams", description = "Live events and executor logs (Server-Sent Events)."),
         (name = "plans", description = "Previews: what a document would build and cost."),
+        (name = "runbook", description = "The admins' operations on stuck environments."),
+        (name = "tokens", description = "API tokens: each with a tenant, a role and an expiry (admins only)."),
         (name = "health", description = "Liveness and readiness."),
     )
 )]
@@ -47,6 +49,22 @@ struct Base;
 pub fn document(mut authenticated: OpenApi, public: OpenApi) -> OpenApi {
     for operation in operations(&mut authenticated) {
         require_bearer(operation);
+    }
+    for item in authenticated.paths.paths.values_mut() {
+        let commands = [
+            &mut item.post,
+            &mut item.put,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in commands.into_iter().filter_map(Option::as_mut) {
+            add_error(
+                operation,
+                429,
+                "`rate_limited`: the token sent more commands than its rate limit allows \
+                 (`Retry-After` says when to try again).",
+            );
+        }
     }
     let mut document = Base::openapi();
     document.info.version = env!("CARGO_PKG_VERSION").to_owned();
@@ -63,7 +81,11 @@ pub fn document(mut authenticated: OpenApi, public: OpenApi) -> OpenApi {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("The admin token (`PROVISIONER_ADMIN_TOKEN`)."))
+                    .description(Some(
+                        "An API token (`POST /v1/tokens`): its role — viewer, operator or \
+                         admin — says what it may do, its tenant which environments it sees; \
+                         or the bootstrap admin token (`PROVISIONER_ADMIN_TOKEN`).",
+                    ))
                     .build(),
             ),
         );

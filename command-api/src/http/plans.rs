@@ -1,9 +1,11 @@
 //! Handler for `/v1/plans`.
 
 use super::AppState;
+use super::auth::Principal;
 use super::environments::document;
 use super::error::{AppError, ErrorBody};
 use crate::plans::Plan;
+use axum::Extension;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
@@ -39,9 +41,12 @@ use axum::http::HeaderMap;
 )]
 pub async fn create(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Plan>, AppError> {
     let (document, format) = document(&headers, body).await?;
-    Ok(Json(state.environments.plan(&document, format)?))
+    // An admin's preview is checked against the deployment's limits, a tenant's against its own.
+    let tenant = principal.scope();
+    Ok(Json(state.environments.plan(&document, format, tenant)?))
 }

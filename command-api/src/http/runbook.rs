@@ -4,11 +4,12 @@
 //! expected JSON object; 422 a reason or lock id out of bounds) and `POST /v1/requeue-stuck`
 //! (200 with the environments it touched).
 
+use super::AppState;
+use super::auth::{Principal, RequireRole};
 use super::environments::{AcceptedBody, EnvironmentPath, accepted, caller, parse_id, read_body};
 use super::error::{AppError, ErrorBody};
 use super::extract::Path;
 use super::request_id::RequestId;
-use super::{AppState, auth::Principal};
 use crate::environments::Caller;
 use axum::body::Body;
 use axum::extract::State;
@@ -55,7 +56,7 @@ fn admin_command(
 
 /// The JSON object of a request body (bounded by [`read_body`]): 400 naming what is wrong when
 /// it is not one, or not of this shape.
-async fn json_body<T: DeserializeOwned>(body: Body) -> Result<T, AppError> {
+pub(super) async fn json_body<T: DeserializeOwned>(body: Body) -> Result<T, AppError> {
     let bytes = read_body(body).await?;
     serde_json::from_slice(&bytes).map_err(|error| {
         let message = format!("the body must be a JSON object: {error}");

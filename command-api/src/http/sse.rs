@@ -6,16 +6,19 @@
 //! * `/v1/environments/{id}/events`: `id:` is the event's sequence in the environment's history;
 //!   resumes after `Last-Event-ID` or `?after=N`; ends after `InfraDestroyed` or `MarkedDestroyed` (at once when
 //!   resuming after it).
-//! * `/v1/events`: every environment; `id:` is the position in the events stream (sequences are
+//! * `/v1/events`: every environment the caller may see (its tenant's; an admin's, all);
+//!   `id:` is the position in the events stream (sequences are
 //!   per environment, so they cannot order a merged stream); without `Last-Event-ID`/`?after`
 //!   it starts with new events.
 
 use super::AppState;
+use super::auth::Principal;
 use super::environments::EnvironmentPath;
-use super::environments::parse_id;
+use super::environments::{parse_id, visible_history};
 use super::error::{AppError, ErrorBody};
 use super::extract::{Path, Query};
 use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+use axum::Extension;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -152,14 +155,16 @@ pub(super) async fn ordered_messages<T: DeserializeOwned>(
 )]
 pub async fn environment_events(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     headers: HeaderMap,
     Query(params): Query<ResumeParams>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, AppError> {
     let id = parse_id(&id)?;
     let after = resume_after(&headers, params.after)?.unwrap_or(0);
-    // 404 for an environment that was never requested, rather than an empty stream forever.
-    state.environments.load(&id).await?;
+    // 404 for an environment that was never requested (or is another tenant's), rather than an
+    // empty stream forever.
+    visible_history(&state, &principal, &id).await?;
     let messages = ordered_messages::<EventEnvelope>(
         &state,
         state.subjects.events_stream(),
@@ -194,13 +199,14 @@ pub async fn environment_events(
     operation_id = "stream_all_events",
     params(ResumeParams, LastEventId),
     responses(
-        (status = 200, description = "Server-Sent Events of every environment: `id:` the position in the events stream, `event:` the type, `data:` the history item (`HistoryItem`) plus `environment_id`; keep-alive comments. Without `Last-Event-ID`/`after` it starts with new events.", content_type = "text/event-stream", body = String),
+        (status = 200, description = "Server-Sent Events of every environment the token may see (its tenant's; an admin's, all): `id:` the position in the events stream, `event:` the type, `data:` the history item (`HistoryItem`) plus `environment_id`; keep-alive comments. Without `Last-Event-ID`/`after` it starts with new events.", content_type = "text/event-stream", body = String),
         (status = 400, description = "`bad_request`: a bad `Last-Event-ID` or `after` (nothing follows 18446744073709551615).", body = ErrorBody),
         (status = 503, description = "`unavailable`: NATS cannot be reached.", body = ErrorBody),
     ),
 )]
 pub async fn all_events(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     Query(params): Query<ResumeParams>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, AppError> {
@@ -217,6 +223,10 @@ pub async fn all_events(
         deliver_policy,
     )
     .await?;
-    let events = messages.map(|d| Ok(sse_event(d.position, &d.value)));
+    // Only the caller's tenant's events (an admin's: all), filtered here, before anything is
+    // sent; the positions of the others are skipped, so a resume still works.
+    let events = messages
+        .filter(move |d| std::future::ready(principal.sees(d.value.tenant())))
+        .map(|d| Ok(sse_event(d.position, &d.value)));
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(state.sse_keep_alive)))
 }

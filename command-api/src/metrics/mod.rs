@@ -10,6 +10,7 @@
 
 pub mod sampler;
 
+use crate::http::auth::AuthFailure;
 use domain::aggregate::{Event, Status};
 use domain::spec::Step;
 use std::time::Duration;
@@ -29,6 +30,8 @@ pub const CONSUMER_PENDING: &str = "jetstream_consumer_pending_messages";
 pub const CONSUMER_ACK_PENDING: &str = "jetstream_consumer_ack_pending_messages";
 pub const CONSUMER_REDELIVERED: &str = "jetstream_consumer_redelivered_messages";
 pub const DEPENDENCY_UP: &str = "provisioner_dependency_up";
+pub const AUTH_FAILURES_TOTAL: &str = "api_auth_failures_total";
+pub const RATE_LIMITED_TOTAL: &str = "api_rate_limited_total";
 
 /// Every metric this crate records (the dashboard's and the alert rules' tests check against it).
 pub const NAMES: &[&str] = &[
@@ -47,6 +50,8 @@ pub const NAMES: &[&str] = &[
     CONSUMER_ACK_PENDING,
     CONSUMER_REDELIVERED,
     DEPENDENCY_UP,
+    AUTH_FAILURES_TOTAL,
+    RATE_LIMITED_TOTAL,
 ];
 
 /// The buckets of this crate's histograms, in seconds: requests up to 30 s, operations up to
@@ -179,6 +184,19 @@ pub fn describe() {
         "1 when the last sample reached the dependency (postgres: the read model answered; \
          nats: every consumer's info answered) within its timeout, else 0"
     );
+    describe_counter!(
+        AUTH_FAILURES_TOTAL,
+        "requests refused 401, by reason (missing, malformed, rejected: unknown, revoked or \
+         expired)"
+    );
+    describe_counter!(
+        RATE_LIMITED_TOTAL,
+        "commands refused 429 because their token exceeded its rate limit"
+    );
+    for failure in AuthFailure::ALL {
+        ::metrics::counter!(AUTH_FAILURES_TOTAL, "reason" => failure.as_str()).increment(0);
+    }
+    ::metrics::counter!(RATE_LIMITED_TOTAL).increment(0);
     for phase in Step::ALL {
         for outcome in Outcome::ALL {
             ::metrics::counter!(
@@ -189,6 +207,16 @@ pub fn describe() {
             .increment(0);
         }
     }
+}
+
+/// Counts one refused authentication.
+pub fn auth_failed(failure: AuthFailure) {
+    ::metrics::counter!(AUTH_FAILURES_TOTAL, "reason" => failure.as_str()).increment(1);
+}
+
+/// Counts one command refused by its token's rate limit.
+pub fn rate_limited() {
+    ::metrics::counter!(RATE_LIMITED_TOTAL).increment(1);
 }
 
 /// Records one operation's end: its phase, outcome and how long it ran.

@@ -2,6 +2,7 @@ use crate::conditions::ConditionReport;
 use crate::ids::{EnvironmentId, OperationId};
 use crate::operator::{LockId, Reason};
 use crate::spec::{EnvironmentSpec, Step};
+use crate::tenant::TenantId;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -12,6 +13,8 @@ pub enum Command {
     Request {
         id: EnvironmentId,
         spec: EnvironmentSpec,
+        /// The caller's tenant, which owns the environment for good.
+        tenant: TenantId,
     },
     /// The process manager starts whatever step is pending (no-op when none is, or one is
     /// running), giving it the timeout of its step.

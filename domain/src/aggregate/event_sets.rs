@@ -106,6 +106,7 @@ mod tests {
                 id,
                 infra_model: InfraModel::for_spec(&spec),
                 spec,
+                tenant: crate::tenant::TenantId::default(),
             },
             Event::InfraApplyStarted {
                 operation_id: op.clone(),

@@ -3,6 +3,7 @@ use crate::ids::{EnvironmentId, OperationId};
 use crate::infra_model::InfraModel;
 use crate::operator::{AuthorizedUnlock, LockId};
 use crate::spec::{Beta9Spec, CustomerRole, EnvironmentName, EnvironmentSpec, Simulation, Step};
+use crate::tenant::TenantId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -90,6 +91,10 @@ pub enum Event {
         id: EnvironmentId,
         spec: EnvironmentSpec,
         infra_model: InfraModel,
+        /// The tenant that owns the environment, for good (environments requested before
+        /// tenants existed belong to the default tenant).
+        #[serde(default)]
+        tenant: TenantId,
     },
     InfraApplyStarted {
         operation_id: OperationId,

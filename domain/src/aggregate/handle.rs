@@ -8,13 +8,14 @@ use crate::ids::{EnvironmentId, OperationId};
 use crate::infra_model::InfraModel;
 use crate::operator::{LockId, Reason};
 use crate::spec::{EnvironmentSpec, Step};
+use crate::tenant::TenantId;
 
 impl Environment {
     /// Decides what a command means for this environment: the events to record, or why not.
     /// An empty list means "nothing to do" (e.g. a late result), which is not an error.
     pub fn handle(&self, command: Command) -> Result<Vec<Event>, DomainError> {
         match command {
-            Command::Request { id, spec } => self.request(id, spec),
+            Command::Request { id, spec, tenant } => self.request(id, spec, tenant),
             Command::StartPendingOperation {
                 operation_id,
                 timeouts,
@@ -37,7 +38,12 @@ impl Environment {
         }
     }
 
-    fn request(&self, id: EnvironmentId, spec: EnvironmentSpec) -> Result<Vec<Event>, DomainError> {
+    fn request(
+        &self,
+        id: EnvironmentId,
+        spec: EnvironmentSpec,
+        tenant: TenantId,
+    ) -> Result<Vec<Event>, DomainError> {
         if self.exists() {
             return Err(DomainError::AlreadyExists);
         }
@@ -46,6 +52,7 @@ impl Environment {
             id,
             spec,
             infra_model,
+            tenant,
         }])
     }
 

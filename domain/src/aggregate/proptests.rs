@@ -90,7 +90,14 @@ fn requested() -> Environment {
     .expect("valid spec");
     let mut state = Environment::default();
     let id = EnvironmentId::parse("env_01jd0000000000000000000000").unwrap();
-    for event in state.handle(Command::Request { id, spec }).unwrap() {
+    for event in state
+        .handle(Command::Request {
+            id,
+            spec,
+            tenant: crate::tenant::TenantId::default(),
+        })
+        .unwrap()
+    {
         state.apply(&event);
     }
     state

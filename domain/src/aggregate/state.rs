@@ -4,6 +4,7 @@ use crate::ids::{EnvironmentId, OperationId};
 use crate::infra_model::InfraModel;
 use crate::operator::AuthorizedUnlock;
 use crate::spec::{EnvironmentSpec, Step};
+use crate::tenant::TenantId;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -88,6 +89,8 @@ pub struct Requested {
     pub id: EnvironmentId,
     pub spec: EnvironmentSpec,
     pub infra_model: InfraModel,
+    #[serde(default)]
+    pub tenant: TenantId,
 }
 
 /// The state of one environment, rebuilt by applying its events in order.
@@ -120,11 +123,13 @@ impl Environment {
                 id,
                 spec,
                 infra_model,
+                tenant,
             } => {
                 self.requested = Some(Requested {
                     id: id.clone(),
                     spec: spec.clone(),
                     infra_model: infra_model.clone(),
+                    tenant: tenant.clone(),
                 });
                 self.status = Status::Queued;
                 self.pending = Some(Step::Infra);

@@ -5,6 +5,7 @@ use crate::conditions::{ConditionReport, ConditionStatus, ConditionType};
 use crate::ids::{EnvironmentId, OperationId};
 use crate::infra_model::InfraModel;
 use crate::spec::*;
+use crate::tenant::TenantId;
 
 /// `production` on the sandbox, with every default.
 fn spec() -> EnvironmentSpec {
@@ -72,6 +73,7 @@ fn requested() -> Event {
         id: env_id(),
         infra_model: InfraModel::for_spec(&spec),
         spec,
+        tenant: TenantId::default(),
     }
 }
 
@@ -167,6 +169,7 @@ fn request_records_the_spec_and_infra_model_and_queues_the_environment() {
         .when(Command::Request {
             id: env_id(),
             spec: spec(),
+            tenant: TenantId::default(),
         })
         .then_expect_events(&[requested()]);
     assert_eq!(state.status, Status::Queued);
@@ -179,6 +182,7 @@ fn request_is_rejected_when_the_environment_already_exists() {
         .when(Command::Request {
             id: env_id(),
             spec: spec(),
+            tenant: TenantId::default(),
         })
         .then_expect_error(DomainError::AlreadyExists);
 }
@@ -609,6 +613,7 @@ fn an_aws_job_carries_the_customer_role_and_a_sandbox_job_none() {
         id: env_id(),
         infra_model: InfraModel::for_spec(&aws),
         spec: aws,
+        tenant: TenantId::default(),
     };
     let events = given(&[requested_aws]).when(start(1)).result.unwrap();
     let (_, job) = events[0].job().unwrap();

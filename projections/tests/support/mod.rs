@@ -95,6 +95,7 @@ impl History {
                 id: env_id.clone(),
                 spec: spec.clone(),
                 infra_model,
+                tenant: domain::tenant::TenantId::default(),
             }],
             env_id,
             spec,
