@@ -75,6 +75,8 @@ pub struct TokenInfo {
     pub expires_at: DateTime<Utc>,
     /// Set once revoked; a revoked token authenticates nothing.
     pub revoked_at: Option<DateTime<Utc>>,
+    /// The actor that revoked it.
+    pub revoked_by: Option<String>,
 }
 
 /// A new token: its details and, this once, the token.
@@ -164,13 +166,14 @@ type TokenRow = (
     DateTime<Utc>,
     DateTime<Utc>,
     Option<DateTime<Utc>>,
+    Option<String>,
 );
 
 const TOKEN_COLUMNS: &str =
-    "id, name, tenant, role, created_by, created_at, expires_at, revoked_at";
+    "id, name, tenant, role, created_by, created_at, expires_at, revoked_at, revoked_by";
 
 fn info(row: TokenRow) -> Result<TokenInfo, sqlx::Error> {
-    let (id, name, tenant, role, created_by, created_at, expires_at, revoked_at) = row;
+    let (id, name, tenant, role, created_by, created_at, expires_at, revoked_at, revoked_by) = row;
     let corrupt = |error: domain::tenant::TenantInputError| sqlx::Error::Decode(Box::new(error));
     Ok(TokenInfo {
         id,
@@ -181,6 +184,7 @@ fn info(row: TokenRow) -> Result<TokenInfo, sqlx::Error> {
         created_at,
         expires_at,
         revoked_at,
+        revoked_by,
     })
 }
 
@@ -238,6 +242,7 @@ impl Tokens {
             created_at: now,
             expires_at: now + Duration::days(i64::from(new.days)),
             revoked_at: None,
+            revoked_by: None,
         };
         sqlx::query(
             "INSERT INTO api_tokens
@@ -285,10 +290,12 @@ impl Tokens {
     /// Revokes a token; `None` when there is no such token. Revoking twice keeps the first time.
     pub async fn revoke(&self, by: &Principal, id: &str) -> Result<Option<TokenInfo>, sqlx::Error> {
         let row: Option<TokenRow> = sqlx::query_as(&format!(
-            "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now())
+            "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now()),
+                                   revoked_by = coalesce(revoked_by, $2)
               WHERE id = $1 RETURNING {TOKEN_COLUMNS}"
         ))
         .bind(id)
+        .bind(&by.actor)
         .fetch_optional(&self.pool)
         .await?;
         let revoked = row.map(info).transpose()?;

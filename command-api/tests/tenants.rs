@@ -118,6 +118,7 @@ async fn a_token_is_shown_once_kept_as_a_digest_listed_without_it_and_dies_when_
     )
     .await;
     assert_eq!(again["revoked_at"], revoked["revoked_at"]);
+    assert_eq!(revoked["revoked_by"], "token:admin");
     let (status, body) = send(&app, Method::DELETE, "/v1/tokens/tok_nothing", None).await;
     assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "not_found"));
 

@@ -23,7 +23,8 @@ CREATE TABLE IF NOT EXISTS api_tokens
     created_by text        NOT NULL,
     created_at timestamptz NOT NULL,
     expires_at timestamptz NOT NULL,
-    revoked_at timestamptz
+    revoked_at timestamptz,
+    revoked_by text
 );
 
 CREATE INDEX IF NOT EXISTS api_tokens_tenant ON api_tokens (tenant, created_at, id);
