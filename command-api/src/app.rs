@@ -10,6 +10,7 @@ use crate::metrics::{self, sampler::Sampler};
 use crate::process_manager::ProcessManager;
 use crate::relay::Relay;
 use crate::runbook::Runbook;
+use crate::secrets::{SealedExternalIds, ensure_bucket};
 use crate::server;
 use crate::settings::{HttpSettings, Settings};
 use crate::store::{self, EventStore};
@@ -64,12 +65,19 @@ impl Application {
         ensure_streams(&js, &subjects, settings.stream_replicas)
             .await
             .context("failed to create jetstream streams (is this NATS >= 2.10 with JetStream?)")?;
+        let secrets = ensure_bucket(&js, &subjects, settings.stream_replicas)
+            .await
+            .context("failed to create the secrets bucket")?;
         let store = EventStore::new(pool.clone());
         let environments = Environments::new(
             store.clone(),
             Providers {
                 enabled: settings.enabled_providers.clone(),
                 tf_state_bucket_set: settings.tf_state_bucket_set,
+                external_ids: settings
+                    .secrets_key
+                    .clone()
+                    .map(|key| SealedExternalIds::new(secrets.clone(), key)),
             },
         );
         let runbook = Runbook::new(

@@ -180,7 +180,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let secrets = Secrets::from_env();
     match cli.command {
         Commands::Serve(args) => dev::serve(args, secrets).await,
-        Commands::Executor(args) => dev::executor(args).await,
+        Commands::Executor(args) => dev::executor(args, secrets).await,
         Commands::Dev(args) => dev::dev(args, secrets).await,
         Commands::Demo { file, stack } => dev::demo(file, stack, secrets).await,
         Commands::Replay => dev::replay(secrets).await,
