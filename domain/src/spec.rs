@@ -429,3 +429,58 @@ impl EnvironmentSpec {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn aws(external_id: Option<ExternalIdRef>) -> CloudSpec {
+        CloudSpec::Aws(AwsCloud {
+            region: Region::new_unchecked("us-east-1"),
+            account_id: AwsAccountId::new_unchecked("123456789012"),
+            role_arn: RoleArn::new_unchecked("arn:aws:iam::123456789012:role/r"),
+            external_id,
+        })
+    }
+
+    fn plain() -> ExternalIdRef {
+        ExternalIdRef::Plain(ExternalId::new_unchecked("canary-ext"))
+    }
+
+    #[test]
+    fn each_form_of_the_external_id_is_stored_as_documented_and_read_back() {
+        for (reference, stored) in [
+            (plain(), json!("canary-ext")),
+            (ExternalIdRef::Sealed, json!({"sealed": true})),
+            (ExternalIdRef::Redacted, json!({"redacted": true})),
+        ] {
+            assert_eq!(serde_json::to_value(&reference).unwrap(), stored);
+            let back: ExternalIdRef = serde_json::from_value(stored).unwrap();
+            assert_eq!(back, reference);
+        }
+        // Lenient: a marker that says neither is not the value.
+        let odd: ExternalIdRef = serde_json::from_value(json!({"other": 1})).unwrap();
+        assert_eq!(odd, ExternalIdRef::Redacted);
+        assert_eq!(format!("{:?}", plain()), "Plain(ExternalId(<redacted>))");
+    }
+
+    #[test]
+    fn sealing_takes_the_value_out_and_a_view_never_shows_one() {
+        let mut cloud = aws(Some(plain()));
+        assert!(cloud.holds_external_id());
+        assert_eq!(
+            serde_json::to_value(cloud.redacted()).unwrap()["external_id"],
+            json!({"redacted": true})
+        );
+        let taken = cloud.seal_external_id().expect("the value");
+        assert_eq!(taken.expose(), "canary-ext");
+        assert_eq!(cloud, aws(Some(ExternalIdRef::Sealed)));
+        assert!(!cloud.holds_external_id());
+        assert!(cloud.seal_external_id().is_none(), "nothing left to take");
+        assert_eq!(cloud.redacted(), cloud);
+        let mut none = aws(None);
+        assert!(none.seal_external_id().is_none());
+        assert_eq!(none, aws(None));
+    }
+}
