@@ -78,6 +78,12 @@ Secrets, read from the environment only (never from flags, which other users can
                            external ids with, kept apart from the events [required for aws;
                            dev, demo: generated once per data dir]";
 
+/// The executor's secret, listed in `executor --help`.
+pub const EXECUTOR_SECRETS_HELP: &str = "\
+Secrets, read from the environment only (never from flags, which other users can see):
+  PROVISIONER_SECRETS_KEY  the API's secrets key (32 bytes, base64), to open the external ids
+                           it sealed apart from the events [required for aws]";
+
 /// The client verbs' secret, listed in `env --help`.
 pub const CLIENT_SECRETS_HELP: &str = "\
 Secrets, read from the environment only (never from flags, which other users can see):

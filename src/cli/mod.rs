@@ -12,7 +12,8 @@ mod verbs;
 mod watch;
 
 use crate::settings::{
-    ApiArgs, CLIENT_SECRETS_HELP, CommonArgs, DevArgs, ExecutorArgs, LogArgs, SECRETS_HELP, Secrets,
+    ApiArgs, CLIENT_SECRETS_HELP, CommonArgs, DevArgs, EXECUTOR_SECRETS_HELP, ExecutorArgs,
+    LogArgs, SECRETS_HELP, Secrets,
 };
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -36,6 +37,7 @@ pub enum Commands {
     #[command(after_help = SECRETS_HELP)]
     Serve(ServeArgs),
     /// Run an executor: consumes jobs, runs terraform and helm, reports results.
+    #[command(after_help = EXECUTOR_SECRETS_HELP)]
     Executor(ExecutorCommand),
     /// Run everything in one process for one machine (starts its own nats-server, storing under
     /// PROVISIONER_DATA_DIR, unless NATS_URL is set; prints an admin token unless
