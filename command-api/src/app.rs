@@ -11,6 +11,7 @@ use crate::metrics::{self, sampler::Sampler};
 use crate::process_manager::ProcessManager;
 use crate::relay::Relay;
 use crate::runbook::Runbook;
+use crate::secrets::{SealedExternalIds, ensure_bucket};
 use crate::server;
 use crate::settings::{HttpSettings, Settings};
 use crate::store::{self, EventStore};
@@ -65,6 +66,9 @@ impl Application {
         ensure_streams(&js, &subjects, settings.stream_replicas)
             .await
             .context("failed to create jetstream streams (is this NATS >= 2.10 with JetStream?)")?;
+        let secrets = ensure_bucket(&js, &subjects, settings.stream_replicas)
+            .await
+            .context("failed to create the secrets bucket")?;
         settings
             .tenant_policy
             .publish(&pool)
@@ -76,6 +80,10 @@ impl Application {
             Providers {
                 enabled: settings.enabled_providers.clone(),
                 tf_state_bucket_set: settings.tf_state_bucket_set,
+                external_ids: settings
+                    .secrets_key
+                    .clone()
+                    .map(|key| SealedExternalIds::new(secrets.clone(), key)),
             },
             settings.tenant_policy.clone(),
         );

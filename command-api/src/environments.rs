@@ -2,6 +2,7 @@
 //! retries on optimistic-concurrency conflicts, and the command metadata.
 
 use crate::plans::Plan;
+use crate::secrets::{SealedExternalIds, SecretsError};
 use crate::store::{EventStore, ReadError, StoreError};
 use crate::tenancy::TenantPolicy;
 use domain::aggregate::{Command, DomainError, Environment, Status};
@@ -43,6 +44,15 @@ pub enum ServiceError {
          bucket the executors keep Terraform state in) for the API and the executors"
     )]
     AwsStateBucketUnset,
+    /// `aws` is enabled, but there is no key to seal its external ids apart from the events.
+    #[error(
+        "provider aws is enabled but not configured: set PROVISIONER_SECRETS_KEY (the key the \
+         API and the executors seal and open external ids with) for the API and the executors"
+    )]
+    AwsSecretsKeyUnset,
+    /// The sealed external id could not be kept or removed (NATS).
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
     /// The idempotency key was first used with another document.
     #[error(
         "idempotency key {} was already used with a different request body",
@@ -85,12 +95,12 @@ impl ServiceError {
     /// (`cloud.provider`); `None` for any other error.
     pub fn provider_refusal(&self) -> Option<FieldError> {
         match self {
-            ServiceError::ProviderNotEnabled { .. } | ServiceError::AwsStateBucketUnset => {
-                Some(FieldError {
-                    path: "cloud.provider".into(),
-                    message: self.to_string(),
-                })
-            }
+            ServiceError::ProviderNotEnabled { .. }
+            | ServiceError::AwsStateBucketUnset
+            | ServiceError::AwsSecretsKeyUnset => Some(FieldError {
+                path: "cloud.provider".into(),
+                message: self.to_string(),
+            }),
             _ => None,
         }
     }
@@ -148,6 +158,9 @@ pub struct Providers {
     pub enabled: Vec<Provider>,
     /// `PROVISIONER_TF_STATE_BUCKET` is set: `aws` state has somewhere to live.
     pub tf_state_bucket_set: bool,
+    /// Where external ids are sealed apart (`PROVISIONER_SECRETS_KEY` is set): without it `aws`
+    /// is refused.
+    pub external_ids: Option<SealedExternalIds>,
 }
 
 impl Providers {
@@ -163,6 +176,9 @@ impl Providers {
         }
         if requested == Provider::Aws && !self.tf_state_bucket_set {
             return Err(ServiceError::AwsStateBucketUnset);
+        }
+        if requested == Provider::Aws && self.external_ids.is_none() {
+            return Err(ServiceError::AwsSecretsKeyUnset);
         }
         Ok(())
     }
@@ -193,7 +209,9 @@ impl Environments {
     }
 
     /// Validates a MetaConfig document and requests the environment. With an idempotency key,
-    /// the first request decides the environment id and repeats answer the same.
+    /// the first request decides the environment id and repeats answer the same. An external
+    /// id is sealed apart (under the environment's id) before the request is recorded, and the
+    /// recorded spec says only that it is.
     #[tracing::instrument(skip_all, fields(request_id = %caller.request_id, env_id))]
     pub async fn create(
         &self,
@@ -202,7 +220,7 @@ impl Environments {
         format: Format,
         idempotency_key: Option<&str>,
     ) -> Result<Accepted, ServiceError> {
-        let spec = config::parse(document, format)?;
+        let mut spec = config::parse(document, format)?;
         self.providers.check(&spec)?;
         self.policy
             .check(&spec, Some(&caller.tenant))
@@ -213,6 +231,18 @@ impl Environments {
         };
         tracing::Span::current().record("env_id", id.as_str());
         let name = spec.name.to_string();
+        let sealed = match spec.cloud.seal_external_id() {
+            Some(external_id) => {
+                let store = self
+                    .providers
+                    .external_ids
+                    .as_ref()
+                    .ok_or(ServiceError::AwsSecretsKeyUnset)?;
+                store.keep(id.as_str(), &external_id).await?;
+                Some(store)
+            }
+            None => None,
+        };
         match self
             .store
             .request(&id, spec, caller.tenant.clone(), &caller.metadata())
@@ -229,9 +259,22 @@ impl Environments {
             // The same idempotency key again: answer with the environment it created.
             Err(StoreError::Rejected(DomainError::AlreadyExists)) if idempotency_key.is_some() => {
                 let status = self.visible(caller, &id).await?.status;
+                // The same value was sealed again; a destroyed environment keeps none.
+                if let (Some(store), Status::Destroyed) = (sealed, status) {
+                    store.forget(id.as_str()).await?;
+                }
                 Ok(Accepted { id, name, status })
             }
-            Err(error) => Err(error.into()),
+            Err(error) => {
+                // Nothing was recorded under a fresh id: keep nothing for it either. (With an
+                // idempotency key the id may be an earlier request's, whose value this is too.)
+                if let (Some(store), None) = (sealed, idempotency_key)
+                    && let Err(forget) = store.forget(id.as_str()).await
+                {
+                    tracing::warn!(error = %forget, "a sealed external id was left behind");
+                }
+                Err(error.into())
+            }
         }
     }
 

@@ -29,6 +29,7 @@ pub mod plans;
 pub mod process_manager;
 pub mod relay;
 pub mod runbook;
+pub mod secrets;
 pub mod server;
 pub mod settings;
 pub mod tenancy;

@@ -20,6 +20,10 @@
 //!   the ack loses that replica's counters anyway). It starts at the events that come after its
 //!   creation, so a first start does not count the history.
 //!
+//! * The final events (`InfraDestroyed`, `MarkedDestroyed`) → the environment's sealed
+//!   external id removed from the secrets bucket ([`crate::secrets`]): nothing of a destroyed
+//!   environment's secrets is kept.
+//!
 //! The consumers run on `jetstream-consumer`, up to [`CONCURRENCY`] messages at once each. A
 //! command that fails is classified ([`disposition`]): one that can never succeed (unknown
 //! environment, an event too large, a name clash) is terminated at once and logged; one that
@@ -31,7 +35,7 @@
 use crate::metrics::{Outcome, record_operation_end};
 use crate::store::{EventStore, StoreError, reader};
 use async_nats::jetstream::{self, Message, consumer::DeliverPolicy, consumer::pull, kv};
-use domain::aggregate::event_sets::{OPERATION_END_EVENTS, STEP_TRIGGERS};
+use domain::aggregate::event_sets::{FINAL_EVENTS, OPERATION_END_EVENTS, STEP_TRIGGERS};
 use domain::aggregate::{Command, DomainError, OperationOutcome, StepTimeouts};
 use domain::ids::OperationId;
 use domain::text::error_chain;
@@ -48,6 +52,7 @@ use tokio_util::sync::CancellationToken;
 const TRIGGER_CONSUMER: &str = Subjects::PROCESS_MANAGER_CONSUMER;
 const RESULTS_CONSUMER: &str = Subjects::PROCESS_MANAGER_RESULTS_CONSUMER;
 const ENDS_CONSUMER: &str = Subjects::OPERATION_ENDS_CONSUMER;
+const FINAL_CONSUMER: &str = Subjects::FINAL_EVENTS_CONSUMER;
 /// Messages handled at once per consumer.
 const CONCURRENCY: usize = 32;
 /// How long a handler may hold a message before JetStream redelivers it (heartbeats extend it).
@@ -70,6 +75,8 @@ pub struct ProcessManager {
     timeouts: StepTimeouts,
     /// The executors' lease bucket, looked up once it exists (the executors create it).
     leases: Arc<OnceCell<kv::Store>>,
+    /// The secrets bucket (the API creates it at start-up).
+    secrets: Arc<OnceCell<kv::Store>>,
 }
 
 impl ProcessManager {
@@ -86,6 +93,7 @@ impl ProcessManager {
             subjects,
             timeouts,
             leases: Arc::default(),
+            secrets: Arc::default(),
         }
     }
 
@@ -127,10 +135,21 @@ impl ProcessManager {
             },
             &shutdown,
         );
+        let finals = self.consume(
+            Loop::Final,
+            self.subjects.events_stream(),
+            pull::Config {
+                durable_name: Some(FINAL_CONSUMER.into()),
+                filter_subjects: events_of(&FINAL_EVENTS),
+                ..Default::default()
+            },
+            &shutdown,
+        );
         tokio::join!(
             triggers,
             results,
             ends,
+            finals,
             self.fail_abandoned_jobs(shutdown.clone())
         );
     }
@@ -162,6 +181,7 @@ impl ProcessManager {
                             Loop::Triggers => this.on_trigger(&message).await,
                             Loop::Results => this.on_result(&message).await,
                             Loop::OperationEnds => this.on_operation_end(&message).await,
+                            Loop::Final => this.on_final(&message).await,
                         }
                     }
                 })
@@ -334,6 +354,39 @@ impl ProcessManager {
 }
 
 impl ProcessManager {
+    /// Removes the sealed external id of `message`'s environment, which is final (destroyed or
+    /// marked so): nothing needs it any more. Retried while NATS cannot take it.
+    async fn on_final(&self, message: &Message) -> Disposition {
+        let Ok(end) = serde_json::from_slice::<EventEnvelope>(&message.payload) else {
+            return Disposition::term("undecodable event");
+        };
+        let env = end.environment_id.as_str();
+        let store = match self
+            .secrets
+            .get_or_try_init(|| self.js.get_key_value(self.subjects.secrets_bucket()))
+            .await
+        {
+            Ok(store) => store,
+            Err(error) => {
+                tracing::warn!(env_id = env, %error, "the secrets bucket is unavailable; will retry");
+                return Disposition::retry();
+            }
+        };
+        match crate::secrets::forget(store, env).await {
+            Ok(()) => {
+                tracing::debug!(
+                    env_id = env,
+                    "the environment's sealed secrets were removed"
+                );
+                Disposition::Ack
+            }
+            Err(error) => {
+                tracing::warn!(env_id = env, %error, "will retry");
+                Disposition::retry()
+            }
+        }
+    }
+
     /// Counts an operation's end, with how long it ran: from its `…Started` event (found in the
     /// environment's history, which says the step too) to `message`'s event, by their recorded
     /// times. Best effort: an event it cannot read is skipped (logged), a database failure
@@ -469,6 +522,8 @@ enum Loop {
     Results,
     /// The events that end an operation → the operation metrics.
     OperationEnds,
+    /// The final events → the environment's sealed secrets removed.
+    Final,
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 use crate::http::rate_limit::RateLimit;
 use crate::tenancy::TenantPolicy;
 use domain::aggregate::StepTimeouts;
+use domain::sealed::SealingKey;
 use domain::spec::Provider;
 use secrecy::{ExposeSecret, SecretString};
 use std::net::SocketAddr;
@@ -45,6 +46,10 @@ pub struct Settings {
     /// Terraform state. Without it `aws` environments are refused (422 on `cloud.provider`)
     /// even when `aws` is enabled; previews of them are still answered.
     pub tf_state_bucket_set: bool,
+    /// `PROVISIONER_SECRETS_KEY`: the key external ids are sealed with, apart from the events
+    /// (`domain::sealed`); the executors have the same. Without it `aws` environments are
+    /// refused (422 on `cloud.provider`).
+    pub secrets_key: Option<SealingKey>,
     /// `PROVISIONER_SSE_KEEPALIVE_MS`
     pub sse_keep_alive: Duration,
     /// `PROVISIONER_INFRA_TIMEOUT_SECS`, `PROVISIONER_BOOTSTRAP_TIMEOUT_SECS`,
@@ -75,6 +80,7 @@ impl Default for Settings {
             admin_token: None,
             enabled_providers: vec![Provider::Sandbox],
             tf_state_bucket_set: false,
+            secrets_key: None,
             sse_keep_alive: DEFAULT_SSE_KEEP_ALIVE,
             step_timeouts: StepTimeouts::DEFAULT,
             metrics_interval: DEFAULT_METRICS_INTERVAL,
@@ -137,6 +143,7 @@ impl std::fmt::Debug for Settings {
             .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
             .field("enabled_providers", &self.enabled_providers)
             .field("tf_state_bucket_set", &self.tf_state_bucket_set)
+            .field("secrets_key", &self.secrets_key)
             .field("sse_keep_alive", &self.sse_keep_alive)
             .field("step_timeouts", &self.step_timeouts)
             .field("metrics_interval", &self.metrics_interval)

@@ -835,7 +835,7 @@ async fn outputs_answers_the_read_models_outputs_and_404_for_an_unknown_id() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn aws_is_refused_without_the_state_bucket_and_accepted_with_it() {
+async fn aws_is_refused_without_the_state_bucket_or_the_secrets_key_and_accepted_with_both() {
     use domain::spec::Provider;
     let unconfigured = App::spawn_with(|settings| {
         settings.enabled_providers = vec![Provider::Sandbox, Provider::Aws];
@@ -860,12 +860,78 @@ async fn aws_is_refused_without_the_state_bucket_and_accepted_with_it() {
     assert_eq!(plan["refusals"][0], *detail);
     drop(unconfigured);
 
+    let keyless = App::spawn_with(|settings| {
+        settings.enabled_providers = vec![Provider::Sandbox, Provider::Aws];
+        settings.tf_state_bucket_set = true;
+    })
+    .await;
+    let (status, body) = error_body(keyless.create(AWS_MEDIUM_GPU).await).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let detail = &body["error"]["details"][0];
+    assert_eq!(detail["path"], "cloud.provider");
+    let message = detail["message"].as_str().unwrap();
+    assert!(message.contains("PROVISIONER_SECRETS_KEY"), "{message}");
+    assert_eq!(event_count(&keyless).await, 0);
+    drop(keyless);
+
     let configured = App::spawn_with(|settings| {
         settings.enabled_providers = vec![Provider::Sandbox, Provider::Aws];
         settings.tf_state_bucket_set = true;
+        settings.secrets_key = Some(system_tests::aws_stack::sealing_key());
     })
     .await;
     let plan: Value = configured.plan(AWS_MEDIUM_GPU).await.json().await.unwrap();
     assert_eq!(plan["creatable"], true);
     configured.create_ok(AWS_MEDIUM_GPU).await;
+}
+
+/// Issue 10: the external id is sealed apart, under the environment's id, before anything is
+/// recorded; the events and the read model say only that it is.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_external_id_is_sealed_apart_and_events_and_views_hold_only_the_marker() {
+    use domain::spec::Provider;
+    const EXTERNAL_ID: &str = "canary-http-external-id-5e1";
+    let app = App::spawn_with(|settings| {
+        settings.enabled_providers = vec![Provider::Sandbox, Provider::Aws];
+        settings.tf_state_bucket_set = true;
+        settings.secrets_key = Some(system_tests::aws_stack::sealing_key());
+    })
+    .await;
+    let document = AWS_MEDIUM_GPU.replace(
+        "role/provisioner\n",
+        &format!("role/provisioner\n  external_id: {EXTERNAL_ID}\n"),
+    );
+    let id = app.create_ok(&document).await;
+
+    let payloads: Vec<String> = sqlx::query_scalar("SELECT payload::text FROM events")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert!(!payloads.is_empty());
+    for payload in &payloads {
+        assert!(!payload.contains(EXTERNAL_ID), "{payload}");
+    }
+    let requested: Value = serde_json::from_str(&payloads[0]).unwrap();
+    assert_eq!(
+        requested["data"]["spec"]["cloud"]["external_id"],
+        serde_json::json!({"sealed": true}),
+        "{requested}"
+    );
+    let (_, view) = app.get(&id).await;
+    assert_eq!(
+        view["spec"]["cloud"]["external_id"],
+        serde_json::json!({"sealed": true}),
+        "{view}"
+    );
+
+    let client = async_nats::connect(app.nats.url()).await.unwrap();
+    let bucket = async_nats::jetstream::new(client)
+        .get_key_value(app.subjects.secrets_bucket())
+        .await
+        .unwrap();
+    let sealed = bucket.get(&id).await.unwrap().expect("the sealed value");
+    assert!(!String::from_utf8_lossy(&sealed).contains(EXTERNAL_ID));
+    let opened =
+        domain::sealed::open(&system_tests::aws_stack::sealing_key(), &id, &sealed).unwrap();
+    assert_eq!(opened.expose(), EXTERNAL_ID);
 }

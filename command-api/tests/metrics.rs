@@ -186,6 +186,7 @@ async fn metrics_count_requests_by_matched_route_sample_the_gauges_and_time_oper
         "process-manager-results",
         "projection-environments",
         "process-manager-operation-ends",
+        "process-manager-final",
     ] {
         for name in [
             "jetstream_consumer_pending_messages",

@@ -374,6 +374,7 @@ async fn requeue_stuck_starts_missed_steps_and_times_out_overdue_ones_once() {
         Providers {
             enabled: vec![Provider::Sandbox],
             tf_state_bucket_set: false,
+            external_ids: None,
         },
         Default::default(),
     );

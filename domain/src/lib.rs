@@ -11,6 +11,7 @@ pub mod ids;
 pub mod infra_model;
 pub mod operator;
 pub mod outputs;
+pub mod sealed;
 pub mod spec;
 pub mod tenant;
 pub mod text;

@@ -68,6 +68,11 @@ impl ExternalId {
         Self(value.into())
     }
 
+    /// The value, from what [`crate::sealed::open`] found sealed apart.
+    pub(crate) fn from_opened(value: String) -> Self {
+        Self(value)
+    }
+
     /// The value itself, for the one place that must send it (STS, Terraform's variables).
     pub fn expose(&self) -> &str {
         &self.0
@@ -79,6 +84,90 @@ impl std::fmt::Debug for ExternalId {
         f.write_str("ExternalId(<redacted>)")
     }
 }
+/// How a stored spec refers to the external id. A request's document carries the value
+/// ([`ExternalIdRef::Plain`], as parsed); the API seals it apart from the events (the secrets
+/// bucket, under the environment's id, see [`crate::sealed`]) and records only the marker
+/// [`ExternalIdRef::Sealed`] — `{"sealed": true}` — so events, jobs, read models and streams
+/// never hold it. Events recorded before that change hold the value itself, as a string: they
+/// still load as `Plain`, and their environments' jobs still carry it (the events stream keeps
+/// them as they were written); a read model shows such a value as [`ExternalIdRef::Redacted`]
+/// — `{"redacted": true}` — never the value.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum ExternalIdRef {
+    /// The value, as parsed from a request, or as recorded before it was sealed.
+    Plain(ExternalId),
+    /// Sealed and kept apart, under the environment's id.
+    Sealed,
+    /// Shown in place of a plain value, in read models.
+    Redacted,
+}
+
+impl ExternalIdRef {
+    /// This reference as a read model may show it: never the value.
+    pub fn redacted(&self) -> ExternalIdRef {
+        match self {
+            ExternalIdRef::Sealed => ExternalIdRef::Sealed,
+            ExternalIdRef::Plain(_) | ExternalIdRef::Redacted => ExternalIdRef::Redacted,
+        }
+    }
+}
+
+impl std::fmt::Debug for ExternalIdRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExternalIdRef::Plain(id) => write!(f, "Plain({id:?})"),
+            ExternalIdRef::Sealed => f.write_str("Sealed"),
+            ExternalIdRef::Redacted => f.write_str("Redacted"),
+        }
+    }
+}
+
+/// The stored forms of [`ExternalIdRef`]: a string (the value), `{"sealed": true}` or
+/// `{"redacted": true}`.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum StoredExternalIdRef {
+    Plain(ExternalId),
+    Marker(Marker),
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct Marker {
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    sealed: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    redacted: bool,
+}
+
+impl Serialize for ExternalIdRef {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let stored = match self {
+            ExternalIdRef::Plain(id) => StoredExternalIdRef::Plain(id.clone()),
+            ExternalIdRef::Sealed => StoredExternalIdRef::Marker(Marker {
+                sealed: true,
+                ..Marker::default()
+            }),
+            ExternalIdRef::Redacted => StoredExternalIdRef::Marker(Marker {
+                redacted: true,
+                ..Marker::default()
+            }),
+        };
+        stored.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for ExternalIdRef {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Lenient, as every stored form: a marker that says neither is taken as redacted (the
+        // value is not here, whatever it says).
+        Ok(match StoredExternalIdRef::deserialize(deserializer)? {
+            StoredExternalIdRef::Plain(id) => ExternalIdRef::Plain(id),
+            StoredExternalIdRef::Marker(Marker { sealed: true, .. }) => ExternalIdRef::Sealed,
+            StoredExternalIdRef::Marker(_) => ExternalIdRef::Redacted,
+        })
+    }
+}
+
 string_newtype!(
     /// A DNS name for the Beta9 API.
     DomainName
@@ -159,6 +248,47 @@ impl CloudSpec {
         }
     }
 
+    /// Takes the external id's value out of the spec, leaving the marker that it is sealed
+    /// apart ([`ExternalIdRef::Sealed`]): what the API does before anything is recorded.
+    /// `None` when there is no value here (no external id, or already sealed).
+    pub fn seal_external_id(&mut self) -> Option<ExternalId> {
+        let CloudSpec::Aws(aws) = self else {
+            return None;
+        };
+        match aws.external_id.take() {
+            Some(ExternalIdRef::Plain(id)) => {
+                aws.external_id = Some(ExternalIdRef::Sealed);
+                Some(id)
+            }
+            other => {
+                aws.external_id = other;
+                None
+            }
+        }
+    }
+
+    /// Whether the spec holds an external id's value (which events must not).
+    pub fn holds_external_id(&self) -> bool {
+        matches!(
+            self,
+            CloudSpec::Aws(AwsCloud {
+                external_id: Some(ExternalIdRef::Plain(_)),
+                ..
+            })
+        )
+    }
+
+    /// This cloud as a read model may show it (the external id redacted).
+    pub fn redacted(&self) -> CloudSpec {
+        match self {
+            CloudSpec::Aws(aws) => CloudSpec::Aws(AwsCloud {
+                external_id: aws.external_id.as_ref().map(ExternalIdRef::redacted),
+                ..aws.clone()
+            }),
+            CloudSpec::Sandbox(_) => self.clone(),
+        }
+    }
+
     /// The fault-injection knobs; only the sandbox has them.
     pub fn simulation(&self) -> Option<&Simulation> {
         match self {
@@ -191,7 +321,7 @@ pub struct AwsCloud {
     pub account_id: AwsAccountId,
     pub role_arn: RoleArn,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub external_id: Option<ExternalId>,
+    pub external_id: Option<ExternalIdRef>,
 }
 
 /// How an executor reaches the customer's account: assume `role_arn` (with `external_id`), and
@@ -200,8 +330,20 @@ pub struct AwsCloud {
 pub struct CustomerRole {
     pub account_id: AwsAccountId,
     pub role_arn: RoleArn,
+    /// Sealed apart on every job recorded since issue 10 (the executor opens it from the
+    /// secrets bucket); the value itself on older ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub external_id: Option<ExternalId>,
+    pub external_id: Option<ExternalIdRef>,
+}
+
+impl CustomerRole {
+    /// The external id's value, when this role holds it (not only the marker that it is sealed).
+    pub fn external_id_value(&self) -> Option<&ExternalId> {
+        match &self.external_id {
+            Some(ExternalIdRef::Plain(id)) => Some(id),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -275,4 +417,70 @@ pub struct EnvironmentSpec {
     pub cluster: ClusterSpec,
     pub data: DataSpec,
     pub beta9: Beta9Spec,
+}
+
+impl EnvironmentSpec {
+    /// This spec as a read model shows it: an external id's value (of an environment recorded
+    /// before it was sealed apart) redacted.
+    pub fn redacted(&self) -> EnvironmentSpec {
+        EnvironmentSpec {
+            cloud: self.cloud.redacted(),
+            ..self.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn aws(external_id: Option<ExternalIdRef>) -> CloudSpec {
+        CloudSpec::Aws(AwsCloud {
+            region: Region::new_unchecked("us-east-1"),
+            account_id: AwsAccountId::new_unchecked("123456789012"),
+            role_arn: RoleArn::new_unchecked("arn:aws:iam::123456789012:role/r"),
+            external_id,
+        })
+    }
+
+    fn plain() -> ExternalIdRef {
+        ExternalIdRef::Plain(ExternalId::new_unchecked("canary-ext"))
+    }
+
+    #[test]
+    fn each_form_of_the_external_id_is_stored_as_documented_and_read_back() {
+        for (reference, stored) in [
+            (plain(), json!("canary-ext")),
+            (ExternalIdRef::Sealed, json!({"sealed": true})),
+            (ExternalIdRef::Redacted, json!({"redacted": true})),
+        ] {
+            assert_eq!(serde_json::to_value(&reference).unwrap(), stored);
+            let back: ExternalIdRef = serde_json::from_value(stored).unwrap();
+            assert_eq!(back, reference);
+        }
+        // Lenient: a marker that says neither is not the value.
+        let odd: ExternalIdRef = serde_json::from_value(json!({"other": 1})).unwrap();
+        assert_eq!(odd, ExternalIdRef::Redacted);
+        assert_eq!(format!("{:?}", plain()), "Plain(ExternalId(<redacted>))");
+    }
+
+    #[test]
+    fn sealing_takes_the_value_out_and_a_view_never_shows_one() {
+        let mut cloud = aws(Some(plain()));
+        assert!(cloud.holds_external_id());
+        assert_eq!(
+            serde_json::to_value(cloud.redacted()).unwrap()["external_id"],
+            json!({"redacted": true})
+        );
+        let taken = cloud.seal_external_id().expect("the value");
+        assert_eq!(taken.expose(), "canary-ext");
+        assert_eq!(cloud, aws(Some(ExternalIdRef::Sealed)));
+        assert!(!cloud.holds_external_id());
+        assert!(cloud.seal_external_id().is_none(), "nothing left to take");
+        assert_eq!(cloud.redacted(), cloud);
+        let mut none = aws(None);
+        assert!(none.seal_external_id().is_none());
+        assert_eq!(none, aws(None));
+    }
 }

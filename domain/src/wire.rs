@@ -399,18 +399,22 @@ impl Subjects {
     /// The process manager's durable consumer of the events that end an operation, on the
     /// events stream: where each operation's end is counted once across API replicas (metrics).
     pub const OPERATION_ENDS_CONSUMER: &str = "process-manager-operation-ends";
+    /// The process manager's durable consumer of the final events (an environment destroyed),
+    /// on the events stream: where its sealed secrets are removed.
+    pub const FINAL_EVENTS_CONSUMER: &str = "process-manager-final";
     /// Every durable consumer name.
-    pub const CONSUMERS: [&str; 5] = [
+    pub const CONSUMERS: [&str; 6] = [
         Self::PROCESS_MANAGER_CONSUMER,
         Self::PROCESS_MANAGER_RESULTS_CONSUMER,
         Self::PROJECTION_CONSUMER,
         Self::EXECUTOR_CONSUMER,
         Self::OPERATION_ENDS_CONSUMER,
+        Self::FINAL_EVENTS_CONSUMER,
     ];
 
     /// Every durable consumer with the stream it reads: the results stream for
     /// [`Self::PROCESS_MANAGER_RESULTS_CONSUMER`], the events stream for the others.
-    pub fn durable_consumers(&self) -> [(String, &'static str); 5] {
+    pub fn durable_consumers(&self) -> [(String, &'static str); 6] {
         Self::CONSUMERS.map(|name| {
             let stream = if name == Self::PROCESS_MANAGER_RESULTS_CONSUMER {
                 self.results_stream()
@@ -457,6 +461,12 @@ impl Subjects {
     /// The key-value bucket of the executors' [`StepLease`]s, keyed by environment id.
     pub fn leases_bucket(&self) -> String {
         self.stream("LEASES")
+    }
+
+    /// The key-value bucket of the environments' sealed external ids (`domain::sealed`),
+    /// keyed by environment id: the value kept apart from the events.
+    pub fn secrets_bucket(&self) -> String {
+        self.stream("SECRETS")
     }
 
     /// `<prefix>.events.>`
@@ -651,7 +661,8 @@ mod tests {
                 "process-manager-results",
                 "projection-environments",
                 "executor",
-                "process-manager-operation-ends"
+                "process-manager-operation-ends",
+                "process-manager-final"
             ]
         );
         let subjects = Subjects::new("p");
@@ -668,6 +679,7 @@ mod tests {
     fn subjects_follow_the_documented_layout() {
         let subjects = Subjects::new("beta9-prov");
         assert_eq!(subjects.events_stream(), "BETA9_PROV_EVENTS");
+        assert_eq!(subjects.secrets_bucket(), "BETA9_PROV_SECRETS");
         assert_eq!(
             subjects.event("env_x", "InfraApplied"),
             "beta9-prov.events.env_x.InfraApplied"

@@ -21,7 +21,7 @@ use aws_sdk_sts::config::{Credentials, Region, SharedHttpClient};
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls;
 use bootstrap::eks_token::SessionCredentials;
-use domain::spec::CustomerRole;
+use domain::spec::{CustomerRole, ExternalIdRef};
 use tokio::sync::OnceCell;
 
 /// How the executor talks to AWS.
@@ -96,6 +96,9 @@ pub enum PreflightError {
          operation to record a new one"
     )]
     NoRole,
+    /// The role's external id was handed over sealed (a defect: the driver opens it first).
+    #[error("the external id was not opened before the preflight")]
+    ExternalIdNotOpened,
     #[error(
         "STS refused to assume {role_arn} ({code}: {message}); check that the role's trust \
          policy trusts the provisioner's identity and expects this external id"
@@ -161,8 +164,14 @@ impl CustomerAccounts {
             .role_arn(role.role_arn.as_str())
             .role_session_name(session_name(environment_id))
             .duration_seconds(duration_seconds(self.settings.session_duration));
-        if let Some(external_id) = &role.external_id {
-            request = request.external_id(external_id.expose());
+        match &role.external_id {
+            None => {}
+            Some(ExternalIdRef::Plain(external_id)) => {
+                request = request.external_id(external_id.expose());
+            }
+            Some(ExternalIdRef::Sealed | ExternalIdRef::Redacted) => {
+                return Err(PreflightError::ExternalIdNotOpened);
+            }
         }
         let assumed = request
             .send()

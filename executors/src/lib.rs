@@ -7,6 +7,7 @@
 pub mod beta9_secrets;
 pub mod customer_account;
 pub mod driver;
+pub mod external_ids;
 mod inflight;
 mod job;
 pub mod lease;

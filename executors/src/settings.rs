@@ -8,6 +8,7 @@ pub use bootstrap::charts::{
 use std::path::PathBuf;
 
 use bootstrap::readiness::ReadinessTimeouts;
+use domain::sealed::SealingKey;
 
 use crate::customer_account::AwsSettings;
 use crate::process::Program;
@@ -45,6 +46,9 @@ pub struct ExecutorSettings {
     pub state_lock_table: Option<String>,
     /// How the executor reaches AWS (STS endpoint, session length; its own identity).
     pub aws: AwsSettings,
+    /// `PROVISIONER_SECRETS_KEY`: the API's key, to open the external ids it sealed apart
+    /// (`domain::sealed`); an `aws` job with a sealed one fails without it.
+    pub secrets_key: Option<SealingKey>,
     /// `PROVISIONER_EXECUTOR_CONCURRENCY`: jobs run at once by this process.
     pub concurrency: usize,
     /// `PROVISIONER_EXECUTOR_HEARTBEAT_MS`: how often a running job tells JetStream it is alive.
@@ -91,6 +95,7 @@ impl ExecutorSettings {
             state_region: None,
             state_lock_table: None,
             aws: AwsSettings::default(),
+            secrets_key: None,
             concurrency: 4,
             heartbeat: Duration::from_secs(5),
             ack_wait: Duration::from_secs(30),

@@ -46,13 +46,15 @@ use bootstrap::{
 use domain::aggregate::Outputs;
 use domain::conditions::{ConditionStatus, ConditionType};
 use domain::outputs::{InfraOutput, InfraOutputs};
-use domain::spec::{Provider, Step};
+use domain::spec::{ExternalId, Provider, Step};
+use domain::wire::Subjects;
 use futures::future::BoxFuture;
 use serde_json::Value;
 
 use crate::beta9_secrets;
 use crate::customer_account::{AssumedSession, CustomerAccounts, session_name};
 use crate::driver::{StepContext, StepDriver, StepError};
+use crate::external_ids::ExternalIds;
 use crate::process::{self, Finished, Invocation, Program};
 use crate::settings::{ExecutorSettings, SandboxTools, TerraformRetry};
 use crate::terraform_errors::{self, Class};
@@ -94,6 +96,8 @@ pub struct TerraformHelmDriver {
     pub backend_config: Vec<(String, String)>,
     /// The way into customer accounts (`aws` only): checked before any tool runs.
     pub accounts: Option<Arc<CustomerAccounts>>,
+    /// Where a job's sealed external id is opened (`aws` only), before the preflight.
+    pub external_ids: Option<Arc<ExternalIds>>,
     /// Where the bootstrap's charts come from, each at its pinned version.
     pub charts: Charts,
     /// The bootstrap's readiness waits (`aws` only).
@@ -132,6 +136,11 @@ impl TerraformHelmDriver {
             cancel_grace: settings.cancel_grace,
             backend_config,
             accounts: Some(Arc::new(CustomerAccounts::new(settings.aws.clone()))),
+            external_ids: Some(Arc::new(ExternalIds::new(
+                settings.nats_url.clone(),
+                Subjects::new(settings.subject_prefix.clone()),
+                settings.secrets_key.clone(),
+            ))),
             charts: settings.charts.clone(),
             readiness: settings.readiness,
         }
@@ -148,6 +157,7 @@ impl TerraformHelmDriver {
             cancel_grace: settings.cancel_grace,
             backend_config: Vec::new(),
             accounts: None,
+            external_ids: None,
             charts: settings.charts.clone(),
             readiness: settings.readiness,
         }
@@ -432,7 +442,16 @@ impl TerraformHelmDriver {
         ctx: &StepContext,
     ) -> Result<(RemovedOnDrop, AssumedSession), StepError> {
         let environment_id = ctx.job.environment_id.as_str();
-        let role = ctx.job.customer_role.as_ref();
+        let role = match (&ctx.job.customer_role, &self.external_ids) {
+            (Some(role), Some(external_ids)) => Some(
+                external_ids
+                    .open(environment_id, role)
+                    .await
+                    .map_err(|e| StepError::failed(format!("preflight: {e}")))?,
+            ),
+            (role, _) => role.clone(),
+        };
+        let role = role.as_ref();
         let session = accounts
             .preflight(environment_id, &ctx.job.infra_model.region, role)
             .await
@@ -444,7 +463,7 @@ impl TerraformHelmDriver {
         let role = role.expect("the preflight refuses a job without a role");
         let values = customer_role::values(
             role.role_arn.as_str(),
-            role.external_id.as_ref().map(|id| id.expose()),
+            role.external_id_value().map(ExternalId::expose),
             &session_name(environment_id),
             accounts.settings().session_duration,
         );

@@ -594,3 +594,100 @@ async fn an_aws_destroy_whose_cluster_never_answers_goes_on_and_says_what_may_be
         "{logs}"
     );
 }
+
+/// A NATS server with the secrets bucket of a fresh prefix, holding `sealed` under `env` when
+/// given; the prefix.
+async fn secrets_bucket(nats_url: &str, held: Option<(&str, Vec<u8>)>) -> String {
+    use async_nats::jetstream::kv;
+    let prefix = format!("s{:08x}", rand::random::<u32>());
+    let js = async_nats::jetstream::new(async_nats::connect(nats_url).await.unwrap());
+    let bucket = js
+        .create_key_value(kv::Config {
+            bucket: domain::wire::Subjects::new(prefix.clone()).secrets_bucket(),
+            ..kv::Config::default()
+        })
+        .await
+        .unwrap();
+    if let Some((env, sealed)) = held {
+        bucket.put(env, sealed.into()).await.unwrap();
+    }
+    prefix
+}
+
+/// Issue 10: a job carries only the marker that the external id is sealed apart; the driver
+/// opens it from the secrets bucket with the key, for the preflight and for Terraform — and
+/// without the key, or without the value, the step fails saying so before any tool runs.
+#[tokio::test]
+async fn a_sealed_external_id_is_opened_from_the_secrets_bucket_for_the_preflight_and_terraform() {
+    use domain::sealed::{SEAL_NONCE_LEN, SealingKey, seal};
+    use domain::spec::ExternalIdRef;
+    let nats = system_tests::services::nats().await;
+    let key = SealingKey::from_bytes(&[7; 32]).unwrap();
+    let sts = StandinSts::expecting_external_id(EXTERNAL_ID).await;
+    let tools = tempfile::tempdir().unwrap();
+    let terraform = recording_terraform(tools.path());
+    let sealed_context = |workdir: &Path| {
+        let (mut ctx, rx) = aws_context(workdir);
+        let role = ctx.job.customer_role.as_mut().unwrap();
+        let Some(ExternalIdRef::Plain(id)) = role.external_id.replace(ExternalIdRef::Sealed) else {
+            panic!("the parsed spec holds the value");
+        };
+        (ctx, rx, id)
+    };
+    let sealed_driver = |prefix: &str, key: Option<SealingKey>| {
+        let mut driver = driver(&sts.endpoint(), &terraform);
+        driver.external_ids = Some(std::sync::Arc::new(
+            executors::external_ids::ExternalIds::new(
+                nats.url(),
+                domain::wire::Subjects::new(prefix),
+                key,
+            ),
+        ));
+        driver
+    };
+
+    // Opened: STS (which expects it) and Terraform get the value.
+    let workdir = tempfile::tempdir().unwrap();
+    let (ctx, mut rx, id) = sealed_context(workdir.path());
+    let env = ctx.job.environment_id.to_string();
+    let payload = serde_json::to_string(&ctx.job).unwrap();
+    assert!(!payload.contains(EXTERNAL_ID), "{payload}");
+    let sealed = seal(&key, [3; SEAL_NONCE_LEN], &env, &id);
+    let prefix = secrets_bucket(&nats.url(), Some((&env, sealed))).await;
+    let result = sealed_driver(&prefix, Some(key.clone())).run(ctx).await;
+    assert!(
+        matches!(&result, Err(StepError::Failed { message }) if message.contains("recorded")),
+        "the step reached terraform: {result:?}"
+    );
+    let seen: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(workdir.path().join("seen-vars.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(seen["customer_external_id"], EXTERNAL_ID);
+    assert!(!log_lines(&mut rx).contains(EXTERNAL_ID));
+
+    // No key, another key, no value: refused before any tool runs, naming why.
+    let right_key = key.clone();
+    let other_key = SealingKey::from_bytes(&[8; 32]).unwrap();
+    for (key, held, expected) in [
+        (None, true, "PROVISIONER_SECRETS_KEY"),
+        (Some(other_key), true, "does not open with this key"),
+        (Some(key.clone()), false, "no sealed external id is kept"),
+    ] {
+        let workdir = tempfile::tempdir().unwrap();
+        let (ctx, _rx, id) = sealed_context(workdir.path());
+        let env = ctx.job.environment_id.to_string();
+        // Sealed by the API with its own key.
+        let sealed = seal(&right_key, [4; SEAL_NONCE_LEN], &env, &id);
+        let prefix = secrets_bucket(&nats.url(), held.then_some((&env, sealed))).await;
+        let result = sealed_driver(&prefix, key).run(ctx).await;
+        let message = match result {
+            Err(StepError::Failed { message }) => message,
+            other => panic!("expected a failure, got {other:?}"),
+        };
+        assert!(message.starts_with("preflight: "), "{message}");
+        assert!(message.contains(expected), "{expected}: {message}");
+        assert!(!message.contains(EXTERNAL_ID), "{message}");
+        assert!(!workdir.path().join("seen-args").exists(), "terraform ran");
+    }
+}

@@ -89,7 +89,7 @@ impl EnvironmentView {
             tenant: requested.tenant.as_str().to_owned(),
             status: state.status.as_str().to_owned(),
             provider: requested.spec.cloud.provider().as_str().to_owned(),
-            spec: serde_json::to_value(&requested.spec).map_err(ViewError::Spec)?,
+            spec: serde_json::to_value(requested.spec.redacted()).map_err(ViewError::Spec)?,
             outputs: strings(&state.outputs),
             error: state.failure.as_ref().map(|failure| {
                 json!(Failure {

@@ -76,8 +76,9 @@ pub async fn serve(args: ServeArgs, secrets: Secrets) -> anyhow::Result<i32> {
 fn executor_settings(
     common: &CommonArgs,
     executor: &ExecutorArgs,
+    secrets: &Secrets,
 ) -> anyhow::Result<ExecutorSettings> {
-    let mut settings = settings::executor_settings(common, executor)?;
+    let mut settings = settings::executor_settings(common, executor, secrets)?;
     let exe = std::env::current_exe().context("failed to find the provisioner binary")?;
     settings.sandbox_tools = Some(SandboxTools::BuiltIn(exe));
     Ok(settings)
@@ -90,7 +91,7 @@ fn dev_settings(
     secrets: &Secrets,
 ) -> anyhow::Result<(Settings, ExecutorSettings, PrivateServers)> {
     let settings = settings::api_settings(&args.common, &args.api, secrets)?;
-    let executor = executor_settings(&args.common, &args.executor)?;
+    let executor = executor_settings(&args.common, &args.executor, secrets)?;
     let private = PrivateServers {
         postgres: secrets
             .database_url
@@ -113,8 +114,8 @@ const EXECUTOR_ENDPOINT_HTTP: HttpSettings = HttpSettings {
 };
 
 /// The executor, with its own endpoint (metrics, health) on `PROVISIONER_EXECUTOR_LISTEN`.
-pub async fn executor(args: ExecutorCommand) -> anyhow::Result<i32> {
-    let settings = executor_settings(&args.common, &args.executor)?;
+pub async fn executor(args: ExecutorCommand, secrets: Secrets) -> anyhow::Result<i32> {
+    let settings = executor_settings(&args.common, &args.executor, &secrets)?;
     let metrics = install_metrics()?;
     let listen = args.executor.executor_listen;
     let listener = command_api::server::bind(listen)

@@ -3,7 +3,8 @@
 //! and a private nats-server unless `NATS_URL` is set.
 //!
 //! The data directory (`PROVISIONER_DATA_DIR`) holds the workdirs, the nats store, the
-//! PostgreSQL cluster and the PyPI installs; one process at a time may use it. The private
+//! PostgreSQL cluster, the PyPI installs and the secrets key (unless `PROVISIONER_SECRETS_KEY`
+//! is set); one process at a time may use it. The private
 //! servers are supervised: one that dies is started again on the same port and store; one
 //! that cannot be started again stops the whole stack, which then exits non-zero.
 
@@ -13,6 +14,7 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use anyhow::Context;
+use domain::sealed::SealingKey;
 use executors::settings::ExecutorSettings;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -99,6 +101,11 @@ impl DevStack {
             supervise_server(Server::Nats(nats));
         }
         servers.close();
+        if settings.secrets_key.is_none() || executor.secrets_key.is_none() {
+            let key = data_dir_secrets_key(&data_dir)?;
+            settings.secrets_key.get_or_insert_with(|| key.clone());
+            executor.secrets_key.get_or_insert(key);
+        }
         let (token, token_generated) = match settings.admin_token.clone() {
             Some(token) => (token, false),
             None => (generate_token(), true),
@@ -246,4 +253,37 @@ async fn supervise(
         }
     }
     server.stop().await;
+}
+
+/// The file, in a `dev` data directory, of its secrets key (when `PROVISIONER_SECRETS_KEY` is
+/// unset): 32 random bytes, owner-only, made on first start and kept, so the external ids sealed
+/// with it open after a restart.
+pub const SECRETS_KEY_FILE: &str = "secrets.key";
+
+/// `data_dir`'s secrets key, made on first use.
+fn data_dir_secrets_key(data_dir: &std::path::Path) -> anyhow::Result<SealingKey> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = data_dir.join(SECRETS_KEY_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(data_dir)
+                .with_context(|| format!("failed to create {}", data_dir.display()))?;
+            let key: [u8; domain::sealed::KEY_LEN] = rand::random();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .and_then(|mut file| file.write_all(&key))
+                .with_context(|| format!("failed to write {}", path.display()))?;
+            key.to_vec()
+        }
+        Err(error) => {
+            return Err(error).with_context(|| format!("failed to read {}", path.display()));
+        }
+    };
+    SealingKey::from_bytes(&bytes)
+        .with_context(|| format!("{} is not a secrets key", path.display()))
 }

@@ -13,7 +13,8 @@ mod verbs;
 mod watch;
 
 use crate::settings::{
-    ApiArgs, CLIENT_SECRETS_HELP, CommonArgs, DevArgs, ExecutorArgs, LogArgs, SECRETS_HELP, Secrets,
+    ApiArgs, CLIENT_SECRETS_HELP, CommonArgs, DevArgs, EXECUTOR_SECRETS_HELP, ExecutorArgs,
+    LogArgs, SECRETS_HELP, Secrets,
 };
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -37,6 +38,7 @@ pub enum Commands {
     #[command(after_help = SECRETS_HELP)]
     Serve(ServeArgs),
     /// Run an executor: consumes jobs, runs terraform and helm, reports results.
+    #[command(after_help = EXECUTOR_SECRETS_HELP)]
     Executor(ExecutorCommand),
     /// Run everything in one process for one machine (starts its own nats-server, storing under
     /// PROVISIONER_DATA_DIR, unless NATS_URL is set; prints an admin token unless
@@ -190,7 +192,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let secrets = Secrets::from_env();
     match cli.command {
         Commands::Serve(args) => dev::serve(args, secrets).await,
-        Commands::Executor(args) => dev::executor(args).await,
+        Commands::Executor(args) => dev::executor(args, secrets).await,
         Commands::Dev(args) => dev::dev(args, secrets).await,
         Commands::Demo { file, stack } => dev::demo(file, stack, secrets).await,
         Commands::Replay => dev::replay(secrets).await,

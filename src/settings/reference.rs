@@ -3,7 +3,7 @@
 //! text. The test `docs_configuration_md_is_generated_from_the_settings` (in `settings`)
 //! compares it with the committed file, so the document cannot drift.
 
-use super::{CLIENT_SECRETS_HELP, SECRETS_HELP};
+use super::{CLIENT_SECRETS_HELP, EXECUTOR_SECRETS_HELP, SECRETS_HELP};
 use crate::cli::Cli;
 use clap::CommandFactory;
 
@@ -56,7 +56,7 @@ pub(super) fn configuration_reference() -> String {
         }
     }
     out.push_str(&format!(
-        "\n## Secrets\n\n```text\n{SECRETS_HELP}\n\n{CLIENT_SECRETS_HELP}\n```\n"
+        "\n## Secrets\n\n```text\n{SECRETS_HELP}\n\n{EXECUTOR_SECRETS_HELP}\n\n{CLIENT_SECRETS_HELP}\n```\n"
     ));
     out
 }

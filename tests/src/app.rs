@@ -88,6 +88,7 @@ impl App {
             admin_token: Some(TOKEN.into()),
             enabled_providers: vec![Provider::Sandbox],
             tf_state_bucket_set: false,
+            secrets_key: None,
             sse_keep_alive: Duration::from_secs(1),
             step_timeouts: StepTimeouts::DEFAULT,
             metrics_interval: Duration::from_secs(1),

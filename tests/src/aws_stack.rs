@@ -22,6 +22,17 @@ pub const ACCOUNT: &str = "210987654321";
 /// The database password the customer's RDS secret holds.
 pub const DB_PASSWORD: &str = "canary-db-password-77e1";
 
+/// The raw bytes of [`SECRETS_KEY`], themselves a canary.
+pub const SECRETS_KEY_BYTES: &[u8; 32] = b"canary-secrets-key-0123456789abc";
+/// `PROVISIONER_SECRETS_KEY` of the `aws` stacks (the API's and the executor's): the base64 of
+/// [`SECRETS_KEY_BYTES`].
+pub const SECRETS_KEY: &str = "Y2FuYXJ5LXNlY3JldHMta2V5LTAxMjM0NTY3ODlhYmM=";
+
+/// [`SECRETS_KEY`] as the API's and the executor's settings hold it.
+pub fn sealing_key() -> domain::sealed::SealingKey {
+    domain::sealed::SealingKey::from_bytes(SECRETS_KEY_BYTES).expect("32 bytes")
+}
+
 /// The file, in the tools' directory, the wrappers append each run's arguments and environment
 /// to.
 pub const TOOL_RUNS: &str = "tool-runs.log";
@@ -108,9 +119,11 @@ pub fn aws_stack_options(
         api_env: env(&[
             ("PROVISIONER_PROVIDERS", "sandbox,aws"),
             ("PROVISIONER_TF_STATE_BUCKET", BUCKET),
+            ("PROVISIONER_SECRETS_KEY", SECRETS_KEY),
         ]),
         executor_env: env(&[
             ("PROVISIONER_TF_STATE_BUCKET", BUCKET),
+            ("PROVISIONER_SECRETS_KEY", SECRETS_KEY),
             ("PROVISIONER_TERRAFORM_BIN", terraform.to_str().unwrap()),
             ("PROVISIONER_HELM_BIN", helm.to_str().unwrap()),
             ("PROVISIONER_AWS_STS_ENDPOINT", sts_endpoint),

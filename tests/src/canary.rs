@@ -10,7 +10,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use domain::wire::Subjects;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
@@ -138,7 +137,7 @@ pub fn files_under(dir: &Path) -> Vec<Source> {
 }
 
 /// Every message published on the stack's subjects (`<p>.>`: events, results, logs) and on its
-/// lease bucket, heard by core-NATS subscriptions from [`WireTap::start`] on, whether or not a
+/// key-value buckets (leases, secrets), heard by core-NATS subscriptions from [`WireTap::start`] on, whether or not a
 /// stream keeps it (the results stream is a work queue: an acknowledged result is gone).
 pub struct WireTap {
     heard: Arc<Mutex<Vec<Source>>>,
@@ -153,6 +152,7 @@ impl WireTap {
         for subject in [
             format!("{}.>", subjects.prefix()),
             format!("$KV.{}.>", subjects.leases_bucket()),
+            format!("$KV.{}.>", subjects.secrets_bucket()),
         ] {
             let mut subscription = client.subscribe(subject).await.expect("subscribe");
             let heard = heard.clone();
@@ -184,7 +184,34 @@ impl Drop for WireTap {
     }
 }
 
-/// Every message a JetStream stream holds now, in stream order.
+/// Every message of every stream of the stack's (the streams, and the key-value buckets, which
+/// are streams `KV_<bucket>`), as [`stream_messages`] reads each; the streams' names are
+/// returned too, so a test can check it read the ones it expects.
+pub async fn all_stream_messages(
+    nats_url: &str,
+    subjects: &Subjects,
+) -> (Vec<String>, Vec<Source>) {
+    let client = async_nats::connect(nats_url).await.expect("connect nats");
+    let js = async_nats::jetstream::new(client);
+    let ours = subjects.events_stream().replace("_EVENTS", "_");
+    let names: Vec<String> = js
+        .stream_names()
+        .filter_map(|name| async move { name.ok() })
+        .filter(|name| {
+            let mine = name.starts_with(&ours) || name.starts_with(&format!("KV_{ours}"));
+            async move { mine }
+        })
+        .collect()
+        .await;
+    let mut read = Vec::new();
+    for name in &names {
+        read.extend(stream_messages(nats_url, name).await);
+    }
+    (names, read)
+}
+
+/// Every message a JetStream stream holds now, in stream order (read one by one by sequence,
+/// with no consumer, so work-queue streams are read as they are).
 pub async fn stream_messages(nats_url: &str, stream: &str) -> Vec<Source> {
     let client = async_nats::connect(nats_url).await.expect("connect nats");
     let js = async_nats::jetstream::new(client);
@@ -197,29 +224,21 @@ pub async fn stream_messages(nats_url: &str, stream: &str) -> Vec<Source> {
     if state.messages == 0 {
         return read;
     }
-    let consumer = handle
-        .create_consumer(OrderedConfig {
-            deliver_policy: DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await
-        .expect("ordered consumer");
-    let mut messages = consumer.messages().await.expect("messages");
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
-            .await
-            .unwrap_or_else(|_| panic!("{stream} delivers up to its last message"))
-            .expect("more messages")
-            .expect("a message");
-        let sequence = message.info().expect("jetstream message").stream_sequence;
+    for sequence in state.first_sequence..=state.last_sequence {
+        // A deleted message (purged, or acknowledged from a work queue) is not there.
+        let Ok(message) = handle.get_raw_message(sequence).await else {
+            continue;
+        };
         read.push(Source::new(
             format!("{stream} message {sequence} on {}", message.subject),
-            String::from_utf8_lossy(&message.payload),
+            format!(
+                "{:?}\n{}",
+                message.headers,
+                String::from_utf8_lossy(&message.payload)
+            ),
         ));
-        if sequence >= state.last_sequence {
-            return read;
-        }
     }
+    read
 }
 
 /// Reads the SSE stream at `path` until an event of type `terminal` arrives (or `within`

@@ -21,14 +21,16 @@ use nix::unistd::Pid;
 use reqwest::StatusCode;
 use system_tests::aws::Moto;
 use system_tests::aws_stack::{
-    DB_PASSWORD, EXTERNAL_ID, SLOW_BETA9_STARTED, aws_stack_options, aws_yaml, customer_secrets,
-    rds_password_secret, slow_beta9_helm_pid, slow_down_next_beta9_install, tool_runs,
+    DB_PASSWORD, EXTERNAL_ID, SECRETS_KEY, SECRETS_KEY_BYTES, SLOW_BETA9_STARTED,
+    aws_stack_options, aws_yaml, customer_secrets, rds_password_secret, slow_beta9_helm_pid,
+    slow_down_next_beta9_install, tool_runs,
 };
 use system_tests::canary::{
-    Canary, Source, WireTap, assert_absent, files_under, search, sse_text_until, stream_messages,
+    Canary, Source, WireTap, all_stream_messages, assert_absent, files_under, search,
+    sse_text_until,
 };
 use system_tests::kube_api::{KubeBehaviour, StandinKubeApi, StandinNode};
-use system_tests::{Stack, StackOptions, count};
+use system_tests::{Stack, StackOptions, TOKEN, count};
 
 const WITHIN: Duration = Duration::from_secs(90);
 
@@ -265,12 +267,10 @@ fn found(sources: &[Source], value: &str) -> usize {
     .len()
 }
 
-/// The texts of one lifecycle, in two heaps: those that carry the submitted spec (events and
-/// read models) and all the others.
+/// Every text of one lifecycle that is searched.
 #[derive(Default)]
 struct Texts {
-    carrying_the_spec: Vec<Source>,
-    others: Vec<Source>,
+    sources: Vec<Source>,
 }
 
 impl Texts {
@@ -282,30 +282,105 @@ impl Texts {
             "{kind}: {expected} not found in {} sources",
             sources.len()
         );
-        self.others.extend(sources);
-    }
-
-    /// Like [`Texts::add`], for texts that carry the submitted spec.
-    fn add_carrying_the_spec(&mut self, kind: &str, sources: Vec<Source>, expected: &str) {
-        assert!(
-            found(&sources, expected) > 0,
-            "{kind}: {expected} not found in {} sources",
-            sources.len()
-        );
-        self.carrying_the_spec.extend(sources);
+        self.sources.extend(sources);
     }
 }
 
+/// The executor's own AWS secret key and session token (its identity through the standard
+/// chain, here its environment).
+const EXECUTOR_SECRET_KEY: &str = "canary-executor-secret-key-4a0b";
+const EXECUTOR_SESSION_TOKEN: &str = "canary-executor-session-token-92cd";
+/// A client token the API does not know (`PROVISIONER_TOKEN` of a refused CLI run).
+const UNKNOWN_CLIENT_TOKEN: &str = "canary-client-token-d41f";
+
+/// The session token inside an EKS token (`k8s-aws-v1.` + the base64url of a presigned STS
+/// `GetCallerIdentity` URL): the assumed customer session's own secret.
+fn session_token_in(eks_token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let encoded = eks_token.strip_prefix("k8s-aws-v1.")?;
+    let url = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded)
+        .ok()?;
+    let url = reqwest::Url::parse(std::str::from_utf8(&url).ok()?).ok()?;
+    url.query_pairs()
+        .find(|(name, _)| name == "X-Amz-Security-Token")
+        .map(|(_, value)| value.into_owned())
+}
+
+/// A client verb of the binary against the stack, with `token` as `PROVISIONER_TOKEN` and an
+/// empty home (no config file): its exit status, stdout and stderr as one text.
+fn client_verb(stack: &Stack, args: &[&str], token: &str) -> String {
+    let home = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(system_tests::binary_dir().join("provisioner"))
+        .args(args)
+        .env_clear()
+        .env("HOME", home.path())
+        .env("PROVISIONER_API_URL", &stack.base_url)
+        .env("PROVISIONER_TOKEN", token)
+        .output()
+        .expect("run provisioner");
+    format!(
+        "{:?}\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Issue 10: canaries in every secret input of an `aws` lifecycle — the external id, the
+/// database password and the encryption key (Secrets Manager), the executor's own AWS secret key
+/// and session token, the assumed customer session's token (inside the EKS tokens), the EKS
+/// tokens themselves, the admin token, a client token, the secrets key — and none of them in
+/// anything the stack says or leaves: every log line of both processes at `trace`, events,
+/// read models, history, SSE, every JetStream message (heard on the wire, and what every stream
+/// and key-value bucket keeps after), API responses and error messages (some provoked), the
+/// client verbs' output, the processes' arguments, terraform's and helm's arguments and
+/// environments, and the files left in the data directory. After destroy, the secrets bucket
+/// keeps nothing of the environment.
 #[tokio::test(flavor = "multi_thread")]
 async fn no_secret_of_a_whole_aws_lifecycle_shows_anywhere() {
     let world = AwsWorld::start(ready_cluster()).await;
     let stack = Stack::start_with(StackOptions {
-        log_filter: Some("debug".to_owned()),
-        ..world.stack_options(&[])
+        log_filter: Some("trace".to_owned()),
+        ..world.stack_options(&[
+            ("AWS_SECRET_ACCESS_KEY", EXECUTOR_SECRET_KEY),
+            ("AWS_SESSION_TOKEN", EXECUTOR_SESSION_TOKEN),
+        ])
     })
     .await;
     let tap = WireTap::start(&stack.nats.url(), &stack.subjects).await;
     let mut texts = Texts::default();
+
+    // Refusals that see the secrets: each answer (and the log) must not repeat them.
+    let mut refusals = Vec::new();
+    for (what, document) in [
+        (
+            "an invalid external id",
+            aws_yaml("canary").replace(EXTERNAL_ID, &format!("{EXTERNAL_ID}!~")),
+        ),
+        (
+            "a document that does not parse, at the external id",
+            aws_yaml("canary").replace(
+                &format!("external_id: {EXTERNAL_ID}"),
+                &format!("external_id: [{EXTERNAL_ID}\n  x: }}"),
+            ),
+        ),
+        (
+            "an unknown field beside the external id",
+            aws_yaml("canary").replace(
+                &format!("external_id: {EXTERNAL_ID}"),
+                &format!("external_id: {EXTERNAL_ID}\n  externalid: {EXTERNAL_ID}"),
+            ),
+        ),
+    ] {
+        let refused = stack.create(&document).await;
+        assert!(refused.status().is_client_error(), "{what}");
+        refusals.push(Source::new(
+            format!("the refusal of {what}"),
+            refused.text().await.unwrap(),
+        ));
+    }
+    texts.add("the refusals", refusals, "\"error\"");
 
     let created = stack.create(&aws_yaml("canary")).await;
     assert_eq!(created.status(), StatusCode::ACCEPTED);
@@ -325,8 +400,14 @@ async fn no_secret_of_a_whole_aws_lifecycle_shows_anywhere() {
         "InfraDestroyed",
         WITHIN,
     );
+    let all_sse = sse_text_until(&stack.client, "/v1/events", "InfraDestroyed", WITHIN);
 
     let ready = stack.wait_for_status(&id, "ready", WITHIN).await;
+    assert_eq!(
+        ready["spec"]["cloud"]["external_id"],
+        serde_json::json!({"sealed": true}),
+        "{ready}"
+    );
     let encryption_key = world
         .secrets
         .get_secret_value()
@@ -343,7 +424,7 @@ async fn no_secret_of_a_whole_aws_lifecycle_shows_anywhere() {
         files_under(stack.data_dir()),
         &id,
     );
-    texts.add_carrying_the_spec(
+    texts.add(
         "the read model when ready",
         vec![
             Source::new("the read model when ready", ready.to_string()),
@@ -362,6 +443,42 @@ async fn no_secret_of_a_whole_aws_lifecycle_shows_anywhere() {
         vec![Source::new("the outputs", outputs)],
         &id,
     );
+    texts.add(
+        "the client verbs",
+        vec![
+            Source::new(
+                "env get -o json",
+                client_verb(&stack, &["env", "get", &id, "-o", "json"], TOKEN),
+            ),
+            Source::new(
+                "env history",
+                client_verb(&stack, &["env", "history", &id], TOKEN),
+            ),
+            Source::new(
+                "env get with an unknown token",
+                client_verb(&stack, &["env", "get", &id], UNKNOWN_CLIENT_TOKEN),
+            ),
+        ],
+        &id,
+    );
+    // A bearer token the API refuses, and a retry it refuses (the environment is not failed).
+    let unknown = reqwest::Client::new()
+        .get(format!("{}/v1/environments", stack.base_url))
+        .bearer_auth(UNKNOWN_CLIENT_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::UNAUTHORIZED);
+    let retried = stack.retry(&id).await;
+    assert!(retried.status().is_client_error());
+    texts.add(
+        "the refused requests",
+        vec![
+            Source::new("401", unknown.text().await.unwrap()),
+            Source::new("retry refused", retried.text().await.unwrap()),
+        ],
+        "\"error\"",
+    );
 
     let deleted = stack.delete(&id).await;
     assert_eq!(deleted.status(), StatusCode::ACCEPTED);
@@ -372,7 +489,7 @@ async fn no_secret_of_a_whole_aws_lifecycle_shows_anywhere() {
         &id,
     );
     let destroyed = stack.wait_for_status(&id, "destroyed", WITHIN).await;
-    texts.add_carrying_the_spec(
+    texts.add(
         "the read model when destroyed",
         vec![Source::new(
             "the read model when destroyed",
@@ -384,18 +501,15 @@ async fn no_secret_of_a_whole_aws_lifecycle_shows_anywhere() {
     let history = stack
         .get_text(&format!("/v1/environments/{id}/history"))
         .await;
-    texts.add_carrying_the_spec("the history", vec![Source::new("history", history)], &id);
-    let sse = tokio::time::timeout(WITHIN, sse)
-        .await
-        .expect("the SSE reader ends")
-        .expect("the SSE reader");
-    texts.add_carrying_the_spec("the SSE stream", vec![sse], &id);
+    texts.add("the history", vec![Source::new("history", history)], &id);
+    for sse in [sse, all_sse] {
+        let sse = tokio::time::timeout(WITHIN, sse)
+            .await
+            .expect("the SSE reader ends")
+            .expect("the SSE reader");
+        texts.add("an SSE stream", vec![sse], &id);
+    }
     let nats_url = stack.nats.url();
-    texts.add_carrying_the_spec(
-        "the events stream",
-        stream_messages(&nats_url, &stack.subjects.events_stream()).await,
-        &id,
-    );
     let executor_output = "preflight: the customer role was assumed";
     let logs = stack.get_text(&format!("/v1/environments/{id}/logs")).await;
     texts.add(
@@ -403,32 +517,65 @@ async fn no_secret_of_a_whole_aws_lifecycle_shows_anywhere() {
         vec![Source::new("GET logs", logs)],
         executor_output,
     );
-    texts.add(
-        "the logs stream",
-        stream_messages(&nats_url, &stack.subjects.logs_stream()).await,
-        executor_output,
-    );
+    // The secrets bucket forgets a destroyed environment (the process manager, on its final
+    // event), a little after the read model says destroyed.
+    let secrets_bucket = async_nats::jetstream::new(async_nats::connect(&nats_url).await.unwrap())
+        .get_key_value(stack.subjects.secrets_bucket())
+        .await
+        .expect("the secrets bucket");
+    let deadline = Instant::now() + WITHIN;
+    while secrets_bucket.get(&id).await.unwrap().is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the sealed external id outlived the environment"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // What every stream and key-value bucket keeps now.
+    let (streams, kept) = all_stream_messages(&nats_url, &stack.subjects).await;
+    for expected in [
+        stack.subjects.events_stream(),
+        stack.subjects.logs_stream(),
+        format!("KV_{}", stack.subjects.secrets_bucket()),
+        format!("KV_{}", stack.subjects.leases_bucket()),
+    ] {
+        assert!(streams.contains(&expected), "{expected} in {streams:?}");
+    }
+    texts.add("what the streams keep", kept, &id);
     // Every message published while the lifecycle ran: events, results (gone from their
-    // work-queue stream once handled), log lines, leases.
-    let on_events = format!("nats message on {}.events.", stack.subjects.prefix());
-    let (events, others): (Vec<Source>, Vec<Source>) = tap
-        .sources()
-        .into_iter()
-        .partition(|s| s.name.starts_with(&on_events));
+    // work-queue stream once handled), log lines, leases, the sealed value.
+    let heard = tap.sources();
     assert!(
-        others
+        heard
             .iter()
             .any(|s| s.name.ends_with(&stack.subjects.result(&id))),
         "the tap heard the results"
     );
-    texts.add_carrying_the_spec("the events published", events, &id);
-    texts.add("the other NATS messages", others, &id);
-    let process_logs = stack
+    assert!(
+        heard.iter().any(|s| s
+            .name
+            .contains(&format!("$KV.{}.", stack.subjects.secrets_bucket()))),
+        "the tap heard the sealed value"
+    );
+    texts.add("the NATS messages", heard, &id);
+    let process_logs: Vec<Source> = stack
         .process_logs()
         .into_iter()
         .map(|(name, text)| Source::new(format!("process log {name}"), text))
         .collect();
+    assert!(
+        process_logs.iter().any(|s| s.text.contains("TRACE")),
+        "the processes log at trace"
+    );
     texts.add("the processes' logs", process_logs, &id);
+    let arguments: Vec<Source> = [Some(&stack.api), stack.executor.as_ref()]
+        .into_iter()
+        .flatten()
+        .filter_map(|process| process.id())
+        .filter_map(|pid| system_tests::procfs::cmdline(pid).map(|line| (pid, line)))
+        .map(|(pid, line)| Source::new(format!("the arguments of process {pid}"), line))
+        .collect();
+    texts.add("the processes' arguments", arguments, "provisioner");
     texts.add(
         "the tools' runs",
         vec![Source::new(
@@ -438,9 +585,34 @@ async fn no_secret_of_a_whole_aws_lifecycle_shows_anywhere() {
         &id,
     );
     // What is left after destroy (on aws the workdir is gone).
-    texts.others.extend(files_under(stack.data_dir()));
+    texts.sources.extend(files_under(stack.data_dir()));
 
-    let secrets = [
+    let eks_tokens: Vec<String> = world
+        .cluster
+        .authorizations()
+        .into_iter()
+        .flatten()
+        .filter_map(|header| header.strip_prefix("Bearer ").map(str::to_owned))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert!(!eks_tokens.is_empty(), "the executor reached the cluster");
+    let session_tokens: Vec<String> = eks_tokens
+        .iter()
+        .filter_map(|token| session_token_in(token))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert!(
+        !session_tokens.is_empty(),
+        "the EKS tokens carry the customer session's token"
+    );
+    let key_bytes = std::str::from_utf8(SECRETS_KEY_BYTES).unwrap();
+    let mut canaries = vec![
+        Canary {
+            name: "the external id",
+            value: EXTERNAL_ID,
+        },
         Canary {
             name: "the database password",
             value: DB_PASSWORD,
@@ -449,18 +621,38 @@ async fn no_secret_of_a_whole_aws_lifecycle_shows_anywhere() {
             name: "the encryption key",
             value: &encryption_key,
         },
+        Canary {
+            name: "the executor's AWS secret key",
+            value: EXECUTOR_SECRET_KEY,
+        },
+        Canary {
+            name: "the executor's AWS session token",
+            value: EXECUTOR_SESSION_TOKEN,
+        },
+        Canary {
+            name: "the admin token",
+            value: TOKEN,
+        },
+        Canary {
+            name: "a client token",
+            value: UNKNOWN_CLIENT_TOKEN,
+        },
+        Canary {
+            name: "the secrets key",
+            value: SECRETS_KEY,
+        },
+        Canary {
+            name: "the secrets key's bytes",
+            value: key_bytes,
+        },
     ];
-    let external_id = Canary {
-        name: "the external id",
-        value: EXTERNAL_ID,
-    };
-    assert_absent(&texts.others, &[secrets[0], secrets[1], external_id]);
-    assert_absent(&texts.carrying_the_spec, &secrets);
-    // Known and documented (docs/ARCHITECTURE.md, "Not yet true of it"; issue 10): the external
-    // id is part of the submitted spec, so events, jobs and read models still carry it. When
-    // that is fixed this fails: search those texts for it too.
-    assert!(
-        found(&texts.carrying_the_spec, EXTERNAL_ID) > 0,
-        "the external id no longer reaches events and read models: add it to their search"
-    );
+    canaries.extend(eks_tokens.iter().map(|token| Canary {
+        name: "an EKS token",
+        value: token,
+    }));
+    canaries.extend(session_tokens.iter().map(|token| Canary {
+        name: "the customer session's token",
+        value: token,
+    }));
+    assert_absent(&texts.sources, &canaries);
 }

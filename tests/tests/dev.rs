@@ -48,6 +48,14 @@ async fn killing_dev_kills_its_children_and_a_restart_reuses_its_data_alone() {
     let mut dev = DevProcess::start(data.path(), &[("PROVISIONER_ADMIN_TOKEN", TOKEN)]).await;
     let nats = dev.wait_for_child("nats-server", WITHIN).await;
     let postgres = dev.wait_for_child("postgres -D", WITHIN).await;
+    // Without PROVISIONER_SECRETS_KEY, dev made one for its data dir, owner-only.
+    let key_file = data.path().join("secrets.key");
+    let key = std::fs::read(&key_file).expect("dev made its secrets key");
+    assert_eq!(key.len(), 32);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&key_file).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
     let id = create(&dev, "orphan-check", "    apply_seconds: 60\n").await;
     let terraform = dev.wait_for_child("standin terraform apply", WITHIN).await;
 
@@ -76,6 +84,11 @@ async fn killing_dev_kills_its_children_and_a_restart_reuses_its_data_alone() {
     );
     let view = dev.client(TOKEN).get(&id).await.expect("get");
     assert_eq!(view["name"], "orphan-check", "the environment survived");
+    assert_eq!(
+        std::fs::read(&key_file).unwrap(),
+        key,
+        "the restart kept the secrets key"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

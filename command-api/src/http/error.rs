@@ -186,6 +186,10 @@ impl From<StoreError> for AppError {
             // Every client value is bounded before it reaches an event, so only a defect can
             // build an event this large: an internal error, and nothing was recorded.
             error @ StoreError::EventTooLarge(_) => AppError::internal(error),
+            // The service seals the external id apart first: only a defect records it.
+            error @ StoreError::Rejected(DomainError::ExternalIdNotSealed) => {
+                AppError::internal(error)
+            }
             StoreError::Unavailable(source) => AppError::Unavailable(source),
             StoreError::Internal(source) => AppError::Internal(source),
         }
@@ -198,7 +202,8 @@ impl From<ServiceError> for AppError {
             ServiceError::NotFound(id) => AppError::environment_not_found(id.as_str()),
             ServiceError::Config(error) => error.into(),
             error @ (ServiceError::ProviderNotEnabled { .. }
-            | ServiceError::AwsStateBucketUnset) => {
+            | ServiceError::AwsStateBucketUnset
+            | ServiceError::AwsSecretsKeyUnset) => {
                 AppError::Validation(error.provider_refusal().into_iter().collect())
             }
             error @ ServiceError::IdempotencyKeyReused { .. } => {
@@ -215,6 +220,7 @@ impl From<ServiceError> for AppError {
                 message: error.to_string(),
             },
             error @ ServiceError::LeasesUnavailable(_) => AppError::Unavailable(Box::new(error)),
+            error @ ServiceError::Secrets(_) => AppError::Unavailable(Box::new(error)),
             ServiceError::Database(error) => error.into(),
             ServiceError::Corrupt(source) => AppError::Internal(source),
         }

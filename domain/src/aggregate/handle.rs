@@ -47,6 +47,9 @@ impl Environment {
         if self.exists() {
             return Err(DomainError::AlreadyExists);
         }
+        if spec.cloud.holds_external_id() {
+            return Err(DomainError::ExternalIdNotSealed);
+        }
         let infra_model = InfraModel::for_spec(&spec);
         Ok(vec![Event::EnvironmentRequested {
             id,

@@ -37,6 +37,10 @@ pub enum DomainError {
         status: Status,
         why: &'static str,
     },
+    /// A request whose spec still holds the external id's value: the caller must seal it apart
+    /// first ([`crate::spec::CloudSpec::seal_external_id`]), so no event ever holds it.
+    #[error("the external id must be sealed apart before the environment is requested")]
+    ExternalIdNotSealed,
 }
 
 #[cfg(test)]

@@ -604,11 +604,14 @@ fn operation_timed_out_round_trips_through_json_with_its_type_name() {
 
 #[test]
 fn an_aws_job_carries_the_customer_role_and_a_sandbox_job_none() {
-    let aws = crate::config::parse(
-        "name: production\ncloud:\n  provider: aws\n  region: us-east-1\n  account_id: \"123456789012\"\n  role_arn: arn:aws:iam::123456789012:role/provisioner\n  external_id: ext-secret-1\n",
-        crate::config::Format::Yaml,
-    )
-    .expect("a valid spec");
+    let mut aws = aws_spec();
+    assert_eq!(
+        aws.cloud
+            .seal_external_id()
+            .as_ref()
+            .map(ExternalId::expose),
+        Some("ext-secret-1")
+    );
     let requested_aws = Event::EnvironmentRequested {
         id: env_id(),
         infra_model: InfraModel::for_spec(&aws),
@@ -626,17 +629,56 @@ fn an_aws_job_carries_the_customer_role_and_a_sandbox_job_none() {
         role.role_arn.as_str(),
         "arn:aws:iam::123456789012:role/provisioner"
     );
-    assert_eq!(
-        role.external_id.as_ref().map(ExternalId::expose),
-        Some("ext-secret-1")
-    );
+    assert_eq!(role.external_id, Some(ExternalIdRef::Sealed));
+    let payload = serde_json::to_string(&events[0]).unwrap();
+    assert!(!payload.contains("ext-secret-1"), "{payload}");
     assert!(
-        !format!("{job:?}").contains("ext-secret-1"),
-        "Debug never prints the external id"
+        payload.contains(r#""external_id":{"sealed":true}"#),
+        "{payload}"
     );
 
     let events = given(&[requested()]).when(start(1)).result.unwrap();
     assert_eq!(events[0].job().unwrap().1.customer_role, None);
+}
+
+fn aws_spec() -> EnvironmentSpec {
+    crate::config::parse(
+        "name: production\ncloud:\n  provider: aws\n  region: us-east-1\n  account_id: \"123456789012\"\n  role_arn: arn:aws:iam::123456789012:role/provisioner\n  external_id: ext-secret-1\n",
+        crate::config::Format::Yaml,
+    )
+    .expect("a valid spec")
+}
+
+#[test]
+fn a_request_holding_the_external_id_itself_is_refused() {
+    let result = given(&[])
+        .when(Command::Request {
+            id: env_id(),
+            spec: aws_spec(),
+            tenant: TenantId::default(),
+        })
+        .result;
+    assert_eq!(result, Err(DomainError::ExternalIdNotSealed));
+}
+
+#[test]
+fn an_event_recorded_with_the_external_id_itself_still_loads_and_its_jobs_carry_it() {
+    // As written before the external id was sealed apart (issue 10).
+    let mut json = serde_json::to_value(Event::EnvironmentRequested {
+        id: env_id(),
+        infra_model: InfraModel::for_spec(&aws_spec()),
+        spec: aws_spec(),
+        tenant: TenantId::default(),
+    })
+    .unwrap();
+    assert_eq!(json["data"]["spec"]["cloud"]["external_id"], "ext-secret-1");
+    let old: Event = serde_json::from_value(json.take()).unwrap();
+    let events = given(&[old]).when(start(1)).result.unwrap();
+    let role = events[0].job().unwrap().1.customer_role.clone().unwrap();
+    match role.external_id {
+        Some(ExternalIdRef::Plain(id)) => assert_eq!(id.expose(), "ext-secret-1"),
+        other => panic!("{other:?}"),
+    }
 }
 
 fn progressed(condition: ConditionType, status: ConditionStatus, reason: &str) -> OperationOutcome {

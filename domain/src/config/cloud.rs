@@ -3,8 +3,8 @@
 use super::rules;
 use super::walker::{Errors, Field, Object};
 use crate::spec::{
-    AwsAccountId, AwsCloud, CloudSpec, ExternalId, Provider, Region, RoleArn, SandboxCloud,
-    Simulation, Step,
+    AwsAccountId, AwsCloud, CloudSpec, ExternalId, ExternalIdRef, Provider, Region, RoleArn,
+    SandboxCloud, Simulation, Step,
 };
 use crate::text::shown;
 use serde_json::Value;
@@ -76,7 +76,7 @@ fn aws(cloud: &mut Object<'_>, errors: &mut Errors) -> Option<AwsCloud> {
     let external_id = cloud.or_default("external_id", None, |field| {
         field
             .validated(errors, rules::external_id)
-            .map(|id| Some(ExternalId::new_unchecked(id)))
+            .map(|id| Some(ExternalIdRef::Plain(ExternalId::new_unchecked(id))))
     });
     cloud.refuse(
         "simulate",

@@ -39,7 +39,9 @@ fn contract_spec() -> EnvironmentSpec {
             region: Region::new_unchecked("us-east-1"),
             account_id: AwsAccountId::new_unchecked("123456789012"),
             role_arn: RoleArn::new_unchecked("arn:aws:iam::123456789012:role/Beta9Provisioner"),
-            external_id: Some(ExternalId::new_unchecked("optional-string")),
+            external_id: Some(ExternalIdRef::Plain(ExternalId::new_unchecked(
+                "optional-string",
+            ))),
         }),
         cluster: ClusterSpec {
             profile: Profile::Medium,
