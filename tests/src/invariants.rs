@@ -70,29 +70,48 @@ impl fmt::Display for Report {
     }
 }
 
+/// How long [`check`] waits for the system to come to rest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// For every environment to settle.
+    pub settle: Duration,
+    /// For the relay to drain the outbox and the projection to catch up, once settled.
+    pub drain: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            settle: SETTLE_WITHIN,
+            drain: DRAIN_WITHIN,
+        }
+    }
+}
+
 /// The one invariant check (see the module's documentation). Every violation found is
 /// returned; when some environment never settles, the others are not judged.
-pub async fn check(target: &Target<'_>) -> Result<Report, Vec<Violation>> {
-    let statuses = settled(target.pool, SETTLE_WITHIN).await?;
+pub async fn check(target: &Target<'_>, limits: Limits) -> Result<Report, Vec<Violation>> {
+    let statuses = settled(target.pool, limits.settle).await?;
+    let mut violations = Vec::new();
     let published = committed_events_published_once(
         target.pool,
         target.nats_url,
         target.subjects,
-        DRAIN_WITHIN,
+        limits.drain,
     )
-    .await?;
-    let mut violations = Vec::new();
-    if let Err(left) = outbox_empty(target.pool, DRAIN_WITHIN).await {
+    .await
+    .unwrap_or_else(|found| {
+        violations.extend(found);
+        Checked::default()
+    });
+    if let Err(left) = outbox_empty(target.pool, limits.drain).await {
         violations.push(left);
     }
-    let runs = match no_overlaps(target.workdirs, &statuses) {
-        Ok(runs) => runs,
-        Err(found) => {
-            violations.extend(found);
-            0
-        }
-    };
-    match projection_caught_up(target.pool, DRAIN_WITHIN).await {
+    let runs = no_overlaps(target.workdirs, &statuses).unwrap_or_else(|found| {
+        violations.extend(found);
+        0
+    });
+    match projection_caught_up(target.pool, limits.drain).await {
         Ok(()) => {
             if let Err(differs) = replay_equal(target.database_url).await {
                 violations.push(differs);

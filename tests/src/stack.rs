@@ -495,24 +495,37 @@ impl Stack {
     /// terraform/helm runs of any environment, the read models equal to their replay, and no
     /// outbox row left. Fails the test naming every violation.
     pub async fn assert_invariants(&self) -> invariants::Report {
-        invariants::check(&invariants::Target {
-            pool: &self.pool,
-            nats_url: &self.nats.url(),
-            subjects: &self.subjects,
-            database_url: &self.database_url,
-            workdirs: &self.data_dir.path().join("workdirs"),
-        })
+        self.check_invariants(invariants::Limits::default())
+            .await
+            .unwrap_or_else(|violations| {
+                panic!(
+                    "invariants violated:\n{}",
+                    violations
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                )
+            })
+    }
+
+    /// [`Self::assert_invariants`]'s check with other waits, handing back what it found (for
+    /// the test that the check finds each violation).
+    pub async fn check_invariants(
+        &self,
+        limits: invariants::Limits,
+    ) -> Result<invariants::Report, Vec<invariants::Violation>> {
+        invariants::check(
+            &invariants::Target {
+                pool: &self.pool,
+                nats_url: &self.nats.url(),
+                subjects: &self.subjects,
+                database_url: &self.database_url,
+                workdirs: &self.data_dir.path().join("workdirs"),
+            },
+            limits,
+        )
         .await
-        .unwrap_or_else(|violations| {
-            panic!(
-                "invariants violated:\n{}",
-                violations
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            )
-        })
     }
 }
 

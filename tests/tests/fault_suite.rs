@@ -15,14 +15,16 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use system_tests::{ApiClient, Stack, StackOptions, sandbox_yaml};
+use system_tests::{ApiClient, Member, Stack, StackOptions, sandbox_yaml};
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 
-/// Kills per batch; every batch ends with the invariant check.
-const KILLS_PER_BATCH: usize = 10;
-/// Lifecycles running at once.
+/// Lifecycles per batch, all running at once; kills go on until each has ended, then the
+/// batch ends with the invariant check.
 const SLOTS: usize = 4;
+/// At most this many kills per batch, so that batches end and the check runs often.
+const KILLS_PER_BATCH: usize = 10;
+const API_REPLICAS: usize = 2;
+const EXECUTORS: usize = 2;
 /// How long one lifecycle may take, kills and retries included.
 const LIFECYCLE_WITHIN: Duration = Duration::from_secs(150);
 /// How long one request may take before it is sent to another replica.
@@ -119,12 +121,15 @@ struct Response {
 struct Outcome {
     failures_seen: Vec<String>,
     retries: usize,
+    took: Duration,
+    /// The longest wait between two of its events, and the event after it.
+    longest_gap: (f64, String),
 }
 
 /// create → ready → destroy, whatever is killed meanwhile: a failed step is retried, an
 /// environment that is ready is deleted, and it ends destroyed.
 async fn lifecycle(mut driver: Driver, name: String, twist: Twist) -> Outcome {
-    let apply = driver.rng.random_range(2..12) as f64 / 10.0;
+    let apply = driver.rng.random_range(1..8) as f64 / 10.0;
     let simulate = match twist {
         Twist::FailsOnce(step) => {
             format!("    apply_seconds: {apply}\n    fail: {step}\n    fail_times: 1\n")
@@ -132,6 +137,7 @@ async fn lifecycle(mut driver: Driver, name: String, twist: Twist) -> Outcome {
         _ => format!("    apply_seconds: {apply}\n"),
     };
     let yaml = sandbox_yaml(&name, &simulate);
+    let started = Instant::now();
     let created = driver
         .send(Method::POST, "/v1/environments", Some((&name, &yaml)))
         .await;
@@ -168,7 +174,11 @@ async fn lifecycle(mut driver: Driver, name: String, twist: Twist) -> Outcome {
         }
         let body = view.body;
         match body["status"].as_str().unwrap_or_default() {
-            "destroyed" => return outcome,
+            "destroyed" => {
+                outcome.took = started.elapsed();
+                outcome.longest_gap = longest_gap(&mut driver, &path).await;
+                return outcome;
+            }
             "ready" if !delete_accepted => {
                 let deleted = driver.send(Method::DELETE, &path, None).await;
                 delete_accepted = deleted.status == StatusCode::ACCEPTED;
@@ -197,6 +207,28 @@ async fn lifecycle(mut driver: Driver, name: String, twist: Twist) -> Outcome {
     }
 }
 
+/// The longest time between two consecutive events of an environment (seconds), and the
+/// second event's type: where a lifecycle waited.
+async fn longest_gap(driver: &mut Driver, path: &str) -> (f64, String) {
+    let history = driver
+        .send(Method::GET, &format!("{path}/history"), None)
+        .await;
+    let events = history.body.as_array().cloned().unwrap_or_default();
+    let at = |event: &Value| {
+        event["recorded_at"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+    };
+    events
+        .windows(2)
+        .filter_map(|pair| {
+            let gap = (at(&pair[1])? - at(&pair[0])?).as_seconds_f64();
+            Some((gap, pair[1]["type"].as_str().unwrap_or("?").to_owned()))
+        })
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .unwrap_or_default()
+}
+
 /// Whom a kill hits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Aim {
@@ -215,46 +247,49 @@ async fn random_kills_of_api_replicas_relay_leaders_and_executors_keep_every_inv
     let started = Instant::now();
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut stack = Stack::start_with(StackOptions {
-        api_replicas: 2,
-        executor_replicas: 2,
+        api_replicas: API_REPLICAS,
+        executor_replicas: EXECUTORS,
         ..Default::default()
     })
     .await;
+    eprintln!("stack started in {:?}", started.elapsed());
     let mut kills: BTreeMap<String, usize> = BTreeMap::new();
     let (mut lifecycles, mut retries, mut failures) = (0, 0, Vec::new());
     let mut batch = 0;
+    // Relay-leader kills that found no replica holding the lock, and hit a random one.
+    let mut leaderless = 0;
     while kills.values().sum::<usize>() < trials {
         batch += 1;
-        let stop = CancellationToken::new();
         let mut slots = JoinSet::new();
         for slot in 0..SLOTS {
-            let (stop, replicas) = (stop.clone(), stack.replicas().to_vec());
-            let mut slot_rng = SmallRng::seed_from_u64(rng.random());
-            slots.spawn(async move {
-                let mut outcomes = Vec::new();
-                let mut n = 0;
-                while !stop.is_cancelled() {
-                    n += 1;
-                    let twist = Twist::random(&mut slot_rng);
-                    let driver = Driver {
-                        replicas: replicas.clone(),
-                        http: reqwest::Client::builder()
-                            .timeout(REQUEST_TIMEOUT)
-                            .build()
-                            .expect("http client"),
-                        rng: SmallRng::seed_from_u64(slot_rng.random()),
-                        deadline: Instant::now() + LIFECYCLE_WITHIN,
-                        label: String::new(),
-                    };
-                    let name = format!("f{batch}-{slot}-{n}");
-                    outcomes.push(lifecycle(driver, name, twist).await);
-                }
-                outcomes
-            });
+            let twist = Twist::random(&mut rng);
+            let driver = Driver {
+                replicas: stack.replicas().to_vec(),
+                http: reqwest::Client::builder()
+                    .timeout(REQUEST_TIMEOUT)
+                    .build()
+                    .expect("http client"),
+                rng: SmallRng::seed_from_u64(rng.random()),
+                deadline: Instant::now() + LIFECYCLE_WITHIN,
+                label: String::new(),
+            };
+            slots.spawn(lifecycle(driver, format!("f{batch}-{slot}"), twist));
         }
-        let this_batch = KILLS_PER_BATCH.min(trials - kills.values().sum::<usize>());
-        for _ in 0..this_batch {
-            tokio::time::sleep(Duration::from_millis(rng.random_range(200..2500))).await;
+        // Kills at random moments until every lifecycle of the batch has ended.
+        let (mut outcomes, mut batch_kills) = (Vec::new(), 0);
+        loop {
+            let pause = Duration::from_millis(rng.random_range(100..1500));
+            let deadline = tokio::time::Instant::now() + pause;
+            while let Ok(Some(ended)) = tokio::time::timeout_at(deadline, slots.join_next()).await {
+                outcomes.push(ended.expect("a lifecycle panicked"));
+            }
+            if slots.is_empty() {
+                break;
+            }
+            if kills.values().sum::<usize>() >= trials || batch_kills >= KILLS_PER_BATCH {
+                continue;
+            }
+            batch_kills += 1;
             let aim = match rng.random_range(0..3) {
                 0 => Aim::ApiReplica,
                 1 => Aim::RelayLeader,
@@ -262,38 +297,121 @@ async fn random_kills_of_api_replicas_relay_leaders_and_executors_keep_every_inv
             };
             let replicas = stack.replicas().len();
             let member = match aim {
-                Aim::ApiReplica => system_tests::Member::Api(rng.random_range(0..replicas)),
-                Aim::RelayLeader => system_tests::Member::Api(
-                    stack
-                        .relay_leader()
-                        .await
-                        .unwrap_or_else(|| rng.random_range(0..replicas)),
-                ),
-                Aim::Executor => system_tests::Member::Executor(rng.random_range(0..2)),
+                Aim::ApiReplica => Member::Api(rng.random_range(0..replicas)),
+                Aim::RelayLeader => match stack.relay_leader().await {
+                    Some(leader) => Member::Api(leader),
+                    None => {
+                        // Between a leader's death and the next one's start.
+                        leaderless += 1;
+                        Member::Api(rng.random_range(0..replicas))
+                    }
+                },
+                Aim::Executor => Member::Executor(rng.random_range(0..EXECUTORS)),
             };
             stack.kill9(member).await;
             *kills.entry(format!("{aim:?}")).or_default() += 1;
             tokio::time::sleep(Duration::from_millis(rng.random_range(0..800))).await;
             stack.respawn(member).await;
         }
-        stop.cancel();
-        while let Some(outcomes) = slots.join_next().await {
-            for outcome in outcomes.expect("a lifecycle panicked") {
-                lifecycles += 1;
-                retries += outcome.retries;
-                failures.extend(outcome.failures_seen);
-            }
+        if let Some(slowest) = outcomes.iter().max_by_key(|outcome| outcome.took) {
+            eprintln!(
+                "batch {batch}: slowest lifecycle {:?}, its longest wait {:.1}s before {}",
+                slowest.took, slowest.longest_gap.0, slowest.longest_gap.1
+            );
         }
+        for outcome in outcomes {
+            lifecycles += 1;
+            retries += outcome.retries;
+            failures.extend(outcome.failures_seen);
+        }
+        let converged_at = started.elapsed();
         let report = stack.assert_invariants().await;
         eprintln!(
-            "batch {batch}: {} kills so far, {lifecycles} lifecycles, {:?} elapsed; checked {report}",
+            "batch {batch}: {} kills so far, {lifecycles} lifecycles converged at {converged_at:?}, \
+             checked at {:?}: {report}",
             kills.values().sum::<usize>(),
             started.elapsed()
         );
     }
     eprintln!(
-        "fault suite: seed {seed}, kills {kills:?}, {lifecycles} lifecycles, {retries} retries, \
-         {:?} in all; failures seen: {failures:?}",
+        "fault suite: seed {seed}, kills {kills:?} ({leaderless} with no relay leader to find), \
+         {lifecycles} lifecycles, {retries} retries, {:?} in all; failures seen: {failures:?}",
         started.elapsed()
+    );
+}
+
+/// The check is able to fail: it names an environment stuck in a transitional status, two
+/// overlapping runs, a read model that drifted from its replay, and an outbox row it cannot
+/// drain.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_invariant_check_finds_a_stuck_environment_overlapping_runs_a_drifted_read_model_and_a_stuck_outbox()
+ {
+    use system_tests::invariants::{Limits, Violation};
+    let short = Limits {
+        settle: Duration::from_secs(2),
+        drain: Duration::from_secs(2),
+    };
+    let mut stack = Stack::start_with(StackOptions {
+        executor: false,
+        ..Default::default()
+    })
+    .await;
+    // No executor: the first step never runs.
+    let id = stack.create_ok(&sandbox_yaml("stuck", "")).await;
+    let found = stack.check_invariants(short).await.unwrap_err();
+    assert!(
+        matches!(&found[..], [Violation::Unsettled { environment_id, status, last_events }]
+            if *environment_id == id && status == "provisioning"
+                && last_events.last().is_some_and(|e| e.ends_with("InfraApplyStarted"))),
+        "{found:?}"
+    );
+
+    stack.restart_executor();
+    stack
+        .wait_for_status(&id, "ready", Duration::from_secs(60))
+        .await;
+    let report = stack.assert_invariants().await;
+    assert_eq!(report.statuses.get("ready"), Some(&1), "{report}");
+
+    // Two runs changing the environment's state at once, as if the state lock failed.
+    let workdir = stack.workdir(&id);
+    let mut first = standins::overlap::Run::start(&workdir, "apply").unwrap();
+    first.enter_section();
+    let mut second = standins::overlap::Run::start(&workdir, "apply").unwrap();
+    second.enter_section();
+    first.finish(standins::overlap::Outcome::Succeeded).unwrap();
+    second
+        .finish(standins::overlap::Outcome::Succeeded)
+        .unwrap();
+    // A read model that drifted from the events.
+    sqlx::query("UPDATE environments_view SET status = 'failed' WHERE id = $1")
+        .bind(&id)
+        .execute(&stack.pool)
+        .await
+        .unwrap();
+    // An outbox row the relay can never publish (its event does not exist): quarantined, kept.
+    sqlx::query(
+        "INSERT INTO event_outbox (aggregate_type, aggregate_id, sequence)
+         VALUES ('Environment', 'env_01J00000000000000000000000', 1)",
+    )
+    .execute(&stack.pool)
+    .await
+    .unwrap();
+    let found = stack.check_invariants(short).await.unwrap_err();
+    let has = |wanted: fn(&Violation) -> bool| found.iter().any(wanted);
+    assert!(has(|v| matches!(v, Violation::Overlap { .. })), "{found:?}");
+    assert!(
+        has(|v| matches!(v, Violation::ReplayDiffers { .. })),
+        "{found:?}"
+    );
+    assert!(
+        has(|v| matches!(
+            v,
+            Violation::OutboxLeft {
+                outbox: 1,
+                quarantined: 1
+            }
+        )),
+        "{found:?}"
     );
 }
