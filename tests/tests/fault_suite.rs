@@ -55,6 +55,8 @@ enum Twist {
     FailsOnce(&'static str),
     /// Deleted while its first step runs (the step is cancelled).
     DeletedMidStep,
+    /// Its bootstrap fails for good; the lifecycle deletes it from `failed`.
+    FailsThenDeleted,
 }
 
 impl Twist {
@@ -64,6 +66,7 @@ impl Twist {
             1 => Twist::FailsOnce("bootstrap"),
             2 => Twist::FailsOnce("destroy"),
             3 => Twist::DeletedMidStep,
+            4 => Twist::FailsThenDeleted,
             _ => Twist::None,
         }
     }
@@ -134,6 +137,7 @@ async fn lifecycle(mut driver: Driver, name: String, twist: Twist) -> Outcome {
         Twist::FailsOnce(step) => {
             format!("    apply_seconds: {apply}\n    fail: {step}\n    fail_times: 1\n")
         }
+        Twist::FailsThenDeleted => format!("    apply_seconds: {apply}\n    fail: bootstrap\n"),
         _ => format!("    apply_seconds: {apply}\n"),
     };
     let yaml = sandbox_yaml(&name, &simulate);
@@ -194,6 +198,14 @@ async fn lifecycle(mut driver: Driver, name: String, twist: Twist) -> Outcome {
                     driver.label,
                     outcome.retries
                 );
+                if matches!(twist, Twist::FailsThenDeleted) && !delete_accepted {
+                    let deleted = driver.send(Method::DELETE, &path, None).await;
+                    delete_accepted = deleted.status == StatusCode::ACCEPTED;
+                    if !delete_accepted {
+                        retried_version = None;
+                    }
+                    continue;
+                }
                 let retried = driver
                     .send(Method::POST, &format!("{path}/retry"), None)
                     .await;
@@ -233,8 +245,13 @@ async fn longest_gap(driver: &mut Driver, path: &str) -> (f64, String) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Aim {
     ApiReplica,
+    /// The API replica holding the relay's lock (found in `pg_locks`).
     RelayLeader,
     Executor,
+    /// Every executor at once: jobs wait for a new one, leases lapse.
+    BothExecutors,
+    /// An API replica and an executor at once.
+    ApiAndExecutor,
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -290,28 +307,44 @@ async fn random_kills_of_api_replicas_relay_leaders_and_executors_keep_every_inv
                 continue;
             }
             batch_kills += 1;
-            let aim = match rng.random_range(0..3) {
-                0 => Aim::ApiReplica,
-                1 => Aim::RelayLeader,
-                _ => Aim::Executor,
+            let aim = match rng.random_range(0..11) {
+                0..3 => Aim::ApiReplica,
+                3..6 => Aim::RelayLeader,
+                6..9 => Aim::Executor,
+                9 => Aim::BothExecutors,
+                _ => Aim::ApiAndExecutor,
             };
             let replicas = stack.replicas().len();
-            let member = match aim {
-                Aim::ApiReplica => Member::Api(rng.random_range(0..replicas)),
+            let random_api = Member::Api(rng.random_range(0..replicas));
+            let random_executor = Member::Executor(rng.random_range(0..EXECUTORS));
+            let members = match aim {
+                Aim::ApiReplica => vec![random_api],
                 Aim::RelayLeader => match stack.relay_leader().await {
-                    Some(leader) => Member::Api(leader),
+                    Some(leader) => vec![Member::Api(leader)],
                     None => {
                         // Between a leader's death and the next one's start.
                         leaderless += 1;
-                        Member::Api(rng.random_range(0..replicas))
+                        vec![random_api]
                     }
                 },
-                Aim::Executor => Member::Executor(rng.random_range(0..EXECUTORS)),
+                Aim::Executor => vec![random_executor],
+                Aim::BothExecutors => (0..EXECUTORS).map(Member::Executor).collect(),
+                Aim::ApiAndExecutor => vec![random_api, random_executor],
             };
-            stack.kill9(member).await;
+            for &member in &members {
+                stack.kill9(member).await;
+            }
             *kills.entry(format!("{aim:?}")).or_default() += 1;
-            tokio::time::sleep(Duration::from_millis(rng.random_range(0..800))).await;
-            stack.respawn(member).await;
+            // Mostly back at once; sometimes the rest runs degraded for a while.
+            let down = if rng.random_ratio(1, 5) {
+                1000..4000
+            } else {
+                0..800
+            };
+            tokio::time::sleep(Duration::from_millis(rng.random_range(down))).await;
+            for member in members {
+                stack.respawn(member).await;
+            }
         }
         if let Some(slowest) = outcomes.iter().max_by_key(|outcome| outcome.took) {
             eprintln!(
