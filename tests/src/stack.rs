@@ -414,16 +414,6 @@ impl Stack {
         &self.replicas
     }
 
-    /// Every process of the stack: its API replicas, then its executors.
-    pub fn members(&self) -> Vec<Member> {
-        let executors = usize::from(self.executor.is_some() || !self.more_executors.is_empty())
-            + self.more_executors.len();
-        (0..self.replicas.len())
-            .map(Member::Api)
-            .chain((0..executors).map(Member::Executor))
-            .collect()
-    }
-
     /// The process id of a member, while it runs.
     pub fn pid(&self, member: Member) -> Option<u32> {
         match member {
