@@ -26,7 +26,7 @@ mod traffic;
 pub use api::{ApiClient, TOKEN};
 pub use app::{App, metrics_handle, unlimited};
 pub use processes::{ProviderProcess, binary_dir};
-pub use stack::{Stack, StackOptions, events_on_stream};
+pub use stack::{Member, Stack, StackOptions, events_on_stream};
 pub use traffic::Traffic;
 
 /// A sandbox MetaConfig with the given name and `simulate` block (YAML lines, already indented

@@ -22,8 +22,15 @@ const EXECUTOR_LOG: &str = "executor.log";
 /// What to start.
 #[derive(Clone, Debug)]
 pub struct StackOptions {
-    /// Start an executor process.
+    /// Start executor processes.
     pub executor: bool,
+    /// How many executors (when `executor`): 1 by default; they share the data directory and
+    /// NATS, and compete for jobs.
+    pub executor_replicas: usize,
+    /// How many API (`serve`) processes: 1 by default. Replicas share the database and NATS;
+    /// one of them leads the relay ([`Stack::relay_leader`]), their process managers race on the
+    /// same events.
+    pub api_replicas: usize,
     /// Extra environment for the API process.
     pub api_env: Vec<(String, String)>,
     /// Extra environment for the executor process.
@@ -38,6 +45,8 @@ impl Default for StackOptions {
     fn default() -> Self {
         Self {
             executor: true,
+            executor_replicas: 1,
+            api_replicas: 1,
             api_env: Vec::new(),
             executor_env: Vec::new(),
             log_filter: None,
@@ -45,9 +54,41 @@ impl Default for StackOptions {
     }
 }
 
+/// One process of a [`Stack`], for [`Stack::kill9`] and [`Stack::respawn`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Member {
+    /// The API replica with this index (0 is [`Stack::api`]).
+    Api(usize),
+    /// The executor with this index (0 is [`Stack::executor`]).
+    Executor(usize),
+}
+
+impl std::fmt::Display for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Member::Api(i) => write!(f, "api-{i}"),
+            Member::Executor(i) => write!(f, "executor-{i}"),
+        }
+    }
+}
+
+/// The `application_name` API replica `index` connects to Postgres with, so the test can tell
+/// which replica holds the relay's lock.
+fn api_application_name(index: usize) -> String {
+    format!("provisioner-api-{index}")
+}
+
 pub struct Stack {
+    /// API replica 0.
     pub api: ProviderProcess,
+    /// Executor 0.
     pub executor: Option<ProviderProcess>,
+    /// API replicas 1.. ([`StackOptions::api_replicas`]).
+    more_apis: Vec<ProviderProcess>,
+    /// A client of each API replica, in replica order (the first is [`Stack::client`]).
+    replicas: Vec<ApiClient>,
+    /// Executors 1.. ([`StackOptions::executor_replicas`]); `None` while killed.
+    more_executors: Vec<Option<ProviderProcess>>,
     /// The executor's environment, for [`Stack::start_executor`].
     executor_env: BTreeMap<String, String>,
     pub nats: LocalNats,
@@ -136,16 +177,61 @@ impl Stack {
             .then(|| tempfile::tempdir().expect("tempdir"));
         let log_file = |name: &str| logs_dir.as_ref().map(|dir| dir.path().join(name));
 
-        let api = ProviderProcess::spawn_logging("serve", api_env, log_file(API_LOG));
-        let executor = options.executor.then(|| {
+        let replicas = options.api_replicas.max(1);
+        let mut apis = Vec::with_capacity(replicas);
+        let mut clients = Vec::with_capacity(replicas);
+        for index in 0..replicas {
+            let mut env = api_env.clone();
+            let port = if index == 0 {
+                port
+            } else {
+                free_port().expect("free port")
+            };
+            env.insert("PROVISIONER_LISTEN".into(), format!("127.0.0.1:{port}"));
+            env.insert(
+                "DATABASE_URL".into(),
+                format!(
+                    "{database_url}?application_name={}",
+                    api_application_name(index)
+                ),
+            );
+            apis.push(ProviderProcess::spawn_logging(
+                "serve",
+                env,
+                log_file(API_LOG),
+            ));
+            clients.push(ApiClient::new(format!("http://127.0.0.1:{port}"), TOKEN));
+        }
+        let mut apis = apis.into_iter();
+        let api = apis.next().expect("one API replica");
+        let executors = if options.executor {
+            options.executor_replicas.max(1)
+        } else {
+            0
+        };
+        let executor = (executors > 0).then(|| {
             ProviderProcess::spawn_logging("executor", executor_env.clone(), log_file(EXECUTOR_LOG))
         });
+        let more_executors = (1..executors)
+            .map(|_| {
+                let mut env = executor_env.clone();
+                env.insert("PROVISIONER_EXECUTOR_LISTEN".into(), "127.0.0.1:0".into());
+                Some(ProviderProcess::spawn_logging(
+                    "executor",
+                    env,
+                    log_file(EXECUTOR_LOG),
+                ))
+            })
+            .collect();
         let pool = PgPool::connect(&database_url)
             .await
             .expect("connect test db");
         let stack = Self {
             api,
             executor,
+            more_apis: apis.collect(),
+            replicas: clients,
+            more_executors,
             executor_env,
             nats,
             pool,
@@ -157,7 +243,9 @@ impl Stack {
             data_dir,
             logs_dir,
         };
-        stack.wait_ready().await;
+        for replica in &stack.replicas {
+            replica.wait_ready().await;
+        }
         stack
     }
 
@@ -322,6 +410,123 @@ impl Stack {
             self.executor_env.clone(),
             self.executor_log(),
         ));
+    }
+}
+
+/// The relay's advisory lock key (`command_api::relay`'s "relay" in ASCII), as `pg_locks` shows
+/// a bigint key: its high and low 32 bits.
+const RELAY_LOCK_CLASSID: i64 = 0x0072;
+const RELAY_LOCK_OBJID: i64 = 0x656c_6179;
+
+/// Two API replicas and two executors competing; and, for a kill, which processes a stack has.
+impl Stack {
+    /// A client of each API replica, in replica order.
+    pub fn replicas(&self) -> &[ApiClient] {
+        &self.replicas
+    }
+
+    /// The process id of a member, while it runs.
+    pub fn pid(&self, member: Member) -> Option<u32> {
+        match member {
+            Member::Api(0) => self.api.id(),
+            Member::Api(i) => self.more_apis.get(i - 1)?.id(),
+            Member::Executor(0) => self.executor.as_ref()?.id(),
+            Member::Executor(i) => self.more_executors.get(i - 1)?.as_ref()?.id(),
+        }
+    }
+
+    /// Kills a member (SIGKILL); [`Self::respawn`] brings it back.
+    pub async fn kill9(&mut self, member: Member) {
+        match member {
+            Member::Api(0) => self.api.kill9().await,
+            Member::Api(i) => self.more_apis[i - 1].kill9().await,
+            Member::Executor(0) => self.kill9_executor().await,
+            Member::Executor(i) => {
+                if let Some(executor) = self.more_executors[i - 1].as_mut() {
+                    executor.kill9().await;
+                }
+            }
+        }
+    }
+
+    /// Starts a killed member again with its settings; an API replica is waited for until it
+    /// is ready.
+    pub async fn respawn(&mut self, member: Member) {
+        match member {
+            Member::Api(0) => self.respawn_api(&[], &[]).await,
+            Member::Api(i) => {
+                self.more_apis[i - 1] = self.more_apis[i - 1].respawn(&[], &[]);
+                self.replicas[i].wait_ready().await;
+            }
+            Member::Executor(0) => self.restart_executor(),
+            Member::Executor(i) => {
+                let mut env = self.executor_env.clone();
+                env.insert("PROVISIONER_EXECUTOR_LISTEN".into(), "127.0.0.1:0".into());
+                self.more_executors[i - 1] = Some(ProviderProcess::spawn_logging(
+                    "executor",
+                    env,
+                    self.executor_log(),
+                ));
+            }
+        }
+    }
+
+    /// The API replica whose relay is the active one: the one whose connection holds the
+    /// relay's advisory lock (found through `pg_locks` and the replica's `application_name`).
+    /// `None` while no replica holds it (between a leader's death and the next one's start).
+    pub async fn relay_leader(&self) -> Option<usize> {
+        let name: Option<String> = sqlx::query_scalar(
+            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+              WHERE l.locktype = 'advisory' AND l.granted
+                AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                AND l.classid::bigint = $1 AND l.objid::bigint = $2 AND l.objsubid = 1",
+        )
+        .bind(RELAY_LOCK_CLASSID)
+        .bind(RELAY_LOCK_OBJID)
+        .fetch_optional(&self.pool)
+        .await
+        .expect("query pg_locks");
+        let name = name?;
+        (0..self.replicas.len()).find(|&i| api_application_name(i) == name)
+    }
+
+    /// The one invariant check every fault scenario ends with ([`invariants`]): waits (bounded)
+    /// until every environment is settled, the outbox drained and the projection caught up,
+    /// then checks every committed event on the stream exactly once and in order, no overlapping
+    /// terraform/helm runs of any environment, the read models equal to their replay, and no
+    /// outbox row left. Fails the test naming every violation.
+    pub async fn assert_invariants(&self) -> invariants::Report {
+        self.check_invariants(invariants::Limits::default())
+            .await
+            .unwrap_or_else(|violations| {
+                panic!(
+                    "invariants violated:\n{}",
+                    violations
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                )
+            })
+    }
+
+    /// [`Self::assert_invariants`]'s check with other waits, handing back what it found (for
+    /// the test that the check finds each violation).
+    pub async fn check_invariants(
+        &self,
+        limits: invariants::Limits,
+    ) -> Result<invariants::Report, Vec<invariants::Violation>> {
+        invariants::check(
+            &invariants::Target {
+                pool: &self.pool,
+                nats_url: &self.nats.url(),
+                subjects: &self.subjects,
+                database_url: &self.database_url,
+                workdirs: &self.data_dir.path().join("workdirs"),
+            },
+            limits,
+        )
+        .await
     }
 }
 

@@ -28,6 +28,7 @@ async fn a_failed_bootstrap_is_retried_without_re_applying_infra() {
     assert_eq!(count(&types, "RetryRequested"), 1);
     assert_eq!(count(&types, "BootstrapStarted"), 2);
     assert_eq!(types.last().unwrap(), "BootstrapCompleted");
+    stack.assert_invariants().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -62,6 +63,7 @@ async fn a_throttled_terraform_is_retried_within_the_step_and_the_retries_are_in
         .filter(|l| l.contains("(the cloud API throttled the request); retrying in"))
         .collect();
     assert_eq!(retries.len(), 2, "{logs}");
+    stack.assert_invariants().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -88,6 +90,7 @@ async fn a_failed_infra_apply_keeps_its_error_until_a_retry_succeeds() {
     let types = stack.history_types(&id).await;
     assert_eq!(count(&types, "InfraApplyFailed"), 2);
     assert_eq!(count(&types, "InfraApplied"), 1);
+    stack.assert_invariants().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -114,7 +117,7 @@ async fn delete_during_an_apply_cancels_it_then_destroys_without_overlap() {
             "InfraDestroyed",
         ]
     );
-    stack.assert_no_overlap(&id);
+    stack.assert_invariants().await;
     // No infra outputs, so no cluster to uninstall releases from: helm never ran.
     assert_eq!(
         standins::helm_invocations::read(&stack.workdir(&id)).unwrap(),
@@ -172,7 +175,7 @@ async fn with_no_executor_at_all_a_step_times_out_and_a_retry_runs_once_an_execu
     assert_eq!(count(&types, "InfraApplyStarted"), 2, "{types:?}");
     assert_eq!(count(&types, "InfraApplied"), 1, "{types:?}");
     // The first job, delivered late to the new executor, was skipped: one apply ran.
-    stack.assert_no_overlap(&id);
+    stack.assert_invariants().await;
     let applies = standins::overlap::runs(&stack.workdir(&id))
         .unwrap()
         .into_iter()
@@ -216,4 +219,5 @@ async fn two_replicas_sweeping_the_same_overdue_operation_record_one_time_out() 
     );
     // Nothing is left to sweep.
     assert_eq!(replicas[0].sweep(later).await.unwrap(), 0);
+    stack.assert_invariants().await;
 }
