@@ -96,9 +96,15 @@ impl TenantPolicy {
     }
 
     /// Writes the quotas where the `events` trigger reads them: the whole table, replaced in
-    /// one transaction (the default as tenant `*`).
+    /// one transaction (the default as tenant `*`). Replicas starting together take turns (a
+    /// lock for the transaction), so none trips over another's rows.
     pub async fn publish(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
         let mut tx = pool.begin().await?;
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtextextended('provisioner-tenant-quotas', 0))",
+        )
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("DELETE FROM tenant_quotas")
             .execute(&mut *tx)
             .await?;

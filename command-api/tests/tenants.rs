@@ -600,3 +600,25 @@ async fn failed_authentications_are_counted_by_reason() {
         assert!(counted >= at_least, "{reason}: {counted} in:\n{after}");
     }
 }
+
+/// API replicas starting together each write the quotas: none fails (the second replica of a
+/// two-replica stack used to stop at start with a duplicate key on `tenant_quotas`).
+#[tokio::test]
+async fn replicas_publishing_the_quotas_at_once_all_succeed() {
+    let app = App::spawn().await;
+    let policy = command_api::tenancy::TenantPolicy {
+        quotas: command_api::tenancy::parse_quotas("acme=3,globex=4").unwrap(),
+        ..Default::default()
+    };
+    for _ in 0..5 {
+        let publishes = (0..8).map(|_| policy.publish(&app.pool));
+        for result in futures::future::join_all(publishes).await {
+            result.expect("publish the quotas");
+        }
+    }
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_quotas")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 3);
+}
