@@ -493,6 +493,7 @@ async fn an_event_committed_after_later_ones_is_published_and_projected_in_order
 
     // It commits last: published after all of them, projected, and its lifecycle goes on.
     held.commit().await.unwrap();
+    stack.assert_committed_events_published_once().await;
     stack.wait_for_status(&held_id, "destroyed", WITHIN).await;
     let checked = stack.assert_committed_events_published_once().await;
     assert_projection_complete(&stack).await;
