@@ -227,7 +227,7 @@ async fn storm(stack: &Stack, id: &str, moment: &str) -> Tally {
     let mut verbs: Vec<Verb> = (0..50).map(|n| Verb::ALL[n % Verb::ALL.len()]).collect();
     rand::seq::SliceRandom::shuffle(verbs.as_mut_slice(), &mut rand::rng());
     let start = std::sync::Arc::new(tokio::sync::Barrier::new(verbs.len()));
-    let answers = futures::future::join_all(verbs.iter().enumerate().map(|(n, verb)| {
+    let commands = futures::future::join_all(verbs.iter().enumerate().map(|(n, verb)| {
         let request_id = format!("race-{moment}-{n}");
         let request = verb
             .request(stack, id)
@@ -240,8 +240,12 @@ async fn storm(stack: &Stack, id: &str, moment: &str) -> Tally {
             let body: Value = response.json().await.unwrap_or(Value::Null);
             (*verb, request_id, status, body)
         }
-    }))
-    .await;
+    }));
+    let answers = tokio::time::timeout(WITHIN, commands)
+        .await
+        .unwrap_or_else(|_| {
+            panic!("{moment}: the commands were not all answered within {WITHIN:?}")
+        });
 
     let history = stored_history(stack, id).await;
     assert_serial(id, &history);
@@ -694,7 +698,7 @@ async fn concurrent_tries_with_one_idempotency_key_answer_one_environment() {
     for n in 0..5 * trials() {
         let key = format!("same-{n}");
         let yaml = sandbox_yaml(&format!("same-{n}"), "");
-        let answers = futures::future::join_all((0..8).map(|_| async {
+        let tries = futures::future::join_all((0..8).map(|_| async {
             let response = stack
                 .request(Method::POST, "/v1/environments")
                 .header("content-type", "application/yaml")
@@ -708,8 +712,10 @@ async fn concurrent_tries_with_one_idempotency_key_answer_one_environment() {
                 status,
                 response.json::<Value>().await.unwrap_or(Value::Null),
             )
-        }))
-        .await;
+        }));
+        let answers = tokio::time::timeout(WITHIN, tries)
+            .await
+            .unwrap_or_else(|_| panic!("{key}: the tries were not all answered within {WITHIN:?}"));
         let ids: BTreeSet<&str> = answers
             .iter()
             .map(|(status, body)| {
