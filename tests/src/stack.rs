@@ -586,3 +586,19 @@ pub async fn events_on_stream(
     }
     events
 }
+
+impl Stack {
+    /// Moves the API to another database — one on a test's own PostgreSQL server, which the test
+    /// may stop and start: kills the API, starts it again with `database_url` (it migrates the
+    /// database at start), and points [`Stack::pool`], [`Stack::database_url`] and the invariant
+    /// checks at it. The stack's first database is still dropped with the stack.
+    pub async fn move_to_database(&mut self, database_url: &str) {
+        self.kill9_api().await;
+        self.respawn_api(&[("DATABASE_URL", database_url)], &[])
+            .await;
+        self.pool = PgPool::connect(database_url)
+            .await
+            .expect("connect the stack's new database");
+        self.database_url = database_url.to_owned();
+    }
+}

@@ -240,18 +240,30 @@ async fn an_event_published_twice_is_on_the_stream_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_nats_restart_mid_lifecycle_loses_no_event() {
     let mut stack = Stack::start().await;
-    let id = stack
-        .create_ok(&sandbox_yaml("weathered", "    apply_seconds: 2\n"))
-        .await;
-    stack.wait_for_status(&id, "provisioning", WITHIN).await;
+    // Several lifecycles, each at its own point (queued, applying, bootstrapping) when the
+    // server dies, at a random moment while the first one applies.
+    let mut ids = Vec::new();
+    for (n, seconds) in ["2", "0.3", "1"].into_iter().enumerate() {
+        let simulate = format!("    apply_seconds: {seconds}\n");
+        let id = stack
+            .create_ok(&sandbox_yaml(&format!("weathered-{n}"), &simulate))
+            .await;
+        ids.push(id);
+        tokio::time::sleep(Duration::from_millis(rand::random_range(0..300))).await;
+    }
+    stack.wait_for_status(&ids[0], "provisioning", WITHIN).await;
+    tokio::time::sleep(Duration::from_millis(rand::random_range(0..1000))).await;
     stack.stop_nats().await;
     // Not ready without NATS, and says so; commands still commit to Postgres meanwhile.
     stack
         .wait_readiness(reqwest::StatusCode::SERVICE_UNAVAILABLE)
         .await;
+    ids.push(stack.create_ok(&sandbox_yaml("weathered-late", "")).await);
     stack.start_nats().await;
     stack.wait_ready().await;
-    stack.wait_for_status(&id, "ready", WITHIN).await;
+    for id in &ids {
+        stack.wait_for_status(id, "ready", WITHIN).await;
+    }
     stack.assert_invariants().await;
 }
 

@@ -8,6 +8,7 @@ pub mod head_limit;
 mod health;
 mod logs;
 pub mod openapi;
+mod paced;
 mod plans;
 mod prometheus;
 pub mod rate_limit;

@@ -1,7 +1,8 @@
 //! Live lifecycle streams over Server-Sent Events, read from the JetStream events stream.
 //!
-//! Each client gets its own ordered consumer, so a slow client only slows itself: JetStream
-//! holds what it has not read yet, and no shared buffer can fill up.
+//! Each client gets its own ordered consumer, paced by it ([`super::paced`]), so a slow client
+//! only slows itself: JetStream holds what it has not read yet, no shared buffer can fill up,
+//! and a client that never reads does not make the API hold what flows past it.
 //!
 //! * `/v1/environments/{id}/events`: `id:` is the event's sequence in the environment's history;
 //!   resumes after `Last-Event-ID` or `?after=N`; ends after `InfraDestroyed` or `MarkedDestroyed` (at once when
@@ -17,7 +18,7 @@ use super::environments::EnvironmentPath;
 use super::environments::{parse_id, visible_history};
 use super::error::{AppError, ErrorBody};
 use super::extract::{Path, Query};
-use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+use async_nats::jetstream::consumer::DeliverPolicy;
 use axum::Extension;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -85,58 +86,29 @@ fn sse_event(id: u64, envelope: &EventEnvelope) -> SseEvent {
         .data(serde_json::to_string(envelope).unwrap_or_default())
 }
 
-/// One decoded message of an ordered consumer.
-pub(super) struct Delivered<T> {
-    /// Position in the stream.
-    pub position: u64,
-    /// Messages after this one that matched the filter when it was delivered.
-    pub pending: u64,
-    pub value: T,
-}
+pub(super) use super::paced::Delivered;
 
-/// A private ordered consumer over `stream_name` for one SSE client or read: messages that do
-/// not decode as `T` are skipped; the stream ends when the process shuts down.
-pub(super) async fn ordered_messages<T: DeserializeOwned>(
+/// A private ordered consumer over `stream_name` for one SSE client or read, paced by it
+/// ([`super::paced`]): messages that do not decode as `T` are skipped; the stream ends when the
+/// process shuts down.
+pub(super) async fn ordered_messages<T: DeserializeOwned + Send + 'static>(
     state: &AppState,
     stream_name: String,
     filter_subject: String,
     deliver_policy: DeliverPolicy,
 ) -> Result<impl Stream<Item = Delivered<T>> + use<T>, AppError> {
-    let unavailable = |e: async_nats::Error| AppError::Unavailable(e);
     let stream = state
         .js
         .get_stream(stream_name)
         .await
-        .map_err(|e| unavailable(e.into()))?;
-    let consumer = stream
-        .create_consumer(OrderedConfig {
-            filter_subject,
-            deliver_policy,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| unavailable(e.into()))?;
-    let messages = consumer
-        .messages()
-        .await
-        .map_err(|e| unavailable(e.into()))?;
-    Ok(messages
-        .take_until(state.shutdown.clone().cancelled_owned())
-        .filter_map(|message| async move {
-            let message = message
-                .inspect_err(|error| tracing::warn!(%error, "ordered consumer error"))
-                .ok()?;
-            let (position, pending) = message
-                .info()
-                .map(|i| (i.stream_sequence, i.pending))
-                .unwrap_or_default();
-            let value = serde_json::from_slice::<T>(&message.payload).ok()?;
-            Some(Delivered {
-                position,
-                pending,
-                value,
-            })
-        }))
+        .map_err(|e| AppError::Unavailable(e.into()))?;
+    super::paced::ordered(
+        stream,
+        filter_subject,
+        deliver_policy,
+        state.shutdown.clone(),
+    )
+    .await
 }
 
 /// `GET /v1/environments/{id}/events`
