@@ -29,10 +29,10 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// A stable word for programs: `bad_request`, `malformed_document`, `unauthorized`,
-    /// `not_found`, `method_not_allowed`, `request_timeout`, `already_exists`, `name_taken`,
-    /// `not_failed`, `invalid_state`, `payload_too_large`, `unsupported_media_type`,
-    /// `validation_failed`, `idempotency_key_reused`, `request_header_fields_too_large`,
-    /// `internal`, `unavailable`.
+    /// `forbidden`, `not_found`, `method_not_allowed`, `request_timeout`, `already_exists`,
+    /// `name_taken`, `not_failed`, `invalid_state`, `executor_alive`, `payload_too_large`,
+    /// `unsupported_media_type`, `validation_failed`, `idempotency_key_reused`,
+    /// `request_header_fields_too_large`, `internal`, `unavailable`.
     #[schema(example = "not_found")]
     pub code: &'static str,
     /// For people; client values quoted in it are cut short.
