@@ -34,7 +34,7 @@ fuzz_target!(|data: &[u8]| {
         );
     }
     // The limit counts bytes, whatever they are: one more than the limit is refused unread.
-    if data.len() % 64 == 0 {
+    if data.len().is_multiple_of(64) {
         let mut over = text.into_owned();
         over.extend(std::iter::repeat_n(
             ' ',
