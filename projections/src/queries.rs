@@ -5,6 +5,7 @@ use crate::store::{COLUMNS, ViewTable, view_from_row};
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use domain::aggregate::Status;
+use domain::ids::EnvironmentId;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
@@ -156,6 +157,9 @@ fn encode_cursor(created_at: DateTime<Utc>, id: &str) -> String {
     plain.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The latest time a cursor may name: 9999-12-31T23:59:59.999999Z, in microseconds.
+const MAX_CURSOR_MICROS: i64 = 253_402_300_799_999_999;
+
 fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, String)> {
     if cursor.is_empty() || !cursor.len().is_multiple_of(2) || cursor.len() > 512 {
         return Err(Error::InvalidCursor);
@@ -172,11 +176,16 @@ fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, String)> {
     let plain = String::from_utf8(bytes).map_err(|_| Error::InvalidCursor)?;
     let (micros, id) = plain.split_once(':').ok_or(Error::InvalidCursor)?;
     let micros: i64 = micros.parse().map_err(|_| Error::InvalidCursor)?;
-    let at = DateTime::from_timestamp_micros(micros).ok_or(Error::InvalidCursor)?;
-    if id.is_empty() {
+    // Only a time the API could have put there (a row's `created_at`, 1970 to 9999): the
+    // cursor's parts are bound as query parameters, and Postgres refuses a time outside its own
+    // range, which would answer 500.
+    if !(0..=MAX_CURSOR_MICROS).contains(&micros) {
         return Err(Error::InvalidCursor);
     }
-    Ok((at, id.to_owned()))
+    let at = DateTime::from_timestamp_micros(micros).ok_or(Error::InvalidCursor)?;
+    // Likewise only an id: Postgres refuses text with a NUL in it.
+    let id = EnvironmentId::parse(id).map_err(|_| Error::InvalidCursor)?;
+    Ok((at, id.as_str().to_owned()))
 }
 
 #[cfg(test)]
@@ -215,6 +224,36 @@ mod tests {
                 "{bad:?} was accepted"
             );
         }
+    }
+
+    /// Found by `command-api/tests/http_properties.rs`: these decoded, and Postgres refused the
+    /// query (a 500).
+    #[test]
+    fn cursors_the_api_cannot_have_made_are_invalid() {
+        let hex = |plain: &str| {
+            plain
+                .bytes()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        };
+        let id = "env_01jd0000000000000000000000";
+        for plain in [
+            "0:\0".to_owned(),
+            format!("0:{id}\0"),
+            "0:not-an-id".to_owned(),
+            format!("-210866803200000001:{id}"),
+            format!("-1:{id}"),
+            format!("{}:{id}", MAX_CURSOR_MICROS + 1),
+        ] {
+            assert!(
+                matches!(decode_cursor(&hex(&plain)), Err(Error::InvalidCursor)),
+                "{plain:?} was accepted"
+            );
+        }
+        let latest = format!("{MAX_CURSOR_MICROS}:{id}");
+        let at = DateTime::from_timestamp_micros(MAX_CURSOR_MICROS).unwrap();
+        assert_eq!(decode_cursor(&hex(&latest)).unwrap(), (at, id.to_owned()));
+        assert_eq!(at.to_rfc3339(), "9999-12-31T23:59:59.999999+00:00");
     }
 
     #[test]

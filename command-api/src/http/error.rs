@@ -29,10 +29,11 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// A stable word for programs: `bad_request`, `malformed_document`, `unauthorized`,
-    /// `not_found`, `method_not_allowed`, `request_timeout`, `already_exists`, `name_taken`,
-    /// `not_failed`, `invalid_state`, `payload_too_large`, `unsupported_media_type`,
-    /// `validation_failed`, `idempotency_key_reused`, `request_header_fields_too_large`,
-    /// `forbidden`, `quota_exceeded`, `rate_limited`, `internal`, `unavailable`.
+    /// `forbidden`, `not_found`, `method_not_allowed`, `request_timeout`, `already_exists`,
+    /// `name_taken`, `not_failed`, `invalid_state`, `executor_alive`, `payload_too_large`,
+    /// `unsupported_media_type`, `validation_failed`, `idempotency_key_reused`,
+    /// `request_header_fields_too_large`, `quota_exceeded`, `rate_limited`, `internal`,
+    /// `unavailable`.
     #[schema(example = "not_found")]
     pub code: &'static str,
     /// For people; client values quoted in it are cut short.

@@ -227,7 +227,10 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
         let mut map = Map::new();
         while let Some(key) = access.next_key_seed(KeySeed)? {
             if map.contains_key(&key) {
-                return Err(de::Error::custom(format_args!("duplicate key {key:?}")));
+                return Err(de::Error::custom(format_args!(
+                    "duplicate key {}",
+                    crate::text::shown(&key)
+                )));
             }
             let value = access.next_value_seed(member)?;
             map.insert(key, value);

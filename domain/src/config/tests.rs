@@ -672,6 +672,29 @@ fn rejects_duplicate_keys_in_both_formats() {
     assert!(message.contains("duplicate key \"name\""), "{message}");
 }
 
+/// Found by `command-api/tests/http_properties.rs`: the whole key came back in the message
+/// (and in the API's 400), however long.
+#[test]
+fn a_duplicate_key_is_named_cut_short() {
+    // YAML allows implicit keys of up to 1024 characters.
+    let key = "k".repeat(1000);
+    let shown = format!(
+        "duplicate key \"{}\"...",
+        "k".repeat(crate::text::SHOWN_MAX_CHARS)
+    );
+    for message in [
+        syntax_error(yaml(&format!("{key}: 1\n{key}: 2\n"))),
+        syntax_error(json(&format!(r#"{{"{key}": 1, "{key}": 2}}"#))),
+    ] {
+        assert!(message.contains(&shown), "{message:.200}");
+        assert!(
+            message.len() < 200,
+            "{} bytes: {message:.200}",
+            message.len()
+        );
+    }
+}
+
 #[test]
 fn rejects_more_than_one_yaml_document() {
     let message = syntax_error(yaml(&format!("{MINIMAL_SANDBOX}---\n{MINIMAL_SANDBOX}")));
