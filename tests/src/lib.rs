@@ -42,6 +42,16 @@ pub fn sandbox_yaml(name: &str, simulate: &str) -> String {
     )
 }
 
+/// A test's trial count from the environment variable `variable` (a whole number, clamped to
+/// `1..=max`), `default` when it is unset or unreadable: more trials on request, bounded in CI.
+pub fn trials(variable: &str, default: usize, max: usize) -> usize {
+    std::env::var(variable)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+        .clamp(1, max)
+}
+
 /// How many times `wanted` occurs in a list of event types.
 pub fn count(types: &[String], wanted: &str) -> usize {
     types.iter().filter(|t| *t == wanted).count()

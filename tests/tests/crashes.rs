@@ -129,11 +129,7 @@ async fn a_step_abandoned_while_the_api_was_down_still_times_out_after_it_restar
 /// Kills that must land while events wait in the outbox: 3, or `PROVISIONER_TEST_CRASH_TRIALS`
 /// (at most 100). At most four kills per landed one, and five minutes in all.
 fn crash_trials() -> usize {
-    std::env::var("PROVISIONER_TEST_CRASH_TRIALS")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(3)
-        .clamp(1, 100)
+    system_tests::trials("PROVISIONER_TEST_CRASH_TRIALS", 3, 100)
 }
 
 /// Waits (bounded) until the relay is really publishing: committed events wait in the outbox

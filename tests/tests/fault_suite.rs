@@ -32,11 +32,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Kills in all: 50, or `PROVISIONER_TEST_FAULT_TRIALS`.
 fn trials() -> usize {
-    std::env::var("PROVISIONER_TEST_FAULT_TRIALS")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(50)
-        .clamp(1, 10_000)
+    system_tests::trials("PROVISIONER_TEST_FAULT_TRIALS", 50, 10_000)
 }
 
 /// `PROVISIONER_TEST_FAULT_SEED`, or a fresh one.

@@ -19,11 +19,7 @@ const WITHIN: Duration = Duration::from_secs(90);
 
 /// `PROVISIONER_TEST_RACE_TRIALS` (default 1, at most 20): how many times each race runs.
 fn trials() -> usize {
-    std::env::var("PROVISIONER_TEST_RACE_TRIALS")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(1)
-        .clamp(1, 20)
+    system_tests::trials("PROVISIONER_TEST_RACE_TRIALS", 1, 20)
 }
 
 /// Every stored event of `id`, in sequence order, as the event store reads them.

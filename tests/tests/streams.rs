@@ -399,11 +399,7 @@ async fn a_destroyed_environments_stream_ends_even_when_resumed_after_its_last_e
 /// `PROVISIONER_TEST_RACE_TRIALS` (default 1, at most 20): how many lifecycles the resume test
 /// follows.
 fn trials() -> usize {
-    std::env::var("PROVISIONER_TEST_RACE_TRIALS")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(1)
-        .clamp(1, 20)
+    system_tests::trials("PROVISIONER_TEST_RACE_TRIALS", 1, 20)
 }
 
 /// Follows `path` in pieces: reads 1 to `piece` events, drops the connection, reconnects with
