@@ -172,14 +172,24 @@ type TokenRow = (
 const TOKEN_COLUMNS: &str =
     "id, name, tenant, role, created_by, created_at, expires_at, revoked_at, revoked_by";
 
+/// A stored token's tenant and role, typed; a row the table's checks should have refused is a
+/// decode error.
+fn tenant_and_role(tenant: &str, role: &str) -> Result<(TenantId, Role), sqlx::Error> {
+    let corrupt = |error: domain::tenant::TenantInputError| sqlx::Error::Decode(Box::new(error));
+    Ok((
+        TenantId::parse(tenant).map_err(corrupt)?,
+        role.parse().map_err(corrupt)?,
+    ))
+}
+
 fn info(row: TokenRow) -> Result<TokenInfo, sqlx::Error> {
     let (id, name, tenant, role, created_by, created_at, expires_at, revoked_at, revoked_by) = row;
-    let corrupt = |error: domain::tenant::TenantInputError| sqlx::Error::Decode(Box::new(error));
+    let (tenant, role) = tenant_and_role(&tenant, &role)?;
     Ok(TokenInfo {
         id,
         name,
-        tenant: TenantId::parse(&tenant).map_err(corrupt)?,
-        role: role.parse().map_err(corrupt)?,
+        tenant,
+        role,
         created_by,
         created_at,
         expires_at,
@@ -215,12 +225,11 @@ impl Tokens {
         let Some((id, tenant, role)) = row else {
             return Ok(None);
         };
-        let corrupt =
-            |error: domain::tenant::TenantInputError| sqlx::Error::Decode(Box::new(error));
+        let (tenant, role) = tenant_and_role(&tenant, &role)?;
         Ok(Some(Principal {
             actor: format!("token:{id}"),
-            tenant: TenantId::parse(&tenant).map_err(corrupt)?,
-            role: role.parse().map_err(corrupt)?,
+            tenant,
+            role,
         }))
     }
 
