@@ -443,9 +443,38 @@ async fn no_secret_of_a_whole_aws_lifecycle_shows_anywhere() {
         vec![Source::new("the outputs", outputs)],
         &id,
     );
+    // A token issued through the API (its create answer, the one place it is shown, is not
+    // searched): used, then revoked and refused.
+    let issued = stack.issue_token("default", "viewer").await;
+    let issued_token = issued.token();
+    let by_issued = client_verb(&stack, &["env", "get", &id, "-o", "json"], issued_token);
+    let listed: serde_json::Value = stack
+        .request(reqwest::Method::GET, "/v1/tokens")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token_id = listed["items"][0]["id"].as_str().unwrap().to_owned();
+    let revoked = stack
+        .request(reqwest::Method::DELETE, &format!("/v1/tokens/{token_id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), StatusCode::OK);
+    let refused_revoked = client_verb(&stack, &["env", "get", &id], issued_token);
+    assert!(by_issued.contains("\"status\""), "{by_issued}");
+    assert!(
+        refused_revoked.contains("unauthorized"),
+        "{refused_revoked}"
+    );
     texts.add(
         "the client verbs",
         vec![
+            Source::new("env get with an issued token", by_issued),
+            Source::new("env get with a revoked token", refused_revoked),
+            Source::new("the token list", listed.to_string()),
             Source::new(
                 "env get -o json",
                 client_verb(&stack, &["env", "get", &id, "-o", "json"], TOKEN),
@@ -636,6 +665,10 @@ async fn no_secret_of_a_whole_aws_lifecycle_shows_anywhere() {
         Canary {
             name: "a client token",
             value: UNKNOWN_CLIENT_TOKEN,
+        },
+        Canary {
+            name: "an issued token",
+            value: issued_token,
         },
         Canary {
             name: "the secrets key",
