@@ -601,4 +601,25 @@ impl Stack {
             .expect("connect the stack's new database");
         self.database_url = database_url.to_owned();
     }
+
+    /// Waits until the relay has published (and so deleted) every outbox row with an id above
+    /// `after` (0: every row); panics naming `what` after `within`.
+    pub async fn wait_outbox_published_after(&self, after: i64, within: Duration, what: &str) {
+        let deadline = Instant::now() + within;
+        loop {
+            let left: i64 = sqlx::query_scalar("SELECT count(*) FROM event_outbox WHERE id > $1")
+                .bind(after)
+                .fetch_one(&self.pool)
+                .await
+                .expect("count outbox rows");
+            if left == 0 {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: {left} rows left"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }

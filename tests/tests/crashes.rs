@@ -214,21 +214,13 @@ async fn an_event_published_twice_is_on_the_stream_once() {
     .execute(&stack.pool)
     .await
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM event_outbox")
-            .fetch_one(&stack.pool)
-            .await
-            .unwrap();
-        if left == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the relay did not drain the outbox"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    stack
+        .wait_outbox_published_after(
+            0,
+            Duration::from_secs(10),
+            "the relay did not drain the outbox",
+        )
+        .await;
     assert_eq!(stack.stream_events(&id).await.len(), before);
     stack.assert_invariants().await;
 }

@@ -461,22 +461,13 @@ async fn an_event_committed_after_later_ones_is_published_and_projected_in_order
     for id in &later {
         stack.wait_for_status(id, "ready", WITHIN).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM event_outbox WHERE id > $1")
-            .bind(held_row)
-            .fetch_one(&stack.pool)
-            .await
-            .unwrap();
-        if left == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the relay did not publish the later rows"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    stack
+        .wait_outbox_published_after(
+            held_row,
+            Duration::from_secs(30),
+            "the relay did not publish the later rows",
+        )
+        .await;
     let last_id: i64 = sqlx::query_scalar("SELECT last_value FROM event_outbox_id_seq")
         .fetch_one(&stack.pool)
         .await
